@@ -1,0 +1,373 @@
+//! What the filter does with one request's headers: a pure function from the
+//! compiled plan and the request head to a [`Decision`], so that every rule is
+//! unit-tested without a host.
+
+use std::borrow::Cow;
+
+use crate::config::{
+    Plan, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE,
+    HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
+};
+use crate::router::PathAction;
+
+/// The parts of a request head the filter looks at, read in one host call.
+#[derive(Debug, Default)]
+pub struct RequestHead<'h> {
+    pub method: &'h str,
+    pub path: &'h str,
+    pub authority: &'h str,
+    /// `Upgrade` (HTTP/1.1) or `:protocol` (HTTP/2 extended CONNECT).
+    pub upgrade: bool,
+    /// Which of the headers the filter owns the client sent.
+    pub sent: OwnedHeaders,
+}
+
+/// Client-sent copies of the headers the filter owns.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OwnedHeaders {
+    pub dispatch: bool,
+    pub identity: bool,
+    pub timeout: bool,
+    pub forwarded_prefix: bool,
+}
+
+impl<'h> RequestHead<'h> {
+    pub fn from_pairs(pairs: &'h [(String, String)], dispatch_header: &str) -> Self {
+        let mut head = RequestHead::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                ":path" => head.path = value,
+                ":authority" => head.authority = value,
+                ":method" => head.method = value,
+                ":protocol" | "upgrade" => head.upgrade = true,
+                HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
+                    head.sent.identity = true
+                }
+                HEADER_TIMEOUT => head.sent.timeout = true,
+                HEADER_FORWARDED_PREFIX => head.sent.forwarded_prefix = true,
+                n if n == dispatch_header => head.sent.dispatch = true,
+                _ => {}
+            }
+        }
+        head
+    }
+}
+
+/// A header change, borrowing from the plan where it can.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderOp<'p> {
+    Set(&'p str, Cow<'p, str>),
+    Remove(&'p str),
+}
+
+/// A response the filter sends itself instead of forwarding.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl LocalReply {
+    pub fn json(status: u32, body: String) -> Self {
+        LocalReply {
+            status,
+            headers: vec![("content-type", "application/json".to_string())],
+            body,
+        }
+    }
+
+    /// An error in OpenAI's shape, which the filter uses for every error so
+    /// clients parse one format.
+    pub fn error(
+        status: u32,
+        kind: &str,
+        code: Option<&str>,
+        param: Option<&str>,
+        message: &str,
+    ) -> Self {
+        let body = serde_json::json!({
+            "error": { "message": message, "type": kind, "param": param, "code": code }
+        });
+        LocalReply::json(status, body.to_string())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision<'p> {
+    /// Forward after applying `ops`; `entry` is the matched entry, if any.
+    Forward {
+        entry: Option<usize>,
+        ops: Vec<HeaderOp<'p>>,
+    },
+    /// Answer locally; `entry` is set when a matched request was refused.
+    Reply {
+        entry: Option<usize>,
+        reply: LocalReply,
+    },
+}
+
+/// Routes one request by host and path.
+pub fn decide<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
+    let Some(m) = plan.router.route(head.authority, head.path) else {
+        return unmatched(plan, head);
+    };
+    let mut ops = match m.path {
+        PathAction::RefuseDotSegments => {
+            return Decision::Reply {
+                entry: Some(m.entry),
+                reply: LocalReply::error(
+                    400,
+                    "invalid_request_error",
+                    Some("invalid_path"),
+                    None,
+                    "path holds a '.' or '..' segment, which the gateway does not forward",
+                ),
+            }
+        }
+        PathAction::Keep => {
+            let mut ops = Vec::with_capacity(6);
+            if head.sent.forwarded_prefix {
+                ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
+            }
+            ops
+        }
+        PathAction::Rewrite { path, prefix } => {
+            let mut ops = Vec::with_capacity(8);
+            ops.push(HeaderOp::Set(":path", Cow::Owned(path)));
+            ops.push(HeaderOp::Set(
+                HEADER_FORWARDED_PREFIX,
+                Cow::Borrowed(prefix),
+            ));
+            ops
+        }
+    };
+    dispatch_ops(plan, m.entry, head, &mut ops);
+    Decision::Forward {
+        entry: Some(m.entry),
+        ops,
+    }
+}
+
+/// The headers every dispatched request gets, by path, host or model.
+pub fn dispatch_ops<'p>(
+    plan: &'p Plan,
+    entry: usize,
+    head: &RequestHead<'_>,
+    ops: &mut Vec<HeaderOp<'p>>,
+) {
+    let Some(e) = plan.entries.get(entry) else {
+        return;
+    };
+    // A client may send a header twice; remove every copy before setting ours.
+    ops.extend(strip_owned(plan, head));
+    ops.push(HeaderOp::Set(
+        &plan.dispatch_header,
+        Cow::Borrowed(&e.backend),
+    ));
+    ops.push(HeaderOp::Set(HEADER_AGENT_NAME, Cow::Borrowed(&e.name)));
+    ops.push(HeaderOp::Set(
+        HEADER_AGENT_NAMESPACE,
+        Cow::Borrowed(&e.namespace),
+    ));
+    ops.push(HeaderOp::Set(
+        HEADER_AGENT_KIND,
+        Cow::Borrowed(e.kind.as_str()),
+    ));
+    // Upgraded streams (WebSocket) live as long as they need: no timeout.
+    match (&e.timeout_ms, head.upgrade) {
+        (Some(ms), false) => ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Borrowed(ms))),
+        _ if head.sent.timeout => ops.push(HeaderOp::Remove(HEADER_TIMEOUT)),
+        _ => {}
+    }
+}
+
+fn unmatched<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
+    if plan.unmatched == Unmatched::Reject {
+        return Decision::Reply {
+            entry: None,
+            reply: LocalReply::error(
+                404,
+                "invalid_request_error",
+                Some("agent_not_found"),
+                None,
+                "no agent matches this host or path",
+            ),
+        };
+    }
+    Decision::Forward {
+        entry: None,
+        ops: strip_owned(plan, head),
+    }
+}
+
+/// Removes client-sent dispatch and identity headers: a client must never pick
+/// a backend or claim an identity, matched or not.
+pub fn strip_owned<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Vec<HeaderOp<'p>> {
+    let mut ops = Vec::new();
+    if head.sent.dispatch {
+        ops.push(HeaderOp::Remove(&plan.dispatch_header));
+    }
+    if head.sent.identity {
+        ops.extend(
+            [HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE, HEADER_AGENT_KIND]
+                .into_iter()
+                .map(HeaderOp::Remove),
+        );
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"{
+        "agents": [
+            {"name": "coordinator", "namespace": "prod", "backend": "c-backend", "timeout": "300s",
+             "hosts": ["coord.example.com"], "prefixes": [{"prefix": "/cs"}]},
+            {"name": "tools", "namespace": "prod", "kind": "mcp", "backend": "t-backend"},
+            {"name": "fast", "kind": "modelapi", "backend": "f-backend", "timeout": "0s"}
+        ]
+    }"#;
+
+    fn plan(json: &str) -> Plan {
+        Plan::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn forward<'p>(plan: &'p Plan, pairs: &[(&str, &str)]) -> (Option<usize>, Vec<HeaderOp<'p>>) {
+        let h = headers(pairs);
+        let head = RequestHead::from_pairs(&h, &plan.dispatch_header);
+        match decide(plan, &head) {
+            Decision::Forward { entry, ops } => (entry, ops),
+            other => panic!("expected forward, got {other:?}"),
+        }
+    }
+
+    fn set<'a>(ops: &'a [HeaderOp<'_>], name: &str) -> Option<&'a str> {
+        ops.iter().find_map(|op| match op {
+            HeaderOp::Set(n, v) if *n == name => Some(v.as_ref()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn layout_match_sets_dispatch_identity_timeout_and_rewrites() {
+        let p = plan(CONFIG);
+        let (entry, ops) = forward(
+            &p,
+            &[
+                (":path", "/prod/agent/coordinator/tasks?x=1"),
+                (":authority", "gw"),
+            ],
+        );
+        assert_eq!(entry, Some(0));
+        assert_eq!(set(&ops, ":path"), Some("/tasks?x=1"));
+        assert_eq!(set(&ops, "x-agent-backend"), Some("c-backend"));
+        assert_eq!(set(&ops, "x-agent-name"), Some("coordinator"));
+        assert_eq!(set(&ops, "x-agent-namespace"), Some("prod"));
+        assert_eq!(set(&ops, "x-agent-kind"), Some("agent"));
+        assert_eq!(
+            set(&ops, "x-forwarded-prefix"),
+            Some("/prod/agent/coordinator")
+        );
+        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), Some("300000"));
+    }
+
+    #[test]
+    fn kind_defaults_and_zero_timeout() {
+        let p = plan(CONFIG);
+        let (_, ops) = forward(&p, &[(":path", "/prod/tools"), (":authority", "gw")]);
+        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), Some("30000"));
+        let (_, ops) = forward(
+            &p,
+            &[
+                (":path", "/fast/x"),
+                (":authority", "gw"),
+                ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ],
+        );
+        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), None);
+        assert!(ops.contains(&HeaderOp::Remove("x-envoy-upstream-rq-timeout-ms")));
+    }
+
+    #[test]
+    fn upgrades_get_no_timeout() {
+        let p = plan(CONFIG);
+        let (_, ops) = forward(
+            &p,
+            &[
+                (":path", "/coordinator/ws"),
+                (":authority", "gw"),
+                ("upgrade", "websocket"),
+            ],
+        );
+        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), None);
+        assert_eq!(set(&ops, ":path"), Some("/ws"));
+    }
+
+    #[test]
+    fn host_match_keeps_path_and_drops_client_prefix_header() {
+        let p = plan(CONFIG);
+        let (entry, ops) = forward(
+            &p,
+            &[
+                (":path", "/prod/agent/tools/x"),
+                (":authority", "Coord.Example.com:443"),
+                ("x-forwarded-prefix", "/evil"),
+            ],
+        );
+        assert_eq!(entry, Some(0));
+        assert_eq!(set(&ops, ":path"), None);
+        assert!(ops.contains(&HeaderOp::Remove("x-forwarded-prefix")));
+    }
+
+    #[test]
+    fn unmatched_pass_strips_client_dispatch_and_identity() {
+        let p = plan(CONFIG);
+        let (entry, ops) = forward(
+            &p,
+            &[
+                (":path", "/nothing"),
+                (":authority", "gw"),
+                ("x-agent-backend", "t-backend"),
+                ("x-agent-name", "tools"),
+            ],
+        );
+        assert_eq!(entry, None);
+        assert!(ops.contains(&HeaderOp::Remove("x-agent-backend")));
+        assert!(ops.contains(&HeaderOp::Remove("x-agent-name")));
+        let (_, ops) = forward(&p, &[(":path", "/nothing"), (":authority", "gw")]);
+        assert!(
+            ops.is_empty(),
+            "no host calls for a clean unmatched request"
+        );
+    }
+
+    #[test]
+    fn unmatched_reject_and_dot_segments_reply() {
+        let p = plan(r#"{"unmatched": "reject", "agents": [{"name": "a", "backend": "b"}]}"#);
+        let h = headers(&[(":path", "/nope"), (":authority", "gw")]);
+        let Decision::Reply { reply, entry } =
+            decide(&p, &RequestHead::from_pairs(&h, "x-agent-backend"))
+        else {
+            panic!("expected a reply");
+        };
+        assert_eq!((reply.status, entry), (404, None));
+        assert!(reply.body.contains("agent_not_found"));
+        let h = headers(&[(":path", "/a/%2e%2e/admin"), (":authority", "gw")]);
+        let Decision::Reply { reply, entry } =
+            decide(&p, &RequestHead::from_pairs(&h, "x-agent-backend"))
+        else {
+            panic!("expected a reply");
+        };
+        assert_eq!((reply.status, entry), (400, Some(0)));
+    }
+}

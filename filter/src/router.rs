@@ -1,0 +1,371 @@
+//! Request → entry lookup and the path rewrite that goes with it.
+//!
+//! Hosts are hash lookups; paths go through a radix tree (matchit), so the
+//! cost of a lookup depends on the path, not on the number of agents.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::ConfigError;
+
+/// Where a prefix (explicit or from a layout) sends its requests.
+#[derive(Debug)]
+struct Target {
+    entry: usize,
+    /// The prefix as configured, without trailing slash (`/` for the root).
+    prefix: String,
+    /// Replacement for the prefix; `None` keeps the path as it is.
+    rewrite: Option<String>,
+}
+
+/// What to do with the path of a matched request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PathAction<'r> {
+    /// Forward the path unchanged (host matches, `rewrite: null`).
+    Keep,
+    /// Replace `:path`; `prefix` is what was stripped (`x-forwarded-prefix`).
+    Rewrite { path: String, prefix: &'r str },
+    /// The remainder holds a dot-segment: answer 400, never forward.
+    RefuseDotSegments,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Match<'r> {
+    pub entry: usize,
+    pub path: PathAction<'r>,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    exact_hosts: HashMap<String, usize>,
+    /// `*.example.com` stored as `example.com`.
+    wildcard_hosts: HashMap<String, usize>,
+    paths: matchit::Router<usize>,
+    targets: Vec<Target>,
+}
+
+#[derive(Debug, Default)]
+pub struct RouterBuilder {
+    hosts: Vec<(String, usize)>,
+    prefixes: Vec<Target>,
+    seen: HashSet<String>,
+}
+
+impl RouterBuilder {
+    /// Adds a host pattern (lowercase, exact or `*.suffix`).
+    pub fn host(&mut self, pattern: &str, entry: usize) {
+        self.hosts.push((pattern.to_string(), entry));
+    }
+
+    /// Adds a path prefix; the first claim of a prefix wins.
+    pub fn prefix(&mut self, prefix: &str, rewrite: Option<String>, entry: usize) {
+        if self.seen.insert(prefix.to_string()) {
+            self.prefixes.push(Target {
+                entry,
+                prefix: prefix.to_string(),
+                rewrite,
+            });
+        }
+    }
+
+    pub fn build(self) -> Result<Router, ConfigError> {
+        let mut exact_hosts = HashMap::new();
+        let mut wildcard_hosts = HashMap::new();
+        for (pattern, entry) in self.hosts {
+            match pattern.strip_prefix("*.") {
+                Some(suffix) => wildcard_hosts.insert(suffix.to_string(), entry),
+                None => exact_hosts.insert(pattern, entry),
+            };
+        }
+
+        let mut paths = matchit::Router::new();
+        for (i, t) in self.prefixes.iter().enumerate() {
+            // A prefix matches itself, itself with a trailing slash, and
+            // anything below it by whole segments.
+            let base = t.prefix.trim_end_matches('/');
+            let routes = [
+                (!base.is_empty()).then(|| base.to_string()),
+                Some(format!("{base}/")),
+                Some(format!("{base}/{{*rest}}")),
+            ];
+            for route in routes.into_iter().flatten() {
+                paths.insert(route, i).map_err(|e| {
+                    ConfigError::new(
+                        format!("agents[{}]", t.entry),
+                        format!("cannot route prefix {:?}: {e}", t.prefix),
+                    )
+                })?;
+            }
+        }
+        Ok(Router {
+            exact_hosts,
+            wildcard_hosts,
+            paths,
+            targets: self.prefixes,
+        })
+    }
+}
+
+impl Router {
+    /// Finds the entry for a request: hosts first, then the longest prefix.
+    pub fn route(&self, authority: &str, path: &str) -> Option<Match<'_>> {
+        if let Some(entry) = self.host(authority) {
+            return Some(Match {
+                entry,
+                path: PathAction::Keep,
+            });
+        }
+        let (path_only, query) = match path.find('?') {
+            Some(i) => path.split_at(i),
+            None => (path, ""),
+        };
+        let target = self
+            .paths
+            .at(path_only)
+            .ok()
+            .and_then(|m| self.targets.get(*m.value))?;
+        let rest = path_only.get(target.prefix.trim_end_matches('/').len()..)?;
+        Some(Match {
+            entry: target.entry,
+            path: rewrite(target, rest, query),
+        })
+    }
+
+    fn host(&self, authority: &str) -> Option<usize> {
+        if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
+            return None;
+        }
+        let host = strip_port(authority).trim_end_matches('.');
+        let host = host.to_ascii_lowercase();
+        if let Some(&entry) = self.exact_hosts.get(&host) {
+            return Some(entry);
+        }
+        // `*.example.com` matches one or more leading labels: try the longest
+        // suffix first so the most specific wildcard wins.
+        host.match_indices('.')
+            .find_map(|(i, _)| self.wildcard_hosts.get(host.get(i + 1..)?).copied())
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        // IPv6 literal: keep up to the closing bracket.
+        return match authority.find(']') {
+            Some(end) => authority.get(..=end).unwrap_or(authority),
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+fn rewrite<'r>(target: &'r Target, rest: &str, query: &str) -> PathAction<'r> {
+    if has_dot_segment(rest) {
+        return PathAction::RefuseDotSegments;
+    }
+    let Some(replacement) = &target.rewrite else {
+        return PathAction::Keep;
+    };
+    // Collapse leading slashes so the upstream never sees `//host`-like paths.
+    let rest = match rest.trim_start_matches('/') {
+        r if r.len() == rest.len() => rest,
+        r => &rest[rest.len() - r.len() - 1..],
+    };
+    let mut path = String::with_capacity(replacement.len() + rest.len() + query.len());
+    if replacement == "/" {
+        path.push_str(if rest.is_empty() { "/" } else { rest });
+    } else {
+        path.push_str(replacement);
+        path.push_str(rest);
+    }
+    path.push_str(query);
+    PathAction::Rewrite {
+        path,
+        prefix: &target.prefix,
+    }
+}
+
+/// True when a path holds a `.` or `..` segment in any spelling a backend
+/// might decode: `%2e`, encoded slashes (`%2f`, `%5c`), backslashes, and
+/// `;`-parameters (`..;x`), all of which servers are known to normalise.
+pub fn has_dot_segment(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if !bytes.iter().any(|&b| b == b'.' || b == b'%') {
+        return false;
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).map(|h| h.to_ascii_lowercase());
+            let mapped = match hex.as_deref() {
+                Some(b"2e") => Some(b'.'),
+                Some(b"2f") => Some(b'/'),
+                Some(b"5c") => Some(b'\\'),
+                _ => None,
+            };
+            if let Some(m) = mapped {
+                decoded.push(m);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(b);
+        i += 1;
+    }
+    decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .map(|seg| seg.split(|&b| b == b';').next().unwrap_or(seg))
+        .any(|seg| seg == b"." || seg == b"..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(prefixes: &[(&str, Option<&str>, usize)], hosts: &[(&str, usize)]) -> Router {
+        let mut b = RouterBuilder::default();
+        for (p, r, e) in prefixes {
+            b.prefix(p, r.map(str::to_string), *e);
+        }
+        for (h, e) in hosts {
+            b.host(h, *e);
+        }
+        b.build().unwrap()
+    }
+
+    fn rewritten(m: Option<Match<'_>>) -> Option<(usize, String, String)> {
+        match m? {
+            Match {
+                entry,
+                path: PathAction::Rewrite { path, prefix },
+            } => Some((entry, path, prefix.to_string())),
+            other => panic!("expected a rewrite, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn strips_prefix_and_keeps_query() {
+        let r = router(&[("/prod/agent/a", Some("/"), 0)], &[]);
+        let cases = [
+            ("/prod/agent/a", "/"),
+            ("/prod/agent/a/", "/"),
+            ("/prod/agent/a/x/y", "/x/y"),
+            ("/prod/agent/a?q=1", "/?q=1"),
+            ("/prod/agent/a/x?q=1&r=/..", "/x?q=1&r=/.."),
+            ("/prod/agent/a//x", "/x"),
+            ("/prod/agent/a///x//y", "/x//y"),
+        ];
+        for (req, up) in cases {
+            let (entry, path, prefix) = rewritten(r.route("gw", req)).unwrap();
+            assert_eq!(
+                (entry, path.as_str(), prefix.as_str()),
+                (0, up, "/prod/agent/a"),
+                "{req}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_whole_segments_only() {
+        let r = router(&[("/prod/agent/a1", Some("/"), 0)], &[]);
+        assert!(r.route("gw", "/prod/agent/a1x").is_none());
+        assert!(r.route("gw", "/prod/agent/a").is_none());
+        assert!(r.route("gw", "/prod/agent").is_none());
+        assert!(r.route("gw", "/Prod/agent/a1").is_none(), "case-sensitive");
+        assert!(r.route("gw", "/prod/agent/a1/").is_some());
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_backtracks() {
+        let r = router(
+            &[
+                ("/a", Some("/"), 0),
+                ("/a/b", Some("/"), 1),
+                ("/a/b/c", Some("/"), 2),
+            ],
+            &[],
+        );
+        let entry = |p| r.route("gw", p).map(|m| m.entry);
+        assert_eq!(entry("/a/b/c/d"), Some(2));
+        assert_eq!(entry("/a/b/cd"), Some(1));
+        assert_eq!(entry("/a/bc"), Some(0));
+        assert_eq!(entry("/a/b"), Some(1));
+        assert_eq!(entry("/a"), Some(0));
+        assert_eq!(entry("/ab"), None);
+    }
+
+    #[test]
+    fn explicit_rewrite_targets() {
+        let r = router(
+            &[
+                ("/cs", Some("/api"), 0),
+                ("/keep", None, 1),
+                ("/", Some("/root"), 2),
+            ],
+            &[],
+        );
+        assert_eq!(rewritten(r.route("gw", "/cs/x?y")).unwrap().1, "/api/x?y");
+        assert_eq!(rewritten(r.route("gw", "/cs")).unwrap().1, "/api");
+        let keep = r.route("gw", "/keep/x").unwrap();
+        assert_eq!((keep.entry, keep.path), (1, PathAction::Keep));
+        assert_eq!(rewritten(r.route("gw", "/other")).unwrap().1, "/root/other");
+        assert_eq!(rewritten(r.route("gw", "/")).unwrap().1, "/root/");
+    }
+
+    #[test]
+    fn refuses_dot_segments_in_the_remainder() {
+        let r = router(&[("/a", Some("/"), 0), ("/k", None, 1)], &[]);
+        for p in [
+            "/a/..",
+            "/a/../x",
+            "/a/./x",
+            "/a/%2e%2e/x",
+            "/a/%2E%2e",
+            "/a/.%2e/x",
+            "/a/%2e",
+            "/a/x/..%2fy",
+            "/a/x\\..\\y",
+            "/a/..;jsessionid=1/x",
+            "/a/x%5c..",
+            "/k/../admin",
+        ] {
+            let m = r.route("gw", p).unwrap();
+            assert_eq!(m.path, PathAction::RefuseDotSegments, "{p}");
+        }
+        for p in [
+            "/a/...",
+            "/a/..x",
+            "/a/x.y",
+            "/a/.well-known/agent.json",
+            "/a/x?p=/../",
+        ] {
+            let m = r.route("gw", p).unwrap();
+            assert_ne!(m.path, PathAction::RefuseDotSegments, "{p}");
+        }
+    }
+
+    #[test]
+    fn hosts_exact_wildcard_port_and_case() {
+        let r = router(
+            &[("/p", Some("/"), 9)],
+            &[
+                ("a.example.com", 0),
+                ("*.example.com", 1),
+                ("*.b.example.com", 2),
+            ],
+        );
+        let entry = |h| r.route(h, "/p/x").map(|m| m.entry);
+        assert_eq!(entry("a.example.com"), Some(0));
+        assert_eq!(entry("A.Example.COM:8080"), Some(0));
+        assert_eq!(entry("a.example.com."), Some(0));
+        assert_eq!(entry("z.example.com"), Some(1));
+        assert_eq!(entry("x.y.example.com"), Some(1));
+        assert_eq!(entry("x.b.example.com"), Some(2));
+        assert_eq!(entry("example.com"), Some(9), "wildcard needs a label");
+        assert_eq!(entry("[::1]:80"), Some(9));
+        let m = r.route("a.example.com", "/prod/agent/x").unwrap();
+        assert_eq!(m.path, PathAction::Keep, "host matches keep the path");
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Starts the demo agents and Envoy with the agentroute filter on localhost,
+# prints curl lines that work as printed, and stops everything on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY=${ENVOY:-.venv/bin/envoy}
+AGENT=target/release/demo-agent
+LOGS=.run
+mkdir -p "$LOGS"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo; echo "stopped the demo gateway and agents"
+}
+trap cleanup INT TERM EXIT
+
+for port in 9101 9102 9103 9104 10000 9901; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: stop what holds it (another 'make run'?) and retry" >&2
+    exit 1
+  fi
+done
+
+"$AGENT" coordinator=127.0.0.1:9101 researcher=127.0.0.1:9102 llm=127.0.0.1:9103 tools=127.0.0.1:9104 \
+  >"$LOGS/agents.log" 2>&1 &
+pids+=($!)
+"$ENVOY" -c envoy/demo.yaml --concurrency 2 --disable-hot-restart \
+  -l warning --component-log-level wasm:info >"$LOGS/envoy.log" 2>&1 &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  if curl -fs -o /dev/null http://127.0.0.1:9901/ready 2>/dev/null; then break; fi
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then
+    echo "Envoy exited; its log ($LOGS/envoy.log):" >&2; cat "$LOGS/envoy.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+
+cat <<'TXT'
+
+agentroute demo gateway on http://localhost:10000 (Envoy admin: http://localhost:9901)
+agents: prod/coordinator, prod/researcher, models/llm (modelapi), prod/tools (mcp)
+
+Try:
+  curl -s localhost:10000/prod/agent/coordinator/hello?x=1     # kind layout: /{ns}/{kind}/{name}/...
+  curl -s localhost:10000/prod/researcher/tasks                # namespaced layout: /{ns}/{name}/...
+  curl -s localhost:10000/tools/.well-known/agent.json         # shorthand: /{name}/... (unique names)
+  curl -s localhost:10000/customer-service/orders              # explicit prefix of prod/coordinator
+  curl -s -H 'host: coordinator.localhost' localhost:10000/any/path   # host routing
+  curl -s -H 'x-agent-backend: tools' localhost:10000/prod/researcher # client can't pick a backend
+  curl -s localhost:10000/prod/coordinator/%2e%2e/admin        # dot-segments: 400
+  curl -s localhost:10000/prod/mcp/tools/x?delay_ms=6000       # mcp timeout 5s: 504
+  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats
+
+Logs in .run/ — Ctrl-C stops everything.
+TXT
+wait -n "${pids[@]}" || true
+echo "a demo process exited; see $LOGS/" >&2
