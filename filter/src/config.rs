@@ -152,6 +152,9 @@ pub struct Plan {
     pub models: HashMap<String, usize>,
     /// Every model id in configuration order, for `GET /v1/models`.
     pub model_ids: Vec<(String, usize)>,
+    /// Unix time the plan was loaded (the `created` of `/v1/models`); the
+    /// host sets it, as the core has no clock.
+    pub created: u64,
 }
 
 impl Plan {
@@ -255,6 +258,7 @@ fn compile(root: &Map<String, Value>) -> Result<Plan> {
         router,
         models,
         model_ids,
+        created: 0,
     })
 }
 

@@ -4,14 +4,17 @@
 //! an unexpected status, and a panic is a wasm trap that fails the stream.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
-use crate::config::Plan;
-use crate::request::{decide, Decision, HeaderOp, LocalReply, RequestHead};
+use crate::config::{ModelSource, Plan};
+use crate::openai::{self, ModelError};
+use crate::request::{decide, decide_model, Decision, Flags, HeaderOp, LocalReply, RequestHead};
 use crate::stats::Stat;
 
 proxy_wasm::main! {{
@@ -19,9 +22,17 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// How long a stream paused for its body may wait for the first body bytes.
+/// Without `allow_on_headers_stop_iteration` Envoy never delivers them.
+const BODY_WAIT: Duration = Duration::from_secs(5);
+
 fn log(level: LogLevel, message: &str) {
     // Logging is best effort: there is nowhere to report a failed log call.
     let _ = hostcalls::log(level, message);
+}
+
+fn now() -> Option<SystemTime> {
+    hostcalls::get_current_time().ok()
 }
 
 /// A compiled plan with the stats defined for it so far in this VM.
@@ -61,9 +72,14 @@ impl Active {
     }
 }
 
+/// Streams paused for their body, by context id, with the time they paused.
+type Waiting = Rc<RefCell<HashMap<u32, SystemTime>>>;
+
 #[derive(Default)]
 struct Root {
     active: Option<Rc<Active>>,
+    waiting: Waiting,
+    warned_no_body: bool,
 }
 
 impl Context for Root {}
@@ -80,12 +96,17 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let started = hostcalls::get_current_time().ok();
+        let started = now();
         match Plan::from_json(&bytes) {
-            Ok(plan) => {
+            Ok(mut plan) => {
+                let finished = now();
                 let took = started
-                    .and_then(|t0| hostcalls::get_current_time().ok()?.duration_since(t0).ok())
+                    .zip(finished)
+                    .and_then(|(t0, t1)| t1.duration_since(t0).ok())
                     .unwrap_or_default();
+                plan.created = finished
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
                 log(
                     LogLevel::Info,
                     &format!(
@@ -94,6 +115,9 @@ impl RootContext for Root {
                         took.as_secs_f64() * 1000.0
                     ),
                 );
+                if plan.openai.model_from == ModelSource::Body {
+                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+                }
                 self.active = Some(Rc::new(Active::new(plan)));
                 true
             }
@@ -105,9 +129,49 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    /// Answers streams whose body never came: Envoy stalls a stream paused in
+    /// its headers unless the PluginConfig allows it, and a hang is the worst
+    /// failure a gateway can show.
+    fn on_tick(&mut self) {
+        let Some(now) = now() else {
+            return;
+        };
+        let expired: Vec<u32> = self
+            .waiting
+            .borrow()
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since).is_ok_and(|d| d >= BODY_WAIT))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.waiting.borrow_mut().remove(&id);
+            if !self.warned_no_body {
+                self.warned_no_body = true;
+                log(
+                    LogLevel::Error,
+                    "openai.model_from is \"body\" but Envoy never delivered a request body to the filter: \
+                     set allow_on_headers_stop_iteration: true in the Wasm PluginConfig (Envoy >= 1.35), \
+                     or place json_to_metadata before agentroute and use openai.model_from: \"metadata\"",
+                );
+            }
+            if hostcalls::set_effective_context(id).is_ok() {
+                reply(&LocalReply::error(
+                    500,
+                    "server_error",
+                    Some("gateway_misconfigured"),
+                    None,
+                    "the gateway could not read the request body to find the model (see the gateway log)",
+                ));
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
+            id: context_id,
             active: self.active.clone(),
+            waiting: self.waiting.clone(),
+            body_for: None,
             upgrade_entry: None,
             connected: false,
         }))
@@ -119,7 +183,11 @@ impl RootContext for Root {
 }
 
 struct Stream {
+    id: u32,
     active: Option<Rc<Active>>,
+    waiting: Waiting,
+    /// Set while the body is buffered to read its model.
+    body_for: Option<Flags>,
     /// The entry of a matched upgrade request, until its response is seen.
     upgrade_entry: Option<usize>,
     /// Whether this stream counts in the entry's open-connections gauge.
@@ -129,7 +197,7 @@ struct Stream {
 impl Context for Stream {}
 
 impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let Some(active) = self.active.clone() else {
             // Unreachable when Envoy honours a failed on_configure; fail closed.
             return reply(&LocalReply::error(
@@ -144,27 +212,53 @@ impl HttpContext for Stream {
             Ok(pairs) => pairs,
             Err(status) => return fail(&format!("cannot read request headers: {status:?}")),
         };
-        let head = RequestHead::from_pairs(&pairs, &active.plan.dispatch_header);
-        match decide(&active.plan, &head) {
-            Decision::Forward { entry, ops } => {
-                if let Err(message) = apply(&ops) {
-                    return fail(&message);
+        let plan = &active.plan;
+        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+        match decide(plan, &head) {
+            Decision::ReadModel(flags) => match plan.openai.model_from {
+                ModelSource::Metadata => {
+                    let model = metadata_model(&plan.openai.metadata_namespace);
+                    let decision = decide_model(plan, model.as_deref(), flags);
+                    self.carry_out(&active, decision, flags.upgrade)
                 }
-                if let Some(entry) = entry {
-                    active.bump(entry, Stat::Requests, 1);
-                    if head.upgrade {
-                        self.upgrade_entry = Some(entry);
+                ModelSource::Body if end_of_stream => {
+                    let decision = decide_model(plan, Err(&ModelError::Missing), flags);
+                    self.carry_out(&active, decision, flags.upgrade)
+                }
+                ModelSource::Body => {
+                    self.body_for = Some(flags);
+                    if let Some(t) = now() {
+                        self.waiting.borrow_mut().insert(self.id, t);
                     }
+                    Action::Pause
                 }
-                Action::Continue
-            }
-            Decision::Reply { entry, reply: r } => {
-                if let Some(entry) = entry {
-                    active.bump(entry, Stat::Refused, 1);
-                }
-                reply(&r)
-            }
+            },
+            decision => self.carry_out(&active, decision, head.flags.upgrade),
         }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(flags), Some(active)) = (self.body_for, self.active.clone()) else {
+            return Action::Continue;
+        };
+        self.waiting.borrow_mut().remove(&self.id);
+        let max = active.plan.openai.max_body_bytes;
+        if body_size as u64 > max {
+            self.body_for = None;
+            return reply(&openai::too_large(max));
+        }
+        if !end_of_stream {
+            // Pause buffers: Envoy calls again with the whole body so far.
+            return Action::Pause;
+        }
+        self.body_for = None;
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(status) => return fail(&format!("cannot read request body: {status:?}")),
+        };
+        let model = openai::model_from_body(&body);
+        let decision = decide_model(&active.plan, model.as_deref(), flags);
+        self.carry_out(&active, decision, flags.upgrade)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -183,11 +277,67 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
+        self.waiting.borrow_mut().remove(&self.id);
         if let (true, Some(entry), Some(active)) =
             (self.connected, self.upgrade_entry, &self.active)
         {
             active.bump(entry, Stat::ConnectionsActive, -1);
         }
+    }
+}
+
+impl Stream {
+    /// Applies a decision: header changes then continue, or a local reply.
+    /// `upgrade` streams are watched for their 101 to count open connections.
+    fn carry_out(&mut self, active: &Active, decision: Decision<'_>, upgrade: bool) -> Action {
+        match decision {
+            Decision::Forward { entry, ops } => {
+                if let Err(message) = apply(&ops) {
+                    return fail(&message);
+                }
+                if let Some(entry) = entry {
+                    active.bump(entry, Stat::Requests, 1);
+                    if upgrade {
+                        self.upgrade_entry = Some(entry);
+                    }
+                }
+                Action::Continue
+            }
+            Decision::Reply { entry, reply: r } => {
+                if let Some(entry) = entry {
+                    active.bump(entry, Stat::Refused, 1);
+                }
+                reply(&r)
+            }
+            // Only `decide` asks for a model, and its caller handles that.
+            Decision::ReadModel(_) => fail("internal: model requested twice"),
+        }
+    }
+}
+
+/// The model Envoy's json_to_metadata filter wrote: `<ns>.model`, or
+/// `<ns>.model_error` (`missing`, `invalid_json`) as the shipped configs set.
+fn metadata_model(namespace: &str) -> Result<String, ModelError> {
+    let read = |key: &str| {
+        hostcalls::get_property(vec!["metadata", "filter_metadata", namespace, key])
+            .ok()
+            .flatten()
+    };
+    if let Some(model) = read("model") {
+        // Envoy hands over a number or bool as its raw bytes (a little-endian
+        // double, one byte): model ids are printable text, those are not.
+        return match String::from_utf8(model) {
+            Ok(m) if m.is_empty() => Err(ModelError::Empty),
+            Ok(m) if !m.chars().any(char::is_control) => Ok(m),
+            _ => Err(ModelError::NotAString),
+        };
+    }
+    match read("model_error").as_deref() {
+        Some(b"invalid_json") => Err(ModelError::InvalidJson(
+            "json_to_metadata could not parse it".to_string(),
+        )),
+        Some(_) => Err(ModelError::Missing),
+        None => Err(ModelError::NoMetadata(namespace.to_string())),
     }
 }
 

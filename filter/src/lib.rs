@@ -5,6 +5,7 @@
 //! talks to the Proxy-Wasm ABI and is compiled for wasm32 only.
 
 pub mod config;
+pub mod openai;
 pub mod request;
 pub mod router;
 pub mod stats;

@@ -8,6 +8,7 @@ use crate::config::{
     Plan, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE,
     HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
+use crate::openai::{self, Endpoint, ModelError};
 use crate::router::PathAction;
 
 /// The parts of a request head the filter looks at, read in one host call.
@@ -16,19 +17,22 @@ pub struct RequestHead<'h> {
     pub method: &'h str,
     pub path: &'h str,
     pub authority: &'h str,
-    /// `Upgrade` (HTTP/1.1) or `:protocol` (HTTP/2 extended CONNECT).
-    pub upgrade: bool,
-    /// Which of the headers the filter owns the client sent.
-    pub sent: OwnedHeaders,
+    pub content_type: Option<&'h str>,
+    pub content_encoding: Option<&'h str>,
+    pub content_length: Option<u64>,
+    pub flags: Flags,
 }
 
-/// Client-sent copies of the headers the filter owns.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OwnedHeaders {
-    pub dispatch: bool,
-    pub identity: bool,
-    pub timeout: bool,
-    pub forwarded_prefix: bool,
+/// What dispatching needs to remember about a request while its body is read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    /// `Upgrade` (HTTP/1.1) or `:protocol` (HTTP/2 extended CONNECT).
+    pub upgrade: bool,
+    /// Client-sent copies of the headers the filter owns.
+    pub sent_dispatch: bool,
+    pub sent_identity: bool,
+    pub sent_timeout: bool,
+    pub sent_forwarded_prefix: bool,
 }
 
 impl<'h> RequestHead<'h> {
@@ -39,13 +43,16 @@ impl<'h> RequestHead<'h> {
                 ":path" => head.path = value,
                 ":authority" => head.authority = value,
                 ":method" => head.method = value,
-                ":protocol" | "upgrade" => head.upgrade = true,
+                "content-type" => head.content_type = Some(value),
+                "content-encoding" => head.content_encoding = Some(value),
+                "content-length" => head.content_length = value.trim().parse().ok(),
+                ":protocol" | "upgrade" => head.flags.upgrade = true,
                 HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
-                    head.sent.identity = true
+                    head.flags.sent_identity = true
                 }
-                HEADER_TIMEOUT => head.sent.timeout = true,
-                HEADER_FORWARDED_PREFIX => head.sent.forwarded_prefix = true,
-                n if n == dispatch_header => head.sent.dispatch = true,
+                HEADER_TIMEOUT => head.flags.sent_timeout = true,
+                HEADER_FORWARDED_PREFIX => head.flags.sent_forwarded_prefix = true,
+                n if n == dispatch_header => head.flags.sent_dispatch = true,
                 _ => {}
             }
         }
@@ -105,12 +112,18 @@ pub enum Decision<'p> {
         entry: Option<usize>,
         reply: LocalReply,
     },
+    /// An OpenAI request that dispatches by the `model` it names: the glue
+    /// gets the model (from the body or metadata) and calls [`decide_model`].
+    ReadModel(Flags),
 }
 
-/// Routes one request by host and path.
+/// Routes one request: hosts, then path prefixes, then the OpenAI surface.
 pub fn decide<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
     let Some(m) = plan.router.route(head.authority, head.path) else {
-        return unmatched(plan, head);
+        return match openai::endpoint(head.method, head.path) {
+            Some(endpoint) => decide_openai(plan, head, endpoint),
+            None => unmatched(plan, head),
+        };
     };
     let mut ops = match m.path {
         PathAction::RefuseDotSegments => {
@@ -127,7 +140,7 @@ pub fn decide<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
         }
         PathAction::Keep => {
             let mut ops = Vec::with_capacity(6);
-            if head.sent.forwarded_prefix {
+            if head.flags.sent_forwarded_prefix {
                 ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
             }
             ops
@@ -142,25 +155,63 @@ pub fn decide<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
             ops
         }
     };
-    dispatch_ops(plan, m.entry, head, &mut ops);
+    dispatch_ops(plan, m.entry, head.flags, &mut ops);
     Decision::Forward {
         entry: Some(m.entry),
         ops,
     }
 }
 
-/// The headers every dispatched request gets, by path, host or model.
-pub fn dispatch_ops<'p>(
+fn decide_openai<'p>(
     plan: &'p Plan,
-    entry: usize,
     head: &RequestHead<'_>,
-    ops: &mut Vec<HeaderOp<'p>>,
-) {
+    endpoint: Endpoint<'_>,
+) -> Decision<'p> {
+    let reply = match endpoint {
+        Endpoint::ListModels => LocalReply::json(200, openai::models_body(plan, plan.created)),
+        Endpoint::GetModel(id) => openai::model_reply(plan, &id, plan.created),
+        Endpoint::Dispatch => match openai::check_body_headers(
+            head.content_type,
+            head.content_encoding,
+            head.content_length,
+            plan.openai.max_body_bytes,
+        ) {
+            Ok(()) => return Decision::ReadModel(head.flags),
+            Err(reply) => reply,
+        },
+    };
+    Decision::Reply { entry: None, reply }
+}
+
+/// Dispatches an OpenAI request by its model; path and body stay unchanged.
+pub fn decide_model<'p>(
+    plan: &'p Plan,
+    model: Result<&str, &ModelError>,
+    flags: Flags,
+) -> Decision<'p> {
+    let entry = model
+        .map_err(ModelError::reply)
+        .and_then(|m| openai::entry_for_model(plan, m));
+    match entry {
+        Ok(entry) => {
+            let mut ops = Vec::with_capacity(6);
+            dispatch_ops(plan, entry, flags, &mut ops);
+            Decision::Forward {
+                entry: Some(entry),
+                ops,
+            }
+        }
+        Err(reply) => Decision::Reply { entry: None, reply },
+    }
+}
+
+/// The headers every dispatched request gets, by path, host or model.
+fn dispatch_ops<'p>(plan: &'p Plan, entry: usize, flags: Flags, ops: &mut Vec<HeaderOp<'p>>) {
     let Some(e) = plan.entries.get(entry) else {
         return;
     };
     // A client may send a header twice; remove every copy before setting ours.
-    ops.extend(strip_owned(plan, head));
+    ops.extend(strip_owned(plan, flags));
     ops.push(HeaderOp::Set(
         &plan.dispatch_header,
         Cow::Borrowed(&e.backend),
@@ -175,9 +226,9 @@ pub fn dispatch_ops<'p>(
         Cow::Borrowed(e.kind.as_str()),
     ));
     // Upgraded streams (WebSocket) live as long as they need: no timeout.
-    match (&e.timeout_ms, head.upgrade) {
+    match (&e.timeout_ms, flags.upgrade) {
         (Some(ms), false) => ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Borrowed(ms))),
-        _ if head.sent.timeout => ops.push(HeaderOp::Remove(HEADER_TIMEOUT)),
+        _ if flags.sent_timeout => ops.push(HeaderOp::Remove(HEADER_TIMEOUT)),
         _ => {}
     }
 }
@@ -197,18 +248,18 @@ fn unmatched<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
     }
     Decision::Forward {
         entry: None,
-        ops: strip_owned(plan, head),
+        ops: strip_owned(plan, head.flags),
     }
 }
 
 /// Removes client-sent dispatch and identity headers: a client must never pick
 /// a backend or claim an identity, matched or not.
-pub fn strip_owned<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Vec<HeaderOp<'p>> {
+pub fn strip_owned(plan: &Plan, flags: Flags) -> Vec<HeaderOp<'_>> {
     let mut ops = Vec::new();
-    if head.sent.dispatch {
+    if flags.sent_dispatch {
         ops.push(HeaderOp::Remove(&plan.dispatch_header));
     }
-    if head.sent.identity {
+    if flags.sent_identity {
         ops.extend(
             [HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE, HEADER_AGENT_KIND]
                 .into_iter()
@@ -369,5 +420,61 @@ mod tests {
             panic!("expected a reply");
         };
         assert_eq!((reply.status, entry), (400, Some(0)));
+    }
+
+    #[test]
+    fn openai_surface_after_paths() {
+        let p = plan(
+            r#"{"agents":[{"name":"llm","kind":"modelapi","backend":"l","models":["m"],"timeout":"9s"}]}"#,
+        );
+        let h = headers(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("x-agent-backend", "evil"),
+        ]);
+        let head = RequestHead::from_pairs(&h, "x-agent-backend");
+        let Decision::ReadModel(flags) = decide(&p, &head) else {
+            panic!("expected a model read");
+        };
+        let Decision::Forward { entry, ops } = decide_model(&p, Ok("m"), flags) else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(entry, Some(0));
+        assert_eq!(ops.first(), Some(&HeaderOp::Remove("x-agent-backend")));
+        assert_eq!(set(&ops, "x-agent-backend"), Some("l"));
+        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), Some("9000"));
+        assert_eq!(set(&ops, ":path"), None, "model dispatch keeps the path");
+        let Decision::Reply { reply, .. } = decide_model(&p, Ok("other"), flags) else {
+            panic!("expected a reply");
+        };
+        assert_eq!(reply.status, 404);
+        // A body the headers already rule out is refused before it is read.
+        let h = headers(&[
+            (":method", "POST"),
+            (":path", "/v1/embeddings"),
+            ("content-length", "2000000"),
+        ]);
+        let Decision::Reply { reply, .. } =
+            decide(&p, &RequestHead::from_pairs(&h, "x-agent-backend"))
+        else {
+            panic!("expected a reply");
+        };
+        assert_eq!(reply.status, 413);
+        // Agent paths win over the OpenAI surface.
+        let h = headers(&[
+            (":method", "POST"),
+            (":path", "/default/modelapi/llm/v1/chat/completions"),
+        ]);
+        let (entry, ops) = forward(
+            &p,
+            &h.iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            (entry, set(&ops, ":path")),
+            (Some(0), Some("/v1/chat/completions"))
+        );
     }
 }

@@ -194,6 +194,25 @@ impl GatewayConfig {
     }
 }
 
+/// Envoy's native `json_to_metadata` filter configured the way
+/// `openai.model_from: "metadata"` expects: the body's `model` goes to
+/// `<namespace>.model`, and a missing model or unparsable body is recorded in
+/// `<namespace>.model_error`.
+pub fn json_to_metadata(namespace: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.json_to_metadata",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
+            "request_rules": { "rules": [ {
+                "selectors": [ { "key": "model" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "model" },
+                "on_missing": { "metadata_namespace": namespace, "key": "model_error", "value": { "string_value": "missing" } },
+                "on_error": { "metadata_namespace": namespace, "key": "model_error", "value": { "string_value": "invalid_json" } }
+            } ] }
+        }
+    })
+}
+
 /// A running Envoy. Dropping it stops Envoy and fails the test if the plugin
 /// panicked or trapped during it.
 pub struct Gateway {
