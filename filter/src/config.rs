@@ -112,11 +112,32 @@ pub struct OpenAi {
     pub max_body_bytes: u64,
 }
 
-/// Token bucket parameters of one entry.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Token buckets of one entry.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimit {
+    /// Request bucket: refill rate and capacity. `None` when the entry only
+    /// has a token budget.
+    pub requests: Option<RequestRate>,
+    /// LLM token budget: `usage.total_tokens` debited per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Whose bucket a request draws from.
+    pub per: Per,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestRate {
     pub requests_per_second: f64,
     pub burst: u32,
+}
+
+/// One bucket for the entry, or one per distinct client value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Per {
+    Entry,
+    /// The value of this (lowercase) request header.
+    Header(String),
+    /// The downstream peer address (the client as Envoy sees it).
+    ClientIp,
 }
 
 /// One agent, model API or MCP server, with everything a request needs
@@ -482,26 +503,68 @@ fn prefix(value: &Value, path: &str) -> Result<(String, Option<String>)> {
 }
 
 fn rate_limit(f: &Fields) -> Result<RateLimit> {
-    f.only(&["requests_per_second", "burst"])?;
-    let rps = f
-        .opt_f64("requests_per_second")?
-        .ok_or_else(|| ConfigError::new(f.path("requests_per_second"), "required"))?;
-    if !(rps > 0.0 && rps.is_finite()) {
-        return Err(ConfigError::new(
-            f.path("requests_per_second"),
-            "must be a number greater than 0",
-        ));
-    }
-    // Without an explicit burst, allow one second's worth (at least one request).
-    let burst = match f.opt_u64("burst")? {
-        Some(0) => return Err(ConfigError::new(f.path("burst"), "must be at least 1")),
-        Some(b) => u32::try_from(b)
-            .map_err(|_| ConfigError::new(f.path("burst"), "must be at most 4294967295"))?,
-        None => rps.ceil().max(1.0) as u32,
+    f.only(&["requests_per_second", "burst", "per", "tokens_per_minute"])?;
+    let rps = f.opt_f64("requests_per_second")?;
+    let tokens_per_minute = match f.opt_u64("tokens_per_minute")? {
+        Some(0) => {
+            return Err(ConfigError::new(
+                f.path("tokens_per_minute"),
+                "must be at least 1",
+            ))
+        }
+        other => other,
+    };
+    let requests = match rps {
+        Some(rps) if !(rps > 0.0 && rps.is_finite()) => {
+            return Err(ConfigError::new(
+                f.path("requests_per_second"),
+                "must be a number greater than 0",
+            ))
+        }
+        Some(rps) => {
+            // Without an explicit burst, allow one second's worth (at least one).
+            let burst = match f.opt_u64("burst")? {
+                Some(0) => return Err(ConfigError::new(f.path("burst"), "must be at least 1")),
+                Some(b) => u32::try_from(b)
+                    .map_err(|_| ConfigError::new(f.path("burst"), "must be at most 4294967295"))?,
+                None => rps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+            };
+            Some(RequestRate {
+                requests_per_second: rps,
+                burst,
+            })
+        }
+        None if f.get("burst").is_some() => {
+            return Err(ConfigError::new(
+                f.path("burst"),
+                "needs requests_per_second",
+            ))
+        }
+        None if tokens_per_minute.is_none() => {
+            return Err(ConfigError::new(
+                f.path("requests_per_second"),
+                "required (or tokens_per_minute)",
+            ))
+        }
+        None => None,
+    };
+    let per = match f.opt_str("per")? {
+        None | Some("entry") => Per::Entry,
+        Some("client_ip") => Per::ClientIp,
+        Some(p) => match p.strip_prefix("header:") {
+            Some(h) => Per::Header(header_name(h, &f.path("per"))?),
+            None => {
+                return Err(ConfigError::new(
+                    f.path("per"),
+                    format!("{p:?} is not \"entry\", \"client_ip\" or \"header:<name>\""),
+                ))
+            }
+        },
     };
     Ok(RateLimit {
-        requests_per_second: rps,
-        burst,
+        requests,
+        tokens_per_minute,
+        per,
     })
 }
 
@@ -931,8 +994,12 @@ mod tests {
         assert_eq!(
             e.rate_limit,
             Some(RateLimit {
-                requests_per_second: 5.0,
-                burst: 10
+                requests: Some(RequestRate {
+                    requests_per_second: 5.0,
+                    burst: 10
+                }),
+                tokens_per_minute: None,
+                per: Per::Entry,
             })
         );
         assert_eq!(p.models.get("coordinator-v2"), Some(&0));
@@ -1025,7 +1092,7 @@ mod tests {
             ),
             (
                 r#"{"agents":[{"name":"a","backend":"b","rate_limit":{"burst":3}}]}"#,
-                "agents[0].rate_limit.requests_per_second: required",
+                "agents[0].rate_limit.burst: needs requests_per_second",
             ),
             (
                 r#"{"agents":[{"name":"a","backend":"b","rate_limit":{"requests_per_second":0}}]}"#,
@@ -1077,6 +1144,60 @@ mod tests {
         ];
         for (json, want) in cases {
             assert_eq!(err(json), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_forms() {
+        let p = ok(r#"{"agents":[
+            {"name":"a","backend":"1","rate_limit":{"requests_per_second":0.5}},
+            {"name":"b","backend":"2","rate_limit":{"tokens_per_minute":1000,"per":"header:X-Api-Key"}},
+            {"name":"c","backend":"3","rate_limit":{"requests_per_second":3,"burst":7,"per":"client_ip"}}]}"#);
+        let rl: Vec<_> = p
+            .entries
+            .iter()
+            .map(|e| e.rate_limit.clone().unwrap())
+            .collect();
+        assert_eq!(
+            rl[0].requests,
+            Some(RequestRate {
+                requests_per_second: 0.5,
+                burst: 1
+            })
+        );
+        assert_eq!(
+            (rl[1].requests, rl[1].tokens_per_minute),
+            (None, Some(1000))
+        );
+        assert_eq!(rl[1].per, Per::Header("x-api-key".to_string()));
+        assert_eq!(rl[2].per, Per::ClientIp);
+        for (json, want) in [
+            (
+                r#"{"rate_limit":{}}"#,
+                "agents[0].rate_limit.requests_per_second: required (or tokens_per_minute)",
+            ),
+            (
+                r#"{"rate_limit":{"requests_per_second":1,"per":"ip"}}"#,
+                "agents[0].rate_limit.per: \"ip\" is not",
+            ),
+            (
+                r#"{"rate_limit":{"tokens_per_minute":0}}"#,
+                "agents[0].rate_limit.tokens_per_minute: must be at least 1",
+            ),
+            (
+                r#"{"rate_limit":{"requests_per_second":1,"brust":2}}"#,
+                "agents[0].rate_limit.brust: unknown field",
+            ),
+        ] {
+            let json = format!(
+                r#"{{"agents":[{{"name":"a","backend":"b",{}}}]}}"#,
+                &json[1..json.len() - 1]
+            );
+            let got = err(&json);
+            assert!(
+                got.starts_with(want),
+                "{json}\n  got:  {got}\n  want: {want}"
+            );
         }
     }
 

@@ -10,11 +10,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::config::{ModelSource, Plan};
-use crate::openai::{self, ModelError};
-use crate::request::{decide, decide_model, Decision, Flags, HeaderOp, LocalReply, RequestHead};
+use crate::config::{ModelSource, Per, Plan, RateLimit};
+use crate::openai::{self, ModelError, UsageMeter};
+use crate::ratelimit::{self, BucketSpec, SharedStore, StoreError};
+use crate::request::{
+    decide, decide_model, rate_limit_headers, rate_limited, Decision, Flags, HeaderOp, LocalReply,
+    RequestHead,
+};
 use crate::stats::Stat;
 
 proxy_wasm::main! {{
@@ -41,12 +45,18 @@ struct Active {
     /// Metric ids per entry and stat, defined on first use: defining every
     /// stat of 10,000 agents up front would slow start-up for stats nobody hits.
     metrics: RefCell<Vec<[Option<u32>; Stat::COUNT]>>,
+    /// Prefix of this plugin's shared-data keys (see [`bucket_key`]).
+    key_prefix: String,
 }
 
 impl Active {
-    fn new(plan: Plan) -> Self {
+    fn new(plan: Plan, key_prefix: String) -> Self {
         let metrics = RefCell::new(vec![[None; Stat::COUNT]; plan.entries.len()]);
-        Active { plan, metrics }
+        Active {
+            plan,
+            metrics,
+            key_prefix,
+        }
     }
 
     fn bump(&self, entry: usize, stat: Stat, delta: i64) {
@@ -118,7 +128,7 @@ impl RootContext for Root {
                 if plan.openai.model_from == ModelSource::Body {
                     let _ = hostcalls::set_tick_period(Duration::from_secs(1));
                 }
-                self.active = Some(Rc::new(Active::new(plan)));
+                self.active = Some(Rc::new(Active::new(plan, key_prefix())));
                 true
             }
             Err(e) => {
@@ -174,6 +184,8 @@ impl RootContext for Root {
             body_for: None,
             upgrade_entry: None,
             connected: false,
+            limit_headers: None,
+            budget: None,
         }))
     }
 
@@ -192,6 +204,17 @@ struct Stream {
     upgrade_entry: Option<usize>,
     /// Whether this stream counts in the entry's open-connections gauge.
     connected: bool,
+    /// `x-ratelimit-*` headers for the response of an admitted request.
+    limit_headers: Option<[(&'static str, String); 3]>,
+    /// The token budget this response's `usage` is debited from.
+    budget: Option<Budget>,
+}
+
+struct Budget {
+    entry: usize,
+    key: String,
+    spec: BucketSpec,
+    meter: Option<UsageMeter>,
 }
 
 impl Context for Stream {}
@@ -219,11 +242,11 @@ impl HttpContext for Stream {
                 ModelSource::Metadata => {
                     let model = metadata_model(&plan.openai.metadata_namespace);
                     let decision = decide_model(plan, model.as_deref(), flags);
-                    self.carry_out(&active, decision, flags.upgrade)
+                    self.carry_out(&active, decision, flags.upgrade, Some(&pairs))
                 }
                 ModelSource::Body if end_of_stream => {
                     let decision = decide_model(plan, Err(&ModelError::Missing), flags);
-                    self.carry_out(&active, decision, flags.upgrade)
+                    self.carry_out(&active, decision, flags.upgrade, Some(&pairs))
                 }
                 ModelSource::Body => {
                     self.body_for = Some(flags);
@@ -233,7 +256,7 @@ impl HttpContext for Stream {
                     Action::Pause
                 }
             },
-            decision => self.carry_out(&active, decision, head.flags.upgrade),
+            decision => self.carry_out(&active, decision, head.flags.upgrade, Some(&pairs)),
         }
     }
 
@@ -258,10 +281,22 @@ impl HttpContext for Stream {
         };
         let model = openai::model_from_body(&body);
         let decision = decide_model(&active.plan, model.as_deref(), flags);
-        self.carry_out(&active, decision, flags.upgrade)
+        self.carry_out(&active, decision, flags.upgrade, None)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(headers) = self.limit_headers.take() {
+            for (name, value) in &headers {
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+            }
+        }
+        if let Some(budget) = &mut self.budget {
+            let content_type =
+                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
+                    .ok()
+                    .flatten();
+            budget.meter = UsageMeter::new(content_type.as_deref());
+        }
         let (Some(entry), Some(active)) = (self.upgrade_entry.take(), &self.active) else {
             return Action::Continue;
         };
@@ -276,8 +311,22 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if let Some(meter) = self.budget.as_mut().and_then(|b| b.meter.as_mut()) {
+            if let Ok(Some(chunk)) =
+                hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            {
+                meter.feed(&chunk);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         self.waiting.borrow_mut().remove(&self.id);
+        if let (Some(budget), Some(active)) = (self.budget.take(), &self.active) {
+            debit_tokens(active, budget);
+        }
         if let (true, Some(entry), Some(active)) =
             (self.connected, self.upgrade_entry, &self.active)
         {
@@ -287,11 +336,93 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
+    /// Draws from the entry's buckets. Shared-data trouble fails open: a
+    /// broken limiter must not take the agent down with it.
+    fn admit(
+        &mut self,
+        active: &Active,
+        entry: usize,
+        pairs: Option<&[(String, String)]>,
+    ) -> Result<(), LocalReply> {
+        let Some(limit) = active
+            .plan
+            .entries
+            .get(entry)
+            .and_then(|e| e.rate_limit.as_ref())
+        else {
+            return Ok(());
+        };
+        let Some(now) = now().and_then(|t| t.duration_since(UNIX_EPOCH).ok()) else {
+            return Ok(());
+        };
+        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        let client = client_value(&limit.per, pairs);
+        if let Some(tpm) = limit.tokens_per_minute {
+            let spec = BucketSpec {
+                capacity: tpm as f64,
+                rate_per_second: tpm as f64 / 60.0,
+            };
+            let key = bucket_key(active, entry, limit, "tokens", client.as_deref());
+            match ratelimit::peek(&HostStore, &key, spec, now) {
+                Ok(o) if !o.allowed => return Err(rate_limited("tokens", tpm, &o)),
+                Ok(_) => {}
+                Err(e) => log(
+                    LogLevel::Warn,
+                    &format!("token budget unavailable, admitting: {e:?}"),
+                ),
+            }
+            self.budget = Some(Budget {
+                entry,
+                key,
+                spec,
+                meter: None,
+            });
+        }
+        if let Some(rate) = limit.requests {
+            let spec = BucketSpec {
+                capacity: f64::from(rate.burst),
+                rate_per_second: rate.requests_per_second,
+            };
+            let key = bucket_key(active, entry, limit, "requests", client.as_deref());
+            match ratelimit::acquire(&HostStore, &key, spec, 1.0, now) {
+                Ok(o) => {
+                    if o.cas_retries > 0 {
+                        active.bump(entry, Stat::CasRetries, i64::from(o.cas_retries));
+                    }
+                    if !o.allowed {
+                        self.budget = None;
+                        return Err(rate_limited("requests", u64::from(rate.burst), &o));
+                    }
+                    self.limit_headers = Some(rate_limit_headers(u64::from(rate.burst), &o));
+                }
+                Err(e) => log(
+                    LogLevel::Warn,
+                    &format!("rate limit bucket unavailable, admitting: {e:?}"),
+                ),
+            }
+        }
+        active.bump(entry, Stat::RateLimitAdmitted, 1);
+        Ok(())
+    }
+
     /// Applies a decision: header changes then continue, or a local reply.
     /// `upgrade` streams are watched for their 101 to count open connections.
-    fn carry_out(&mut self, active: &Active, decision: Decision<'_>, upgrade: bool) -> Action {
+    /// `pairs` are the request headers when at hand (per-header limits).
+    fn carry_out(
+        &mut self,
+        active: &Active,
+        decision: Decision<'_>,
+        upgrade: bool,
+        pairs: Option<&[(String, String)]>,
+    ) -> Action {
         match decision {
             Decision::Forward { entry, ops } => {
+                if let Some(entry) = entry {
+                    if let Err(r) = self.admit(active, entry, pairs) {
+                        active.bump(entry, Stat::RateLimited, 1);
+                        return reply(&r);
+                    }
+                }
                 if let Err(message) = apply(&ops) {
                     return fail(&message);
                 }
@@ -311,6 +442,116 @@ impl Stream {
             }
             // Only `decide` asks for a model, and its caller handles that.
             Decision::ReadModel(_) => fail("internal: model requested twice"),
+        }
+    }
+}
+
+/// Debits the tokens a finished response used from its entry's budget.
+fn debit_tokens(active: &Active, budget: Budget) {
+    let Some(tokens) = budget.meter.and_then(UsageMeter::finish) else {
+        return;
+    };
+    let Some(now) = now().and_then(|t| t.duration_since(UNIX_EPOCH).ok()) else {
+        return;
+    };
+    let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+    match ratelimit::debit(&HostStore, &budget.key, budget.spec, tokens as f64, now) {
+        Ok(o) => {
+            active.bump(
+                budget.entry,
+                Stat::TokensDebited,
+                i64::try_from(tokens).unwrap_or(i64::MAX),
+            );
+            if o.cas_retries > 0 {
+                active.bump(budget.entry, Stat::CasRetries, i64::from(o.cas_retries));
+            }
+        }
+        Err(e) => log(
+            LogLevel::Warn,
+            &format!("cannot debit {tokens} tokens: {e:?}"),
+        ),
+    }
+}
+
+/// Proxy-Wasm shared data: one store per VM id, shared by every worker.
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        hostcalls::get_shared_data(key).map_err(|_| StoreError::Unavailable)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
+            Status::CasMismatch => StoreError::CasMismatch,
+            _ => StoreError::Unavailable,
+        })
+    }
+}
+
+/// Shared-data keys are per VM id, and Istio sets none: every key carries
+/// the plugin's name so two plugins (or two agentroute filters) sharing a VM
+/// id never share buckets.
+fn key_prefix() -> String {
+    let name = hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    format!("agentroute/{name}")
+}
+
+/// The bucket of an entry (or of one client of it). The limit's parameters
+/// are part of the key: a configuration change that keeps an entry's limit
+/// carries its bucket over, one that changes the limit starts a fresh, full
+/// bucket.
+fn bucket_key(
+    active: &Active,
+    entry: usize,
+    limit: &RateLimit,
+    what: &str,
+    client: Option<&str>,
+) -> String {
+    let id = active
+        .plan
+        .entries
+        .get(entry)
+        .map(|e| e.id())
+        .unwrap_or_default();
+    let params = match (what, limit.requests) {
+        ("requests", Some(r)) => format!("{}r{}b", r.requests_per_second, r.burst),
+        _ => format!("{}tpm", limit.tokens_per_minute.unwrap_or(0)),
+    };
+    let key = format!("{}/{id}/{what}/{params}", active.key_prefix);
+    match client {
+        Some(c) => ratelimit::client_key(&key, c),
+        None => key,
+    }
+}
+
+/// The client a per-client limit counts: a header value, or the peer address
+/// without its port. A request without one shares the entry's own bucket.
+fn client_value(per: &Per, pairs: Option<&[(String, String)]>) -> Option<String> {
+    match per {
+        Per::Entry => None,
+        Per::Header(name) => match pairs {
+            Some(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone()),
+            None => hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten(),
+        },
+        Per::ClientIp => {
+            let addr = hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()?;
+            let addr = String::from_utf8(addr).ok()?;
+            Some(match addr.rsplit_once(':') {
+                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip.to_string(),
+                _ => addr,
+            })
         }
     }
 }

@@ -214,6 +214,113 @@ pub fn too_large(max_body_bytes: u64) -> LocalReply {
     )
 }
 
+/// Largest JSON response kept to read its `usage` (bigger ones are not debited).
+const MAX_USAGE_BODY: usize = 8 * 1024 * 1024;
+
+/// Reads the tokens a response used as it streams past, without holding it
+/// up: `usage.total_tokens` of a JSON answer, or of the final usage chunk of
+/// a server-sent-events stream.
+#[derive(Debug)]
+pub struct UsageMeter {
+    sse: bool,
+    /// JSON: the body so far. SSE: the unfinished last line.
+    pending: Vec<u8>,
+    /// SSE data events seen (excluding `[DONE]` and the usage chunk).
+    events: u64,
+    total: Option<u64>,
+    overflow: bool,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+fn usage_of(json: &[u8]) -> Option<Option<u64>> {
+    serde_json::from_slice::<WithUsage>(json)
+        .ok()
+        .map(|w| w.usage.and_then(|u| u.total_tokens))
+}
+
+impl UsageMeter {
+    /// A meter for a response of this content type, if it can carry usage.
+    pub fn new(content_type: Option<&str>) -> Option<Self> {
+        let media = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+        let sse = match media.as_str() {
+            "text/event-stream" => true,
+            "application/json" => false,
+            _ => return None,
+        };
+        Some(UsageMeter {
+            sse,
+            pending: Vec::new(),
+            events: 0,
+            total: None,
+            overflow: false,
+        })
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        self.pending.extend_from_slice(chunk);
+        if !self.sse {
+            if self.pending.len() > MAX_USAGE_BODY {
+                self.overflow = true;
+                self.pending = Vec::new();
+            }
+            return;
+        }
+        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
+            self.overflow = self.pending.len() > MAX_USAGE_BODY;
+            return;
+        };
+        let rest = self.pending.split_off(end + 1);
+        let complete = std::mem::replace(&mut self.pending, rest);
+        for line in complete.split(|&b| b == b'\n') {
+            self.sse_line(line);
+        }
+    }
+
+    fn sse_line(&mut self, line: &[u8]) {
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.trim_ascii();
+        if data == b"[DONE]" || data.is_empty() {
+            return;
+        }
+        match usage_of(data) {
+            Some(Some(total)) => self.total = Some(total),
+            _ => self.events += 1,
+        }
+    }
+
+    /// Tokens to debit once the response ended. A stream without a usage
+    /// chunk (the client did not ask for `stream_options.include_usage`) is
+    /// estimated at one token per streamed event, as OpenAI-style servers
+    /// stream about one token per chunk.
+    pub fn finish(mut self) -> Option<u64> {
+        if self.overflow {
+            return None;
+        }
+        if self.sse {
+            let last = std::mem::take(&mut self.pending);
+            self.sse_line(&last);
+            return Some(self.total.unwrap_or(self.events));
+        }
+        usage_of(&self.pending).flatten()
+    }
+}
+
 /// Decodes `%XX` escapes (model ids in paths, e.g. `prod%2Fcoordinator`).
 fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
@@ -385,5 +492,36 @@ mod tests {
         assert_eq!(missing.status, 404);
         assert!(missing.body.contains("model_not_found"));
         assert_eq!(entry_for_model(&plan, "m2"), Ok(0));
+    }
+
+    #[test]
+    fn usage_from_json_and_sse() {
+        let mut json = UsageMeter::new(Some("application/json; charset=utf-8")).unwrap();
+        let body = br#"{"id":"x","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":3,"total_tokens":42}}"#;
+        for piece in body.chunks(7) {
+            json.feed(piece);
+        }
+        assert_eq!(json.finish(), Some(42));
+
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+                      data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"total_tokens\":17}}\n\n\
+                      data: [DONE]\n\n";
+        let mut sse = UsageMeter::new(Some("text/event-stream")).unwrap();
+        for piece in stream.as_bytes().chunks(5) {
+            sse.feed(piece);
+        }
+        assert_eq!(sse.finish(), Some(17));
+
+        // No usage chunk: one token per streamed event.
+        let mut sse = UsageMeter::new(Some("text/event-stream")).unwrap();
+        sse.feed(b"data: {\"choices\":[]}\n\ndata: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+        assert_eq!(sse.finish(), Some(2));
+
+        assert!(UsageMeter::new(Some("text/html")).is_none());
+        assert!(UsageMeter::new(None).is_none());
+        let mut bad = UsageMeter::new(Some("application/json")).unwrap();
+        bad.feed(b"{not json");
+        assert_eq!(bad.finish(), None);
     }
 }

@@ -9,6 +9,7 @@ use crate::config::{
     HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
 use crate::openai::{self, Endpoint, ModelError};
+use crate::ratelimit::Outcome;
 use crate::router::PathAction;
 
 /// The parts of a request head the filter looks at, read in one host call.
@@ -98,6 +99,31 @@ impl LocalReply {
         });
         LocalReply::json(status, body.to_string())
     }
+}
+
+/// The 429 a rate-limited request gets, with `retry-after` and the
+/// `x-ratelimit-*` headers; `kind` is OpenAI's error type (`requests` for the
+/// request bucket, `tokens` for the LLM token budget).
+pub fn rate_limited(kind: &str, limit: u64, outcome: &Outcome) -> LocalReply {
+    let message = match kind {
+        "tokens" => "token budget exhausted for this agent: retry later",
+        _ => "rate limit reached for this agent: retry later",
+    };
+    let mut reply = LocalReply::error(429, kind, Some("rate_limit_exceeded"), None, message);
+    reply
+        .headers
+        .push(("retry-after", outcome.retry_after_secs.max(1).to_string()));
+    reply.headers.extend(rate_limit_headers(limit, outcome));
+    reply
+}
+
+/// `x-ratelimit-limit`, `-remaining` and `-reset` (seconds until full).
+pub fn rate_limit_headers(limit: u64, outcome: &Outcome) -> [(&'static str, String); 3] {
+    [
+        ("x-ratelimit-limit", limit.to_string()),
+        ("x-ratelimit-remaining", outcome.remaining.to_string()),
+        ("x-ratelimit-reset", outcome.reset_secs.to_string()),
+    ]
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -15,10 +15,18 @@ pub enum Stat {
     Refused,
     /// Upgraded (WebSocket) connections open now.
     ConnectionsActive,
+    /// Requests of a rate-limited entry that its buckets admitted.
+    RateLimitAdmitted,
+    /// Requests answered 429 by the entry's request bucket or token budget.
+    RateLimited,
+    /// LLM tokens (`usage.total_tokens`) debited from the entry's budget.
+    TokensDebited,
+    /// Compare-and-swap conflicts retried on the shared buckets.
+    CasRetries,
 }
 
 impl Stat {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 7;
 
     pub fn index(self) -> usize {
         self as usize
@@ -33,6 +41,10 @@ impl Stat {
             Stat::Requests => "agentroute_requests_total",
             Stat::Refused => "agentroute_refused_total",
             Stat::ConnectionsActive => "agentroute_connections_active",
+            Stat::RateLimitAdmitted => "agentroute_ratelimit_admitted_total",
+            Stat::RateLimited => "agentroute_ratelimit_limited_total",
+            Stat::TokensDebited => "agentroute_tokens_debited_total",
+            Stat::CasRetries => "agentroute_ratelimit_cas_retries_total",
         }
     }
 

@@ -135,7 +135,10 @@ impl GatewayConfig {
         let (filter_name, vm_id) = match self.shape {
             Shape::Plain => ("agentroute".to_string(), self.vm_id.clone()),
             Shape::Istio => ("istio-ingress.agentroute".to_string(), String::new()),
-            Shape::EnvoyGateway => (format!("envoy.filters.http.wasm/{EG_POLICY}"), EG_POLICY.to_string()),
+            Shape::EnvoyGateway => (
+                format!("envoy.filters.http.wasm/{EG_POLICY}"),
+                EG_POLICY.to_string(),
+            ),
         };
         let mut routes = match self.shape {
             Shape::Plain => vec![json!({

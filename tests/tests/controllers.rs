@@ -19,7 +19,11 @@ const CONFIG: &str = r#"{
 
 async fn gateway(shape: Shape) -> Gateway {
     let mut cfg = GatewayConfig::new(CONFIG).shape(shape);
-    for (backend, agent) in [("prod-coordinator", "coordinator"), ("prod-tools", "tools"), ("models-llm", "llm")] {
+    for (backend, agent) in [
+        ("prod-coordinator", "coordinator"),
+        ("prod-tools", "tools"),
+        ("models-llm", "llm"),
+    ] {
         cfg = cfg.cluster(backend, spawn_agent(agent).await);
     }
     cfg.filters_before.push(json_to_metadata("agentroute"));
@@ -31,16 +35,30 @@ async fn routes_by_path_host_and_prefix() {
     for shape in SHAPES {
         let gw = gateway(shape).await;
         for (host, path, agent, upstream) in [
-            ("gw", "/prod/agent/coordinator/a?b=1", "coordinator", "/a?b=1"),
+            (
+                "gw",
+                "/prod/agent/coordinator/a?b=1",
+                "coordinator",
+                "/a?b=1",
+            ),
             ("gw", "/prod/tools/x", "tools", "/x"),
             ("gw", "/llm", "llm", "/"),
             ("gw", "/support/ticket", "coordinator", "/ticket"),
-            ("coordinator.example.com", "/prod/tools/x", "coordinator", "/prod/tools/x"),
+            (
+                "coordinator.example.com",
+                "/prod/tools/x",
+                "coordinator",
+                "/prod/tools/x",
+            ),
         ] {
             let r = gw.request("GET", path, &[("host", host)], "").await;
             assert_eq!(r.status, 200, "{shape:?} {host}{path}: {}", r.text());
             let v = r.json();
-            assert_eq!((v["agent"].as_str(), v["path"].as_str()), (Some(agent), Some(upstream)), "{shape:?} {path}");
+            assert_eq!(
+                (v["agent"].as_str(), v["path"].as_str()),
+                (Some(agent), Some(upstream)),
+                "{shape:?} {path}"
+            );
         }
     }
 }
@@ -51,7 +69,11 @@ async fn clients_cannot_pick_a_backend() {
         let gw = gateway(shape).await;
         let spoof = [("x-agent-backend", "prod-tools")];
         let r = gw.request("GET", "/not/an/agent", &spoof, "").await;
-        assert_eq!((r.status, r.text().as_str()), (404, "no agent route\n"), "{shape:?}");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (404, "no agent route\n"),
+            "{shape:?}"
+        );
         let r = gw.request("GET", "/prod/coordinator/x", &spoof, "").await;
         assert_eq!(r.header("x-served-by"), Some("coordinator"), "{shape:?}");
     }
@@ -74,17 +96,42 @@ async fn openai_dispatch_through_json_to_metadata() {
         let gw = gateway(shape).await;
         let r = gw.get("/v1/models").await;
         assert_eq!(r.status, 200, "{shape:?}");
-        assert_eq!(r.json()["data"].as_array().map(Vec::len), Some(2), "{shape:?}: gpt-demo and prod/coordinator");
+        assert_eq!(
+            r.json()["data"].as_array().map(Vec::len),
+            Some(2),
+            "{shape:?}: gpt-demo and prod/coordinator"
+        );
         let json = [("content-type", "application/json")];
         let r = gw
-            .request("POST", "/v1/chat/completions", &json, r#"{"model":"gpt-demo","messages":[]}"#)
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                &json,
+                r#"{"model":"gpt-demo","messages":[]}"#,
+            )
             .await;
-        assert_eq!((r.status, r.header("x-served-by")), (200, Some("llm")), "{shape:?}: {}", r.text());
+        assert_eq!(
+            (r.status, r.header("x-served-by")),
+            (200, Some("llm")),
+            "{shape:?}: {}",
+            r.text()
+        );
         let r = gw
-            .request("POST", "/v1/chat/completions", &json, r#"{"model":"prod/coordinator","messages":[]}"#)
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                &json,
+                r#"{"model":"prod/coordinator","messages":[]}"#,
+            )
             .await;
         assert_eq!(r.header("x-served-by"), Some("coordinator"), "{shape:?}");
-        let r = gw.request("POST", "/v1/embeddings", &json, r#"{"model":"nope"}"#).await;
-        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("model_not_found")), "{shape:?}");
+        let r = gw
+            .request("POST", "/v1/embeddings", &json, r#"{"model":"nope"}"#)
+            .await;
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str()),
+            (404, Some("model_not_found")),
+            "{shape:?}"
+        );
     }
 }
