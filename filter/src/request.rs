@@ -68,6 +68,30 @@ pub enum HeaderOp<'p> {
     Remove(&'p str),
 }
 
+/// The request headers after `ops`, for replacing the whole map in one host
+/// call: every header an op names loses its client copies, then the `Set`
+/// values follow.
+pub fn apply_to<'a>(
+    pairs: &'a [(String, String)],
+    ops: &'a [HeaderOp<'_>],
+) -> Vec<(&'a str, &'a str)> {
+    let touched = |name: &str| {
+        ops.iter().any(|op| match op {
+            HeaderOp::Set(n, _) | HeaderOp::Remove(n) => *n == name,
+        })
+    };
+    let mut out: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter(|(name, _)| !touched(name))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    out.extend(ops.iter().filter_map(|op| match op {
+        HeaderOp::Set(name, value) => Some((*name, value.as_ref())),
+        HeaderOp::Remove(_) => None,
+    }));
+    out
+}
+
 /// A response the filter sends itself instead of forwarding.
 #[derive(Debug, PartialEq, Eq)]
 pub struct LocalReply {

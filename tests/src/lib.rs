@@ -259,8 +259,8 @@ pub fn json_to_metadata(namespace: &str) -> Value {
             "request_rules": { "rules": [ {
                 "selectors": [ { "key": "model" } ],
                 "on_present": { "metadata_namespace": namespace, "key": "model" },
-                "on_missing": { "metadata_namespace": namespace, "key": "model_error", "value": { "string_value": "missing" } },
-                "on_error": { "metadata_namespace": namespace, "key": "model_error", "value": { "string_value": "invalid_json" } }
+                "on_missing": { "metadata_namespace": namespace, "key": "model_error", "value": "missing" },
+                "on_error": { "metadata_namespace": namespace, "key": "model_error", "value": "invalid_json" }
             } ] }
         }
     })

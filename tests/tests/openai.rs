@@ -227,12 +227,6 @@ async fn errors_are_shaped_like_openai() {
                 body,
                 r.text()
             );
-            // json_to_metadata reports a body it cannot parse as a missing
-            // key (on_missing), so metadata mode says missing_model there.
-            let code = match (source, code) {
-                (Source::Metadata, "invalid_json") => "missing_model",
-                _ => code,
-            };
             assert_eq!(error_code(&r), code, "{source:?} {body:.60}: {}", r.text());
             assert!(
                 r.header("x-served-by").is_none(),
