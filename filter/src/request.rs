@@ -527,4 +527,24 @@ mod tests {
             (Some(0), Some("/v1/chat/completions"))
         );
     }
+
+    #[test]
+    fn apply_to_replaces_every_client_copy() {
+        let pairs = headers(&[
+            (":path", "/a/x"),
+            ("x-agent-backend", "evil"),
+            ("accept", "*/*"),
+            ("x-agent-backend", "evil2"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ]);
+        let ops = [
+            HeaderOp::Set(":path", Cow::Borrowed("/x")),
+            HeaderOp::Set("x-agent-backend", Cow::Borrowed("b")),
+            HeaderOp::Remove("x-envoy-upstream-rq-timeout-ms"),
+        ];
+        assert_eq!(
+            apply_to(&pairs, &ops),
+            [("accept", "*/*"), (":path", "/x"), ("x-agent-backend", "b")]
+        );
+    }
 }
