@@ -11,12 +11,14 @@ mkdir -p "$LOGS"
 
 pids=()
 cleanup() {
-  trap - INT TERM EXIT
+  trap - EXIT
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo; echo "stopped the demo gateway and agents"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 for port in 9101 9102 9103 9104 9105 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -54,6 +56,9 @@ Try:
   curl -s -H 'x-agent-backend: tools' localhost:10000/prod/researcher # client can't pick a backend
   curl -s localhost:10000/prod/coordinator/%2e%2e/admin        # dot-segments: 400
   curl -s localhost:10000/prod/mcp/tools/x?delay_ms=6000       # mcp timeout 5s: 504
+  for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code} ' localhost:10000/prod/tools; done; echo
+                                                               # prod/tools: 1 req/s, burst 3 -> 200 200 200 429 429
+  curl -si localhost:10000/prod/tools | grep -i -E '^(HTTP|retry-after|x-ratelimit)'
   curl -s localhost:10000/v1/models                            # OpenAI: models, answered by the filter
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"gpt-demo","messages":[{"role":"user","content":"hi"}]}'   # dispatched by model
