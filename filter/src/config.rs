@@ -186,13 +186,13 @@ impl Plan {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
         if text.trim().is_empty() {
-            return compile(&Map::new());
+            return compile(Map::new());
         }
         let value: Value = serde_json::from_str(text)
             .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
         match value {
-            Value::Object(root) => compile(&root),
-            Value::Null => compile(&Map::new()),
+            Value::Object(root) => compile(root),
+            Value::Null => compile(Map::new()),
             other => Err(ConfigError::new(
                 "",
                 format!(
@@ -217,8 +217,16 @@ const OPENAI_RESERVED: [&str; 6] = [
     "responses",
 ];
 
-fn compile(root: &Map<String, Value>) -> Result<Plan> {
-    let root = Fields::new(root, "");
+fn compile(mut map: Map<String, Value>) -> Result<Plan> {
+    // The agents are taken out of the document and each dropped once
+    // compiled: the JSON tree of 10,000 agents never sits beside the plan, and
+    // a Wasm VM's memory keeps its peak for good.
+    let agents = match map.remove("agents") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(ConfigError::new("agents", expected("an array", &other))),
+    };
+    let root = Fields::new(&map, "");
     root.only(&[
         "dispatch_header",
         "layouts",
@@ -246,12 +254,11 @@ fn compile(root: &Map<String, Value>) -> Result<Plan> {
     let default_timeouts = default_timeouts(&root)?;
     let openai = openai(&root)?;
 
-    let agents = root.opt_array("agents")?.unwrap_or(&[]);
     let mut entries = Vec::with_capacity(agents.len());
     let mut raw = Vec::with_capacity(agents.len());
-    for (i, value) in agents.iter().enumerate() {
+    for (i, value) in agents.into_iter().enumerate() {
         let path = format!("agents[{i}]");
-        let (entry, routes) = entry(value, &path, &default_timeouts)?;
+        let (entry, routes) = entry(&value, &path, &default_timeouts)?;
         entries.push(entry);
         raw.push(routes);
     }

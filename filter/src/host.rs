@@ -120,9 +120,10 @@ impl RootContext for Root {
                 log(
                     LogLevel::Info,
                     &format!(
-                        "configured {} entries in {:.1} ms",
+                        "configured {} entries in {:.1} ms (VM memory {:.1} MiB)",
                         plan.entries.len(),
-                        took.as_secs_f64() * 1000.0
+                        took.as_secs_f64() * 1000.0,
+                        (core::arch::wasm32::memory_size(0) * 65536) as f64 / 1048576.0
                     ),
                 );
                 if plan.openai.model_from == ModelSource::Body {

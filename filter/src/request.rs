@@ -198,10 +198,7 @@ pub fn decide<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
         PathAction::Rewrite { path, prefix } => {
             let mut ops = Vec::with_capacity(8);
             ops.push(HeaderOp::Set(":path", Cow::Owned(path)));
-            ops.push(HeaderOp::Set(
-                HEADER_FORWARDED_PREFIX,
-                Cow::Borrowed(prefix),
-            ));
+            ops.push(HeaderOp::Set(HEADER_FORWARDED_PREFIX, Cow::Owned(prefix)));
             ops
         }
     };
