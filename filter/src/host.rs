@@ -20,6 +20,7 @@ use crate::request::{
     LocalReply, RequestHead,
 };
 use crate::stats::Stat;
+use crate::wire;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -232,9 +233,12 @@ impl HttpContext for Stream {
                 "agentroute is not configured",
             ));
         };
-        let pairs = match hostcalls::get_map(MapType::HttpRequestHeaders) {
-            Ok(pairs) => pairs,
-            Err(status) => return fail(&format!("cannot read request headers: {status:?}")),
+        let raw = match abi::get_pairs(MapType::HttpRequestHeaders) {
+            Ok(raw) => raw,
+            Err(message) => return fail(&message),
+        };
+        let Some(pairs) = wire::parse(&raw) else {
+            return fail("malformed request header map");
         };
         let plan = &active.plan;
         let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
@@ -293,17 +297,21 @@ impl HttpContext for Stream {
         }
         if let Some(budget) = &mut self.budget {
             let content_type =
-                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
+                hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
                     .ok()
                     .flatten();
-            budget.meter = UsageMeter::new(content_type.as_deref());
+            let content_type = content_type
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok());
+            budget.meter = UsageMeter::new(content_type);
         }
         let (Some(entry), Some(active)) = (self.upgrade_entry.take(), &self.active) else {
             return Action::Continue;
         };
-        if let Ok(Some(status)) = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+        if let Ok(Some(status)) =
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
         {
-            if status == "101" {
+            if status == b"101" {
                 active.bump(entry, Stat::ConnectionsActive, 1);
                 self.upgrade_entry = Some(entry);
                 self.connected = true;
@@ -343,7 +351,7 @@ impl Stream {
         &mut self,
         active: &Active,
         entry: usize,
-        pairs: Option<&[(String, String)]>,
+        pairs: Option<&[(&str, &[u8])]>,
     ) -> Result<(), LocalReply> {
         let Some(limit) = active
             .plan
@@ -414,7 +422,7 @@ impl Stream {
         active: &Active,
         decision: Decision<'_>,
         upgrade: bool,
-        pairs: Option<&[(String, String)]>,
+        pairs: Option<&[(&str, &[u8])]>,
     ) -> Action {
         match decision {
             Decision::Forward { entry, ops } => {
@@ -532,18 +540,21 @@ fn bucket_key(
 
 /// The client a per-client limit counts: a header value, or the peer address
 /// without its port. A request without one shares the entry's own bucket.
-fn client_value(per: &Per, pairs: Option<&[(String, String)]>) -> Option<String> {
+fn client_value(per: &Per, pairs: Option<&[(&str, &[u8])]>) -> Option<String> {
     match per {
         Per::Entry => None,
-        Per::Header(name) => match pairs {
-            Some(pairs) => pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone()),
-            None => hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten(),
-        },
+        Per::Header(name) => {
+            let value = match pairs {
+                Some(pairs) => pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.to_vec()),
+                None => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                    .ok()
+                    .flatten(),
+            };
+            value.map(|v| String::from_utf8_lossy(&v).into_owned())
+        }
         Per::ClientIp => {
             let addr = hostcalls::get_property(vec!["source", "address"])
                 .ok()
@@ -583,22 +594,62 @@ fn metadata_model(namespace: &str) -> Result<String, ModelError> {
     }
 }
 
-/// Applies header changes. Several changes go in one host call that replaces
-/// the whole map (each host call costs more than Envoy rebuilding a map).
-fn apply(ops: &[HeaderOp<'_>], pairs: Option<&[(String, String)]>) -> Result<(), String> {
-    if let (Some(pairs), true) = (pairs, ops.len() > 2) {
-        return hostcalls::set_map(MapType::HttpRequestHeaders, apply_to(pairs, ops))
-            .map_err(|status| format!("cannot set request headers: {status:?}"));
+/// Applies header changes in one host call that replaces the whole map:
+/// each host call costs more than Envoy rebuilding a small map.
+fn apply(ops: &[HeaderOp<'_>], pairs: Option<&[(&str, &[u8])]>) -> Result<(), String> {
+    if ops.is_empty() {
+        return Ok(());
     }
-    for op in ops {
-        let (name, value) = match op {
-            HeaderOp::Set(name, value) => (*name, Some(value.as_ref())),
-            HeaderOp::Remove(name) => (*name, None),
-        };
-        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
-            .map_err(|status| format!("cannot set request header {name}: {status:?}"))?;
+    let raw;
+    let parsed;
+    let pairs = match pairs {
+        Some(pairs) => pairs,
+        None => {
+            raw = abi::get_pairs(MapType::HttpRequestHeaders)?;
+            parsed = wire::parse(&raw).ok_or("malformed request header map")?;
+            &parsed[..]
+        }
+    };
+    abi::set_pairs(
+        MapType::HttpRequestHeaders,
+        &wire::serialize(&apply_to(pairs, ops)),
+    )
+}
+
+/// Header maps through the raw ABI: the SDK's versions panic on a non-UTF-8
+/// value or an unexpected status, and a panic traps the VM.
+mod abi {
+    use proxy_wasm::types::MapType;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_set_header_map_pairs(map_type: u32, data: *const u8, size: usize) -> u32;
     }
-    Ok(())
+
+    pub fn get_pairs(map: MapType) -> Result<Vec<u8>, String> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size = 0usize;
+        // SAFETY: the host writes a buffer it allocated through the SDK's
+        // proxy_on_memory_allocate (a boxed slice of exactly `size` bytes),
+        // whose ownership passes to us.
+        let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        match status {
+            0 if data.is_null() => Ok(Vec::new()),
+            0 => Ok(unsafe { Vec::from_raw_parts(data, size, size) }),
+            s => Err(format!("cannot read headers: host status {s}")),
+        }
+    }
+
+    pub fn set_pairs(map: MapType, serialized: &[u8]) -> Result<(), String> {
+        // SAFETY: the host only reads `size` bytes from `data` during the call.
+        match unsafe {
+            proxy_set_header_map_pairs(map as u32, serialized.as_ptr(), serialized.len())
+        } {
+            0 => Ok(()),
+            s => Err(format!("cannot set headers: host status {s}")),
+        }
+    }
 }
 
 fn reply(r: &LocalReply) -> Action {

@@ -10,6 +10,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod router;
 pub mod stats;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

@@ -37,16 +37,22 @@ pub struct Flags {
 }
 
 impl<'h> RequestHead<'h> {
-    pub fn from_pairs(pairs: &'h [(String, String)], dispatch_header: &str) -> Self {
+    /// Reads the head from raw header pairs. A value that is not UTF-8 reads
+    /// as absent where the filter needs text (`:path`, ...); presence of the
+    /// headers the filter owns counts whatever their bytes.
+    pub fn from_pairs(pairs: &[(&'h str, &'h [u8])], dispatch_header: &str) -> Self {
+        let text = |v: &'h [u8]| std::str::from_utf8(v).ok();
         let mut head = RequestHead::default();
-        for (name, value) in pairs {
-            match name.as_str() {
-                ":path" => head.path = value,
-                ":authority" => head.authority = value,
-                ":method" => head.method = value,
-                "content-type" => head.content_type = Some(value),
-                "content-encoding" => head.content_encoding = Some(value),
-                "content-length" => head.content_length = value.trim().parse().ok(),
+        for &(name, value) in pairs {
+            match name {
+                ":path" => head.path = text(value).unwrap_or_default(),
+                ":authority" => head.authority = text(value).unwrap_or_default(),
+                ":method" => head.method = text(value).unwrap_or_default(),
+                "content-type" => head.content_type = text(value),
+                "content-encoding" => head.content_encoding = text(value),
+                "content-length" => {
+                    head.content_length = text(value).and_then(|v| v.trim().parse().ok())
+                }
                 ":protocol" | "upgrade" => head.flags.upgrade = true,
                 HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
                     head.flags.sent_identity = true
@@ -70,23 +76,23 @@ pub enum HeaderOp<'p> {
 
 /// The request headers after `ops`, for replacing the whole map in one host
 /// call: every header an op names loses its client copies, then the `Set`
-/// values follow.
+/// values follow. Other headers keep their bytes exactly.
 pub fn apply_to<'a>(
-    pairs: &'a [(String, String)],
+    pairs: &[(&'a str, &'a [u8])],
     ops: &'a [HeaderOp<'_>],
-) -> Vec<(&'a str, &'a str)> {
+) -> Vec<(&'a str, &'a [u8])> {
     let touched = |name: &str| {
         ops.iter().any(|op| match op {
             HeaderOp::Set(n, _) | HeaderOp::Remove(n) => *n == name,
         })
     };
-    let mut out: Vec<(&str, &str)> = pairs
+    let mut out: Vec<(&str, &[u8])> = pairs
         .iter()
+        .copied()
         .filter(|(name, _)| !touched(name))
-        .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
     out.extend(ops.iter().filter_map(|op| match op {
-        HeaderOp::Set(name, value) => Some((*name, value.as_ref())),
+        HeaderOp::Set(name, value) => Some((*name, value.as_bytes())),
         HeaderOp::Remove(_) => None,
     }));
     out
@@ -333,11 +339,8 @@ mod tests {
         Plan::from_json(json.as_bytes()).unwrap()
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn headers<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a [u8])> {
+        pairs.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
     }
 
     fn forward<'p>(plan: &'p Plan, pairs: &[(&str, &str)]) -> (Option<usize>, Vec<HeaderOp<'p>>) {
@@ -509,15 +512,12 @@ mod tests {
         };
         assert_eq!(reply.status, 413);
         // Agent paths win over the OpenAI surface.
-        let h = headers(&[
-            (":method", "POST"),
-            (":path", "/default/modelapi/llm/v1/chat/completions"),
-        ]);
         let (entry, ops) = forward(
             &p,
-            &h.iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect::<Vec<_>>(),
+            &[
+                (":method", "POST"),
+                (":path", "/default/modelapi/llm/v1/chat/completions"),
+            ],
         );
         assert_eq!(
             (entry, set(&ops, ":path")),
@@ -541,7 +541,7 @@ mod tests {
         ];
         assert_eq!(
             apply_to(&pairs, &ops),
-            [("accept", "*/*"), (":path", "/x"), ("x-agent-backend", "b")]
+            headers(&[("accept", "*/*"), (":path", "/x"), ("x-agent-backend", "b")])
         );
     }
 }

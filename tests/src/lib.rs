@@ -502,9 +502,9 @@ pub async fn try_send(
 
 /// Sends raw bytes and returns the raw response head and body as text, for
 /// requests an HTTP library would refuse to build (backslashes, odd framing).
-pub async fn send_raw(addr: SocketAddr, request: &str) -> String {
+pub async fn send_raw(addr: SocketAddr, request: impl AsRef<[u8]>) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(request.as_ref()).await.expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()

@@ -212,6 +212,42 @@ async fn dispatch_and_identity_headers_are_always_the_filters() {
 }
 
 #[tokio::test]
+async fn header_bytes_that_are_not_utf8_neither_trap_nor_get_rewritten() {
+    let gw = gateway(CONFIG).await;
+    let raw = |path: &str, extra: &[u8]| {
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n").into_bytes();
+        req.extend_from_slice(extra);
+        req.extend_from_slice(b"\r\n");
+        req
+    };
+    // Matched: routed, and the odd value still reaches the agent.
+    let out = send_raw(gw.addr, raw("/prod/coordinator/x", b"x-latin: caf\xe9\r\n")).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("x-served-by: coordinator"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#""x-latin":"caf\u00e9""#) || out.contains("caf\u{fffd}"),
+        "{out}"
+    );
+    // A spoofed dispatch header with such bytes is still removed.
+    let out = send_raw(gw.addr, raw("/nowhere", b"x-agent-backend: tools\xff\r\n")).await;
+    assert!(
+        out.starts_with("HTTP/1.1 404") && out.contains("no agent route"),
+        "{out}"
+    );
+    let out = send_raw(
+        gw.addr,
+        raw("/prod/tools/x", b"x-agent-backend: coordinator\xff\r\n"),
+    )
+    .await;
+    assert!(out.contains("x-served-by: tools"), "{out}");
+    // The same worker still serves: the VM did not trap.
+    assert_eq!(gw.get("/prod/coordinator/x").await.status, 200);
+}
+
+#[tokio::test]
 async fn unmatched_pass_strips_owned_headers_before_other_routes() {
     let mut cfg = GatewayConfig::new(CONFIG).fallback("researcher");
     for name in ["coordinator", "researcher", "tools", "llm", "slow"] {
