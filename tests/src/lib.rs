@@ -78,6 +78,9 @@ pub enum Shape {
     /// `vm_id`, the filter disabled on the listener and enabled per route,
     /// and one route per HTTPRoute rule matching the dispatch header.
     EnvoyGateway,
+    /// A plain bootstrap whose agentroute filter comes from ECDS, watched in
+    /// a file: the plugin config changes without restarting Envoy.
+    Ecds,
 }
 
 /// How to build one Envoy for a test.
@@ -129,11 +132,47 @@ impl GatewayConfig {
         self
     }
 
-    /// The Envoy bootstrap as JSON (Envoy reads JSON and YAML alike).
-    pub fn bootstrap(&self) -> Value {
+    /// The ECDS resource file (a DiscoveryResponse) for `plugin_config`.
+    pub fn ecds_resource(&self, plugin_config: &str, version: u32) -> Value {
+        let mut typed_config = self.wasm_typed_config("agentroute", &self.vm_id);
+        typed_config["config"]["configuration"]["value"] = json!(plugin_config);
+        json!({
+            "version_info": version.to_string(),
+            "resources": [ {
+                "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "name": "agentroute",
+                "typed_config": typed_config
+            } ]
+        })
+    }
+
+    fn wasm_typed_config(&self, name: &str, vm_id: &str) -> Value {
+        json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": "agentroute",
+                "fail_open": false,
+                "allow_on_headers_stop_iteration": self.allow_stop_iteration,
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": wasm_path() } }
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": self.plugin_config
+                }
+            }
+        })
+    }
+
+    /// The Envoy bootstrap as JSON (Envoy reads JSON and YAML alike); `dir`
+    /// holds the ECDS file for [`Shape::Ecds`].
+    pub fn bootstrap(&self, dir: &Path) -> Value {
         const EG_POLICY: &str = "envoyextensionpolicy/default/agentroute/wasm/0";
         let (filter_name, vm_id) = match self.shape {
-            Shape::Plain => ("agentroute".to_string(), self.vm_id.clone()),
+            Shape::Plain | Shape::Ecds => ("agentroute".to_string(), self.vm_id.clone()),
             Shape::Istio => ("istio-ingress.agentroute".to_string(), String::new()),
             Shape::EnvoyGateway => (
                 format!("envoy.filters.http.wasm/{EG_POLICY}"),
@@ -141,7 +180,7 @@ impl GatewayConfig {
             ),
         };
         let mut routes = match self.shape {
-            Shape::Plain => vec![json!({
+            Shape::Plain | Shape::Ecds => vec![json!({
                 "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
                 "route": { "cluster_header": self.dispatch_header, "timeout": "0s" }
             })],
@@ -173,25 +212,23 @@ impl GatewayConfig {
         }
         let mut wasm = json!({
             "name": filter_name,
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": filter_name,
-                    "root_id": "agentroute",
-                    "fail_open": false,
-                    "allow_on_headers_stop_iteration": self.allow_stop_iteration,
-                    "vm_config": {
-                        "vm_id": vm_id,
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": { "local": { "filename": wasm_path() } }
-                    },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": self.plugin_config
-                    }
-                }
-            }
+            "typed_config": self.wasm_typed_config(&filter_name, &vm_id)
         });
+        if self.shape == Shape::Ecds {
+            wasm = json!({
+                "name": filter_name,
+                "config_discovery": {
+                    "config_source": {
+                        "path_config_source": {
+                            "path": dir.join("ecds/agentroute.json"),
+                            "watched_directory": { "path": dir.join("ecds") }
+                        },
+                        "resource_api_version": "V3"
+                    },
+                    "type_urls": [ "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm" ]
+                }
+            });
+        }
         if self.shape == Shape::EnvoyGateway {
             wasm["disabled"] = json!(true);
         }
@@ -216,6 +253,8 @@ impl GatewayConfig {
             })
             .collect();
         json!({
+            // xDS (ECDS) needs a node identity.
+            "node": { "id": "agentroute-test", "cluster": "agentroute-test" },
             "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
             "stats_config": { "stats_tags": [
                 { "tag_name": "namespace", "regex": "^wasmcustom\\.agentroute_\\w+(\\.namespace\\.([^.]+))" },
@@ -271,6 +310,8 @@ pub fn json_to_metadata(namespace: &str) -> Value {
 pub struct Gateway {
     child: Child,
     dir: tempfile::TempDir,
+    config: GatewayConfig,
+    ecds_version: u32,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -287,7 +328,17 @@ impl Gateway {
     pub async fn try_start(config: GatewayConfig) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = dir.path().join("envoy.json");
-        std::fs::write(&bootstrap, config.bootstrap().to_string()).expect("write bootstrap");
+        std::fs::write(&bootstrap, config.bootstrap(dir.path()).to_string())
+            .expect("write bootstrap");
+        if config.shape == Shape::Ecds {
+            std::fs::create_dir_all(dir.path().join("ecds")).expect("ecds dir");
+            let resource = config.ecds_resource(&config.plugin_config, 1);
+            std::fs::write(
+                dir.path().join("ecds/agentroute.json"),
+                resource.to_string(),
+            )
+            .expect("write ecds");
+        }
         let admin_path = dir.path().join("admin-address");
         let log_path = dir.path().join("envoy.log");
         let log = std::fs::File::create(&log_path).expect("create log");
@@ -307,6 +358,8 @@ impl Gateway {
         let mut gw = Gateway {
             child,
             dir,
+            config,
+            ecds_version: 1,
             addr: "127.0.0.1:0".parse().expect("addr"),
             admin: "127.0.0.1:0".parse().expect("addr"),
         };
@@ -342,6 +395,18 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    /// Delivers a new plugin configuration by ECDS ([`Shape::Ecds`]): the
+    /// file is replaced atomically, as Envoy's file watch expects.
+    pub fn update_plugin_config(&mut self, plugin_config: &str) {
+        assert_eq!(self.config.shape, Shape::Ecds, "only ECDS gateways reload");
+        self.ecds_version += 1;
+        let resource = self.config.ecds_resource(plugin_config, self.ecds_version);
+        let ecds = self.dir.path().join("ecds");
+        let staged = self.dir.path().join("agentroute.json.new");
+        std::fs::write(&staged, resource.to_string()).expect("write ecds update");
+        std::fs::rename(&staged, ecds.join("agentroute.json")).expect("move ecds update");
     }
 
     pub fn log(&self) -> String {
