@@ -12,7 +12,7 @@ WASM_TARGET   := wasm32-wasip1
 WASM          := dist/agentroute.wasm
 CARGO         ?= cargo
 
-.PHONY: all setup build run test test-matrix lint unit integration validate bench clean
+.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench clean
 
 all: build
 
@@ -36,13 +36,18 @@ build: .wasm-target
 	cp target/$(WASM_TARGET)/release/agentroute.wasm $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 
+## oci: the plugin as an OCI image layout in dist/oci (for oci:// and type: Image)
+VERSION ?= 0.1.0
+oci: build
+	python3 scripts/oci.py $(WASM) dist/oci --tag $(VERSION)
+
 ## run: build, start demo agents and Envoy on localhost, print curl lines
 run: setup build
 	$(CARGO) build --release -p agentroute-demo-agent
 	ENVOY=$(ENVOY) scripts/run-demo.sh
 
 ## test: formatting, lints, unit tests, integration tests against real Envoy
-test: setup build lint unit validate integration
+test: setup build lint unit validate oci-test integration
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -62,6 +67,11 @@ validate: setup build
 	  $(ENVOY) --mode validate -c $$f -l error >/dev/null 2>&1 \
 	    && echo "valid: $$f" || { $(ENVOY) --mode validate -c $$f -l error; exit 1; }; \
 	done
+
+# skopeo (Debian) reads the image like a registry client would.
+oci-test: build
+	@command -v skopeo >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq skopeo) >/dev/null 2>&1; } || true
+	python3 tests/test_oci.py $(WASM)
 
 integration: setup build
 	ENVOY_BIN=$(abspath $(ENVOY)) AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs) \
