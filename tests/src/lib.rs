@@ -19,6 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use serde_json;
 
+#[cfg(feature = "containers")]
+pub mod containers;
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
