@@ -48,6 +48,10 @@ struct Active {
     metrics: RefCell<Vec<[Option<u32>; Stat::COUNT]>>,
     /// Prefix of this plugin's shared-data keys (see [`bucket_key`]).
     key_prefix: String,
+    /// Counter increments not yet handed to Envoy: a host call per request
+    /// for a counter measurably slows the hot path, so counters are summed
+    /// here and flushed once a second (`on_tick`).
+    pending: RefCell<HashMap<(usize, Stat), i64>>,
 }
 
 impl Active {
@@ -57,14 +61,30 @@ impl Active {
             plan,
             metrics,
             key_prefix,
+            pending: RefCell::new(HashMap::new()),
         }
     }
 
+    /// Counts `delta` for a stat: gauges at once, counters at the next flush.
     fn bump(&self, entry: usize, stat: Stat, delta: i64) {
-        let Some(id) = self.metric(entry, stat) else {
-            return;
-        };
-        let _ = hostcalls::increment_metric(id, delta);
+        if stat.is_gauge() {
+            self.record(entry, stat, delta);
+        } else {
+            *self.pending.borrow_mut().entry((entry, stat)).or_default() += delta;
+        }
+    }
+
+    fn flush(&self) {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for ((entry, stat), delta) in pending {
+            self.record(entry, stat, delta);
+        }
+    }
+
+    fn record(&self, entry: usize, stat: Stat, delta: i64) {
+        if let Some(id) = self.metric(entry, stat) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
     }
 
     fn metric(&self, entry: usize, stat: Stat) -> Option<u32> {
@@ -127,8 +147,10 @@ impl RootContext for Root {
                         (core::arch::wasm32::memory_size(0) * 65536) as f64 / 1048576.0
                     ),
                 );
-                if plan.openai.model_from == ModelSource::Body {
-                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+                // Ticks flush counters and watch streams waiting for a body.
+                let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+                if let Some(previous) = &self.active {
+                    previous.flush();
                 }
                 self.active = Some(Rc::new(Active::new(plan, key_prefix())));
                 true
@@ -141,10 +163,13 @@ impl RootContext for Root {
         }
     }
 
-    /// Answers streams whose body never came: Envoy stalls a stream paused in
-    /// its headers unless the PluginConfig allows it, and a hang is the worst
-    /// failure a gateway can show.
+    /// Flushes counters, and answers streams whose body never came: Envoy
+    /// stalls a stream paused in its headers unless the PluginConfig allows
+    /// it, and a hang is the worst failure a gateway can show.
     fn on_tick(&mut self) {
+        if let Some(active) = &self.active {
+            active.flush();
+        }
         let Some(now) = now() else {
             return;
         };

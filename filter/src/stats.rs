@@ -7,7 +7,7 @@
 
 use crate::config::Entry;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stat {
     /// Requests dispatched to the entry.
     Requests,

@@ -436,6 +436,20 @@ impl Gateway {
         String::from_utf8_lossy(&r.body).into_owned()
     }
 
+    /// Waits (up to 5 s) for a sample to reach `want`: counters reach Envoy
+    /// once a second per worker. Panics with the last value seen.
+    pub async fn wait_metric(&self, sample: &str, want: f64) {
+        let mut got = None;
+        for _ in 0..50 {
+            got = self.metric(sample).await;
+            if got == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{sample} = {got:?}, want {want}");
+    }
+
     /// The value of one Prometheus sample, e.g.
     /// `agentroute_requests_total{namespace="prod",agent="a",kind="agent"}`.
     pub async fn metric(&self, sample: &str) -> Option<f64> {

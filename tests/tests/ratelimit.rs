@@ -77,8 +77,8 @@ async fn a_burst_admits_exactly_burst_across_workers() {
         r#"agentroute_ratelimit_admitted_total{namespace="default",agent="a",kind="agent"}"#;
     let limited_total =
         r#"agentroute_ratelimit_limited_total{namespace="default",agent="a",kind="agent"}"#;
-    assert_eq!(gw.metric(admitted_total).await, Some(25.0));
-    assert_eq!(gw.metric(limited_total).await, Some(75.0));
+    gw.wait_metric(admitted_total, 25.0).await;
+    gw.wait_metric(limited_total, 75.0).await;
 }
 
 #[tokio::test]
@@ -176,7 +176,7 @@ async fn token_budgets_are_debited_from_json_and_sse_usage() {
         .await;
     assert_eq!(r.status, 200);
     let mut expected = used;
-    wait_metric(&gw, debited, expected).await;
+    gw.wait_metric(debited, expected).await;
 
     // A stream with a usage chunk is debited that usage.
     let stream = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
@@ -185,14 +185,14 @@ async fn token_budgets_are_debited_from_json_and_sse_usage() {
         .await;
     assert_eq!(r.status, 200);
     expected += (stream.len() / 4 + 5) as f64;
-    wait_metric(&gw, debited, expected).await;
+    gw.wait_metric(debited, expected).await;
 
     // A stream without one: one token per streamed event (5 here).
     let plain = r#"{"model":"m","stream":true}"#;
     gw.request("POST", "/v1/chat/completions?interval_ms=1", &json, plain)
         .await;
     expected += 5.0;
-    wait_metric(&gw, debited, expected).await;
+    gw.wait_metric(debited, expected).await;
 
     // Spend the rest of the 100-token budget, then get refused.
     let big = format!(r#"{{"model":"m","input":"{}"}}"#, "y".repeat(400));
@@ -203,16 +203,4 @@ async fn token_budgets_are_debited_from_json_and_sse_usage() {
     assert!(r
         .header("retry-after")
         .is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
-}
-
-async fn wait_metric(gw: &Gateway, sample: &str, want: f64) {
-    let mut got = None;
-    for _ in 0..50 {
-        got = gw.metric(sample).await;
-        if got == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{sample} = {got:?}, want {want}");
 }

@@ -371,13 +371,8 @@ async fn request_counters_are_envoy_stats() {
     let requests =
         r#"agentroute_requests_total{namespace="prod",agent="coordinator",kind="agent"}"#;
     let refused = r#"agentroute_refused_total{namespace="prod",agent="coordinator",kind="agent"}"#;
-    assert_eq!(
-        gw.metric(requests).await,
-        Some(3.0),
-        "{}",
-        gw.prometheus().await
-    );
-    assert_eq!(gw.metric(refused).await, Some(1.0));
+    gw.wait_metric(requests, 3.0).await;
+    gw.wait_metric(refused, 1.0).await;
 }
 
 #[tokio::test]
