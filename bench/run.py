@@ -235,7 +235,7 @@ def stop_all():
 # ---------------------------------------------------------------- the run
 
 
-def cases(sizes):
+def cases(sizes, bodies):
     """(case, server, path, body) in the order each round visits them."""
     out = [("A plain Envoy", "A", "/x", None), ("B no-op Wasm", "B", "/x", None)]
     for n in sizes:
@@ -243,7 +243,7 @@ def cases(sizes):
             out.append((f"C agentroute {n} {which}", f"C{n}", agent_path(i), None))
             out.append((f"D native routes {n} {which}", f"D{n}", agent_path(i), None))
     out.append(("E rate-limited", "E", agent_path(0), None))
-    for size, label in ((1024, "1KB"), (65536, "64KB")):
+    for size, label in bodies:
         out.append((f"F OpenAI body {label}", "F", "/v1/chat/completions", chat_body(size)))
         out.append((f"F plain POST {label}", "A", "/v1/chat/completions", chat_body(size)))
     return out
@@ -278,6 +278,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="CI smoke: 1 round, 1 s runs, fewer sizes, no BENCHMARKS.md")
     args = parser.parse_args()
     rounds, seconds, sizes = (1, 1, [10, 10000]) if args.quick else (3, 5, [10, 1000, 10000])
+    bodies = [(1024, "1KB"), (65536, "64KB")] + ([] if args.quick else [(1000000, "1MB")])
     for tool in ("wrk",):
         if not shutil.which(tool):
             die(f"{tool} not found (apt-get install {tool}; `make bench` installs it)")
@@ -301,7 +302,7 @@ def main():
             port += 2
         servers["E"] = start_envoy("E", bootstrap(port, BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(10, limited=True)})], UP), port, workdir)
         servers["F"] = start_envoy("F", bootstrap(port + 1, BY_HEADER, [wasm_filter(AGENTROUTE, openai_config(), stop_iteration=True)], UP), port + 1, workdir)
-        plan = cases(sizes)
+        plan = cases(sizes, bodies)
         for _, server, path, body in plan:
             wait_ready(servers[server], path, "POST" if body else "GET", body)
 
@@ -311,11 +312,12 @@ def main():
                 results[name].append(wrk(servers[server], path, seconds, workdir, body))
             print(f"round {r + 1}/{rounds} done ({time.time() - started:.0f} s)", file=sys.stderr)
         memory = memory_and_startup(sizes, workdir)
+        extraction = model_extraction()
     finally:
         stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(results, memory, sizes, rounds, seconds)
+    report = render(results, memory, sizes, rounds, seconds, extraction)
     print(report)
     print(f"bench: finished in {time.time() - started:.0f} s", file=sys.stderr)
     if not args.quick:
@@ -324,11 +326,20 @@ def main():
         print("bench: wrote BENCHMARKS.md", file=sys.stderr)
 
 
+def model_extraction():
+    """The native cost of reading `model` vs building the whole JSON tree."""
+    out = subprocess.run(["cargo", "run", "--release", "-q", "--example", "model_extraction", "-p", "agentroute"],
+                         cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        die(f"model_extraction failed:\n{out.stderr}")
+    return out.stdout.strip().splitlines()
+
+
 def med(runs, i):
     return statistics.median(r[i] for r in runs)
 
 
-def render(results, memory, sizes, rounds, seconds):
+def render(results, memory, sizes, rounds, seconds, extraction):
     rps = {name: med(runs, 0) for name, runs in results.items()}
     a = rps["A plain Envoy"]
     lines = [
@@ -391,6 +402,10 @@ def render(results, memory, sizes, rounds, seconds):
         "",
         "## Memory and start-up",
         *mem,
+        "",
+        "## Reading `model` from a body (native, same run; the model last in the body)",
+        "",
+        *extraction,
         "",
         "## Targets",
         *tgt,
