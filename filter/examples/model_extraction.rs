@@ -34,7 +34,11 @@ fn time(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     println!("| body | read `model` (agentroute) | full JSON tree | ratio | throughput |");
     println!("|---:|---:|---:|---:|---:|");
-    for (label, size, iters) in [("1 KB", 1024, 20_000), ("64 KB", 65_536, 400), ("1 MB", 1_048_576, 25)] {
+    for (label, size, iters) in [
+        ("1 KB", 1024, 20_000),
+        ("64 KB", 65_536, 400),
+        ("1 MB", 1_048_576, 25),
+    ] {
         let b = body(size);
         assert_eq!(model_from_body(&b).as_deref(), Ok("gpt-demo"));
         let ours = time(9, iters, || {

@@ -79,6 +79,13 @@ async fn a_burst_admits_exactly_burst_across_workers() {
         r#"agentroute_ratelimit_limited_total{namespace="default",agent="a",kind="agent"}"#;
     gw.wait_metric(admitted_total, 25.0).await;
     gw.wait_metric(limited_total, 75.0).await;
+    // Informational: how often the two workers collided on the bucket.
+    let retries =
+        r#"agentroute_ratelimit_cas_retries_total{namespace="default",agent="a",kind="agent"}"#;
+    eprintln!(
+        "CAS retries for 100 concurrent requests: {}",
+        gw.metric(retries).await.unwrap_or(0.0)
+    );
 }
 
 #[tokio::test]
