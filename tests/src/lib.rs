@@ -430,6 +430,34 @@ impl Gateway {
         send(self.addr, method, path, headers, body).await
     }
 
+    /// POSTs a JSON body (an OpenAI request, say).
+    pub async fn post_json(&self, path: &str, body: &str) -> Response {
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        send(
+            self.addr,
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
+    }
+
+    /// Asserts each `(host, path)` reaches the demo agent `agent` as
+    /// `upstream_path`; `label` names the case in failures.
+    pub async fn assert_routes(&self, label: &str, cases: &[(&str, &str, &str, &str)]) {
+        for &(host, path, agent, upstream_path) in cases {
+            let r = self.request("GET", path, &[("host", host)], "").await;
+            assert_eq!(r.status, 200, "{label} {host}{path}: {}", r.text());
+            let v = r.json();
+            assert_eq!(
+                (v["agent"].as_str(), v["path"].as_str()),
+                (Some(agent), Some(upstream_path)),
+                "{label} {host}{path}"
+            );
+        }
+    }
+
     /// Envoy's stats in Prometheus text format.
     pub async fn prometheus(&self) -> String {
         let r = send(self.admin, "GET", "/stats/prometheus", &[], "").await;

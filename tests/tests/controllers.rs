@@ -34,32 +34,27 @@ async fn gateway(shape: Shape) -> Gateway {
 async fn routes_by_path_host_and_prefix() {
     for shape in SHAPES {
         let gw = gateway(shape).await;
-        for (host, path, agent, upstream) in [
-            (
-                "gw",
-                "/prod/agent/coordinator/a?b=1",
-                "coordinator",
-                "/a?b=1",
-            ),
-            ("gw", "/prod/tools/x", "tools", "/x"),
-            ("gw", "/llm", "llm", "/"),
-            ("gw", "/support/ticket", "coordinator", "/ticket"),
-            (
-                "coordinator.example.com",
-                "/prod/tools/x",
-                "coordinator",
-                "/prod/tools/x",
-            ),
-        ] {
-            let r = gw.request("GET", path, &[("host", host)], "").await;
-            assert_eq!(r.status, 200, "{shape:?} {host}{path}: {}", r.text());
-            let v = r.json();
-            assert_eq!(
-                (v["agent"].as_str(), v["path"].as_str()),
-                (Some(agent), Some(upstream)),
-                "{shape:?} {path}"
-            );
-        }
+        gw.assert_routes(
+            &format!("{shape:?}"),
+            &[
+                (
+                    "gw",
+                    "/prod/agent/coordinator/a?b=1",
+                    "coordinator",
+                    "/a?b=1",
+                ),
+                ("gw", "/prod/tools/x", "tools", "/x"),
+                ("gw", "/llm", "llm", "/"),
+                ("gw", "/support/ticket", "coordinator", "/ticket"),
+                (
+                    "coordinator.example.com",
+                    "/prod/tools/x",
+                    "coordinator",
+                    "/prod/tools/x",
+                ),
+            ],
+        )
+        .await;
     }
 }
 
@@ -101,12 +96,9 @@ async fn openai_dispatch_through_json_to_metadata() {
             Some(2),
             "{shape:?}: gpt-demo and prod/coordinator"
         );
-        let json = [("content-type", "application/json")];
         let r = gw
-            .request(
-                "POST",
+            .post_json(
                 "/v1/chat/completions",
-                &json,
                 r#"{"model":"gpt-demo","messages":[]}"#,
             )
             .await;
@@ -117,17 +109,13 @@ async fn openai_dispatch_through_json_to_metadata() {
             r.text()
         );
         let r = gw
-            .request(
-                "POST",
+            .post_json(
                 "/v1/chat/completions",
-                &json,
                 r#"{"model":"prod/coordinator","messages":[]}"#,
             )
             .await;
         assert_eq!(r.header("x-served-by"), Some("coordinator"), "{shape:?}");
-        let r = gw
-            .request("POST", "/v1/embeddings", &json, r#"{"model":"nope"}"#)
-            .await;
+        let r = gw.post_json("/v1/embeddings", r#"{"model":"nope"}"#).await;
         assert_eq!(
             (r.status, r.json()["error"]["code"].as_str()),
             (404, Some("model_not_found")),

@@ -40,31 +40,24 @@ async fn check(shape: Shape, config: String) {
     }
     cfg.filters_before.push(json_to_metadata("agentroute"));
     let gw = Gateway::start(cfg).await;
-    for (host, path, agent, upstream) in [
-        ("gw", "/prod/agent/coordinator/x", "coordinator", "/x"),
-        (
-            "coordinator.agents.example.com",
-            "/any",
-            "coordinator",
-            "/any",
-        ),
-        ("gw", "/customer-service/orders", "support", "/orders"),
-        ("gw", "/prod/mcp/tools/mcp", "tools", "/mcp"),
-    ] {
-        let r = gw.request("GET", path, &[("host", host)], "").await;
-        assert_eq!(r.status, 200, "{shape:?} {host}{path}: {}", r.text());
-        let v = r.json();
-        assert_eq!(
-            (v["agent"].as_str(), v["path"].as_str()),
-            (Some(agent), Some(upstream)),
-            "{shape:?} {path}"
-        );
-    }
+    gw.assert_routes(
+        &format!("{shape:?}"),
+        &[
+            ("gw", "/prod/agent/coordinator/x", "coordinator", "/x"),
+            (
+                "coordinator.agents.example.com",
+                "/any",
+                "coordinator",
+                "/any",
+            ),
+            ("gw", "/customer-service/orders", "support", "/orders"),
+            ("gw", "/prod/mcp/tools/mcp", "tools", "/mcp"),
+        ],
+    )
+    .await;
     let r = gw
-        .request(
-            "POST",
+        .post_json(
             "/v1/chat/completions",
-            &[("content-type", "application/json")],
             r#"{"model":"gpt-demo","messages":[]}"#,
         )
         .await;
