@@ -292,10 +292,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some((flags, _)), Some(active)) = (&self.body_for, self.active.clone()) else {
+        let (Some(_), Some(active)) = (&self.body_for, self.active.clone()) else {
             return Action::Continue;
         };
-        let flags = *flags;
         self.waiting.borrow_mut().remove(&self.id);
         let max = active.plan.openai.max_body_bytes;
         if body_size as u64 > max {
@@ -306,15 +305,15 @@ impl HttpContext for Stream {
             // Pause buffers: Envoy calls again with the whole body so far.
             return Action::Pause;
         }
-        let raw = self.body_for.take().map(|(_, raw)| raw).unwrap_or_default();
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(body) => body.unwrap_or_default(),
-            Err(status) => return fail(&format!("cannot read request body: {status:?}")),
-        };
-        let model = openai::model_from_body(&body);
-        let decision = decide_model(&active.plan, model.as_deref(), flags);
-        let pairs = wire::parse(&raw);
-        self.carry_out(&active, decision, flags.upgrade, pairs.as_deref())
+        self.dispatch_body(&active, body_size)
+    }
+
+    /// A body followed by trailers never sees `end_of_stream`: it ends here.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        match (&self.body_for, self.active.clone()) {
+            (Some(_), Some(active)) => self.dispatch_body(&active, usize::MAX),
+            _ => Action::Continue,
+        }
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -373,6 +372,22 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
+    /// Reads the model from the buffered body (up to `size` bytes) and
+    /// dispatches the paused request on it.
+    fn dispatch_body(&mut self, active: &Active, size: usize) -> Action {
+        let Some((flags, raw)) = self.body_for.take() else {
+            return Action::Continue;
+        };
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(status) => return fail(&format!("cannot read request body: {status:?}")),
+        };
+        let model = openai::model_from_body(&body);
+        let decision = decide_model(&active.plan, model.as_deref(), flags);
+        let pairs = wire::parse(&raw);
+        self.carry_out(active, decision, flags.upgrade, pairs.as_deref())
+    }
+
     /// Draws from the entry's buckets. Shared-data trouble fails open: a
     /// broken limiter must not take the agent down with it.
     fn admit(

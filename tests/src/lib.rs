@@ -274,6 +274,7 @@ impl GatewayConfig {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "gateway",
                             "upgrade_configs": [ { "upgrade_type": "websocket" } ],
+                            "http_protocol_options": { "enable_trailers": true },
                             "route_config": { "name": "agents", "virtual_hosts": [ {
                                 "name": "all",
                                 "domains": ["*"],

@@ -346,6 +346,18 @@ async fn large_and_chunked_bodies() {
         "{out}"
     );
 
+    // A chunked body that ends with trailers still dispatches.
+    let body = chat("gpt-demo");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\nx-checksum: 1\r\n\r\n",
+        body.len()
+    );
+    let out = agentroute_tests::send_raw(gw.addr, request).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("x-served-by: llm"),
+        "{out}"
+    );
+
     // Chunked and over the limit: the filter's own 413, not a dispatch.
     let gw = gateway_with(Source::Body, 2048).await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
