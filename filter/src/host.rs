@@ -1,7 +1,9 @@
 //! The only module that talks to the Proxy-Wasm host.
 //!
-//! Host calls go through `hostcalls` directly: the SDK's trait helpers panic on
-//! an unexpected status, and a panic is a wasm trap that fails the stream.
+//! Host calls go through `hostcalls` directly, not the SDK's trait helpers
+//! (which panic on an unexpected status: a wasm trap that fails the stream),
+//! and request headers through the raw ABI (`abi` below), because the SDK's
+//! header reads panic on a value that is not UTF-8.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
