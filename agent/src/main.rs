@@ -59,3 +59,35 @@ async fn shutdown_signal() {
     }
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_name_address_pairs() {
+        let agents = parse(&args(&["a=127.0.0.1:1", "b=[::1]:2"])).unwrap();
+        assert_eq!(
+            agents,
+            [
+                ("a".into(), "127.0.0.1:1".into()),
+                ("b".into(), "[::1]:2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_bad_arguments() {
+        assert!(parse(&[]).is_err());
+        for bad in ["a", "=127.0.0.1:1", "a="] {
+            assert_eq!(
+                parse(&args(&[bad])).unwrap_err(),
+                format!("{bad:?} is not NAME=ADDR")
+            );
+        }
+    }
+}
