@@ -1,15 +1,23 @@
 //! agentroute: agent-aware routing for Envoy, as a Proxy-Wasm HTTP filter.
 //!
-//! The core (`config`, `router`, `request`, `openai`, `ratelimit`, `stats`) is plain Rust with no
-//! host dependency and is tested natively; `host` is the only module that
-//! talks to the Proxy-Wasm ABI and is compiled for wasm32 only.
+//! The core is plain Rust with no host dependency, tested natively, read top
+//! to bottom: `config` (the contract, compiled into a plan), `router`,
+//! `request` (one request → header changes or a local reply), `openai`,
+//! `ratelimit` (local buckets), `rls` (global limits), `usage`, `a2a`.
+//! `host` is the only module that talks to the Proxy-Wasm ABI and is
+//! compiled for wasm32 only.
 
+pub mod a2a;
 pub mod config;
 pub mod openai;
 pub mod ratelimit;
+pub mod reply;
 pub mod request;
+pub mod rls;
 pub mod router;
+pub mod sse;
 pub mod stats;
+pub mod usage;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::Plan;
-use crate::request::LocalReply;
+use crate::reply::LocalReply;
 
 /// An OpenAI request the filter handles itself or dispatches by model.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,14 +18,23 @@ pub enum Endpoint<'a> {
     /// `GET /v1/models/{id}`; the id may hold `/` (`prod/coordinator`).
     GetModel(Cow<'a, str>),
     /// `POST` to an endpoint whose body names the model.
-    Dispatch,
+    Dispatch(Api),
 }
 
-const DISPATCH_PATHS: [&str; 4] = [
-    "/chat/completions",
-    "/completions",
-    "/embeddings",
-    "/responses",
+/// The OpenAI endpoints that dispatch by model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+}
+
+const DISPATCH_PATHS: [(&str, Api); 4] = [
+    ("/chat/completions", Api::Chat),
+    ("/completions", Api::Completions),
+    ("/embeddings", Api::Embeddings),
+    ("/responses", Api::Responses),
 ];
 
 /// Recognises OpenAI endpoints, with or without the `/v1` prefix.
@@ -38,26 +47,32 @@ pub fn endpoint<'a>(method: &str, path: &'a str) -> Option<Endpoint<'a>> {
             let id = tail.strip_prefix("/models/").filter(|id| !id.is_empty())?;
             Some(Endpoint::GetModel(percent_decode(id)))
         }
-        "POST" if DISPATCH_PATHS.contains(&tail) => Some(Endpoint::Dispatch),
+        "POST" => DISPATCH_PATHS
+            .iter()
+            .find(|(p, _)| *p == tail)
+            .map(|&(_, api)| Endpoint::Dispatch(api)),
         _ => None,
     }
 }
 
-/// `{"object":"list","data":[...]}` with every model id, in configuration order.
-pub fn models_body(plan: &Plan, created: u64) -> String {
-    let data: Vec<Value> = plan
-        .model_ids
-        .iter()
-        .filter_map(|(id, entry)| model_object(plan, id, *entry, created))
-        .collect();
-    json!({ "object": "list", "data": data }).to_string()
+/// `{"object":"list","data":[...]}` with every model id, in configuration
+/// order: built once per plan, on first use.
+pub fn models_body(plan: &Plan) -> &str {
+    plan.models_body.get_or_init(|| {
+        let data: Vec<Value> = plan
+            .model_ids
+            .iter()
+            .filter_map(|(id, entry)| model_object(plan, id, *entry, plan.created))
+            .collect();
+        json!({ "object": "list", "data": data }).to_string()
+    })
 }
 
-pub fn model_reply(plan: &Plan, id: &str, created: u64) -> LocalReply {
+pub fn model_reply(plan: &Plan, id: &str) -> LocalReply {
     match plan
         .models
         .get(id)
-        .and_then(|&entry| model_object(plan, id, entry, created))
+        .and_then(|&entry| model_object(plan, id, entry, plan.created))
     {
         Some(model) => LocalReply::json(200, model.to_string()),
         None => model_not_found(id),
@@ -101,12 +116,68 @@ impl ModelError {
     }
 }
 
-/// Only `model` is kept; serde skips every other field (validating it as
-/// JSON) without building it, so a 1 MB prompt costs one pass and no copy.
+/// Only `model` and the answer's size limits are kept; serde skips every
+/// other field (validating it as JSON) without building it, so a 1 MB prompt
+/// costs one pass and no copy. A key given twice is refused (serde's
+/// duplicate-field error): backends take the last `model`, and a gateway that
+/// read the first could be steered past the limits of the model served.
 #[derive(Deserialize)]
 struct ModelOnly<'a> {
     #[serde(borrow, default)]
     model: Option<ModelValue<'a>>,
+    #[serde(default)]
+    max_tokens: Option<Limit>,
+    #[serde(default)]
+    max_completion_tokens: Option<Limit>,
+    #[serde(default)]
+    max_output_tokens: Option<Limit>,
+}
+
+/// A token limit as sent; anything but a non-negative integer reads as none
+/// (the backend judges the value, the gateway only estimates with it).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Limit {
+    Count(u64),
+    Other(IgnoredAny),
+}
+
+impl Limit {
+    fn count(&self) -> Option<u64> {
+        match self {
+            Limit::Count(n) => Some(*n),
+            Limit::Other(_) => None,
+        }
+    }
+}
+
+/// What a request body says, as far as the gateway reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BodyFacts {
+    pub model: Result<String, ModelError>,
+    /// The most tokens the answer may have (`max_tokens`,
+    /// `max_completion_tokens` or `max_output_tokens`).
+    pub max_tokens: Option<u64>,
+}
+
+/// Reads `model` and the answer's token limit from an OpenAI request body.
+pub fn read_body(body: &[u8]) -> BodyFacts {
+    match parse_model_only(body) {
+        Ok(parsed) => BodyFacts {
+            max_tokens: [
+                &parsed.max_completion_tokens,
+                &parsed.max_tokens,
+                &parsed.max_output_tokens,
+            ]
+            .into_iter()
+            .find_map(|l| l.as_ref().and_then(Limit::count)),
+            model: model_of(parsed.model),
+        },
+        Err(e) => BodyFacts {
+            model: Err(e),
+            max_tokens: None,
+        },
+    }
 }
 
 #[derive(Deserialize)]
@@ -118,6 +189,10 @@ enum ModelValue<'a> {
 
 /// Reads `model` from an OpenAI request body.
 pub fn model_from_body(body: &[u8]) -> Result<String, ModelError> {
+    read_body(body).model
+}
+
+fn parse_model_only(body: &[u8]) -> Result<ModelOnly<'_>, ModelError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => return Err(ModelError::Missing),
@@ -134,9 +209,11 @@ pub fn model_from_body(body: &[u8]) -> Result<String, ModelError> {
             ))
         }
     }
-    let parsed: ModelOnly<'_> =
-        serde_json::from_slice(body).map_err(|e| ModelError::InvalidJson(e.to_string()))?;
-    match parsed.model {
+    serde_json::from_slice(body).map_err(|e| ModelError::InvalidJson(e.to_string()))
+}
+
+fn model_of(model: Option<ModelValue<'_>>) -> Result<String, ModelError> {
+    match model {
         None => Err(ModelError::Missing),
         Some(ModelValue::Other(_)) => Err(ModelError::NotAString),
         Some(ModelValue::Str(s)) if s.is_empty() => Err(ModelError::Empty),
@@ -214,113 +291,6 @@ pub fn too_large(max_body_bytes: u64) -> LocalReply {
     )
 }
 
-/// Largest JSON response kept to read its `usage` (bigger ones are not debited).
-const MAX_USAGE_BODY: usize = 8 * 1024 * 1024;
-
-/// Reads the tokens a response used as it streams past, without holding it
-/// up: `usage.total_tokens` of a JSON answer, or of the final usage chunk of
-/// a server-sent-events stream.
-#[derive(Debug)]
-pub struct UsageMeter {
-    sse: bool,
-    /// JSON: the body so far. SSE: the unfinished last line.
-    pending: Vec<u8>,
-    /// SSE data events seen (excluding `[DONE]` and the usage chunk).
-    events: u64,
-    total: Option<u64>,
-    overflow: bool,
-}
-
-#[derive(Deserialize)]
-struct WithUsage {
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    #[serde(default)]
-    total_tokens: Option<u64>,
-}
-
-fn usage_of(json: &[u8]) -> Option<Option<u64>> {
-    serde_json::from_slice::<WithUsage>(json)
-        .ok()
-        .map(|w| w.usage.and_then(|u| u.total_tokens))
-}
-
-impl UsageMeter {
-    /// A meter for a response of this content type, if it can carry usage.
-    pub fn new(content_type: Option<&str>) -> Option<Self> {
-        let media = content_type?.split(';').next()?.trim().to_ascii_lowercase();
-        let sse = match media.as_str() {
-            "text/event-stream" => true,
-            "application/json" => false,
-            _ => return None,
-        };
-        Some(UsageMeter {
-            sse,
-            pending: Vec::new(),
-            events: 0,
-            total: None,
-            overflow: false,
-        })
-    }
-
-    pub fn feed(&mut self, chunk: &[u8]) {
-        if self.overflow {
-            return;
-        }
-        self.pending.extend_from_slice(chunk);
-        if !self.sse {
-            if self.pending.len() > MAX_USAGE_BODY {
-                self.overflow = true;
-                self.pending = Vec::new();
-            }
-            return;
-        }
-        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
-            self.overflow = self.pending.len() > MAX_USAGE_BODY;
-            return;
-        };
-        let rest = self.pending.split_off(end + 1);
-        let complete = std::mem::replace(&mut self.pending, rest);
-        for line in complete.split(|&b| b == b'\n') {
-            self.sse_line(line);
-        }
-    }
-
-    fn sse_line(&mut self, line: &[u8]) {
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        let data = data.trim_ascii();
-        if data == b"[DONE]" || data.is_empty() {
-            return;
-        }
-        match usage_of(data) {
-            Some(Some(total)) => self.total = Some(total),
-            _ => self.events += 1,
-        }
-    }
-
-    /// Tokens to debit once the response ended. A stream without a usage
-    /// chunk (the client did not ask for `stream_options.include_usage`) is
-    /// estimated at one token per streamed event, as OpenAI-style servers
-    /// stream about one token per chunk.
-    pub fn finish(mut self) -> Option<u64> {
-        if self.overflow {
-            return None;
-        }
-        if self.sse {
-            let last = std::mem::take(&mut self.pending);
-            self.sse_line(&last);
-            return Some(self.total.unwrap_or(self.events));
-        }
-        usage_of(&self.pending).flatten()
-    }
-}
-
 /// Decodes `%XX` escapes (model ids in paths, e.g. `prod%2Fcoordinator`).
 fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
@@ -375,7 +345,10 @@ mod tests {
             "/embeddings",
             "/v1/responses",
         ] {
-            assert_eq!(endpoint("POST", path), Some(Endpoint::Dispatch), "{path}");
+            assert!(
+                matches!(endpoint("POST", path), Some(Endpoint::Dispatch(_))),
+                "{path}"
+            );
         }
         assert_eq!(endpoint("GET", "/v1/chat/completions"), None);
         assert_eq!(endpoint("POST", "/v1/models"), None);
@@ -477,7 +450,7 @@ mod tests {
                           {"name":"bot","namespace":"prod","backend":"c"}]}"#,
         )
         .unwrap();
-        let list: Value = serde_json::from_str(&models_body(&plan, 7)).unwrap();
+        let list: Value = serde_json::from_str(models_body(&plan)).unwrap();
         let ids: Vec<&str> = list["data"]
             .as_array()
             .unwrap()
@@ -487,41 +460,10 @@ mod tests {
         assert_eq!(ids, ["m1", "m2", "prod/bot"]);
         assert_eq!(list["data"][0]["owned_by"], "models");
         assert_eq!(list["data"][0]["object"], "model");
-        assert_eq!(model_reply(&plan, "prod/bot", 7).status, 200);
-        let missing = model_reply(&plan, "nope", 7);
+        assert_eq!(model_reply(&plan, "prod/bot").status, 200);
+        let missing = model_reply(&plan, "nope");
         assert_eq!(missing.status, 404);
         assert!(missing.body.contains("model_not_found"));
         assert_eq!(entry_for_model(&plan, "m2"), Ok(0));
-    }
-
-    #[test]
-    fn usage_from_json_and_sse() {
-        let mut json = UsageMeter::new(Some("application/json; charset=utf-8")).unwrap();
-        let body = br#"{"id":"x","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":3,"total_tokens":42}}"#;
-        for piece in body.chunks(7) {
-            json.feed(piece);
-        }
-        assert_eq!(json.finish(), Some(42));
-
-        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
-                      data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
-                      data: {\"choices\":[],\"usage\":{\"total_tokens\":17}}\n\n\
-                      data: [DONE]\n\n";
-        let mut sse = UsageMeter::new(Some("text/event-stream")).unwrap();
-        for piece in stream.as_bytes().chunks(5) {
-            sse.feed(piece);
-        }
-        assert_eq!(sse.finish(), Some(17));
-
-        // No usage chunk: one token per streamed event.
-        let mut sse = UsageMeter::new(Some("text/event-stream")).unwrap();
-        sse.feed(b"data: {\"choices\":[]}\n\ndata: {\"choices\":[]}\n\ndata: [DONE]\n\n");
-        assert_eq!(sse.finish(), Some(2));
-
-        assert!(UsageMeter::new(Some("text/html")).is_none());
-        assert!(UsageMeter::new(None).is_none());
-        let mut bad = UsageMeter::new(Some("application/json")).unwrap();
-        bad.feed(b"{not json");
-        assert_eq!(bad.finish(), None);
     }
 }

@@ -3,6 +3,13 @@
 //!
 //! The store is Proxy-Wasm shared data behind [`SharedStore`]; every update
 //! is a compare-and-swap on the value's version, retried on conflict.
+//! Shared data has no delete, so the key set must stay bounded for the
+//! life of the process: a key names an entry (and a client slot), never a
+//! limit's numbers. The numbers live in the value, and a bucket whose
+//! numbers changed is reset in place.
+
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
 
 /// Process-wide key/value store with versions (Proxy-Wasm shared data).
 pub trait SharedStore {
@@ -37,13 +44,19 @@ pub struct Outcome {
     pub retry_after_secs: u64,
     /// Seconds until the bucket is full again (`x-ratelimit-reset`).
     pub reset_secs: u64,
-    /// Compare-and-swap conflicts retried.
+    /// Compare-and-swap conflicts with other workers, retried.
     pub cas_retries: u32,
 }
 
 /// Conflicts come from the few other workers of one Envoy; this many in a row
 /// means something is wrong, and the caller fails open.
 pub const MAX_CAS_RETRIES: u32 = 32;
+
+/// How far a bucket's stored time may be ahead of the clock before it is
+/// taken as a clock stepped back (NTP) rather than a worker a little ahead:
+/// then the bucket counts as updated now, instead of refilling nothing
+/// until the clock catches up.
+pub const CLOCK_TOLERANCE_NANOS: u64 = 1_000_000_000;
 
 /// Takes `cost` tokens if the bucket holds them. A new bucket starts full.
 pub fn acquire(
@@ -58,8 +71,25 @@ pub fn acquire(
     })
 }
 
-/// Takes `cost` tokens whatever the balance: for LLM tokens, known only once
-/// the response reports its usage. The balance may go negative, down to
+/// Admits while the bucket holds at least one token and takes `amount` at
+/// once, like a hold on a card: the balance may go below zero (down to
+/// `-capacity`). LLM token budgets hold an estimate at admission and
+/// settle with [`debit`] once the answer reports its usage, so concurrent
+/// requests see each other's holds.
+pub fn hold(
+    store: &dyn SharedStore,
+    key: &str,
+    spec: BucketSpec,
+    amount: f64,
+    now_nanos: u64,
+) -> Result<Outcome, StoreError> {
+    update(store, key, spec, now_nanos, 1.0, |tokens| {
+        (tokens >= 1.0).then(|| (tokens - amount).max(-spec.capacity))
+    })
+}
+
+/// Takes `cost` tokens whatever the balance (a negative cost gives tokens
+/// back, up to the capacity). The balance may go negative, down to
 /// `-capacity` (a debt of at most one full budget), so that one huge answer
 /// blocks the entry for a while but never for ever.
 pub fn debit(
@@ -70,21 +100,8 @@ pub fn debit(
     now_nanos: u64,
 ) -> Result<Outcome, StoreError> {
     update(store, key, spec, now_nanos, 1.0, |tokens| {
-        Some((tokens - cost).max(-spec.capacity))
+        Some((tokens - cost).clamp(-spec.capacity, spec.capacity))
     })
-}
-
-/// Whether the bucket holds at least one token, without taking it: token
-/// budgets admit while they have one and are debited afterwards.
-pub fn peek(
-    store: &dyn SharedStore,
-    key: &str,
-    spec: BucketSpec,
-    now_nanos: u64,
-) -> Result<Outcome, StoreError> {
-    let (value, _) = store.get(key)?;
-    let tokens = refilled(value.as_deref(), spec, now_nanos).0;
-    Ok(outcome(spec, tokens, 1.0, tokens >= 1.0, 0))
 }
 
 /// One read-modify-write of a bucket; `take` returns the new balance, or
@@ -98,39 +115,53 @@ fn update(
     needed: f64,
     take: impl Fn(f64) -> Option<f64>,
 ) -> Result<Outcome, StoreError> {
-    for retries in 0..=MAX_CAS_RETRIES {
+    let mut conflicts = 0;
+    loop {
         let (value, version) = store.get(key)?;
-        let Some(version) = version else {
-            // Shared data has no create-if-absent: write a full bucket first
-            // and take from it by compare-and-swap. Workers racing on a
-            // bucket's very first request can both write "full"; at worst
-            // one extra request per racing worker, once per bucket.
-            store.set(key, &encode(spec.capacity, now_nanos), None)?;
-            continue;
-        };
-        let (tokens, stamp) = refilled(value.as_deref(), spec, now_nanos);
+        let (tokens, stamp, stepped_back) = refilled(value.as_deref(), spec, now_nanos);
         let Some(left) = take(tokens) else {
-            return Ok(outcome(spec, tokens, needed, false, retries));
+            if stepped_back {
+                // Keep the corrected time even when refusing, or the next
+                // request would find the same stale future time. A conflict
+                // means another worker wrote a fresher one.
+                let _ = store.set(key, &encode(tokens, stamp, spec), version);
+            }
+            return Ok(outcome(spec, tokens, needed, false, conflicts));
         };
-        match store.set(key, &encode(left, stamp), Some(version)) {
-            Ok(()) => return Ok(outcome(spec, left, needed, true, retries)),
-            Err(StoreError::CasMismatch) => continue,
+        // A key never written has no version to compare: the first write is
+        // unconditional. Workers racing on a bucket's very first request can
+        // both write; at worst one extra request per racing worker, once per
+        // bucket (shared data has no create-if-absent).
+        match store.set(key, &encode(left, stamp, spec), version) {
+            Ok(()) => return Ok(outcome(spec, left, needed, true, conflicts)),
+            Err(StoreError::CasMismatch) if conflicts < MAX_CAS_RETRIES => conflicts += 1,
             Err(e) => return Err(e),
         }
     }
-    Err(StoreError::CasMismatch)
 }
 
-/// The balance now and the time it is valid at. A stored time later than
-/// `now` (another worker's clock ran ahead, or the clock stepped back) adds
-/// nothing and is kept: time in a bucket never goes backwards.
-fn refilled(value: Option<&[u8]>, spec: BucketSpec, now_nanos: u64) -> (f64, u64) {
-    let Some((tokens, last)) = value.and_then(decode) else {
-        return (spec.capacity, now_nanos);
+/// The balance now and the time it is valid at. A bucket never written, or
+/// written for other numbers (the limit changed), is full. A stored time a
+/// little ahead of `now` (another worker's clock) adds nothing and is kept;
+/// one far ahead (the clock stepped back) is replaced by `now`, which the
+/// third value says.
+fn refilled(value: Option<&[u8]>, spec: BucketSpec, now_nanos: u64) -> (f64, u64, bool) {
+    let Some((tokens, last, stored_spec)) = value.and_then(decode) else {
+        return (spec.capacity, now_nanos, false);
     };
-    let elapsed = now_nanos.saturating_sub(last) as f64 / 1e9;
+    if stored_spec != spec {
+        return (spec.capacity, now_nanos, false);
+    }
+    if last > now_nanos {
+        return if last - now_nanos > CLOCK_TOLERANCE_NANOS {
+            (tokens.min(spec.capacity), now_nanos, true)
+        } else {
+            (tokens.min(spec.capacity), last, false)
+        };
+    }
+    let elapsed = (now_nanos - last) as f64 / 1e9;
     let tokens = (tokens + elapsed * spec.rate_per_second).min(spec.capacity);
-    (tokens, now_nanos.max(last))
+    (tokens, now_nanos, false)
 }
 
 fn outcome(spec: BucketSpec, tokens: f64, needed: f64, allowed: bool, cas_retries: u32) -> Outcome {
@@ -151,20 +182,38 @@ fn outcome(spec: BucketSpec, tokens: f64, needed: f64, allowed: bool, cas_retrie
     }
 }
 
-fn encode(tokens: f64, stamp: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let (a, b) = out.split_at_mut(8);
-    a.copy_from_slice(&tokens.to_le_bytes());
-    b.copy_from_slice(&stamp.to_le_bytes());
+/// Balance, time, and the numbers the bucket was made for: 32 bytes.
+fn encode(tokens: f64, stamp: u64, spec: BucketSpec) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (slot, bytes) in out.chunks_exact_mut(8).zip([
+        tokens.to_le_bytes(),
+        stamp.to_le_bytes(),
+        spec.capacity.to_le_bytes(),
+        spec.rate_per_second.to_le_bytes(),
+    ]) {
+        slot.copy_from_slice(&bytes);
+    }
     out
 }
 
-/// Anything but 16 bytes holding a finite balance reads as a fresh bucket.
-fn decode(value: &[u8]) -> Option<(f64, u64)> {
-    let (a, b) = value.split_at_checked(8)?;
-    let tokens = f64::from_le_bytes(a.try_into().ok()?);
-    let stamp = u64::from_le_bytes(b.try_into().ok()?);
-    tokens.is_finite().then_some((tokens, stamp))
+/// Anything but 32 bytes holding a finite balance reads as a fresh bucket.
+fn decode(value: &[u8]) -> Option<(f64, u64, BucketSpec)> {
+    if value.len() != 32 {
+        return None;
+    }
+    let mut words = value.chunks_exact(8).map(|w| <[u8; 8]>::try_from(w).ok());
+    let tokens = f64::from_le_bytes(words.next()??);
+    let stamp = u64::from_le_bytes(words.next()??);
+    let capacity = f64::from_le_bytes(words.next()??);
+    let rate_per_second = f64::from_le_bytes(words.next()??);
+    tokens.is_finite().then_some((
+        tokens,
+        stamp,
+        BucketSpec {
+            capacity,
+            rate_per_second,
+        },
+    ))
 }
 
 /// Bucket slots per entry for per-client limits. Memory stays bounded by
@@ -174,16 +223,28 @@ fn decode(value: &[u8]) -> Option<(f64, u64)> {
 /// idle for `capacity / rate` seconds is simply full again.
 pub const CLIENT_SLOTS: u64 = 1024;
 
-/// The key of one client's bucket: `{entry_key}/c/{slot}`. Only a hash of the
-/// client value (which may be an API key) decides the slot; the value itself
-/// is never stored. FNV-1a has no random seed, so every worker VM agrees.
-pub fn client_key(entry_key: &str, client_value: &str) -> String {
-    let hash = client_value
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    format!("{entry_key}/c/{}", hash % CLIENT_SLOTS)
+/// The key of a per-client hash. Each Envoy process makes its own at random
+/// (shared by its workers through shared data), so nobody outside can work
+/// out which client values land in a victim's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secret(pub [u8; 16]);
+
+impl Secret {
+    pub fn keyed_hash(&self, value: &[u8]) -> u64 {
+        let mut hasher = SipHasher13::new_with_key(&self.0);
+        hasher.write(value);
+        hasher.finish()
+    }
+}
+
+/// The key of one client's bucket: `{entry_key}/c/{slot}`. Only a keyed
+/// hash of the client value (which may be an API key) decides the slot; the
+/// value itself is never stored.
+pub fn client_key(entry_key: &str, client_value: &[u8], secret: &Secret) -> String {
+    format!(
+        "{entry_key}/c/{}",
+        secret.keyed_hash(client_value) % CLIENT_SLOTS
+    )
 }
 
 #[cfg(test)]
@@ -194,7 +255,7 @@ mod tests {
 
     /// In-memory shared data with versions, like Envoy's.
     #[derive(Default)]
-    struct Memory {
+    pub(crate) struct Memory {
         data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         /// Writes to fail with a conflict before succeeding.
         conflicts: Cell<u32>,
@@ -241,6 +302,7 @@ mod tests {
             let o = take(&store, now);
             assert!(o.allowed, "request {i}");
             assert_eq!(o.remaining, 9 - i);
+            assert_eq!(o.cas_retries, 0, "creating a bucket is no conflict");
         }
         let refused = take(&store, now);
         assert!(!refused.allowed);
@@ -273,18 +335,32 @@ mod tests {
     }
 
     #[test]
-    fn clock_going_backwards_adds_nothing_and_keeps_time() {
+    fn a_clock_a_little_behind_adds_nothing_and_keeps_time() {
         let store = Memory::default();
         for _ in 0..10 {
             take(&store, 100 * SEC);
         }
+        let behind = 100 * SEC - SEC / 2;
         assert!(
-            !take(&store, 50 * SEC).allowed,
+            !take(&store, behind).allowed,
             "earlier clock refills nothing"
         );
-        // The stored time stayed at 100 s: 500 ms later (not 50 s) gives one.
+        // The stored time stayed at 100 s: 500 ms later gives exactly one.
         assert!(take(&store, 100 * SEC + SEC / 2).allowed);
         assert!(!take(&store, 100 * SEC + SEC / 2).allowed);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_freeze_the_bucket() {
+        let store = Memory::default();
+        for _ in 0..10 {
+            take(&store, 100 * SEC);
+        }
+        // NTP steps the clock back 50 s: refills resume from the new time,
+        // not 50 s later.
+        assert!(!take(&store, 50 * SEC).allowed);
+        let o = take(&store, 50 * SEC + SEC / 2);
+        assert!(o.allowed, "one token 500 ms after the step: {o:?}");
     }
 
     #[test]
@@ -305,8 +381,26 @@ mod tests {
         let store = Memory::default();
         store.set("k", b"garbage", None).unwrap();
         assert_eq!(take(&store, 0).remaining, 9);
-        store.set("k", &encode(f64::NAN, 0), None).unwrap();
+        store.set("k", &encode(f64::NAN, 0, SPEC), None).unwrap();
         assert_eq!(take(&store, 0).remaining, 9);
+    }
+
+    #[test]
+    fn a_changed_limit_resets_the_bucket_under_the_same_key() {
+        let store = Memory::default();
+        for _ in 0..10 {
+            take(&store, 0);
+        }
+        assert!(!take(&store, 0).allowed);
+        let bigger = BucketSpec {
+            capacity: 20.0,
+            rate_per_second: 2.0,
+        };
+        let o = acquire(&store, "k", bigger, 1.0, 0).unwrap();
+        assert_eq!((o.allowed, o.remaining), (true, 19));
+        assert_eq!(store.data.borrow().len(), 1, "no new key");
+        // The same numbers again carry the state on.
+        assert_eq!(acquire(&store, "k", bigger, 1.0, 0).unwrap().remaining, 18);
     }
 
     #[test]
@@ -364,42 +458,61 @@ mod tests {
     }
 
     #[test]
-    fn debit_goes_negative_down_to_minus_capacity_and_peek_sees_it() {
+    fn holds_admit_while_positive_and_settle_later() {
         let store = Memory::default();
         let budget = BucketSpec {
             capacity: 100.0,
             rate_per_second: 100.0 / 60.0,
         };
-        assert!(peek(&store, "t", budget, 0).unwrap().allowed);
-        let o = debit(&store, "t", budget, 130.0, 0).unwrap();
-        assert_eq!((o.allowed, o.remaining), (true, 0));
-        let o = peek(&store, "t", budget, 0).unwrap();
-        assert!(!o.allowed);
-        assert_eq!(
-            o.retry_after_secs, 19,
-            "30 tokens of debt, then one token, at 100/min"
+        // Three concurrent requests, each holding 40: the third finds the
+        // budget already spoken for.
+        assert!(hold(&store, "t", budget, 40.0, 0).unwrap().allowed);
+        assert!(hold(&store, "t", budget, 40.0, 0).unwrap().allowed);
+        assert!(
+            hold(&store, "t", budget, 40.0, 0).unwrap().allowed,
+            "20 left"
         );
+        let o = hold(&store, "t", budget, 40.0, 0).unwrap();
+        assert!(!o.allowed, "-20 left: refused");
+        assert_eq!(o.retry_after_secs, 13, "21 tokens to refill at 100/min");
+        // The answers used 10 each: 30 each comes back, capped at capacity.
+        for _ in 0..3 {
+            debit(&store, "t", budget, -30.0, 0).unwrap();
+        }
+        assert_eq!(hold(&store, "t", budget, 0.0, 0).unwrap().remaining, 70);
+        // A huge answer: a debt of at most one budget.
         debit(&store, "t", budget, 10_000.0, 0).unwrap();
         let (value, _) = store.get("t").unwrap();
         assert_eq!(decode(&value.unwrap()).unwrap().0, -100.0);
-        assert!(peek(&store, "t", budget, 61 * SEC).unwrap().allowed);
+        assert!(!hold(&store, "t", budget, 1.0, 60 * SEC).unwrap().allowed);
+        assert!(hold(&store, "t", budget, 1.0, 121 * SEC).unwrap().allowed);
     }
 
     #[test]
-    fn client_keys_are_bounded_stable_and_hide_the_value() {
-        let key = client_key("agentroute/p/ns/a/requests", "sk-secret-123");
+    fn client_keys_are_bounded_keyed_and_hide_the_value() {
+        let secret = Secret(*b"0123456789abcdef");
+        let key = client_key("agentroute/p/ns/a/requests", b"sk-secret-123", &secret);
         assert_eq!(
             key,
-            client_key("agentroute/p/ns/a/requests", "sk-secret-123")
+            client_key("agentroute/p/ns/a/requests", b"sk-secret-123", &secret)
         );
         assert!(!key.contains("secret"));
         let slots: HashSet<String> = (0..100_000)
-            .map(|i| client_key("e", &format!("key-{i}-{}", i * 31)))
+            .map(|i| client_key("e", format!("key-{i}-{}", i * 31).as_bytes(), &secret))
             .collect();
         assert!(slots.len() as u64 <= CLIENT_SLOTS);
         assert!(
             slots.len() as u64 > CLIENT_SLOTS * 9 / 10,
             "keys spread over the slots"
         );
+        // Another process (another secret) puts the same values elsewhere.
+        let other = Secret(*b"fedcba9876543210");
+        let moved = (0..64)
+            .filter(|i| {
+                let v = format!("client-{i}");
+                client_key("e", v.as_bytes(), &secret) != client_key("e", v.as_bytes(), &other)
+            })
+            .count();
+        assert!(moved > 56, "{moved} of 64 moved");
     }
 }

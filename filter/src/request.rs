@@ -4,13 +4,14 @@
 
 use std::borrow::Cow;
 
+use crate::a2a::card::{is_card_path, CardAddress};
 use crate::config::{
-    Plan, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE,
-    HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
+    A2aVersion, Plan, Protocol, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
+    HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
-use crate::openai::{self, Endpoint, ModelError};
-use crate::ratelimit::Outcome;
-use crate::router::PathAction;
+use crate::openai::{self, Api, Endpoint, ModelError};
+use crate::reply::LocalReply;
+use crate::router::{Match, PathAction};
 
 /// The parts of a request head the filter looks at, read in one host call.
 #[derive(Debug, Default)]
@@ -18,22 +19,28 @@ pub struct RequestHead<'h> {
     pub method: &'h str,
     pub path: &'h str,
     pub authority: &'h str,
+    /// `:scheme`: the listener's scheme.
+    pub scheme: &'h str,
+    pub forwarded_proto: Option<&'h str>,
     pub content_type: Option<&'h str>,
     pub content_encoding: Option<&'h str>,
     pub content_length: Option<u64>,
     pub flags: Flags,
+    /// Client headers that spell a header the filter owns with underscores
+    /// (`x_agent_name`): CGI-style backends read them as the real one.
+    pub underscored: Vec<&'h str>,
 }
 
-/// What dispatching needs to remember about a request while its body is read.
+/// Which of the headers the filter owns, or cares about, the client sent.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flags {
     /// `Upgrade` (HTTP/1.1) or `:protocol` (HTTP/2 extended CONNECT).
     pub upgrade: bool,
-    /// Client-sent copies of the headers the filter owns.
     pub sent_dispatch: bool,
     pub sent_identity: bool,
     pub sent_timeout: bool,
     pub sent_forwarded_prefix: bool,
+    pub sent_accept_encoding: bool,
 }
 
 impl<'h> RequestHead<'h> {
@@ -48,11 +55,14 @@ impl<'h> RequestHead<'h> {
                 ":path" => head.path = text(value).unwrap_or_default(),
                 ":authority" => head.authority = text(value).unwrap_or_default(),
                 ":method" => head.method = text(value).unwrap_or_default(),
+                ":scheme" => head.scheme = text(value).unwrap_or_default(),
+                "x-forwarded-proto" => head.forwarded_proto = text(value),
                 "content-type" => head.content_type = text(value),
                 "content-encoding" => head.content_encoding = text(value),
                 "content-length" => {
                     head.content_length = text(value).and_then(|v| v.trim().parse().ok())
                 }
+                "accept-encoding" => head.flags.sent_accept_encoding = true,
                 ":protocol" | "upgrade" => head.flags.upgrade = true,
                 HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
                     head.flags.sent_identity = true
@@ -60,6 +70,9 @@ impl<'h> RequestHead<'h> {
                 HEADER_TIMEOUT => head.flags.sent_timeout = true,
                 HEADER_FORWARDED_PREFIX => head.flags.sent_forwarded_prefix = true,
                 n if n == dispatch_header => head.flags.sent_dispatch = true,
+                n if n.contains('_') && is_owned_underscored(n, dispatch_header) => {
+                    head.underscored.push(n)
+                }
                 _ => {}
             }
         }
@@ -67,11 +80,35 @@ impl<'h> RequestHead<'h> {
     }
 }
 
-/// A header change, borrowing from the plan where it can.
+/// Whether `name` is a header the filter owns, spelled with one or more
+/// `_` for `-`.
+fn is_owned_underscored(name: &str, dispatch_header: &str) -> bool {
+    let same = |owned: &str| {
+        owned.len() == name.len()
+            && owned
+                .bytes()
+                .zip(name.bytes())
+                .all(|(o, n)| o == n || (o == b'-' && n == b'_'))
+    };
+    [
+        dispatch_header,
+        HEADER_AGENT_NAME,
+        HEADER_AGENT_NAMESPACE,
+        HEADER_AGENT_KIND,
+        HEADER_FORWARDED_PREFIX,
+        HEADER_TIMEOUT,
+    ]
+    .into_iter()
+    .any(same)
+}
+
+/// A header change, borrowing from the plan or the request where it can.
+/// A `Set` of a header the client also sent comes after a `Remove` of it,
+/// so applying the ops one by one leaves exactly one copy.
 #[derive(Debug, PartialEq, Eq)]
-pub enum HeaderOp<'p> {
-    Set(&'p str, Cow<'p, str>),
-    Remove(&'p str),
+pub enum HeaderOp<'a> {
+    Set(&'a str, Cow<'a, str>),
+    Remove(&'a str),
 }
 
 /// The request headers after `ops`, for replacing the whole map in one host
@@ -98,71 +135,21 @@ pub fn apply_to<'a>(
     out
 }
 
-/// A response the filter sends itself instead of forwarding.
+/// A request to forward, with what the filter must do on the way.
 #[derive(Debug, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u32,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: String,
-}
-
-impl LocalReply {
-    pub fn json(status: u32, body: String) -> Self {
-        LocalReply {
-            status,
-            headers: vec![("content-type", "application/json".to_string())],
-            body,
-        }
-    }
-
-    /// An error in OpenAI's shape, which the filter uses for every error so
-    /// clients parse one format.
-    pub fn error(
-        status: u32,
-        kind: &str,
-        code: Option<&str>,
-        param: Option<&str>,
-        message: &str,
-    ) -> Self {
-        let body = serde_json::json!({
-            "error": { "message": message, "type": kind, "param": param, "code": code }
-        });
-        LocalReply::json(status, body.to_string())
-    }
-}
-
-/// The 429 a rate-limited request gets, with `retry-after` and the
-/// `x-ratelimit-*` headers; `kind` is OpenAI's error type (`requests` for the
-/// request bucket, `tokens` for the LLM token budget).
-pub fn rate_limited(kind: &str, limit: u64, outcome: &Outcome) -> LocalReply {
-    let message = match kind {
-        "tokens" => "token budget exhausted for this agent: retry later",
-        _ => "rate limit reached for this agent: retry later",
-    };
-    let mut reply = LocalReply::error(429, kind, Some("rate_limit_exceeded"), None, message);
-    reply
-        .headers
-        .push(("retry-after", outcome.retry_after_secs.max(1).to_string()));
-    reply.headers.extend(rate_limit_headers(limit, outcome));
-    reply
-}
-
-/// `x-ratelimit-limit`, `-remaining` and `-reset` (seconds until full).
-pub fn rate_limit_headers(limit: u64, outcome: &Outcome) -> [(&'static str, String); 3] {
-    [
-        ("x-ratelimit-limit", limit.to_string()),
-        ("x-ratelimit-remaining", outcome.remaining.to_string()),
-        ("x-ratelimit-reset", outcome.reset_secs.to_string()),
-    ]
+pub struct Forward<'a> {
+    /// The matched entry, if any.
+    pub entry: Option<usize>,
+    pub ops: Vec<HeaderOp<'a>>,
+    /// A `GET` of an agent card: its answer is rewritten to point here.
+    pub card: Option<CardAddress>,
+    /// A chat completion for an A2A agent: the body is translated.
+    pub translate: Option<A2aVersion>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Decision<'p> {
-    /// Forward after applying `ops`; `entry` is the matched entry, if any.
-    Forward {
-        entry: Option<usize>,
-        ops: Vec<HeaderOp<'p>>,
-    },
+pub enum Decision<'a> {
+    Forward(Forward<'a>),
     /// Answer locally; `entry` is set when a matched request was refused.
     Reply {
         entry: Option<usize>,
@@ -170,18 +157,19 @@ pub enum Decision<'p> {
     },
     /// An OpenAI request that dispatches by the `model` it names: the glue
     /// gets the model (from the body or metadata) and calls [`decide_model`].
-    ReadModel(Flags),
+    ReadModel,
 }
 
 /// Routes one request: hosts, then path prefixes, then the OpenAI surface.
-pub fn decide<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
+pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
     let Some(m) = plan.router.route(head.authority, head.path) else {
         return match openai::endpoint(head.method, head.path) {
             Some(endpoint) => decide_openai(plan, head, endpoint),
             None => unmatched(plan, head),
         };
     };
-    let mut ops = match m.path {
+    let mut ops = Vec::with_capacity(8);
+    let rewritten = match m.path {
         PathAction::RefuseDotSegments => {
             return Decision::Reply {
                 entry: Some(m.entry),
@@ -194,99 +182,187 @@ pub fn decide<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
                 ),
             }
         }
-        PathAction::Keep => {
-            let mut ops = Vec::with_capacity(6);
+        PathAction::Keep => false,
+        PathAction::Rewrite(ref path) => {
+            ops.push(HeaderOp::Set(":path", Cow::Owned(path.clone())));
             if head.flags.sent_forwarded_prefix {
                 ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
             }
-            ops
-        }
-        PathAction::Rewrite { path, prefix } => {
-            let mut ops = Vec::with_capacity(8);
-            ops.push(HeaderOp::Set(":path", Cow::Owned(path)));
-            ops.push(HeaderOp::Set(HEADER_FORWARDED_PREFIX, Cow::Owned(prefix)));
-            ops
+            let prefix = if m.prefix.is_empty() { "/" } else { m.prefix };
+            ops.push(HeaderOp::Set(
+                HEADER_FORWARDED_PREFIX,
+                Cow::Borrowed(prefix),
+            ));
+            true
         }
     };
-    dispatch_ops(plan, m.entry, head.flags, &mut ops);
-    Decision::Forward {
+    let card = card_address(head, &m);
+    if card.is_some() && head.flags.sent_accept_encoding {
+        // An uncompressed card, so a gzip answer is never passed off as
+        // rewritten.
+        ops.push(HeaderOp::Remove("accept-encoding"));
+    }
+    dispatch_ops(plan, m.entry, head, rewritten, &mut ops);
+    Decision::Forward(Forward {
         entry: Some(m.entry),
         ops,
-    }
+        card,
+        translate: None,
+    })
 }
 
-fn decide_openai<'p>(
-    plan: &'p Plan,
-    head: &RequestHead<'_>,
+/// For a `GET` of an agent card: the address the client used, which the
+/// card's URLs are rewritten to.
+fn card_address(head: &RequestHead<'_>, m: &Match<'_>) -> Option<CardAddress> {
+    if head.method != "GET" || !is_card_path(m.rest) {
+        return None;
+    }
+    // The first hop's scheme when a proxy in front says so, else ours.
+    let forwarded = head
+        .forwarded_proto
+        .and_then(|p| p.split(',').next())
+        .map(str::trim)
+        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"));
+    let scheme = forwarded
+        .or(Some(head.scheme).filter(|s| !s.is_empty()))
+        .unwrap_or("http")
+        .to_ascii_lowercase();
+    Some(CardAddress {
+        scheme,
+        authority: head.authority.to_string(),
+        prefix: m.prefix.to_string(),
+        root: m.root.to_string(),
+    })
+}
+
+fn decide_openai<'a>(
+    plan: &'a Plan,
+    head: &RequestHead<'a>,
     endpoint: Endpoint<'_>,
-) -> Decision<'p> {
+) -> Decision<'a> {
     let reply = match endpoint {
-        Endpoint::ListModels => LocalReply::json(200, openai::models_body(plan, plan.created)),
-        Endpoint::GetModel(id) => openai::model_reply(plan, &id, plan.created),
-        Endpoint::Dispatch => match openai::check_body_headers(
+        Endpoint::ListModels => LocalReply::json(200, openai::models_body(plan).to_string()),
+        Endpoint::GetModel(id) => openai::model_reply(plan, &id),
+        Endpoint::Dispatch(_) => match openai::check_body_headers(
             head.content_type,
             head.content_encoding,
             head.content_length,
             plan.openai.max_body_bytes,
         ) {
-            Ok(()) => return Decision::ReadModel(head.flags),
+            Ok(()) => return Decision::ReadModel,
             Err(reply) => reply,
         },
     };
     Decision::Reply { entry: None, reply }
 }
 
-/// Dispatches an OpenAI request by its model; path and body stay unchanged.
-pub fn decide_model<'p>(
-    plan: &'p Plan,
+/// Dispatches an OpenAI request by its model: path and body unchanged for
+/// an OpenAI backend; translated for an A2A agent.
+pub fn decide_model<'a>(
+    plan: &'a Plan,
+    head: &RequestHead<'a>,
     model: Result<&str, &ModelError>,
-    flags: Flags,
-) -> Decision<'p> {
-    let entry = model
+) -> Decision<'a> {
+    let entry = match model
         .map_err(ModelError::reply)
-        .and_then(|m| openai::entry_for_model(plan, m));
-    match entry {
-        Ok(entry) => {
-            let mut ops = Vec::with_capacity(6);
-            dispatch_ops(plan, entry, flags, &mut ops);
-            Decision::Forward {
+        .and_then(|m| openai::entry_for_model(plan, m))
+    {
+        Ok(entry) => entry,
+        Err(reply) => return Decision::Reply { entry: None, reply },
+    };
+    let mut ops = Vec::with_capacity(12);
+    let mut translate = None;
+    if let Some(Protocol::A2a { version, path }) = plan.entries.get(entry).map(|e| &e.protocol) {
+        if openai::endpoint(head.method, head.path) != Some(Endpoint::Dispatch(Api::Chat)) {
+            return Decision::Reply {
                 entry: Some(entry),
-                ops,
-            }
+                reply: LocalReply::error(
+                    400,
+                    "invalid_request_error",
+                    Some("unsupported_endpoint"),
+                    None,
+                    "this model is an A2A agent: only chat completions are translated for it",
+                ),
+            };
         }
-        Err(reply) => Decision::Reply { entry: None, reply },
+        translate = Some(*version);
+        ops.push(HeaderOp::Set(":path", Cow::Borrowed(path)));
+        // The body is replaced: its length and encoding are the filter's.
+        ops.push(HeaderOp::Remove("content-length"));
+        if head.flags.sent_accept_encoding {
+            ops.push(HeaderOp::Remove("accept-encoding"));
+        }
+        ops.push(HeaderOp::Set(
+            "a2a-version",
+            Cow::Borrowed(match version {
+                A2aVersion::V1_0 => "1.0",
+                A2aVersion::V0_3 => "0.3",
+            }),
+        ));
+        ops.push(HeaderOp::Set(
+            "content-type",
+            Cow::Borrowed("application/json"),
+        ));
+        ops.push(HeaderOp::Set(
+            "accept",
+            Cow::Borrowed("application/json, text/event-stream"),
+        ));
     }
+    if head.flags.sent_forwarded_prefix {
+        ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
+    }
+    dispatch_ops(plan, entry, head, true, &mut ops);
+    Decision::Forward(Forward {
+        entry: Some(entry),
+        ops,
+        card: None,
+        translate,
+    })
 }
 
 /// The headers every dispatched request gets, by path, host or model.
-fn dispatch_ops<'p>(plan: &'p Plan, entry: usize, flags: Flags, ops: &mut Vec<HeaderOp<'p>>) {
+/// `prefix_handled` says the caller already dealt with `x-forwarded-prefix`.
+fn dispatch_ops<'a>(
+    plan: &'a Plan,
+    entry: usize,
+    head: &RequestHead<'a>,
+    prefix_handled: bool,
+    ops: &mut Vec<HeaderOp<'a>>,
+) {
     let Some(e) = plan.entries.get(entry) else {
         return;
     };
-    // A client may send a header twice; remove every copy before setting ours.
-    ops.extend(strip_owned(plan, flags));
+    strip_owned(plan, head, ops);
+    if !prefix_handled && head.flags.sent_forwarded_prefix {
+        // The path reaches the agent as sent: a client-made prefix header
+        // would have the backend build wrong redirects.
+        ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
+    }
     ops.push(HeaderOp::Set(
         &plan.dispatch_header,
         Cow::Borrowed(&e.backend),
     ));
-    ops.push(HeaderOp::Set(HEADER_AGENT_NAME, Cow::Borrowed(&e.name)));
-    ops.push(HeaderOp::Set(
-        HEADER_AGENT_NAMESPACE,
-        Cow::Borrowed(&e.namespace),
-    ));
-    ops.push(HeaderOp::Set(
-        HEADER_AGENT_KIND,
-        Cow::Borrowed(e.kind.as_str()),
-    ));
+    if plan.identity_headers {
+        ops.push(HeaderOp::Set(HEADER_AGENT_NAME, Cow::Borrowed(&e.name)));
+        ops.push(HeaderOp::Set(
+            HEADER_AGENT_NAMESPACE,
+            Cow::Borrowed(&e.namespace),
+        ));
+        ops.push(HeaderOp::Set(
+            HEADER_AGENT_KIND,
+            Cow::Borrowed(e.kind.as_str()),
+        ));
+    }
+    if head.flags.sent_timeout {
+        ops.push(HeaderOp::Remove(HEADER_TIMEOUT));
+    }
     // Upgraded streams (WebSocket) live as long as they need: no timeout.
-    match (&e.timeout_ms, flags.upgrade) {
-        (Some(ms), false) => ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Borrowed(ms))),
-        _ if flags.sent_timeout => ops.push(HeaderOp::Remove(HEADER_TIMEOUT)),
-        _ => {}
+    if let (Some(ms), false) = (&e.timeout_ms, head.flags.upgrade) {
+        ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Borrowed(ms)));
     }
 }
 
-fn unmatched<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
+fn unmatched<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
     if plan.unmatched == Unmatched::Reject {
         return Decision::Reply {
             entry: None,
@@ -299,27 +375,30 @@ fn unmatched<'p>(plan: &'p Plan, head: &RequestHead<'_>) -> Decision<'p> {
             ),
         };
     }
-    Decision::Forward {
+    let mut ops = Vec::new();
+    strip_owned(plan, head, &mut ops);
+    Decision::Forward(Forward {
         entry: None,
-        ops: strip_owned(plan, head.flags),
-    }
+        ops,
+        card: None,
+        translate: None,
+    })
 }
 
-/// Removes client-sent dispatch and identity headers: a client must never pick
-/// a backend or claim an identity, matched or not.
-pub fn strip_owned(plan: &Plan, flags: Flags) -> Vec<HeaderOp<'_>> {
-    let mut ops = Vec::new();
-    if flags.sent_dispatch {
+/// Removes client-sent dispatch and identity headers, in either spelling: a
+/// client must never pick a backend or claim an identity, matched or not.
+fn strip_owned<'a>(plan: &'a Plan, head: &RequestHead<'a>, ops: &mut Vec<HeaderOp<'a>>) {
+    if head.flags.sent_dispatch {
         ops.push(HeaderOp::Remove(&plan.dispatch_header));
     }
-    if flags.sent_identity {
+    if head.flags.sent_identity {
         ops.extend(
             [HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE, HEADER_AGENT_KIND]
                 .into_iter()
                 .map(HeaderOp::Remove),
         );
     }
-    ops
+    ops.extend(head.underscored.iter().map(|n| HeaderOp::Remove(n)));
 }
 
 #[cfg(test)]
@@ -329,9 +408,11 @@ mod tests {
     const CONFIG: &str = r#"{
         "agents": [
             {"name": "coordinator", "namespace": "prod", "backend": "c-backend", "timeout": "300s",
-             "hosts": ["coord.example.com"], "prefixes": [{"prefix": "/cs"}]},
+             "hosts": ["coord.example.com"], "prefixes": [{"prefix": "/cs"}, {"prefix": "/tick", "rewrite": "/tock"}]},
             {"name": "tools", "namespace": "prod", "kind": "mcp", "backend": "t-backend"},
-            {"name": "fast", "kind": "modelapi", "backend": "f-backend", "timeout": "0s"}
+            {"name": "fast", "kind": "modelapi", "backend": "f-backend", "timeout": "0s"},
+            {"name": "echo", "namespace": "prod", "backend": "e-backend", "protocol": "a2a",
+             "a2a": {"path": "/rpc", "version": "0.3"}, "models": ["echo-model"]}
         ]
     }"#;
 
@@ -343,11 +424,14 @@ mod tests {
         pairs.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
     }
 
-    fn forward<'p>(plan: &'p Plan, pairs: &[(&str, &str)]) -> (Option<usize>, Vec<HeaderOp<'p>>) {
-        let h = headers(pairs);
-        let head = RequestHead::from_pairs(&h, &plan.dispatch_header);
-        match decide(plan, &head) {
-            Decision::Forward { entry, ops } => (entry, ops),
+    fn head<'a>(plan: &Plan, pairs: &'a [(&'a str, &'a [u8])]) -> RequestHead<'a> {
+        RequestHead::from_pairs(pairs, &plan.dispatch_header)
+    }
+
+    fn forward<'p>(plan: &'p Plan, pairs: &[(&'p str, &'p str)]) -> Forward<'p> {
+        let h: &'p [(&'p str, &'p [u8])] = Box::leak(headers(pairs).into_boxed_slice());
+        match decide(plan, &head(plan, h)) {
+            Decision::Forward(f) => f,
             other => panic!("expected forward, got {other:?}"),
         }
     }
@@ -359,35 +443,61 @@ mod tests {
         })
     }
 
+    fn removes(ops: &[HeaderOp<'_>], name: &str) -> bool {
+        ops.contains(&HeaderOp::Remove(name))
+    }
+
     #[test]
     fn layout_match_sets_dispatch_identity_timeout_and_rewrites() {
         let p = plan(CONFIG);
-        let (entry, ops) = forward(
+        let f = forward(
             &p,
             &[
                 (":path", "/prod/agent/coordinator/tasks?x=1"),
                 (":authority", "gw"),
             ],
         );
-        assert_eq!(entry, Some(0));
-        assert_eq!(set(&ops, ":path"), Some("/tasks?x=1"));
-        assert_eq!(set(&ops, "x-agent-backend"), Some("c-backend"));
-        assert_eq!(set(&ops, "x-agent-name"), Some("coordinator"));
-        assert_eq!(set(&ops, "x-agent-namespace"), Some("prod"));
-        assert_eq!(set(&ops, "x-agent-kind"), Some("agent"));
+        assert_eq!(f.entry, Some(0));
+        let ops = &f.ops;
+        assert_eq!(set(ops, ":path"), Some("/tasks?x=1"));
+        assert_eq!(set(ops, "x-agent-backend"), Some("c-backend"));
+        assert_eq!(set(ops, "x-agent-name"), Some("coordinator"));
+        assert_eq!(set(ops, "x-agent-namespace"), Some("prod"));
+        assert_eq!(set(ops, "x-agent-kind"), Some("agent"));
         assert_eq!(
-            set(&ops, "x-forwarded-prefix"),
+            set(ops, "x-forwarded-prefix"),
             Some("/prod/agent/coordinator")
         );
-        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), Some("300000"));
+        assert_eq!(set(ops, "x-envoy-upstream-rq-timeout-ms"), Some("300000"));
+        assert!(
+            !ops.iter().any(|op| matches!(op, HeaderOp::Remove(_))),
+            "a clean request costs no removals: {ops:?}"
+        );
+    }
+
+    #[test]
+    fn identity_headers_can_be_turned_off_but_client_copies_still_go() {
+        let p = plan(r#"{"identity_headers": false, "agents": [{"name": "a", "backend": "b"}]}"#);
+        let f = forward(
+            &p,
+            &[
+                (":path", "/a/x"),
+                ("x-agent-name", "evil"),
+                ("x_agent_kind", "evil"),
+            ],
+        );
+        assert_eq!(set(&f.ops, "x-agent-name"), None);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("b"));
+        assert!(removes(&f.ops, "x-agent-name"));
+        assert!(removes(&f.ops, "x_agent_kind"));
     }
 
     #[test]
     fn kind_defaults_and_zero_timeout() {
         let p = plan(CONFIG);
-        let (_, ops) = forward(&p, &[(":path", "/prod/tools"), (":authority", "gw")]);
-        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), Some("30000"));
-        let (_, ops) = forward(
+        let f = forward(&p, &[(":path", "/prod/tools"), (":authority", "gw")]);
+        assert_eq!(set(&f.ops, "x-envoy-upstream-rq-timeout-ms"), Some("30000"));
+        let f = forward(
             &p,
             &[
                 (":path", "/fast/x"),
@@ -395,14 +505,14 @@ mod tests {
                 ("x-envoy-upstream-rq-timeout-ms", "1"),
             ],
         );
-        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), None);
-        assert!(ops.contains(&HeaderOp::Remove("x-envoy-upstream-rq-timeout-ms")));
+        assert_eq!(set(&f.ops, "x-envoy-upstream-rq-timeout-ms"), None);
+        assert!(removes(&f.ops, "x-envoy-upstream-rq-timeout-ms"));
     }
 
     #[test]
     fn upgrades_get_no_timeout() {
         let p = plan(CONFIG);
-        let (_, ops) = forward(
+        let f = forward(
             &p,
             &[
                 (":path", "/coordinator/ws"),
@@ -410,14 +520,14 @@ mod tests {
                 ("upgrade", "websocket"),
             ],
         );
-        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), None);
-        assert_eq!(set(&ops, ":path"), Some("/ws"));
+        assert_eq!(set(&f.ops, "x-envoy-upstream-rq-timeout-ms"), None);
+        assert_eq!(set(&f.ops, ":path"), Some("/ws"));
     }
 
     #[test]
     fn host_match_keeps_path_and_drops_client_prefix_header() {
         let p = plan(CONFIG);
-        let (entry, ops) = forward(
+        let f = forward(
             &p,
             &[
                 (":path", "/prod/agent/tools/x"),
@@ -425,15 +535,49 @@ mod tests {
                 ("x-forwarded-prefix", "/evil"),
             ],
         );
-        assert_eq!(entry, Some(0));
-        assert_eq!(set(&ops, ":path"), None);
-        assert!(ops.contains(&HeaderOp::Remove("x-forwarded-prefix")));
+        assert_eq!(f.entry, Some(0));
+        assert_eq!(set(&f.ops, ":path"), None);
+        assert!(removes(&f.ops, "x-forwarded-prefix"));
+    }
+
+    #[test]
+    fn underscore_spellings_of_owned_headers_are_removed() {
+        let p = plan(CONFIG);
+        let f = forward(
+            &p,
+            &[
+                (":path", "/prod/tools"),
+                ("x_agent_name", "evil"),
+                ("x-agent_namespace", "evil"),
+                ("x_agent_backend", "evil"),
+                ("x_forwarded_prefix", "/evil"),
+                ("x_envoy_upstream_rq_timeout_ms", "1"),
+                ("x_other", "kept"),
+            ],
+        );
+        for name in [
+            "x_agent_name",
+            "x-agent_namespace",
+            "x_agent_backend",
+            "x_forwarded_prefix",
+            "x_envoy_upstream_rq_timeout_ms",
+        ] {
+            assert!(removes(&f.ops, name), "{name}");
+        }
+        assert!(!removes(&f.ops, "x_other"));
+        // Unmatched requests lose them too.
+        let f = forward(
+            &p,
+            &[(":path", "/nothing"), ("x_agent_backend", "t-backend")],
+        );
+        assert_eq!(f.entry, None);
+        assert!(removes(&f.ops, "x_agent_backend"));
     }
 
     #[test]
     fn unmatched_pass_strips_client_dispatch_and_identity() {
         let p = plan(CONFIG);
-        let (entry, ops) = forward(
+        let f = forward(
             &p,
             &[
                 (":path", "/nothing"),
@@ -442,34 +586,32 @@ mod tests {
                 ("x-agent-name", "tools"),
             ],
         );
-        assert_eq!(entry, None);
-        assert!(ops.contains(&HeaderOp::Remove("x-agent-backend")));
-        assert!(ops.contains(&HeaderOp::Remove("x-agent-name")));
-        let (_, ops) = forward(&p, &[(":path", "/nothing"), (":authority", "gw")]);
+        assert_eq!(f.entry, None);
+        assert!(removes(&f.ops, "x-agent-backend"));
+        assert!(removes(&f.ops, "x-agent-name"));
+        let f = forward(&p, &[(":path", "/nothing"), (":authority", "gw")]);
         assert!(
-            ops.is_empty(),
+            f.ops.is_empty(),
             "no host calls for a clean unmatched request"
         );
     }
 
     #[test]
     fn unmatched_reject_and_dot_segments_reply() {
-        let p = plan(r#"{"unmatched": "reject", "agents": [{"name": "a", "backend": "b"}]}"#);
-        let h = headers(&[(":path", "/nope"), (":authority", "gw")]);
-        let Decision::Reply { reply, entry } =
-            decide(&p, &RequestHead::from_pairs(&h, "x-agent-backend"))
-        else {
-            panic!("expected a reply");
-        };
-        assert_eq!((reply.status, entry), (404, None));
-        assert!(reply.body.contains("agent_not_found"));
-        let h = headers(&[(":path", "/a/%2e%2e/admin"), (":authority", "gw")]);
-        let Decision::Reply { reply, entry } =
-            decide(&p, &RequestHead::from_pairs(&h, "x-agent-backend"))
-        else {
-            panic!("expected a reply");
-        };
-        assert_eq!((reply.status, entry), (400, Some(0)));
+        let p = plan(
+            r#"{"unmatched": "reject", "agents": [{"name": "a", "backend": "b", "hosts": ["h.example.com"]}]}"#,
+        );
+        for (path, host, status, entry) in [
+            ("/nope", "gw", 404, None),
+            ("/a/%2e%2e/admin", "gw", 400, Some(0)),
+            ("/x/%2e%2e/../admin", "h.example.com", 400, Some(0)),
+        ] {
+            let h = headers(&[(":path", path), (":authority", host)]);
+            let Decision::Reply { reply, entry: e } = decide(&p, &head(&p, &h)) else {
+                panic!("expected a reply for {host}{path}");
+            };
+            assert_eq!((reply.status, e), (status, entry), "{host}{path}");
+        }
     }
 
     #[test]
@@ -482,20 +624,21 @@ mod tests {
             (":path", "/v1/chat/completions"),
             (":authority", "gw"),
             ("x-agent-backend", "evil"),
+            ("x-forwarded-prefix", "/evil"),
         ]);
-        let head = RequestHead::from_pairs(&h, "x-agent-backend");
-        let Decision::ReadModel(flags) = decide(&p, &head) else {
-            panic!("expected a model read");
-        };
-        let Decision::Forward { entry, ops } = decide_model(&p, Ok("m"), flags) else {
+        let hd = head(&p, &h);
+        assert_eq!(decide(&p, &hd), Decision::ReadModel);
+        let Decision::Forward(f) = decide_model(&p, &hd, Ok("m")) else {
             panic!("expected a dispatch");
         };
-        assert_eq!(entry, Some(0));
-        assert_eq!(ops.first(), Some(&HeaderOp::Remove("x-agent-backend")));
-        assert_eq!(set(&ops, "x-agent-backend"), Some("l"));
-        assert_eq!(set(&ops, "x-envoy-upstream-rq-timeout-ms"), Some("9000"));
-        assert_eq!(set(&ops, ":path"), None, "model dispatch keeps the path");
-        let Decision::Reply { reply, .. } = decide_model(&p, Ok("other"), flags) else {
+        assert_eq!(f.entry, Some(0));
+        assert_eq!(f.ops.first(), Some(&HeaderOp::Remove("x-forwarded-prefix")));
+        assert!(removes(&f.ops, "x-agent-backend"));
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("l"));
+        assert_eq!(set(&f.ops, "x-envoy-upstream-rq-timeout-ms"), Some("9000"));
+        assert_eq!(set(&f.ops, ":path"), None, "model dispatch keeps the path");
+        assert_eq!(f.translate, None);
+        let Decision::Reply { reply, .. } = decide_model(&p, &hd, Ok("other")) else {
             panic!("expected a reply");
         };
         assert_eq!(reply.status, 404);
@@ -505,14 +648,12 @@ mod tests {
             (":path", "/v1/embeddings"),
             ("content-length", "2000000"),
         ]);
-        let Decision::Reply { reply, .. } =
-            decide(&p, &RequestHead::from_pairs(&h, "x-agent-backend"))
-        else {
+        let Decision::Reply { reply, .. } = decide(&p, &head(&p, &h)) else {
             panic!("expected a reply");
         };
         assert_eq!(reply.status, 413);
         // Agent paths win over the OpenAI surface.
-        let (entry, ops) = forward(
+        let f = forward(
             &p,
             &[
                 (":method", "POST"),
@@ -520,8 +661,99 @@ mod tests {
             ],
         );
         assert_eq!(
-            (entry, set(&ops, ":path")),
+            (f.entry, set(&f.ops, ":path")),
             (Some(0), Some("/v1/chat/completions"))
+        );
+    }
+
+    #[test]
+    fn chats_with_a2a_agents_are_translated() {
+        let p = plan(CONFIG);
+        let h = headers(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("content-length", "120"),
+            ("accept-encoding", "gzip"),
+        ]);
+        let hd = head(&p, &h);
+        let Decision::Forward(f) = decide_model(&p, &hd, Ok("prod/echo")) else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(f.translate, Some(A2aVersion::V0_3));
+        assert_eq!(set(&f.ops, ":path"), Some("/rpc"));
+        assert_eq!(set(&f.ops, "a2a-version"), Some("0.3"));
+        assert!(removes(&f.ops, "content-length"));
+        assert!(removes(&f.ops, "accept-encoding"));
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("e-backend"));
+        // Only chat completions translate.
+        let h = headers(&[(":method", "POST"), (":path", "/v1/embeddings")]);
+        let Decision::Reply { reply, .. } = decide_model(&p, &head(&p, &h), Ok("echo-model"))
+        else {
+            panic!("expected a reply");
+        };
+        assert_eq!(reply.status, 400);
+    }
+
+    #[test]
+    fn card_requests_carry_the_address_the_client_used() {
+        let p = plan(CONFIG);
+        let card = |pairs: &[(&'static str, &'static str)]| forward(&p, pairs).card;
+        let c = card(&[
+            (":method", "GET"),
+            (":path", "/prod/agent/echo/.well-known/agent-card.json?x=1"),
+            (":authority", "gw.example.com:8443"),
+            (":scheme", "http"),
+            ("x-forwarded-proto", "https"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c,
+            CardAddress {
+                scheme: "https".into(),
+                authority: "gw.example.com:8443".into(),
+                prefix: "/prod/agent/echo".into(),
+                root: "/".into()
+            }
+        );
+        let c = card(&[
+            (":method", "GET"),
+            (":path", "/tick/.well-known/agent.json"),
+            (":authority", "gw"),
+            (":scheme", "http"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.scheme.as_str(), c.prefix.as_str(), c.root.as_str()),
+            ("http", "/tick", "/tock")
+        );
+        let c = card(&[
+            (":method", "GET"),
+            (":path", "/.well-known/agent-card.json"),
+            (":authority", "coord.example.com"),
+        ])
+        .unwrap();
+        assert_eq!((c.prefix.as_str(), c.root.as_str()), ("", "/"));
+        assert!(card(&[
+            (":method", "POST"),
+            (":path", "/prod/echo/.well-known/agent.json")
+        ])
+        .is_none());
+        assert!(card(&[
+            (":method", "GET"),
+            (":path", "/prod/echo/x/.well-known/agent.json")
+        ])
+        .is_none());
+        let f = forward(
+            &p,
+            &[
+                (":method", "GET"),
+                (":path", "/prod/echo/.well-known/agent.json"),
+                ("accept-encoding", "gzip, br"),
+            ],
+        );
+        assert!(
+            removes(&f.ops, "accept-encoding"),
+            "cards are fetched uncompressed"
         );
     }
 
@@ -536,6 +768,7 @@ mod tests {
         ]);
         let ops = [
             HeaderOp::Set(":path", Cow::Borrowed("/x")),
+            HeaderOp::Remove("x-agent-backend"),
             HeaderOp::Set("x-agent-backend", Cow::Borrowed("b")),
             HeaderOp::Remove("x-envoy-upstream-rq-timeout-ms"),
         ];

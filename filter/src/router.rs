@@ -32,16 +32,27 @@ struct Target {
 pub enum PathAction {
     /// Forward the path unchanged (host matches, `rewrite: null`).
     Keep,
-    /// Replace `:path`; `prefix` is what was stripped (`x-forwarded-prefix`).
-    Rewrite { path: String, prefix: String },
+    /// Replace `:path`; the match's `prefix` is what was stripped
+    /// (`x-forwarded-prefix`).
+    Rewrite(String),
     /// The remainder holds a dot-segment: answer 400, never forward.
     RefuseDotSegments,
 }
 
+/// A request matched to an entry, with the parts of its path the filter
+/// needs later (agent cards are rewritten from them).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Match {
+pub struct Match<'a> {
     pub entry: usize,
     pub path: PathAction,
+    /// The external prefix the request matched: a slice of its path, empty
+    /// for a host match.
+    pub prefix: &'a str,
+    /// The path below `prefix`, without the query.
+    pub rest: &'a str,
+    /// Where `prefix` lands upstream: `/` for layouts and hosts, the
+    /// `rewrite` target, or the prefix itself when the path is kept.
+    pub root: &'a str,
 }
 
 #[derive(Debug)]
@@ -123,17 +134,27 @@ const SENTINEL: &str = "/\0";
 
 impl Router {
     /// Finds the entry for a request: hosts first, then the longest prefix.
-    pub fn route(&self, authority: &str, path: &str) -> Option<Match> {
-        if let Some(entry) = self.host(authority) {
-            return Some(Match {
-                entry,
-                path: PathAction::Keep,
-            });
-        }
+    pub fn route<'a>(&'a self, authority: &str, path: &'a str) -> Option<Match<'a>> {
         let (path_only, query) = match path.find('?') {
             Some(i) => path.split_at(i),
             None => (path, ""),
         };
+        if let Some(entry) = self.host(authority) {
+            // For a host match the remainder is the whole path: dot-segments
+            // are refused there just the same.
+            let action = if has_dot_segment(path_only) {
+                PathAction::RefuseDotSegments
+            } else {
+                PathAction::Keep
+            };
+            return Some(Match {
+                entry,
+                path: action,
+                prefix: "",
+                rest: path_only,
+                root: "/",
+            });
+        }
         if !path_only.starts_with('/') {
             return None;
         }
@@ -146,9 +167,17 @@ impl Router {
             .ok()
             .and_then(|m| self.targets.get(*m.value as usize))?;
         let (prefix, rest) = path_only.split_at_checked(target.prefix_len as usize)?;
+        let root = match &target.rewrite {
+            Rewrite::Keep => prefix,
+            Rewrite::Root => "/",
+            Rewrite::To(to) => to,
+        };
         Some(Match {
             entry: target.entry as usize,
-            path: rewrite(target, prefix, rest, query),
+            path: rewrite(target, rest, query),
+            prefix,
+            rest,
+            root,
         })
     }
 
@@ -182,7 +211,7 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-fn rewrite(target: &Target, prefix: &str, rest: &str, query: &str) -> PathAction {
+fn rewrite(target: &Target, rest: &str, query: &str) -> PathAction {
     if has_dot_segment(rest) {
         return PathAction::RefuseDotSegments;
     }
@@ -204,10 +233,7 @@ fn rewrite(target: &Target, prefix: &str, rest: &str, query: &str) -> PathAction
         path.push_str(rest);
     }
     path.push_str(query);
-    PathAction::Rewrite {
-        path,
-        prefix: if prefix.is_empty() { "/" } else { prefix }.to_string(),
-    }
+    PathAction::Rewrite(path)
 }
 
 /// True when a path holds a `.` or `..` segment in any spelling a backend
@@ -260,11 +286,9 @@ mod tests {
     }
 
     fn rewritten(m: Option<Match>) -> Option<(usize, String, String)> {
-        match m? {
-            Match {
-                entry,
-                path: PathAction::Rewrite { path, prefix },
-            } => Some((entry, path, prefix)),
+        let m = m?;
+        match m.path {
+            PathAction::Rewrite(path) => Some((m.entry, path, m.prefix.to_string())),
             other => panic!("expected a rewrite, got {other:?}"),
         }
     }
@@ -391,5 +415,38 @@ mod tests {
         assert_eq!(entry("[::1]:80"), Some(9));
         let m = r.route("a.example.com", "/prod/agent/x").unwrap();
         assert_eq!(m.path, PathAction::Keep, "host matches keep the path");
+        assert_eq!((m.prefix, m.rest, m.root), ("", "/prod/agent/x", "/"));
+    }
+
+    #[test]
+    fn host_matches_refuse_dot_segments_too() {
+        let r = router(&[], &[("chat.example.com", 0)]);
+        for p in ["/x/%2e%2e/../admin", "/..", "/a/./b", "/a/%2E%2e"] {
+            let m = r.route("chat.example.com", p).unwrap();
+            assert_eq!(m.path, PathAction::RefuseDotSegments, "{p}");
+        }
+        let m = r.route("chat.example.com", "/ok?x=/../").unwrap();
+        assert_eq!(m.path, PathAction::Keep, "a query is not a path");
+    }
+
+    #[test]
+    fn matches_say_where_the_prefix_lands() {
+        let r = router(
+            &[
+                ("/tick", Some("/tock"), 0),
+                ("/raw", None, 1),
+                ("/p/agent/a", Some("/"), 2),
+            ],
+            &[],
+        );
+        let m = r.route("gw", "/tick/.well-known/agent.json?q").unwrap();
+        assert_eq!(
+            (m.prefix, m.rest, m.root),
+            ("/tick", "/.well-known/agent.json", "/tock")
+        );
+        let m = r.route("gw", "/raw/x").unwrap();
+        assert_eq!((m.prefix, m.rest, m.root), ("/raw", "/x", "/raw"));
+        let m = r.route("gw", "/p/agent/a").unwrap();
+        assert_eq!((m.prefix, m.rest, m.root), ("/p/agent/a", "", "/"));
     }
 }

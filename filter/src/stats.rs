@@ -23,10 +23,16 @@ pub enum Stat {
     TokensDebited,
     /// Compare-and-swap conflicts retried on the shared buckets.
     CasRetries,
+    /// Calls to the rate limit service that got no usable answer (or usage
+    /// reports that could not be placed).
+    LimitServiceFailures,
+    /// Answers of token-budgeted requests whose usage could not be read
+    /// (compressed, or over the VM's metering memory).
+    TokensUnmetered,
 }
 
 impl Stat {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 9;
 
     pub fn index(self) -> usize {
         self as usize
@@ -45,6 +51,8 @@ impl Stat {
             Stat::RateLimited => "agentroute_ratelimit_limited_total",
             Stat::TokensDebited => "agentroute_tokens_debited_total",
             Stat::CasRetries => "agentroute_ratelimit_cas_retries_total",
+            Stat::LimitServiceFailures => "agentroute_ratelimit_service_failures_total",
+            Stat::TokensUnmetered => "agentroute_tokens_unmetered_total",
         }
     }
 

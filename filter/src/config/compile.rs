@@ -1,211 +1,31 @@
-//! Plugin configuration: parse and validate the JSON contract once, then
-//! compile it into a [`Plan`] that answers every request without further
-//! parsing.
-//!
-//! Validation walks the JSON by hand rather than through serde derive so that
-//! every error names the offending field by its full path
-//! (`agents[3].bakend: unknown field`), which is what an operator reading an
-//! Envoy log needs.
+//! The compile step: a contract that serde has read becomes a [`Plan`].
+//! Here live the rules no type can say: names are DNS labels, claims on a
+//! host, prefix or model belong to one entry, agent paths leave the OpenAI
+//! surface alone, numbers fit their scope.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::fmt;
 
-use serde_json::{Map, Value};
-
+use super::contract::{
+    Obj, ProtocolName, RawA2a, RawAgent, RawConfig, RawDefaults, RawOpenAi, RawPrefix,
+    RawRateLimit, RawRateLimitService, ScopeName,
+};
+use super::{
+    A2aVersion, ConfigError, Entry, FailureMode, Kind, Layout, ModelSource, OpenAi, Per, Plan,
+    Protocol, RateLimit, RateLimitService, RequestRate, Scope, TokenBudget, Unmatched,
+    HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX,
+    HEADER_TIMEOUT,
+};
 use crate::router::{Router, RouterBuilder};
-
-/// Header names the filter owns on every request: client copies never pass.
-pub const HEADER_AGENT_NAME: &str = "x-agent-name";
-pub const HEADER_AGENT_NAMESPACE: &str = "x-agent-namespace";
-pub const HEADER_AGENT_KIND: &str = "x-agent-kind";
-pub const HEADER_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
-pub const HEADER_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
-
-/// A configuration the plugin refuses, with the field path that caused it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Agent,
-    ModelApi,
-    Mcp,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Agent, Kind::ModelApi, Kind::Mcp];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Agent => "agent",
-            Kind::ModelApi => "modelapi",
-            Kind::Mcp => "mcp",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    Kind,
-    Namespaced,
-    Shorthand,
-}
-
-impl Layout {
-    const ALL: [Layout; 3] = [Layout::Kind, Layout::Namespaced, Layout::Shorthand];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Layout::Kind => "kind",
-            Layout::Namespaced => "namespaced",
-            Layout::Shorthand => "shorthand",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unmatched {
-    Pass,
-    Reject,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelSource {
-    Body,
-    Metadata,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct OpenAi {
-    pub model_from: ModelSource,
-    pub metadata_namespace: String,
-    pub max_body_bytes: u64,
-}
-
-/// Token buckets of one entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RateLimit {
-    /// Request bucket: refill rate and capacity. `None` when the entry only
-    /// has a token budget.
-    pub requests: Option<RequestRate>,
-    /// LLM token budget: `usage.total_tokens` debited per minute.
-    pub tokens_per_minute: Option<u64>,
-    /// Whose bucket a request draws from.
-    pub per: Per,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RequestRate {
-    pub requests_per_second: f64,
-    pub burst: u32,
-}
-
-/// One bucket for the entry, or one per distinct client value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Per {
-    Entry,
-    /// The value of this (lowercase) request header.
-    Header(String),
-    /// The downstream peer address (the client as Envoy sees it).
-    ClientIp,
-}
-
-/// One agent, model API or MCP server, with everything a request needs
-/// precomputed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub name: String,
-    pub namespace: String,
-    pub kind: Kind,
-    pub backend: String,
-    /// Request timeout in milliseconds as the header value; `None` for `0s`.
-    pub timeout_ms: Option<String>,
-    pub models: Vec<String>,
-    pub rate_limit: Option<RateLimit>,
-}
-
-impl Entry {
-    /// `namespace/name`, the entry's identity in logs, stats and model ids.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-}
-
-/// The compiled configuration: immutable, built once per VM.
-#[derive(Debug)]
-pub struct Plan {
-    pub dispatch_header: String,
-    pub unmatched: Unmatched,
-    pub openai: OpenAi,
-    pub entries: Vec<Entry>,
-    pub router: Router,
-    /// Model id → entry index.
-    pub models: HashMap<String, usize>,
-    /// Every model id in configuration order, for `GET /v1/models`.
-    pub model_ids: Vec<(String, usize)>,
-    /// Unix time the plan was loaded (the `created` of `/v1/models`); the
-    /// host sets it, as the core has no clock.
-    pub created: u64,
-}
-
-impl Plan {
-    /// Parses and compiles a plugin configuration. Empty input (Istio sends an
-    /// empty value when `pluginConfig` is absent) is a valid plan with no
-    /// agents.
-    pub fn from_json(bytes: &[u8]) -> Result<Plan> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
-        if text.trim().is_empty() {
-            return compile(Map::new());
-        }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
-        match value {
-            Value::Object(root) => compile(root),
-            Value::Null => compile(Map::new()),
-            other => Err(ConfigError::new(
-                "",
-                format!(
-                    "configuration must be a JSON object, found {}",
-                    type_name(&other)
-                ),
-            )),
-        }
-    }
-}
-
 const DEFAULT_DISPATCH_HEADER: &str = "x-agent-backend";
+const DEFAULT_CONVERSATION_HEADER: &str = "x-conversation-id";
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+const DEFAULT_RESERVE_TOKENS: u64 = 1000;
+const DEFAULT_RLS_DOMAIN: &str = "agentroute";
+const DEFAULT_RLS_TIMEOUT_MS: u64 = 50;
 
 /// OpenAI path segments a shorthand must not shadow (`/v1/...`, `/models`, ...).
 const OPENAI_RESERVED: [&str; 6] = [
@@ -217,105 +37,96 @@ const OPENAI_RESERVED: [&str; 6] = [
     "responses",
 ];
 
-fn compile(mut map: Map<String, Value>) -> Result<Plan> {
-    // The agents are taken out of the document and each dropped once
-    // compiled: the JSON tree of 10,000 agents never sits beside the plan, and
-    // a Wasm VM's memory keeps its peak for good.
-    let agents = match map.remove("agents") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items,
-        Some(other) => return Err(ConfigError::new("agents", expected("an array", &other))),
-    };
-    let root = Fields::new(&map, "");
-    root.only(&[
-        "dispatch_header",
-        "layouts",
-        "unmatched",
-        "defaults",
-        "openai",
-        "agents",
-    ])?;
+/// The paths of the OpenAI surface the filter serves. An agent path (a
+/// layout path or an explicit prefix) at or above one of them would take its
+/// requests away silently, so such a configuration is refused.
+const OPENAI_PATHS: [&str; 11] = [
+    "/v1/models",
+    "/models",
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/v1/completions",
+    "/completions",
+    "/v1/embeddings",
+    "/embeddings",
+    "/v1/responses",
+    "/responses",
+    // `/v1/models/{id}`: any prefix below this captures some model id.
+    "/v1/models/",
+];
 
-    let dispatch_header = match root.opt_str("dispatch_header")? {
-        Some(h) => header_name(h, &root.path("dispatch_header"))?,
+pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
+    let RawConfig {
+        dispatch_header,
+        layouts,
+        identity_headers,
+        unmatched,
+        defaults,
+        openai,
+        rate_limit_service,
+        agents,
+    } = raw;
+
+    let dispatch_header = match dispatch_header {
+        Some(h) => header_name(&h, "dispatch_header")?,
         None => DEFAULT_DISPATCH_HEADER.to_string(),
     };
-    let layouts = layouts(&root)?;
-    let unmatched = match root.opt_str("unmatched")? {
-        None | Some("pass") => Unmatched::Pass,
-        Some("reject") => Unmatched::Reject,
-        Some(other) => {
-            return Err(ConfigError::new(
-                root.path("unmatched"),
-                format!("must be \"pass\" or \"reject\", found {other:?}"),
-            ))
+    let mut unique_layouts = Vec::new();
+    for layout in layouts.unwrap_or_else(|| Layout::ALL.to_vec()) {
+        if !unique_layouts.contains(&layout) {
+            unique_layouts.push(layout);
         }
-    };
-    let default_timeouts = default_timeouts(&root)?;
-    let openai = openai(&root)?;
+    }
+    let default_timeouts = default_timeouts(defaults)?;
+    let openai = compile_openai(openai.map(|o| o.0).unwrap_or_default(), &dispatch_header)?;
+    let rate_limit_service = rate_limit_service
+        .map(|s| compile_service(s.0))
+        .transpose()?;
 
+    // Each agent is compiled and its contract form dropped at once: a Wasm
+    // VM's memory keeps its peak for good.
     let mut entries = Vec::with_capacity(agents.len());
-    let mut raw = Vec::with_capacity(agents.len());
-    for (i, value) in agents.into_iter().enumerate() {
-        let path = format!("agents[{i}]");
-        let (entry, routes) = entry(&value, &path, &default_timeouts)?;
+    let mut claims = Vec::with_capacity(agents.len());
+    for (i, agent) in agents.into_iter().enumerate() {
+        let at = format!("agents[{i}]");
+        let (entry, routes) = compile_entry(
+            agent.0,
+            &at,
+            &default_timeouts,
+            rate_limit_service.is_some(),
+        )?;
         entries.push(entry);
-        raw.push(routes);
+        claims.push(routes);
     }
 
-    let mut ids: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        if let Some(first) = ids.insert(e.id(), i) {
+        if let Some(first) = ids.insert(&e.id, i) {
             return Err(conflict(
                 &format!("agents[{i}].name"),
-                &format!("\"{}\"", e.id()),
+                &format!("\"{}\"", e.id),
                 first,
                 &entries,
             ));
         }
     }
 
-    let router = build_router(&entries, &raw, &layouts)?;
+    let router = build_router(&entries, &claims, &unique_layouts)?;
     let (models, model_ids) = build_models(&entries)?;
 
     Ok(Plan {
         dispatch_header,
-        unmatched,
+        identity_headers: identity_headers.unwrap_or(true),
+        unmatched: unmatched.unwrap_or(Unmatched::Pass),
         openai,
+        rate_limit_service,
         entries,
         router,
         models,
         model_ids,
         created: 0,
+        models_body: OnceCell::new(),
     })
-}
-
-fn layouts(root: &Fields) -> Result<Vec<Layout>> {
-    let Some(items) = root.opt_array("layouts")? else {
-        return Ok(Layout::ALL.to_vec());
-    };
-    let mut layouts = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("{}[{i}]", root.path("layouts"));
-        let s = item
-            .as_str()
-            .ok_or_else(|| ConfigError::new(&path, expected("a string", item)))?;
-        let layout = Layout::ALL
-            .into_iter()
-            .find(|l| l.as_str() == s)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    &path,
-                    format!(
-                        "unknown layout {s:?} (expected \"kind\", \"namespaced\" or \"shorthand\")"
-                    ),
-                )
-            })?;
-        if !layouts.contains(&layout) {
-            layouts.push(layout);
-        }
-    }
-    Ok(layouts)
 }
 
 /// Default request timeout per kind, in milliseconds (0 = none), in
@@ -331,64 +142,94 @@ fn kind_timeout(timeouts: &KindTimeouts, kind: Kind) -> u64 {
     }
 }
 
-fn default_timeouts(root: &Fields) -> Result<KindTimeouts> {
+fn default_timeouts(defaults: Option<Obj<RawDefaults>>) -> Result<KindTimeouts> {
     let mut timeouts: KindTimeouts = [120_000, 120_000, 30_000];
-    let Some(defaults) = root.opt_object("defaults")? else {
-        return Ok(timeouts);
-    };
-    defaults.only(&["timeouts"])?;
-    let Some(per_kind) = defaults.opt_object("timeouts")? else {
-        return Ok(timeouts);
-    };
-    per_kind.only(&["agent", "modelapi", "mcp"])?;
-    for (slot, kind) in timeouts.iter_mut().zip(Kind::ALL) {
-        if let Some(s) = per_kind.opt_str(kind.as_str())? {
-            *slot = parse_duration_ms(s)
-                .map_err(|m| ConfigError::new(per_kind.path(kind.as_str()), m))?;
+    if let Some(Obj(t)) = defaults.and_then(|d| d.0.timeouts) {
+        let [agent, modelapi, mcp] = &mut timeouts;
+        for (slot, set) in [(agent, t.agent), (modelapi, t.modelapi), (mcp, t.mcp)] {
+            if let Some(ms) = set {
+                *slot = ms.0;
+            }
         }
     }
     Ok(timeouts)
 }
 
-fn openai(root: &Fields) -> Result<OpenAi> {
-    let mut openai = OpenAi {
-        model_from: ModelSource::Body,
-        metadata_namespace: "agentroute".to_string(),
-        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-    };
-    let Some(o) = root.opt_object("openai")? else {
-        return Ok(openai);
-    };
-    o.only(&["model_from", "metadata_namespace", "max_body_bytes"])?;
-    match o.opt_str("model_from")? {
-        None | Some("body") => {}
-        Some("metadata") => openai.model_from = ModelSource::Metadata,
-        Some(other) => {
+fn compile_openai(raw: RawOpenAi, dispatch_header: &str) -> Result<OpenAi> {
+    let metadata_namespace = match raw.metadata_namespace {
+        Some(ns) if ns.is_empty() => {
             return Err(ConfigError::new(
-                o.path("model_from"),
-                format!("must be \"body\" or \"metadata\", found {other:?}"),
+                "openai.metadata_namespace",
+                "must not be empty",
             ))
         }
-    }
-    if let Some(ns) = o.opt_str("metadata_namespace")? {
-        if ns.is_empty() {
+        Some(ns) => ns,
+        None => "agentroute".to_string(),
+    };
+    let max_body_bytes = match raw.max_body_bytes {
+        Some(0) => {
             return Err(ConfigError::new(
-                o.path("metadata_namespace"),
-                "must not be empty",
-            ));
-        }
-        openai.metadata_namespace = ns.to_string();
-    }
-    if let Some(n) = o.opt_u64("max_body_bytes")? {
-        if n == 0 {
-            return Err(ConfigError::new(
-                o.path("max_body_bytes"),
+                "openai.max_body_bytes",
                 "must be at least 1",
-            ));
+            ))
         }
-        openai.max_body_bytes = n;
+        Some(n) => n,
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    let conversation_header = match raw.conversation_header {
+        Some(h) => {
+            let h = header_name(&h, "openai.conversation_header")?;
+            if h == dispatch_header {
+                return Err(ConfigError::new(
+                    "openai.conversation_header",
+                    format!("{h:?} is the dispatch_header"),
+                ));
+            }
+            h
+        }
+        None => DEFAULT_CONVERSATION_HEADER.to_string(),
+    };
+    Ok(OpenAi {
+        model_from: raw.model_from.unwrap_or(ModelSource::Body),
+        metadata_namespace,
+        max_body_bytes,
+        conversation_header,
+    })
+}
+
+fn compile_service(raw: RawRateLimitService) -> Result<RateLimitService> {
+    if raw.cluster.trim().is_empty() || !is_header_value(&raw.cluster) || raw.cluster.len() > 120 {
+        return Err(ConfigError::new(
+            "rate_limit_service.cluster",
+            "must name an Envoy cluster (1 to 120 visible characters)",
+        ));
     }
-    Ok(openai)
+    let domain = match raw.domain {
+        Some(d) if d.is_empty() => {
+            return Err(ConfigError::new(
+                "rate_limit_service.domain",
+                "must not be empty",
+            ))
+        }
+        Some(d) => d,
+        None => DEFAULT_RLS_DOMAIN.to_string(),
+    };
+    let timeout_ms = match raw.timeout {
+        Some(t) if t.0 == 0 => {
+            return Err(ConfigError::new(
+                "rate_limit_service.timeout",
+                "must be more than 0s (a call without a deadline could hold requests forever)",
+            ))
+        }
+        Some(t) => t.0,
+        None => DEFAULT_RLS_TIMEOUT_MS,
+    };
+    Ok(RateLimitService {
+        cluster: raw.cluster,
+        domain,
+        timeout_ms,
+        failure_mode: raw.failure_mode.unwrap_or(FailureMode::Allow),
+    })
 }
 
 /// Routing claims of one entry, resolved into the router after all entries
@@ -399,141 +240,218 @@ struct Claims {
     prefixes: Vec<(String, Option<String>)>,
 }
 
-fn entry(value: &Value, path: &str, timeouts: &KindTimeouts) -> Result<(Entry, Claims)> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ConfigError::new(path, expected("an object", value)))?;
-    let f = Fields::new(obj, path);
-    f.only(&[
-        "name",
-        "namespace",
-        "kind",
-        "backend",
-        "timeout",
-        "models",
-        "hosts",
-        "prefixes",
-        "rate_limit",
-    ])?;
-
-    let name = dns_label(f.req_str("name")?, &f.path("name"))?;
-    let namespace = match f.opt_str("namespace")? {
-        Some(ns) => dns_label(ns, &f.path("namespace"))?,
+fn compile_entry(
+    raw: RawAgent,
+    at: &str,
+    timeouts: &KindTimeouts,
+    has_service: bool,
+) -> Result<(Entry, Claims)> {
+    let path = |field: &str| format!("{at}.{field}");
+    let name = dns_label(&raw.name, &path("name"))?;
+    let namespace = match raw.namespace {
+        Some(ns) => dns_label(&ns, &path("namespace"))?,
         None => "default".to_string(),
     };
-    let kind = match f.opt_str("kind")? {
-        None => Kind::Agent,
-        Some(s) => Kind::parse(s).ok_or_else(|| {
-            ConfigError::new(
-                f.path("kind"),
-                format!("unknown kind {s:?} (expected \"agent\", \"modelapi\" or \"mcp\")"),
-            )
-        })?,
-    };
-    let backend = f.req_str("backend")?;
-    if backend.is_empty() || !is_header_value(backend) {
+    let kind = raw.kind.unwrap_or(Kind::Agent);
+    if raw.backend.is_empty() || !is_header_value(&raw.backend) {
         return Err(ConfigError::new(
-            f.path("backend"),
+            path("backend"),
             "must be a non-empty string of visible characters (it is sent as a header value)",
         ));
     }
-    let timeout = match f.opt_str("timeout")? {
-        Some(s) => parse_duration_ms(s).map_err(|m| ConfigError::new(f.path("timeout"), m))?,
-        None => kind_timeout(timeouts, kind),
-    };
+    let timeout = raw.timeout.map_or(kind_timeout(timeouts, kind), |t| t.0);
 
-    let models = f
-        .opt_string_list("models")?
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            if m.is_empty() {
-                Err(ConfigError::new(
-                    format!("{}[{i}]", f.path("models")),
-                    "must not be empty",
-                ))
-            } else {
-                Ok(m.to_string())
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    let hosts = f
-        .opt_string_list("hosts")?
-        .into_iter()
-        .enumerate()
-        .map(|(i, h)| host_pattern(h, &format!("{}[{i}]", f.path("hosts"))))
-        .collect::<Result<Vec<_>>>()?;
-
-    let mut prefixes = Vec::new();
-    for (i, p) in f.opt_array("prefixes")?.unwrap_or(&[]).iter().enumerate() {
-        let ppath = format!("{}[{i}]", f.path("prefixes"));
-        prefixes.push(prefix(p, &ppath)?);
+    for (j, model) in raw.models.iter().enumerate() {
+        if model.is_empty() {
+            return Err(ConfigError::new(
+                format!("{at}.models[{j}]"),
+                "must not be empty",
+            ));
+        }
+        if model.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                format!("{at}.models[{j}]"),
+                "must not hold control characters",
+            ));
+        }
     }
+    let mut claims = Claims::default();
+    for (j, host) in raw.hosts.iter().enumerate() {
+        claims
+            .hosts
+            .push(host_pattern(host, &format!("{at}.hosts[{j}]"))?);
+    }
+    for (j, prefix) in raw.prefixes.into_iter().enumerate() {
+        claims
+            .prefixes
+            .push(compile_prefix(prefix.0, &format!("{at}.prefixes[{j}]"))?);
+    }
+    let rate_limit = raw
+        .rate_limit
+        .map(|r| compile_rate_limit(r.0, &path("rate_limit"), has_service))
+        .transpose()?;
+    let (protocol, rewrite_signed_cards) =
+        compile_protocol(raw.protocol, raw.a2a.map(|a| a.0), at)?;
 
-    let rate_limit = match f.opt_object("rate_limit")? {
-        Some(rl) => Some(rate_limit(&rl)?),
-        None => None,
-    };
-
-    let entry = Entry {
-        name,
-        namespace,
-        kind,
-        backend: backend.to_string(),
-        timeout_ms: (timeout > 0).then(|| timeout.to_string()),
-        models,
-        rate_limit,
-    };
-    Ok((entry, Claims { hosts, prefixes }))
+    let id = format!("{namespace}/{name}");
+    Ok((
+        Entry {
+            name,
+            namespace,
+            kind,
+            backend: raw.backend,
+            timeout_ms: (timeout > 0).then(|| timeout.to_string()),
+            models: raw.models,
+            rate_limit,
+            protocol,
+            rewrite_signed_cards,
+            id,
+        },
+        claims,
+    ))
 }
 
-fn prefix(value: &Value, path: &str) -> Result<(String, Option<String>)> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ConfigError::new(path, expected("an object", value)))?;
-    let f = Fields::new(obj, path);
-    f.only(&["prefix", "rewrite"])?;
-    let prefix = route_path(f.req_str("prefix")?, &f.path("prefix"))?;
-    let rewrite = match obj.get("rewrite") {
+fn compile_prefix(raw: RawPrefix, at: &str) -> Result<(String, Option<String>)> {
+    let prefix = route_path(&raw.prefix, &format!("{at}.prefix"))?;
+    let rewrite = match raw.rewrite {
         None => Some("/".to_string()),
-        Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(route_path(s, &f.path("rewrite"))?),
-        Some(other) => {
-            return Err(ConfigError::new(
-                f.path("rewrite"),
-                expected("a path string or null", other),
-            ))
-        }
+        Some(None) => None,
+        Some(Some(to)) => Some(route_path(&to, &format!("{at}.rewrite"))?),
     };
     Ok((prefix, rewrite))
 }
 
-fn rate_limit(f: &Fields) -> Result<RateLimit> {
-    f.only(&["requests_per_second", "burst", "per", "tokens_per_minute"])?;
-    let rps = f.opt_f64("requests_per_second")?;
-    let tokens_per_minute = match f.opt_u64("tokens_per_minute")? {
+fn compile_protocol(
+    protocol: Option<ProtocolName>,
+    a2a: Option<RawA2a>,
+    at: &str,
+) -> Result<(Protocol, bool)> {
+    let a2a = a2a.unwrap_or_default();
+    let rewrite_signed_cards = a2a.rewrite_signed_cards.unwrap_or(false);
+    match protocol.unwrap_or(ProtocolName::OpenAi) {
+        ProtocolName::OpenAi => {
+            // Translation settings on an entry that is not translated are a
+            // mistake (a forgotten `protocol: "a2a"`), never silently unused.
+            for (field, set) in [
+                ("version", a2a.version.is_some()),
+                ("path", a2a.path.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::new(
+                        format!("{at}.a2a.{field}"),
+                        "only used with \"protocol\": \"a2a\"",
+                    ));
+                }
+            }
+            Ok((Protocol::OpenAi, rewrite_signed_cards))
+        }
+        ProtocolName::A2a => {
+            let path = match a2a.path {
+                Some(p) => route_path(&p, &format!("{at}.a2a.path"))?,
+                None => "/".to_string(),
+            };
+            Ok((
+                Protocol::A2a {
+                    version: a2a.version.unwrap_or(A2aVersion::V1_0),
+                    path,
+                },
+                rewrite_signed_cards,
+            ))
+        }
+    }
+}
+
+fn compile_rate_limit(raw: RawRateLimit, at: &str, has_service: bool) -> Result<RateLimit> {
+    let path = |field: &str| format!("{at}.{field}");
+    let per = match raw.per.as_deref() {
+        None | Some("entry") => Per::Entry,
+        Some("client_ip") => Per::ClientIp,
+        Some(p) => match p.strip_prefix("header:") {
+            Some(h) => Per::Header(header_name(h, &path("per"))?),
+            None => {
+                return Err(ConfigError::new(
+                    path("per"),
+                    format!("{p:?} is not \"entry\", \"client_ip\" or \"header:<name>\""),
+                ))
+            }
+        },
+    };
+    if raw.scope == Some(ScopeName::Global) {
+        if !has_service {
+            return Err(ConfigError::new(
+                path("scope"),
+                "\"global\" needs a top-level rate_limit_service to ask",
+            ));
+        }
+        let numbers = [
+            ("requests_per_second", raw.requests_per_second.is_some()),
+            ("burst", raw.burst.is_some()),
+            ("tokens_per_minute", raw.tokens_per_minute.is_some()),
+            ("reserve_tokens", raw.reserve_tokens.is_some()),
+        ];
+        if let Some((field, _)) = numbers.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::new(
+                path(field),
+                "not allowed with scope \"global\": the numbers live in the rate limit service's own limits configuration",
+            ));
+        }
+        return Ok(RateLimit {
+            per,
+            scope: Scope::Global {
+                tokens: raw.tokens.unwrap_or(false),
+            },
+        });
+    }
+    if raw.tokens.is_some() {
+        return Err(ConfigError::new(
+            path("tokens"),
+            "only with scope \"global\" (a local token budget is tokens_per_minute)",
+        ));
+    }
+    let tokens = match raw.tokens_per_minute {
         Some(0) => {
             return Err(ConfigError::new(
-                f.path("tokens_per_minute"),
+                path("tokens_per_minute"),
                 "must be at least 1",
             ))
         }
-        other => other,
+        Some(per_minute) => {
+            let reserve = match raw.reserve_tokens {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        path("reserve_tokens"),
+                        "must be at least 1",
+                    ))
+                }
+                Some(r) => r.min(per_minute),
+                None => DEFAULT_RESERVE_TOKENS.min(per_minute),
+            };
+            Some(TokenBudget {
+                per_minute,
+                reserve,
+            })
+        }
+        None if raw.reserve_tokens.is_some() => {
+            return Err(ConfigError::new(
+                path("reserve_tokens"),
+                "needs tokens_per_minute",
+            ))
+        }
+        None => None,
     };
-    let requests = match rps {
+    let requests = match raw.requests_per_second {
         Some(rps) if !(rps > 0.0 && rps.is_finite()) => {
             return Err(ConfigError::new(
-                f.path("requests_per_second"),
+                path("requests_per_second"),
                 "must be a number greater than 0",
             ))
         }
         Some(rps) => {
             // Without an explicit burst, allow one second's worth (at least one).
-            let burst = match f.opt_u64("burst")? {
-                Some(0) => return Err(ConfigError::new(f.path("burst"), "must be at least 1")),
+            let burst = match raw.burst {
+                Some(0) => return Err(ConfigError::new(path("burst"), "must be at least 1")),
                 Some(b) => u32::try_from(b)
-                    .map_err(|_| ConfigError::new(f.path("burst"), "must be at most 4294967295"))?,
+                    .map_err(|_| ConfigError::new(path("burst"), "must be at most 4294967295"))?,
                 None => rps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
             };
             Some(RequestRate {
@@ -541,48 +459,31 @@ fn rate_limit(f: &Fields) -> Result<RateLimit> {
                 burst,
             })
         }
-        None if f.get("burst").is_some() => {
-            return Err(ConfigError::new(
-                f.path("burst"),
-                "needs requests_per_second",
-            ))
+        None if raw.burst.is_some() => {
+            return Err(ConfigError::new(path("burst"), "needs requests_per_second"))
         }
-        None if tokens_per_minute.is_none() => {
+        None if tokens.is_none() => {
             return Err(ConfigError::new(
-                f.path("requests_per_second"),
+                path("requests_per_second"),
                 "required (or tokens_per_minute)",
             ))
         }
         None => None,
     };
-    let per = match f.opt_str("per")? {
-        None | Some("entry") => Per::Entry,
-        Some("client_ip") => Per::ClientIp,
-        Some(p) => match p.strip_prefix("header:") {
-            Some(h) => Per::Header(header_name(h, &f.path("per"))?),
-            None => {
-                return Err(ConfigError::new(
-                    f.path("per"),
-                    format!("{p:?} is not \"entry\", \"client_ip\" or \"header:<name>\""),
-                ))
-            }
-        },
-    };
     Ok(RateLimit {
-        requests,
-        tokens_per_minute,
         per,
+        scope: Scope::Local { requests, tokens },
     })
 }
 
 fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Result<Router> {
     let mut builder = RouterBuilder::default();
-    let mut host_owner: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut host_owner: HashMap<&str, usize> = HashMap::new();
     let mut prefix_owner: HashMap<&str, (usize, usize)> = HashMap::new();
 
     for (i, c) in claims.iter().enumerate() {
         for (j, host) in c.hosts.iter().enumerate() {
-            if let Some(&(first, _)) = host_owner.get(host.as_str()) {
+            if let Some(&first) = host_owner.get(host.as_str()) {
                 if first != i {
                     return Err(conflict(
                         &format!("agents[{i}].hosts[{j}]"),
@@ -593,23 +494,22 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
                 }
                 continue;
             }
-            host_owner.insert(host, (i, j));
+            host_owner.insert(host, i);
             builder.host(host, i);
         }
         for (j, (prefix, _)) in c.prefixes.iter().enumerate() {
+            let at = format!("agents[{i}].prefixes[{j}].prefix");
+            if let Some(openai) = captured_openai_path(prefix) {
+                return Err(ConfigError::new(
+                    at,
+                    format!("prefix {prefix:?} would capture the OpenAI path {openai:?} the gateway serves"),
+                ));
+            }
             if let Some(&(first, _)) = prefix_owner.get(prefix.as_str()) {
                 return Err(if first == i {
-                    ConfigError::new(
-                        format!("agents[{i}].prefixes[{j}].prefix"),
-                        format!("prefix {prefix:?} is listed twice"),
-                    )
+                    ConfigError::new(at, format!("prefix {prefix:?} is listed twice"))
                 } else {
-                    conflict(
-                        &format!("agents[{i}].prefixes[{j}].prefix"),
-                        &format!("prefix {prefix:?}"),
-                        first,
-                        entries,
-                    )
+                    conflict(&at, &format!("prefix {prefix:?}"), first, entries)
                 });
             }
             prefix_owner.insert(prefix, (i, j));
@@ -658,89 +558,74 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
             {
                 continue;
             }
+            if let Some(openai) = captured_openai_path(&path) {
+                return Err(ConfigError::new(
+                    format!("agents[{i}].name"),
+                    format!(
+                        "the {} layout path {path:?} of agents[{i}] ({}) would capture the OpenAI path {openai:?} the gateway serves: rename the entry or leave the {} layout out of `layouts`",
+                        layout.as_str(),
+                        e.id,
+                        layout.as_str()
+                    ),
+                ));
+            }
             builder.prefix(&path, Some("/".to_string()), i);
         }
     }
     builder.build()
 }
 
+/// The OpenAI path an agent path would take over: one at or below it by
+/// whole segments, or any `/v1/models/{id}` for a path below `/v1/models/`.
+fn captured_openai_path(prefix: &str) -> Option<&'static str> {
+    let base = prefix.trim_end_matches('/');
+    OPENAI_PATHS.into_iter().find(|openai| {
+        if openai.ends_with('/') {
+            return prefix.starts_with(openai);
+        }
+        base.is_empty()
+            || *openai == base
+            || openai
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
 type Models = (HashMap<String, usize>, Vec<(String, usize)>);
 
 fn build_models(entries: &[Entry]) -> Result<Models> {
-    let mut owner: HashMap<String, (usize, String)> = HashMap::new();
+    let mut owner: HashMap<String, usize> = HashMap::new();
     let mut ordered = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let implicit = (e.kind == Kind::Agent).then(|| (e.id(), format!("agents[{i}].name")));
+        let implicit = (e.kind == Kind::Agent).then(|| (e.id.clone(), format!("agents[{i}].name")));
         let explicit = e
             .models
             .iter()
             .enumerate()
             .map(|(j, m)| (m.clone(), format!("agents[{i}].models[{j}]")));
         for (model, path) in implicit.into_iter().chain(explicit) {
-            if let Some((first, _)) = owner.get(&model) {
-                if *first == i {
+            if let Some(&first) = owner.get(&model) {
+                if first == i {
                     continue;
                 }
-                return Err(conflict(
-                    &path,
-                    &format!("model {model:?}"),
-                    *first,
-                    entries,
-                ));
+                return Err(conflict(&path, &format!("model {model:?}"), first, entries));
             }
-            owner.insert(model.clone(), (i, path));
+            owner.insert(model.clone(), i);
             ordered.push((model, i));
         }
     }
-    let models = owner.into_iter().map(|(m, (i, _))| (m, i)).collect();
-    Ok((models, ordered))
+    Ok((owner, ordered))
 }
 
 fn conflict(path: &str, what: &str, first: usize, entries: &[Entry]) -> ConfigError {
-    let first_id = entries.get(first).map(Entry::id).unwrap_or_default();
+    let first_id = entries
+        .get(first)
+        .map(|e| e.id.as_str())
+        .unwrap_or_default();
     ConfigError::new(
         path,
         format!("{what} is already claimed by agents[{first}] ({first_id})"),
     )
-}
-
-/// Parses `1h2m3s500ms`-style durations into milliseconds. Fractions are
-/// allowed (`1.5s`); a bare number is not (its unit would be a guess).
-pub fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
-    let bad =
-        || format!("invalid duration {s:?} (expected e.g. \"30s\", \"1m30s\", \"500ms\", \"0s\")");
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num.parse().map_err(|_| bad())?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let ms_per_unit = match unit {
-            "ms" => 1.0,
-            "s" => 1_000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
-            _ => return Err(bad()),
-        };
-        total += value * ms_per_unit;
-        rest = tail;
-    }
-    // Envoy takes the timeout header as a 64-bit count of milliseconds; a
-    // year is far past any sensible request timeout.
-    const MAX_MS: f64 = 365.0 * 24.0 * 3_600_000.0;
-    if !(total.is_finite() && total <= MAX_MS) {
-        return Err(format!("duration {s:?} is too long (at most 8760h)"));
-    }
-    Ok(total.round() as u64)
 }
 
 /// DNS-1123 label: lowercase alphanumerics and '-', 1–63 chars, alphanumeric at
@@ -787,7 +672,10 @@ fn header_name(s: &str, path: &str) -> Result<String> {
         HEADER_FORWARDED_PREFIX,
         HEADER_TIMEOUT,
     ];
-    if reserved.contains(&lower.as_str()) {
+    // `x_agent_name` reaches CGI-style backends as the same variable as
+    // `x-agent-name`: the underscore spelling is just as reserved.
+    let dashed = lower.replace('_', "-");
+    if reserved.contains(&dashed.as_str()) {
         return Err(ConfigError::new(
             path,
             format!("{s:?} is a header the gateway or the filter already uses"),
@@ -837,6 +725,9 @@ fn route_path(s: &str, path: &str) -> Result<String> {
     if s.split('/').any(|seg| seg == "." || seg == "..") || s.contains("//") {
         return Err(err("must not contain '.', '..' or empty segments"));
     }
+    if crate::router::has_dot_segment(s) {
+        return Err(err("must not contain encoded dot-segments"));
+    }
     let trimmed = s.trim_end_matches('/');
     Ok(if trimmed.is_empty() {
         "/".to_string()
@@ -845,120 +736,10 @@ fn route_path(s: &str, path: &str) -> Result<String> {
     })
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn expected(what: &str, found: &Value) -> String {
-    format!("expected {what}, found {}", type_name(found))
-}
-
-/// A JSON object together with its path, for typed field access with errors
-/// that name the field.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    at: String,
-}
-
-impl<'a> Fields<'a> {
-    fn new(map: &'a Map<String, Value>, at: impl Into<String>) -> Self {
-        Fields { map, at: at.into() }
-    }
-
-    fn path(&self, key: &str) -> String {
-        if self.at.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.at)
-        }
-    }
-
-    /// Refuses any key not in `allowed`: a typo must never be ignored.
-    fn only(&self, allowed: &[&str]) -> Result<()> {
-        match self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(ConfigError::new(self.path(k), "unknown field")),
-            None => Ok(()),
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key)
-    }
-
-    fn req_str(&self, key: &str) -> Result<&'a str> {
-        self.opt_str(key)?
-            .ok_or_else(|| ConfigError::new(self.path(key), "required"))
-    }
-
-    fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(ConfigError::new(self.path(key), expected("a string", v))),
-        }
-    }
-
-    fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                ConfigError::new(self.path(key), expected("a non-negative integer", v))
-            }),
-        }
-    }
-
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| ConfigError::new(self.path(key), expected("a number", v))),
-        }
-    }
-
-    fn opt_array(&self, key: &str) -> Result<Option<&'a [Value]>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Array(items)) => Ok(Some(items)),
-            Some(v) => Err(ConfigError::new(self.path(key), expected("an array", v))),
-        }
-    }
-
-    fn opt_object(&self, key: &str) -> Result<Option<Fields<'a>>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Fields::new(map, self.path(key)))),
-            Some(v) => Err(ConfigError::new(self.path(key), expected("an object", v))),
-        }
-    }
-
-    fn opt_string_list(&self, key: &str) -> Result<Vec<&'a str>> {
-        let Some(items) = self.opt_array(key)? else {
-            return Ok(Vec::new());
-        };
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str().ok_or_else(|| {
-                    ConfigError::new(format!("{}[{i}]", self.path(key)), expected("a string", v))
-                })
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_duration_ms;
 
     fn err(json: &str) -> String {
         Plan::from_json(json.as_bytes()).unwrap_err().to_string()
@@ -1001,12 +782,14 @@ mod tests {
         assert_eq!(
             e.rate_limit,
             Some(RateLimit {
-                requests: Some(RequestRate {
-                    requests_per_second: 5.0,
-                    burst: 10
-                }),
-                tokens_per_minute: None,
                 per: Per::Entry,
+                scope: Scope::Local {
+                    requests: Some(RequestRate {
+                        requests_per_second: 5.0,
+                        burst: 10
+                    }),
+                    tokens: None,
+                },
             })
         );
         assert_eq!(p.models.get("coordinator-v2"), Some(&0));
@@ -1165,16 +948,26 @@ mod tests {
             .iter()
             .map(|e| e.rate_limit.clone().unwrap())
             .collect();
+        let local = |r: &RateLimit| match r.scope {
+            Scope::Local { requests, tokens } => (requests, tokens),
+            Scope::Global { .. } => panic!("expected a local limit"),
+        };
         assert_eq!(
-            rl[0].requests,
+            local(&rl[0]).0,
             Some(RequestRate {
                 requests_per_second: 0.5,
                 burst: 1
             })
         );
         assert_eq!(
-            (rl[1].requests, rl[1].tokens_per_minute),
-            (None, Some(1000))
+            local(&rl[1]),
+            (
+                None,
+                Some(TokenBudget {
+                    per_minute: 1000,
+                    reserve: 1000
+                })
+            )
         );
         assert_eq!(rl[1].per, Per::Header("x-api-key".to_string()));
         assert_eq!(rl[2].per, Per::ClientIp);

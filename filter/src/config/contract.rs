@@ -1,0 +1,396 @@
+//! The configuration contract as types: what users write in a WasmPlugin's
+//! `pluginConfig`, an EnvoyExtensionPolicy's `config` or an Envoy bootstrap's
+//! `configuration`. Serde reads it (unknown and duplicate fields refused,
+//! every error with its field path); `compile` turns it into a plan. The
+//! JSON Schema in `schema/agentroute.schema.json` is generated from these
+//! types, so the doc comments below are what editors show.
+//!
+//! Only the shape lives here. Rules that need more than one field (names,
+//! conflicts, limits that depend on the scope) are the compile step's.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+#[cfg(not(target_arch = "wasm32"))]
+use schemars::JsonSchema;
+
+/// agentroute plugin configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    schemars(title = "agentroute plugin configuration")
+)]
+pub struct RawConfig {
+    /// Request header the filter sets to the chosen entry's `backend` (default
+    /// `x-agent-backend`). An Envoy route with `cluster_header`, or HTTPRoute
+    /// header matches, send the request on from there.
+    pub dispatch_header: Option<String>,
+    /// URL layouts every entry is exposed under (default: all three).
+    pub layouts: Option<Vec<LayoutName>>,
+    /// Set `x-agent-name`, `x-agent-namespace` and `x-agent-kind` on a match
+    /// (default `true`). `false` sets none (client copies are still removed)
+    /// and saves their cost per request.
+    pub identity_headers: Option<bool>,
+    /// A request no entry matches: `pass` forwards it (minus client-sent
+    /// dispatch and identity headers), `reject` answers 404 (default `pass`).
+    pub unmatched: Option<UnmatchedName>,
+    pub defaults: Option<Obj<RawDefaults>>,
+    pub openai: Option<Obj<RawOpenAi>>,
+    /// The rate limit service (Envoy's `ShouldRateLimit` protocol) that
+    /// decides for entries with `rate_limit.scope: "global"`.
+    pub rate_limit_service: Option<Obj<RawRateLimitService>>,
+    /// The agents, model APIs and MCP servers the gateway routes to.
+    #[serde(default)]
+    pub agents: Vec<Obj<RawAgent>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawDefaults {
+    /// Request timeout per kind when an entry sets none.
+    pub timeouts: Option<Obj<RawKindTimeouts>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawKindTimeouts {
+    /// Default `120s`.
+    pub agent: Option<DurationMs>,
+    /// Default `120s`.
+    pub modelapi: Option<DurationMs>,
+    /// Default `30s`.
+    pub mcp: Option<DurationMs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawOpenAi {
+    /// Where the `model` of an OpenAI request is read: `body` (the filter
+    /// reads the body; needs `allow_on_headers_stop_iteration: true` in the
+    /// Envoy PluginConfig) or `metadata` (written by Envoy's
+    /// `json_to_metadata` filter placed before this one). Default `body`.
+    pub model_from: Option<ModelSourceName>,
+    /// Dynamic-metadata namespace read with `model_from: metadata` (default
+    /// `agentroute`).
+    pub metadata_namespace: Option<String>,
+    /// Larger OpenAI request bodies are answered 413 (default 1048576).
+    pub max_body_bytes: Option<u64>,
+    /// Request header whose value becomes the A2A `contextId` when a chat
+    /// completion is translated for an `a2a` entry (default
+    /// `x-conversation-id`).
+    pub conversation_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawRateLimitService {
+    /// Envoy cluster of the service (gRPC, HTTP/2).
+    pub cluster: String,
+    /// The rate limit domain (default `agentroute`).
+    pub domain: Option<String>,
+    /// Per call (default `50ms`).
+    pub timeout: Option<DurationMs>,
+    /// When the service is down or slow: `allow` admits, `deny` answers 503
+    /// (default `allow`).
+    pub failure_mode: Option<FailureModeName>,
+}
+
+/// One agent, model API or MCP server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawAgent {
+    /// DNS-1123 label.
+    pub name: String,
+    /// DNS-1123 label (default `default`); `namespace/name` is unique.
+    pub namespace: Option<String>,
+    /// Default `agent`.
+    pub kind: Option<KindName>,
+    /// Opaque string written to `dispatch_header`: an Envoy cluster name, or
+    /// a value an HTTPRoute matches.
+    pub backend: String,
+    /// Request timeout; `0s` = the filter sets none. Default: per kind.
+    pub timeout: Option<DurationMs>,
+    /// OpenAI model ids that dispatch to this entry (entries of kind `agent`
+    /// also answer to `namespace/name`).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Host names routed to this entry whatever the path (case-insensitive,
+    /// port ignored; `*.example.com` matches one or more leading labels).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Explicit path prefixes.
+    #[serde(default)]
+    pub prefixes: Vec<Obj<RawPrefix>>,
+    pub rate_limit: Option<Obj<RawRateLimit>>,
+    /// What the backend speaks on the OpenAI surface: `openai` (forwarded
+    /// byte for byte) or `a2a` (chat completions translated to A2A JSON-RPC
+    /// and back). Default `openai`.
+    pub protocol: Option<ProtocolName>,
+    pub a2a: Option<Obj<RawA2a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawPrefix {
+    /// Absolute path, matched by whole segments.
+    pub prefix: String,
+    /// What replaces the matched prefix (default `/`); `null` keeps the path
+    /// as it is.
+    #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<String>"))]
+    pub rewrite: Option<Option<String>>,
+}
+
+/// A token bucket (local) or a limit the rate limit service keeps (global).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawRateLimit {
+    /// Refill rate (may be below 1). Local scope only.
+    pub requests_per_second: Option<f64>,
+    /// Bucket capacity (default: one second's worth, at least 1). Local only.
+    pub burst: Option<u64>,
+    /// `entry` (one bucket), `client_ip` or `header:<name>` (one bucket per
+    /// distinct value). Default `entry`.
+    pub per: Option<String>,
+    /// LLM token budget debited with each answer's `usage.total_tokens`.
+    /// Local scope only.
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens held at admission when the request body names no
+    /// `max_tokens` (default 1000, at most the budget); the difference is
+    /// settled when the answer's usage arrives. Local scope only.
+    pub reserve_tokens: Option<u64>,
+    /// `local` (buckets shared by this Envoy's workers) or `global` (the
+    /// rate limit service decides). Default `local`.
+    pub scope: Option<ScopeName>,
+    /// Global scope only: meter LLM tokens against the service too.
+    pub tokens: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+pub struct RawA2a {
+    /// A2A generation of an `a2a` entry: `1.0` or `0.3` (default `1.0`).
+    pub version: Option<A2aVersionName>,
+    /// Path of the agent's JSON-RPC endpoint below its own root (default `/`).
+    pub path: Option<String>,
+    /// Rewrite agent cards that carry `signatures` too (a rewrite invalidates
+    /// them). Default `false`.
+    pub rewrite_signed_cards: Option<bool>,
+}
+
+/// A JSON object read into `T`. Serde's derived structs also accept an
+/// array (the fields by position), which no user means: `Obj` asks for a
+/// map only, so `"openai": ["body"]` is refused like any wrong type.
+#[derive(Debug, Default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(transparent))]
+pub struct Obj<T>(pub T);
+
+impl<T> std::ops::Deref for Obj<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+            type Value = Obj<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<M: de::MapAccess<'de>>(self, map: M) -> Result<Obj<T>, M::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+
+        d.deserialize_map(ObjVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Reads `null` as `Some(None)`, so that an absent field (`None`) and an
+/// explicit `null` stay apart.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A duration in milliseconds, written `500ms`, `30s`, `1m30s`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationMs(pub u64);
+
+impl<'de> Deserialize<'de> for DurationMs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = d.deserialize_str(StrVisitor)?;
+        parse_duration_ms(&s)
+            .map(DurationMs)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// Parses `1h2m3s500ms`-style durations into milliseconds. Fractions are
+/// allowed (`1.5s`); a bare number is not (its unit would be a guess), nor is
+/// anything between 0 and 1 ms, which would round to `0s`, "no timeout".
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let bad =
+        || format!("invalid duration {s:?} (expected e.g. \"30s\", \"1m30s\", \"500ms\", \"0s\")");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let ms_per_unit = match unit {
+            "ms" => 1.0,
+            "s" => 1_000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            _ => return Err(bad()),
+        };
+        total += value * ms_per_unit;
+        rest = tail;
+    }
+    // Envoy takes the timeout header as a 64-bit count of milliseconds; a
+    // year is far past any sensible request timeout.
+    const MAX_MS: f64 = 365.0 * 24.0 * 3_600_000.0;
+    if !(total.is_finite() && total <= MAX_MS) {
+        return Err(format!("duration {s:?} is too long (at most 8760h)"));
+    }
+    if total > 0.0 && total < 1.0 {
+        return Err(format!(
+            "duration {s:?} is below 1ms: it would round to \"0s\", which means no timeout"
+        ));
+    }
+    Ok(total.round() as u64)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl JsonSchema for DurationMs {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+            "description": "A duration: `500ms`, `30s`, `1m30s`, `1h`; `0s` is none. At least 1ms unless 0.",
+            "examples": ["30s", "500ms", "1m30s"]
+        })
+    }
+}
+
+/// Owned string out of any JSON string (borrowed or escaped).
+struct StrVisitor;
+
+impl Visitor<'_> for StrVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+/// `must be "a" or "b", found "x"`, or with a name for what is refused,
+/// `unknown kind "x" (expected "a", "b" or "c")`.
+fn enum_error(what: &str, found: &str, names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let list = match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    if what.is_empty() {
+        format!("must be {list}, found {found:?}")
+    } else {
+        format!("unknown {what} {found:?} (expected {list})")
+    }
+}
+
+/// A closed set of strings, read with an error that names the set.
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal, { $($text:literal => $variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = d.deserialize_str(StrVisitor)?;
+                Self::parse(&s).ok_or_else(|| {
+                    let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    de::Error::custom(enum_error($what, &s, &names))
+                })
+            }
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "enum": [$($text),+] })
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A URL layout.
+    LayoutName, "layout", { "kind" => Kind, "namespaced" => Namespaced, "shorthand" => Shorthand });
+string_enum!(UnmatchedName, "", { "pass" => Pass, "reject" => Reject });
+string_enum!(ModelSourceName, "", { "body" => Body, "metadata" => Metadata });
+string_enum!(KindName, "kind", { "agent" => Agent, "modelapi" => ModelApi, "mcp" => Mcp });
+string_enum!(ProtocolName, "", { "openai" => OpenAi, "a2a" => A2a });
+string_enum!(A2aVersionName, "", { "1.0" => V1_0, "0.3" => V0_3 });
+string_enum!(ScopeName, "", { "local" => Local, "global" => Global });
+string_enum!(FailureModeName, "", { "allow" => Allow, "deny" => Deny });

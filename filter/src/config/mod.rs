@@ -1,0 +1,301 @@
+//! Plugin configuration: the contract as types ([`contract`]), read once and
+//! compiled ([`compile`]) into a [`Plan`] that answers every request without
+//! further parsing. Every refusal names the offending field by its path
+//! (`agents[3].bakend: unknown field`), which is what an operator reading an
+//! Envoy log needs.
+
+mod compile;
+pub mod contract;
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::fmt;
+
+pub use contract::parse_duration_ms;
+
+use crate::router::Router;
+
+/// Header names the filter owns on every request: client copies never pass.
+pub const HEADER_AGENT_NAME: &str = "x-agent-name";
+pub const HEADER_AGENT_NAMESPACE: &str = "x-agent-namespace";
+pub const HEADER_AGENT_KIND: &str = "x-agent-kind";
+pub const HEADER_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+pub const HEADER_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
+
+/// A configuration the plugin refuses, with the field path that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub type Kind = contract::KindName;
+pub type Layout = contract::LayoutName;
+pub type Unmatched = contract::UnmatchedName;
+pub type ModelSource = contract::ModelSourceName;
+pub type FailureMode = contract::FailureModeName;
+pub type A2aVersion = contract::A2aVersionName;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAi {
+    pub model_from: ModelSource,
+    pub metadata_namespace: String,
+    pub max_body_bytes: u64,
+    /// Its value becomes the A2A `contextId` of a translated chat.
+    pub conversation_header: String,
+}
+
+/// The rate limit service global limits ask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitService {
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
+    pub failure_mode: FailureMode,
+}
+
+/// The limits of one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Whose bucket a request draws from.
+    pub per: Per,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    /// Buckets in this Envoy's shared data, shared by its workers.
+    Local {
+        /// Request bucket; `None` when the entry only has a token budget.
+        requests: Option<RequestRate>,
+        /// LLM token budget: `usage.total_tokens` debited per minute.
+        tokens: Option<TokenBudget>,
+    },
+    /// The rate limit service decides; `tokens` meters LLM tokens there too.
+    Global { tokens: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestRate {
+    pub requests_per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBudget {
+    pub per_minute: u64,
+    /// Held at admission when the body names no `max_tokens`.
+    pub reserve: u64,
+}
+
+/// One bucket for the entry, or one per distinct client value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Per {
+    Entry,
+    /// The value of this (lowercase) request header.
+    Header(String),
+    /// The downstream peer address (the client as Envoy sees it).
+    ClientIp,
+}
+
+/// What the entry's backend speaks on the OpenAI surface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// Requests forwarded byte for byte.
+    OpenAi,
+    /// Chat completions translated to A2A JSON-RPC at `path`.
+    A2a { version: A2aVersion, path: String },
+}
+
+/// One agent, model API or MCP server, with everything a request needs
+/// precomputed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub namespace: String,
+    pub kind: Kind,
+    pub backend: String,
+    /// Request timeout in milliseconds as the header value; `None` for `0s`.
+    pub timeout_ms: Option<String>,
+    pub models: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+    pub protocol: Protocol,
+    /// Rewrite agent cards that carry `signatures` too.
+    pub rewrite_signed_cards: bool,
+    /// `namespace/name`: the entry's identity in logs, model ids, bucket
+    /// keys and rate limit descriptors.
+    pub id: String,
+}
+
+/// The compiled configuration: immutable, built once per VM.
+#[derive(Debug)]
+pub struct Plan {
+    pub dispatch_header: String,
+    /// Set `x-agent-name/-namespace/-kind` on a match.
+    pub identity_headers: bool,
+    pub unmatched: Unmatched,
+    pub openai: OpenAi,
+    pub rate_limit_service: Option<RateLimitService>,
+    pub entries: Vec<Entry>,
+    pub router: Router,
+    /// Model id → entry index.
+    pub models: HashMap<String, usize>,
+    /// Every model id in configuration order, for `GET /v1/models`.
+    pub model_ids: Vec<(String, usize)>,
+    /// Unix time the plan was loaded (the `created` of `/v1/models`); the
+    /// host sets it, as the core has no clock.
+    pub created: u64,
+    /// The `GET /v1/models` body, built on first use and kept: with 10,000
+    /// agents it is ~850 KB, too much to rebuild per request.
+    pub(crate) models_body: OnceCell<String>,
+}
+
+impl Plan {
+    /// Parses and compiles a plugin configuration. Empty input (Istio sends an
+    /// empty value when `pluginConfig` is absent) is a valid plan with no
+    /// agents.
+    pub fn from_json(bytes: &[u8]) -> Result<Plan, ConfigError> {
+        compile::compile(read(bytes)?)
+    }
+
+    /// Reads the contract only, without compiling it.
+    pub fn read_contract(bytes: &[u8]) -> Result<contract::RawConfig, ConfigError> {
+        read(bytes)
+    }
+
+    /// Compiles an already-read contract (what `agentroute check` reads from
+    /// YAML documents).
+    pub fn compile(raw: contract::RawConfig) -> Result<Plan, ConfigError> {
+        compile::compile(raw)
+    }
+}
+
+fn read(bytes: &[u8]) -> Result<contract::RawConfig, ConfigError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed == "null" {
+        return Ok(contract::RawConfig::default());
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw: contract::Obj<contract::RawConfig> =
+        serde_path_to_error::deserialize(&mut de).map_err(from_serde)?;
+    de.end()
+        .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
+    Ok(raw.0)
+}
+
+/// A serde error as a [`ConfigError`] in the filter's own words: the field
+/// path first, then what is wrong with it.
+fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let path = match err.path().to_string() {
+        p if p == "." => String::new(),
+        p => p,
+    };
+    let inner = err.inner();
+    if !matches!(inner.classify(), serde_json::error::Category::Data) {
+        return ConfigError::new("", format!("configuration is not valid JSON: {inner}"));
+    }
+    let full = inner.to_string();
+    // serde_json appends the position; the path says more to an operator.
+    let message = match full.rfind(" at line ") {
+        Some(i) => &full[..i],
+        None => full.as_str(),
+    };
+    describe(path, message)
+}
+
+fn describe(path: String, message: &str) -> ConfigError {
+    let join = |field: &str| {
+        if path.is_empty() || path.ends_with(&format!(".{field}")) || path == field {
+            if path.is_empty() {
+                field.to_string()
+            } else {
+                path.clone()
+            }
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    if let Some(field) = backticked(message, "missing field `") {
+        return ConfigError::new(join(field), "required");
+    }
+    if let Some(field) = backticked(message, "unknown field `") {
+        return ConfigError::new(join(field), "unknown field");
+    }
+    if let Some(field) = backticked(message, "duplicate field `") {
+        return ConfigError::new(join(field), "given twice (duplicate key)");
+    }
+    let typed = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "));
+    if let Some((found, expected)) = typed.and_then(|t| t.split_once(", expected ")) {
+        if path.is_empty() && expected == "an object" {
+            return ConfigError::new(
+                "",
+                format!(
+                    "configuration must be a JSON object, found {}",
+                    found_name(found)
+                ),
+            );
+        }
+        return ConfigError::new(
+            path,
+            format!(
+                "expected {}, found {}",
+                expected_name(expected),
+                found_name(found)
+            ),
+        );
+    }
+    ConfigError::new(path, message)
+}
+
+fn backticked<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next()
+}
+
+fn found_name(found: &str) -> &'static str {
+    match found.split([' ', '`']).next().unwrap_or("") {
+        "integer" | "floating" => "a number",
+        "string" => "a string",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" => "an object",
+        "null" | "unit" => "null",
+        _ => "a value of another type",
+    }
+}
+
+fn expected_name(expected: &str) -> String {
+    match expected {
+        "u64" | "u32" | "usize" => "a non-negative integer".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "a boolean" | "bool" => "a boolean".to_string(),
+        "a sequence" => "an array".to_string(),
+        e if e.starts_with("struct ") => "an object".to_string(),
+        e => e.to_string(),
+    }
+}

@@ -1,0 +1,135 @@
+//! A compiled plan in use by one VM, with what goes with it there: the
+//! stats defined so far, counters not yet handed to Envoy, the prefix of the
+//! plugin's shared-data keys and the per-process secret of per-client limits.
+
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::Status;
+
+use super::abi;
+use crate::config::Plan;
+use crate::ratelimit::Secret;
+use crate::stats::Stat;
+
+pub struct Active {
+    pub plan: Plan,
+    /// Metric ids per entry and stat, defined on first use: defining every
+    /// stat of 10,000 agents up front would slow start-up for stats nobody hits.
+    metrics: RefCell<Vec<[Option<u32>; Stat::COUNT]>>,
+    /// Prefix of this plugin's shared-data keys: shared data is per VM id,
+    /// and Istio sets none, so every key carries the plugin's name.
+    pub key_prefix: String,
+    /// Counter increments not yet handed to Envoy: a host call per request
+    /// for a counter measurably slows the hot path, so counters are summed
+    /// here and flushed once a second (`on_tick`).
+    pending: RefCell<HashMap<(usize, Stat), i64>>,
+    /// The per-client hash key, read from shared data on first use.
+    secret: Cell<Option<Secret>>,
+    /// The rate limit service as `proxy_grpc_call` takes it.
+    pub limit_service: Option<Vec<u8>>,
+}
+
+impl Active {
+    pub fn new(plan: Plan) -> Self {
+        let metrics = RefCell::new(vec![[None; Stat::COUNT]; plan.entries.len()]);
+        let limit_service = plan
+            .rate_limit_service
+            .as_ref()
+            .map(|s| crate::rls::grpc_service(&s.cluster));
+        let key_prefix = key_prefix();
+        ensure_secret(&key_prefix);
+        Active {
+            plan,
+            metrics,
+            key_prefix,
+            pending: RefCell::new(HashMap::new()),
+            secret: Cell::new(None),
+            limit_service,
+        }
+    }
+
+    /// Counts `delta` for a stat: gauges at once, counters at the next flush.
+    pub fn bump(&self, entry: usize, stat: Stat, delta: i64) {
+        if stat.is_gauge() {
+            self.record(entry, stat, delta);
+        } else {
+            *self.pending.borrow_mut().entry((entry, stat)).or_default() += delta;
+        }
+    }
+
+    pub fn flush(&self) {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for ((entry, stat), delta) in pending {
+            self.record(entry, stat, delta);
+        }
+    }
+
+    fn record(&self, entry: usize, stat: Stat, delta: i64) {
+        if let Some(id) = self.metric(entry, stat) {
+            // NotFound and BadArgument come back as errors, not panics.
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+
+    fn metric(&self, entry: usize, stat: Stat) -> Option<u32> {
+        let mut metrics = self.metrics.borrow_mut();
+        let slot = metrics.get_mut(entry)?.get_mut(stat.index())?;
+        if slot.is_none() {
+            let kind = u32::from(stat.is_gauge());
+            let name = stat.name(self.plan.entries.get(entry)?);
+            *slot = abi::define_metric(kind, &name).ok();
+        }
+        *slot
+    }
+
+    /// The key of per-client buckets: made once per Envoy process at random
+    /// and shared by its workers through shared data.
+    pub fn secret(&self) -> Option<Secret> {
+        if let Some(s) = self.secret.get() {
+            return Some(s);
+        }
+        // Read at first use rather than at configure: by then every worker
+        // has configured, and whichever secret was written last is the one.
+        let (value, _) = hostcalls::get_shared_data(&secret_key(&self.key_prefix)).ok()?;
+        let secret = Secret(<[u8; 16]>::try_from(value?.as_slice()).ok()?);
+        self.secret.set(Some(secret));
+        Some(secret)
+    }
+}
+
+fn key_prefix() -> String {
+    let name = abi::get_property(&["plugin_name"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    format!("agentroute/{name}")
+}
+
+fn secret_key(prefix: &str) -> String {
+    format!("{prefix}/client-secret")
+}
+
+/// Writes a random secret unless one is stored: the first VM of the process
+/// makes it. Workers starting at the same moment may each write one; the last
+/// write wins and all read it at first use.
+fn ensure_secret(prefix: &str) {
+    let key = secret_key(prefix);
+    if let Ok((Some(_), _)) = hostcalls::get_shared_data(&key) {
+        return;
+    }
+    // std's RandomState is seeded from the host's random source (WASI
+    // random_get); two of them hashing nothing give 128 random bits.
+    let mut secret = [0u8; 16];
+    let (a, b) = secret.split_at_mut(8);
+    a.copy_from_slice(&RandomState::new().hash_one(0u8).to_le_bytes());
+    b.copy_from_slice(&RandomState::new().hash_one(1u8).to_le_bytes());
+    match hostcalls::set_shared_data(&key, Some(&secret), None) {
+        Ok(()) | Err(Status::CasMismatch) => {}
+        Err(e) => log::warn!("cannot store the per-client secret: {e:?}"),
+    }
+}

@@ -1,0 +1,383 @@
+//! Limits in the host: local buckets in Proxy-Wasm shared data (shared by
+//! every worker of this Envoy), and global limits the rate limit service
+//! decides. Trouble with either fails open by default: a broken limiter must
+//! not take the agents down with it.
+
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, BufferType, Status};
+
+use super::active::Active;
+use super::{abi, now_nanos, reply, Stream};
+use crate::config::{FailureMode, Per, Scope};
+use crate::ratelimit::{self, BucketSpec, SharedStore, StoreError};
+use crate::reply::{self as replies, LimitStatus, Limited, LocalReply};
+use crate::rls::{self, Subject, Verdict};
+use crate::stats::Stat;
+
+/// The token budget an answer's usage settles.
+pub enum Budget {
+    /// A local bucket: `held` tokens were taken at admission.
+    Local {
+        entry: usize,
+        key: String,
+        spec: BucketSpec,
+        held: f64,
+    },
+    /// The rate limit service keeps it: the usage is reported.
+    Global {
+        entry: usize,
+        agent: String,
+        kind: &'static str,
+        client: Option<String>,
+    },
+}
+
+impl Stream {
+    /// Draws from the entry's local buckets: the token budget first (a hold
+    /// of `estimate`, or the configured reserve), then the request bucket.
+    pub(super) fn admit_locally(
+        &mut self,
+        active: &Active,
+        entry: usize,
+        pairs: &[(&str, &[u8])],
+        estimate: Option<u64>,
+    ) -> Result<(), LocalReply> {
+        let Some(e) = active.plan.entries.get(entry) else {
+            return Ok(());
+        };
+        let Some(limit) = &e.rate_limit else {
+            return Ok(());
+        };
+        let Scope::Local { requests, tokens } = &limit.scope else {
+            return Ok(());
+        };
+        let Some(now) = now_nanos() else {
+            return Ok(());
+        };
+        let client = client_value(&limit.per, pairs);
+        let key_of = |what: &str| {
+            let base = format!("{}/{}/{what}", active.key_prefix, e.id);
+            match (&client, active.secret()) {
+                (Some(c), Some(secret)) => ratelimit::client_key(&base, c, &secret),
+                _ => base,
+            }
+        };
+        let mut held = None;
+        if let Some(budget) = tokens {
+            let spec = BucketSpec {
+                capacity: budget.per_minute as f64,
+                rate_per_second: budget.per_minute as f64 / 60.0,
+            };
+            let amount = estimate.unwrap_or(budget.reserve).min(budget.per_minute) as f64;
+            let key = key_of("tokens");
+            match ratelimit::hold(&HostStore, &key, spec, amount, now) {
+                Ok(o) => {
+                    count_conflicts(active, entry, o.cas_retries);
+                    if !o.allowed {
+                        return Err(replies::rate_limited(
+                            Limited::Tokens,
+                            &status_of(budget.per_minute, &o),
+                        ));
+                    }
+                    held = Some((key.clone(), spec, amount));
+                    self.budget = Some(Budget::Local {
+                        entry,
+                        key,
+                        spec,
+                        held: amount,
+                    });
+                }
+                Err(e) => log::warn!("token budget unavailable, admitting: {e:?}"),
+            }
+        }
+        if let Some(rate) = requests {
+            let spec = BucketSpec {
+                capacity: f64::from(rate.burst),
+                rate_per_second: rate.requests_per_second,
+            };
+            match ratelimit::acquire(&HostStore, &key_of("requests"), spec, 1.0, now) {
+                Ok(o) => {
+                    count_conflicts(active, entry, o.cas_retries);
+                    if !o.allowed {
+                        // A refused request takes nothing: give the hold back.
+                        if let Some((key, spec, amount)) = held {
+                            let _ = ratelimit::debit(&HostStore, &key, spec, -amount, now);
+                        }
+                        self.budget = None;
+                        return Err(replies::rate_limited(
+                            Limited::Requests,
+                            &status_of(u64::from(rate.burst), &o),
+                        ));
+                    }
+                    self.limit_status = Some(status_of(u64::from(rate.burst), &o));
+                }
+                Err(e) => log::warn!("rate limit bucket unavailable, admitting: {e:?}"),
+            }
+        }
+        active.bump(entry, Stat::RateLimitAdmitted, 1);
+        Ok(())
+    }
+
+    pub(super) fn is_global(&self, active: &Active, entry: usize) -> bool {
+        active
+            .plan
+            .entries
+            .get(entry)
+            .and_then(|e| e.rate_limit.as_ref())
+            .is_some_and(|l| matches!(l.scope, Scope::Global { .. }))
+    }
+
+    /// Asks the rate limit service about a request of a global entry and
+    /// pauses it until the answer.
+    pub(super) fn ask_limit_service(
+        &mut self,
+        active: &Active,
+        entry: usize,
+        pairs: &[(&str, &[u8])],
+    ) -> Action {
+        let (Some(service), Some(target), Some(e)) = (
+            &active.plan.rate_limit_service,
+            &active.limit_service,
+            active.plan.entries.get(entry),
+        ) else {
+            return Action::Continue;
+        };
+        let Some(limit) = &e.rate_limit else {
+            return Action::Continue;
+        };
+        let tokens = matches!(limit.scope, Scope::Global { tokens: true });
+        let client =
+            client_value(&limit.per, pairs).map(|v| rls::client_value(&service.domain, &v));
+        let subject = Subject {
+            agent: &e.id,
+            kind: e.kind.as_str(),
+            client: client.as_deref(),
+        };
+        let message = rls::admission(&service.domain, &subject, tokens);
+        if tokens {
+            self.budget = Some(Budget::Global {
+                entry,
+                agent: e.id.clone(),
+                kind: e.kind.as_str(),
+                client: client.clone(),
+            });
+        }
+        // The SDK's dispatcher must learn the token to route the answer back
+        // here. It panics on a status it does not expect; Envoy answers
+        // BadArgument only for a GrpcService it cannot build a client for,
+        // and the one built from a checked cluster name is well-formed.
+        let Ok(target) = std::str::from_utf8(target) else {
+            return self.limit_service_failed(active, entry, "cluster name not usable");
+        };
+        match hostcalls::dispatch_grpc_call(
+            target,
+            rls::SERVICE,
+            rls::METHOD,
+            Vec::new(),
+            Some(&message),
+            Duration::from_millis(service.timeout_ms),
+        ) {
+            Ok(token) => {
+                self.awaiting_limit = Some(token);
+                Action::Pause
+            }
+            Err(status) => {
+                let why = format!("call not placed: {status:?}");
+                self.limit_service_failed(active, entry, &why)
+            }
+        }
+    }
+
+    /// The rate limit service's answer (or failure) for a paused request.
+    pub(super) fn on_limit_answer(&mut self, token: u32, grpc_status: u32, size: usize) {
+        if self.awaiting_limit != Some(token) {
+            return;
+        }
+        self.awaiting_limit = None;
+        let (Some(active), Some(entry)) = (self.active.clone(), self.entry) else {
+            let _ = abi::resume(abi::REQUEST);
+            return;
+        };
+        let body = if size > 0 {
+            abi::get_buffer(BufferType::GrpcReceiveBuffer, 0, size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        match rls::verdict(grpc_status, &body) {
+            Verdict::Admit(status) => {
+                self.limit_status = status;
+                active.bump(entry, Stat::RateLimitAdmitted, 1);
+                let _ = abi::resume(abi::REQUEST);
+            }
+            Verdict::Deny(what, status) => {
+                self.budget = None;
+                active.bump(entry, Stat::RateLimited, 1);
+                reply(&replies::rate_limited(what, &status));
+            }
+            Verdict::Failed(why) => {
+                if self.limit_service_failed(&active, entry, &why) == Action::Continue {
+                    let _ = abi::resume(abi::REQUEST);
+                }
+            }
+        }
+    }
+
+    /// The service could not decide: `failure_mode` does. Continue means
+    /// admit; otherwise the 503 was sent.
+    fn limit_service_failed(&mut self, active: &Active, entry: usize, why: &str) -> Action {
+        active.bump(entry, Stat::LimitServiceFailures, 1);
+        let deny = active
+            .plan
+            .rate_limit_service
+            .as_ref()
+            .is_some_and(|s| s.failure_mode == FailureMode::Deny);
+        log::warn!(
+            "rate limit service unavailable ({why}): {}",
+            if deny { "denying" } else { "admitting" }
+        );
+        if deny {
+            self.budget = None;
+            return reply(&replies::limit_service_unavailable());
+        }
+        Action::Continue
+    }
+
+    /// After the response: settles the token budget with the usage the
+    /// answer reported. A local hold is corrected by the difference (an
+    /// answer without usage keeps its hold); a global budget is told the
+    /// tokens, without waiting for its answer.
+    pub(super) fn settle_budget(&mut self) {
+        let Some(budget) = self.budget.take() else {
+            return;
+        };
+        let tokens = self.meter.take().and_then(crate::usage::UsageMeter::finish);
+        let Some(active) = self.active.clone() else {
+            return;
+        };
+        match budget {
+            Budget::Local {
+                entry,
+                key,
+                spec,
+                held,
+            } => {
+                let Some(tokens) = tokens else {
+                    return;
+                };
+                let Some(now) = now_nanos() else {
+                    return;
+                };
+                match ratelimit::debit(&HostStore, &key, spec, tokens as f64 - held, now) {
+                    Ok(o) => {
+                        active.bump(
+                            entry,
+                            Stat::TokensDebited,
+                            i64::try_from(tokens).unwrap_or(i64::MAX),
+                        );
+                        count_conflicts(&active, entry, o.cas_retries);
+                    }
+                    Err(e) => log::warn!("cannot settle {tokens} tokens: {e:?}"),
+                }
+            }
+            Budget::Global {
+                entry,
+                agent,
+                kind,
+                client,
+            } => {
+                let Some(tokens) = tokens.filter(|t| *t > 0) else {
+                    return;
+                };
+                let (Some(service), Some(target)) =
+                    (&active.plan.rate_limit_service, &active.limit_service)
+                else {
+                    return;
+                };
+                let subject = Subject {
+                    agent: &agent,
+                    kind,
+                    client: client.as_deref(),
+                };
+                let message = rls::usage_report(&service.domain, &subject, tokens);
+                let timeout = u32::try_from(service.timeout_ms).unwrap_or(u32::MAX);
+                match abi::grpc_call_unawaited(target, rls::SERVICE, rls::METHOD, &message, timeout)
+                {
+                    Ok(_) => active.bump(
+                        entry,
+                        Stat::TokensDebited,
+                        i64::try_from(tokens).unwrap_or(i64::MAX),
+                    ),
+                    Err(status) => {
+                        active.bump(entry, Stat::LimitServiceFailures, 1);
+                        log::warn!("cannot report {tokens} tokens: host status {status}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn count_conflicts(active: &Active, entry: usize, conflicts: u32) {
+    if conflicts > 0 {
+        active.bump(entry, Stat::CasRetries, i64::from(conflicts));
+    }
+}
+
+fn status_of(limit: u64, o: &ratelimit::Outcome) -> LimitStatus {
+    LimitStatus {
+        limit,
+        remaining: o.remaining,
+        reset_secs: o.reset_secs,
+        retry_after_secs: o.retry_after_secs.max(1),
+    }
+}
+
+/// The client a per-client limit counts: every copy of the header (joined
+/// as one value, so a second copy cannot pick another bucket), or the
+/// downstream address without its port. A request without one shares the
+/// entry's own bucket.
+pub(super) fn client_value(per: &Per, pairs: &[(&str, &[u8])]) -> Option<Vec<u8>> {
+    match per {
+        Per::Entry => None,
+        Per::Header(name) => {
+            let mut value: Option<Vec<u8>> = None;
+            for (_, v) in pairs.iter().filter(|(k, _)| k == name) {
+                match value.as_mut() {
+                    Some(joined) => {
+                        joined.extend_from_slice(b", ");
+                        joined.extend_from_slice(v);
+                    }
+                    None => value = Some(v.to_vec()),
+                }
+            }
+            value
+        }
+        Per::ClientIp => {
+            let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
+            let addr = String::from_utf8(addr).ok()?;
+            let ip = match addr.rsplit_once(':') {
+                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
+                _ => addr.as_str(),
+            };
+            Some(ip.as_bytes().to_vec())
+        }
+    }
+}
+
+/// Proxy-Wasm shared data: one store per VM id, shared by every worker.
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        hostcalls::get_shared_data(key).map_err(|_| StoreError::Unavailable)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
+            Status::CasMismatch => StoreError::CasMismatch,
+            _ => StoreError::Unavailable,
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! The only module that talks to the Proxy-Wasm host, split by phase:
+//! [`root`] (configuration, ticks), [`request`] (routing, admission, model
+//! dispatch, A2A requests), [`response`] (limit headers, usage metering,
+//! agent cards, A2A answers), [`limits`] (buckets in shared data and the
+//! rate limit service), with host calls that can fail in [`abi`].
+
+mod abi;
+mod active;
+mod limits;
+mod request;
+mod response;
+mod root;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+
+use crate::a2a::card::CardAddress;
+use crate::a2a::chat::ChunkStream;
+use crate::config::A2aVersion;
+use crate::reply::{self, LimitStatus, LocalReply};
+use crate::stats::Stat;
+use crate::usage::UsageMeter;
+
+use active::Active;
+use limits::Budget;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::default())
+    });
+}}
+
+/// What every stream of one VM shares.
+#[derive(Default)]
+struct Vm {
+    /// Streams paused for their request body, by context id.
+    waiting: RefCell<HashMap<u32, SystemTime>>,
+    /// A paused request's body has reached this VM: Envoy's
+    /// `allow_on_headers_stop_iteration` is evidently set, so a late body is a
+    /// slow client, and a response may be paused too.
+    body_seen: Cell<bool>,
+    /// Bytes all usage meters hold now (bounded per VM).
+    metering: Cell<usize>,
+    /// One log line per VM for things that repeat per request.
+    warned_signed_card: Cell<bool>,
+    warned_no_body: Cell<bool>,
+    warned_metadata_status: Cell<bool>,
+}
+
+/// Usage meters of one VM hold at most this much between them; past it an
+/// answer goes unmetered (and counted) rather than growing the VM.
+const MAX_METERING_BYTES: usize = 8 * 1024 * 1024;
+
+fn now() -> Option<SystemTime> {
+    proxy_wasm::hostcalls::get_current_time().ok()
+}
+
+fn now_nanos() -> Option<u64> {
+    let since = now()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// One HTTP stream.
+struct Stream {
+    id: u32,
+    active: Option<Rc<Active>>,
+    vm: Rc<Vm>,
+    /// Request headers as read, kept while the request is paused for its
+    /// body (nothing can change them meanwhile).
+    held_headers: Option<Vec<u8>>,
+    /// The OpenAI request body is being buffered to read its model.
+    reading_model: bool,
+    /// Bytes of an OpenAI body counted as they pass (model from metadata):
+    /// past `max_body_bytes` the request is refused.
+    counting_body: Option<u64>,
+    /// The rate limit service's answer is awaited (gRPC token).
+    awaiting_limit: Option<u32>,
+    /// The matched entry, once dispatched.
+    entry: Option<usize>,
+    /// An upgrade request (WebSocket), watched for its 101 (or 200 for an
+    /// HTTP/2 extended CONNECT).
+    upgrade: bool,
+    extended_connect: bool,
+    /// The upstream's response headers arrived.
+    response_started: bool,
+    /// Whether this stream counts in the entry's open-connections gauge.
+    connected: bool,
+    /// `x-ratelimit-*` of an admitted request, for its response.
+    limit_status: Option<LimitStatus>,
+    /// The token budget this answer's usage settles.
+    budget: Option<Budget>,
+    meter: Option<UsageMeter>,
+    /// Bytes `meter` held at the last count (for the VM-wide bound).
+    meter_held: usize,
+    /// An agent card on its way back: rewritten to point at the gateway.
+    card: Option<CardState>,
+    /// A chat completion translated to A2A.
+    translation: Option<Translation>,
+}
+
+enum CardState {
+    /// The request asked for a card; the answer is not seen yet.
+    Asked(CardAddress),
+    /// A 200 JSON card is being buffered.
+    Buffering(CardAddress),
+}
+
+struct Translation {
+    version: A2aVersion,
+    /// Model from metadata: the chat request still has to pass.
+    awaiting_body: bool,
+    /// `openai.conversation_header`'s value: the A2A `contextId`.
+    conversation: Option<String>,
+    /// Unique per request: JSON-RPC, message and completion ids.
+    id: String,
+    created: u64,
+    /// Model the client named (echoed in the answer).
+    model: String,
+    stream: bool,
+    /// Streamed answers become chunks as they pass.
+    chunks: Option<ChunkStream>,
+    /// The answer is buffered whole (non-streamed, or an error before the
+    /// stream began), with the agent's HTTP status.
+    whole: Option<u32>,
+    /// The response headers were paused until the answer is known, so its
+    /// status can still change.
+    headers_paused: bool,
+}
+
+impl Stream {
+    fn new(id: u32, active: Option<Rc<Active>>, vm: Rc<Vm>) -> Self {
+        Stream {
+            id,
+            active,
+            vm,
+            held_headers: None,
+            reading_model: false,
+            counting_body: None,
+            awaiting_limit: None,
+            entry: None,
+            upgrade: false,
+            extended_connect: false,
+            response_started: false,
+            connected: false,
+            limit_status: None,
+            budget: None,
+            meter: None,
+            meter_held: 0,
+            card: None,
+            translation: None,
+        }
+    }
+}
+
+impl Context for Stream {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        self.on_limit_answer(token, status_code, response_size);
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        self.request_headers(end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.request_body(body_size, end_of_stream)
+    }
+
+    /// A body followed by trailers never sees `end_of_stream`: it ends here.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.request_trailers()
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        self.response_headers(end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_body(body_size, end_of_stream)
+    }
+
+    fn on_log(&mut self) {
+        self.vm.waiting.borrow_mut().remove(&self.id);
+        self.release_meter();
+        self.settle_budget();
+        if let (true, Some(entry), Some(active)) = (self.connected, self.entry, &self.active) {
+            active.bump(entry, Stat::ConnectionsActive, -1);
+        }
+    }
+}
+
+/// Sends a local reply; the stream goes no further.
+fn reply(r: &LocalReply) -> Action {
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if let Err(status) = abi::send_response(r.status, &headers, r.body.as_bytes()) {
+        log::error!("cannot send a local reply: host status {status}");
+    }
+    Action::Pause
+}
+
+/// A request whose routing could not be finished must not go on: it could
+/// still carry a client-chosen backend.
+fn fail(message: &str) -> Action {
+    log::error!("{message}");
+    reply(&reply::routing_failed())
+}

@@ -1,0 +1,395 @@
+//! The request phase: route the headers, read an OpenAI model (from the body
+//! or from metadata), admit by the entry's limits, translate A2A chats.
+
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use super::active::Active;
+use super::{abi, fail, now, reply, Stream, Translation};
+use crate::a2a::chat::{self, ChunkStream};
+use crate::config::{ModelSource, Plan};
+use crate::openai::{self, BodyFacts, ModelError};
+use crate::reply::{self as replies, LocalReply};
+use crate::request::{apply_to, decide, decide_model, Decision, Forward, HeaderOp, RequestHead};
+use crate::stats::Stat;
+use crate::wire;
+
+/// What the request body told, for a decision made once it is read.
+pub(super) struct Body<'b> {
+    pub bytes: &'b [u8],
+    pub max_tokens: Option<u64>,
+}
+
+impl Stream {
+    pub(super) fn request_headers(&mut self, end_of_stream: bool) -> Action {
+        let Some(active) = self.active.clone() else {
+            // Unreachable when Envoy honours a failed on_configure; fail closed.
+            return reply(&LocalReply::error(
+                500,
+                "server_error",
+                None,
+                None,
+                "agentroute is not configured",
+            ));
+        };
+        let raw = match abi::get_pairs(MapType::HttpRequestHeaders) {
+            Ok(raw) => raw,
+            Err(status) => {
+                return fail(&format!(
+                    "cannot read request headers: host status {status}"
+                ))
+            }
+        };
+        let plan = &active.plan;
+        let read_body = {
+            let Some(pairs) = wire::parse(&raw) else {
+                return fail("malformed request header map");
+            };
+            let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+            self.upgrade = head.flags.upgrade;
+            self.extended_connect = head.method == "CONNECT";
+            match decide(plan, &head) {
+                Decision::ReadModel => match plan.openai.model_from {
+                    ModelSource::Metadata => {
+                        let model = metadata_model(&plan.openai.metadata_namespace);
+                        let decision = decide_model(plan, &head, model.as_deref());
+                        if !end_of_stream {
+                            // A chunked body passes uncounted by Envoy: count it.
+                            self.counting_body = Some(0);
+                        }
+                        return self.carry_out(&active, decision, &pairs, None);
+                    }
+                    ModelSource::Body if end_of_stream => {
+                        let decision = decide_model(plan, &head, Err(&ModelError::Missing));
+                        return self.carry_out(&active, decision, &pairs, None);
+                    }
+                    ModelSource::Body => true,
+                },
+                decision => return self.carry_out(&active, decision, &pairs, None),
+            }
+        };
+        debug_assert!(read_body);
+        self.held_headers = Some(raw);
+        self.reading_model = true;
+        if let Some(t) = now() {
+            self.vm.waiting.borrow_mut().insert(self.id, t);
+        }
+        Action::Pause
+    }
+
+    pub(super) fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.awaiting_limit.is_some() {
+            // Continue would release the request before the verdict.
+            return Action::Pause;
+        }
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        let max = active.plan.openai.max_body_bytes;
+        if self.reading_model {
+            self.vm.waiting.borrow_mut().remove(&self.id);
+            self.vm.body_seen.set(true);
+            if body_size as u64 > max {
+                self.reading_model = false;
+                return reply(&openai::too_large(max));
+            }
+            if !end_of_stream {
+                // Pause buffers: Envoy calls again with the whole body so far.
+                return Action::Pause;
+            }
+            return self.dispatch_body(&active, body_size);
+        }
+        if let Some(translation) = &self.translation {
+            if translation.awaiting_body {
+                // Model from metadata: the chat is translated once it is whole.
+                if body_size as u64 > max {
+                    return self.refuse_large_body(max);
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                return self.translate_buffered_body(body_size);
+            }
+        }
+        if let Some(counted) = self.counting_body.as_mut() {
+            *counted += body_size as u64;
+            if *counted > max {
+                self.counting_body = None;
+                return self.refuse_large_body(max);
+            }
+        }
+        Action::Continue
+    }
+
+    pub(super) fn request_trailers(&mut self) -> Action {
+        if self.awaiting_limit.is_some() {
+            return Action::Pause;
+        }
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        if self.reading_model {
+            return self.dispatch_body(&active, usize::MAX);
+        }
+        if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
+            return self.translate_buffered_body(usize::MAX);
+        }
+        Action::Continue
+    }
+
+    /// A body over `max_body_bytes` that is already on its way: 413 while
+    /// the upstream has answered nothing, else the stream is reset.
+    fn refuse_large_body(&mut self, max: u64) -> Action {
+        if self.response_started {
+            log::warn!(
+                "request body over {max} bytes after the answer began: resetting the stream"
+            );
+            let _ = abi::reset(abi::REQUEST);
+            return Action::Pause;
+        }
+        reply(&openai::too_large(max))
+    }
+
+    /// Reads the model from the buffered body (up to `size` bytes) and
+    /// dispatches the paused request on it.
+    fn dispatch_body(&mut self, active: &Active, size: usize) -> Action {
+        self.reading_model = false;
+        let Some(raw) = self.held_headers.take() else {
+            return Action::Continue;
+        };
+        let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(body) => body,
+            Err(status) => return fail(&format!("cannot read request body: host status {status}")),
+        };
+        let BodyFacts { model, max_tokens } = openai::read_body(&body);
+        let Some(pairs) = wire::parse(&raw) else {
+            return fail("malformed request header map");
+        };
+        let plan = &active.plan;
+        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+        let decision = decide_model(plan, &head, model.as_deref());
+        let body = Body {
+            bytes: &body,
+            max_tokens,
+        };
+        self.carry_out(active, decision, &pairs, Some(&body))
+    }
+
+    /// Applies a decision: admission, header changes, then go on (or wait for
+    /// the rate limit service); or a local reply.
+    fn carry_out(
+        &mut self,
+        active: &Active,
+        decision: Decision<'_>,
+        pairs: &[(&str, &[u8])],
+        body: Option<&Body<'_>>,
+    ) -> Action {
+        let forward = match decision {
+            Decision::Forward(f) => f,
+            Decision::Reply { entry, reply: r } => {
+                if let Some(entry) = entry {
+                    active.bump(entry, Stat::Refused, 1);
+                }
+                return reply(&r);
+            }
+            // Only `decide` asks for a model, and its caller handles that.
+            Decision::ReadModel => return fail("internal: model requested twice"),
+        };
+        let Forward {
+            entry,
+            ops,
+            card,
+            translate,
+        } = forward;
+        if let Some(version) = translate {
+            let translation = match self.start_translation(&active.plan, version, pairs, body) {
+                Ok(t) => t,
+                Err(r) => {
+                    if let Some(entry) = entry {
+                        active.bump(entry, Stat::Refused, 1);
+                    }
+                    return reply(&r);
+                }
+            };
+            self.translation = Some(translation);
+        }
+        if let Some(entry) = entry {
+            let estimate = body.and_then(|b| token_estimate(b.bytes.len(), b.max_tokens));
+            if let Err(r) = self.admit_locally(active, entry, pairs, estimate) {
+                active.bump(entry, Stat::RateLimited, 1);
+                return reply(&r);
+            }
+        }
+        if let Err(message) = apply(&ops, pairs) {
+            return fail(&message);
+        }
+        self.card = card.map(super::CardState::Asked);
+        let Some(entry) = entry else {
+            return Action::Continue;
+        };
+        self.entry = Some(entry);
+        active.bump(entry, Stat::Requests, 1);
+        if self.is_global(active, entry) {
+            return self.ask_limit_service(active, entry, pairs);
+        }
+        Action::Continue
+    }
+
+    /// Begins translating a chat completion for an A2A agent: with the body
+    /// at hand (model from the body) it is replaced now; else (model from
+    /// metadata) once it has passed.
+    fn start_translation(
+        &mut self,
+        plan: &Plan,
+        version: crate::config::A2aVersion,
+        pairs: &[(&str, &[u8])],
+        body: Option<&Body<'_>>,
+    ) -> Result<Translation, LocalReply> {
+        let conversation = header_text(pairs, &plan.openai.conversation_header).map(str::to_string);
+        let mut translation = Translation {
+            version,
+            id: String::new(),
+            model: String::new(),
+            stream: false,
+            chunks: None,
+            whole: None,
+            headers_paused: false,
+            awaiting_body: true,
+            conversation,
+            created: plan.created,
+        };
+        if let Some(body) = body {
+            let a2a_body = translation.translate_request(body.bytes, self.id)?;
+            abi::set_buffer(BufferType::HttpRequestBody, 0, body.bytes.len(), &a2a_body).map_err(
+                |status| {
+                    log::error!("cannot replace the request body: host status {status}");
+                    replies::routing_failed()
+                },
+            )?;
+        }
+        Ok(translation)
+    }
+
+    /// Model from metadata: the whole chat request is buffered now.
+    fn translate_buffered_body(&mut self, size: usize) -> Action {
+        let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(body) => body,
+            Err(status) => return fail(&format!("cannot read request body: host status {status}")),
+        };
+        let id = self.id;
+        let Some(translation) = self.translation.as_mut() else {
+            return Action::Continue;
+        };
+        match translation.translate_request(&body, id) {
+            Ok(a2a_body) => {
+                if let Err(status) =
+                    abi::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &a2a_body)
+                {
+                    return fail(&format!(
+                        "cannot replace the request body: host status {status}"
+                    ));
+                }
+                Action::Continue
+            }
+            Err(r) => reply(&r),
+        }
+    }
+}
+
+impl Translation {
+    /// The A2A request for the client's chat request.
+    fn translate_request(&mut self, body: &[u8], stream_id: u32) -> Result<Vec<u8>, LocalReply> {
+        let chat = chat::parse_chat(body)?;
+        self.awaiting_body = false;
+        self.model = chat.model.clone();
+        self.stream = chat.stream;
+        let id = format!("{:x}-{stream_id:x}", super::now_nanos().unwrap_or(0));
+        if chat.stream {
+            self.chunks = Some(ChunkStream::new(self.completion(&id)));
+        }
+        self.id = id.clone();
+        Ok(chat::a2a_request(
+            self.version,
+            &chat,
+            self.conversation.as_deref(),
+            &id,
+        ))
+    }
+
+    pub(super) fn completion(&self, id: &str) -> chat::Completion {
+        chat::Completion {
+            id: format!("chatcmpl-{id}"),
+            model: self.model.clone(),
+            created: self.created,
+        }
+    }
+}
+
+/// Tokens to hold at admission for a request whose body was read: the
+/// answer's limit plus the prompt (about four bytes a token); `None` when
+/// the body names no limit (the configured reserve applies).
+fn token_estimate(body_len: usize, max_tokens: Option<u64>) -> Option<u64> {
+    max_tokens.map(|m| m.saturating_add(body_len as u64 / 4))
+}
+
+/// A request header's first value as text.
+fn header_text<'a>(pairs: &[(&str, &'a [u8])], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// The model Envoy's json_to_metadata filter wrote: `<ns>.model`, or
+/// `<ns>.model_error` (`missing`, `invalid_json`) as the shipped configs set.
+fn metadata_model(namespace: &str) -> Result<String, ModelError> {
+    let read = |key: &str| {
+        abi::get_property(&["metadata", "filter_metadata", namespace, key])
+            .ok()
+            .flatten()
+    };
+    if let Some(model) = read("model") {
+        // Envoy hands over a number or bool as its raw bytes (a little-endian
+        // double, one byte): model ids are printable text, those are not.
+        return match String::from_utf8(model) {
+            Ok(m) if m.is_empty() => Err(ModelError::Empty),
+            Ok(m) if !m.chars().any(char::is_control) => Ok(m),
+            _ => Err(ModelError::NotAString),
+        };
+    }
+    match read("model_error").as_deref() {
+        Some(b"invalid_json") => Err(ModelError::InvalidJson(
+            "json_to_metadata could not parse it".to_string(),
+        )),
+        Some(_) => Err(ModelError::Missing),
+        None => Err(ModelError::NoMetadata(namespace.to_string())),
+    }
+}
+
+/// How header changes reach Envoy: one call per change, or one call that
+/// replaces the whole map (see BENCHMARKS.md for what each costs).
+const APPLY_PER_HEADER: bool = true;
+
+/// Applies header changes to the request.
+fn apply(ops: &[HeaderOp<'_>], pairs: &[(&str, &[u8])]) -> Result<(), String> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    if !APPLY_PER_HEADER {
+        return abi::set_pairs(
+            MapType::HttpRequestHeaders,
+            &wire::serialize(&apply_to(pairs, ops)),
+        )
+        .map_err(|s| format!("cannot set request headers: host status {s}"));
+    }
+    for op in ops {
+        let result = match op {
+            HeaderOp::Remove(name) => abi::remove_header(MapType::HttpRequestHeaders, name),
+            // Any client copy was removed by an earlier op: replace adds.
+            HeaderOp::Set(name, value) => {
+                abi::replace_header(MapType::HttpRequestHeaders, name, value.as_bytes())
+            }
+        };
+        result.map_err(|s| format!("cannot change request header: host status {s}"))?;
+    }
+    Ok(())
+}

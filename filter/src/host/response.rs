@@ -1,0 +1,288 @@
+//! The response phase: limit headers, the open-connections gauge, usage
+//! metering for token budgets, agent cards rewritten to point at the
+//! gateway, and A2A answers translated back to OpenAI.
+
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use super::{abi, CardState, Stream, MAX_METERING_BYTES};
+use crate::a2a::card::{self, CardOutcome, Unchanged, MAX_CARD_BYTES};
+use crate::a2a::chat;
+use crate::stats::Stat;
+use crate::usage::UsageMeter;
+
+const RESPONSE: MapType = MapType::HttpResponseHeaders;
+
+fn header(name: &str) -> Option<Vec<u8>> {
+    abi::get_header(RESPONSE, name).ok().flatten()
+}
+
+fn header_text(name: &str) -> Option<String> {
+    header(name).and_then(|v| String::from_utf8(v).ok())
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
+impl Stream {
+    pub(super) fn response_headers(&mut self, end_of_stream: bool) -> Action {
+        self.response_started = true;
+        if let Some(status) = self.limit_status.take() {
+            for (name, value) in &status.headers() {
+                let _ = abi::replace_header(RESPONSE, name, value.as_bytes());
+            }
+        }
+        let watch = self.budget.is_some()
+            || self.upgrade
+            || self.card.is_some()
+            || self.translation.is_some();
+        if !watch {
+            return Action::Continue;
+        }
+        let status: u32 = header_text(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if self.upgrade {
+            self.count_connection(status);
+        }
+        if self.budget.is_some() && self.translation.is_none() {
+            self.start_meter();
+        }
+        if let Some(CardState::Asked(address)) = self.card.take() {
+            self.card = self.watch_card(status, address);
+        }
+        if self.translation.is_some() && !end_of_stream {
+            return self.translation_headers(status);
+        }
+        Action::Continue
+    }
+
+    pub(super) fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.meter.is_some() {
+            self.meter_chunk(body_size);
+        }
+        if self.card.is_some() {
+            return self.card_body(body_size, end_of_stream);
+        }
+        if self.translation.is_some() {
+            return self.translation_body(body_size, end_of_stream);
+        }
+        Action::Continue
+    }
+
+    /// An upgrade succeeded: 101 (HTTP/1.1), or 200 for an HTTP/2 extended
+    /// CONNECT.
+    fn count_connection(&mut self, status: u32) {
+        let upgraded = status == 101 || (self.extended_connect && status == 200);
+        if let (true, Some(entry), Some(active)) = (upgraded, self.entry, &self.active) {
+            active.bump(entry, Stat::ConnectionsActive, 1);
+            self.connected = true;
+        }
+    }
+
+    /// Token budgets need the answer's usage: uncompressed JSON or SSE. The
+    /// request went without `accept-encoding`; an answer compressed anyway
+    /// cannot be read and is counted as unmetered.
+    fn start_meter(&mut self) {
+        let encoded = header_text("content-encoding")
+            .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+        if encoded {
+            self.count_unmetered("the answer is compressed");
+            return;
+        }
+        self.meter = UsageMeter::new(header_text("content-type").as_deref());
+    }
+
+    fn count_unmetered(&mut self, why: &str) {
+        if let (Some(entry), Some(active)) = (self.entry, &self.active) {
+            active.bump(entry, Stat::TokensUnmetered, 1);
+            log::debug!("answer of a token-budgeted request not metered: {why}");
+        }
+        self.meter = None;
+    }
+
+    fn meter_chunk(&mut self, body_size: usize) {
+        let chunk = match abi::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+            Ok(chunk) => chunk,
+            Err(_) => return self.count_unmetered("the body could not be read"),
+        };
+        let Some(meter) = self.meter.as_mut() else {
+            return;
+        };
+        meter.feed(&chunk);
+        let held = meter.held();
+        let total = self.vm.metering.get() - self.meter_held + held;
+        self.vm.metering.set(total);
+        self.meter_held = held;
+        if total > MAX_METERING_BYTES {
+            self.release_meter();
+            self.count_unmetered("the VM's metering memory is spent");
+        }
+    }
+
+    /// Gives this stream's metering memory back to the VM's bound.
+    pub(super) fn release_meter(&mut self) {
+        let total = self.vm.metering.get().saturating_sub(self.meter_held);
+        self.vm.metering.set(total);
+        self.meter_held = 0;
+    }
+
+    /// A card request's answer: a 200 JSON card, uncompressed and small
+    /// enough, is buffered for rewriting; anything else passes untouched.
+    fn watch_card(&mut self, status: u32, address: card::CardAddress) -> Option<CardState> {
+        let content_type = header_text("content-type");
+        let encoded = header("content-encoding").is_some_and(|e| !e.is_empty());
+        let length: Option<usize> = header_text("content-length").and_then(|l| l.parse().ok());
+        if status != 200
+            || !is_json(content_type.as_deref())
+            || encoded
+            || length.is_some_and(|l| l > MAX_CARD_BYTES)
+        {
+            if status == 200 {
+                log::debug!("agent card passed unchanged: not a small uncompressed JSON answer");
+            }
+            return None;
+        }
+        // The body will change: its length and validators go.
+        let _ = abi::remove_header(RESPONSE, "content-length");
+        let _ = abi::remove_header(RESPONSE, "etag");
+        Some(CardState::Buffering(address))
+    }
+
+    fn card_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if body_size > MAX_CARD_BYTES {
+            self.card = None;
+            log::debug!("agent card over {MAX_CARD_BYTES} bytes passed unchanged");
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Some(CardState::Buffering(address)) = self.card.take() else {
+            return Action::Continue;
+        };
+        let Ok(body) = abi::get_buffer(BufferType::HttpResponseBody, 0, body_size) else {
+            return Action::Continue;
+        };
+        let rewrite_signed = self
+            .entry
+            .zip(self.active.as_ref())
+            .and_then(|(e, a)| a.plan.entries.get(e))
+            .is_some_and(|e| e.rewrite_signed_cards);
+        match card::rewrite_card(&body, &address, rewrite_signed) {
+            CardOutcome::Rewritten { body: new, .. } => {
+                if let Err(status) =
+                    abi::set_buffer(BufferType::HttpResponseBody, 0, body.len(), &new)
+                {
+                    log::warn!("cannot rewrite the agent card: host status {status}");
+                }
+            }
+            CardOutcome::Unchanged(Unchanged::Signed) => {
+                if !self.vm.warned_signed_card.replace(true) {
+                    log::warn!(
+                        "agent card passed unchanged: {}",
+                        Unchanged::Signed.reason()
+                    );
+                }
+            }
+            CardOutcome::Unchanged(why) => {
+                log::info!("agent card passed unchanged: {}", why.reason())
+            }
+        }
+        Action::Continue
+    }
+
+    /// The answer of a translated chat: a stream is translated event by
+    /// event; a whole answer is buffered. Its status can still change only
+    /// when the headers may wait (Envoy delivers bodies to a filter that
+    /// paused them only with `allow_on_headers_stop_iteration`, which this VM
+    /// has seen to be set).
+    fn translation_headers(&mut self, status: u32) -> Action {
+        let content_type = header_text("content-type");
+        let body_seen = self.vm.body_seen.get();
+        let Some(t) = self.translation.as_mut() else {
+            return Action::Continue;
+        };
+        let sse = content_type
+            .as_deref()
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/event-stream"));
+        let _ = abi::remove_header(RESPONSE, "content-length");
+        let _ = abi::remove_header(RESPONSE, "etag");
+        if t.stream {
+            let _ = abi::replace_header(RESPONSE, "content-type", b"text/event-stream");
+            if !(status == 200 && sse) {
+                // An error before the stream began: answered as an SSE error.
+                t.whole = Some(status);
+            }
+            return Action::Continue;
+        }
+        t.whole = Some(status);
+        let _ = abi::replace_header(RESPONSE, "content-type", b"application/json");
+        if body_seen {
+            t.headers_paused = true;
+            return Action::Pause;
+        }
+        if !self.vm.warned_metadata_status.replace(true) {
+            log::warn!(
+                "an A2A agent's failure reaches OpenAI clients with the agent's HTTP status: \
+                 set allow_on_headers_stop_iteration: true (model_from: body) for OpenAI error statuses"
+            );
+        }
+        Action::Continue
+    }
+
+    fn translation_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(t) = self.translation.as_mut() else {
+            return Action::Continue;
+        };
+        if let Some(status) = t.whole {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body =
+                abi::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
+            let answer = match t.chunks.as_mut() {
+                Some(chunks) => chunks.whole(status, &body),
+                None => {
+                    let reply = chat::completion_from_a2a(status, &body, &t.completion(&t.id));
+                    if t.headers_paused {
+                        let _ = abi::replace_header(
+                            RESPONSE,
+                            ":status",
+                            reply.status.to_string().as_bytes(),
+                        );
+                    }
+                    reply.body.into_bytes()
+                }
+            };
+            if t.headers_paused {
+                let _ = abi::replace_header(
+                    RESPONSE,
+                    "content-length",
+                    answer.len().to_string().as_bytes(),
+                );
+            }
+            if let Err(status) =
+                abi::set_buffer(BufferType::HttpResponseBody, 0, body.len(), &answer)
+            {
+                log::warn!("cannot replace the agent's answer: host status {status}");
+            }
+            return Action::Continue;
+        }
+        let Some(chunks) = t.chunks.as_mut() else {
+            return Action::Continue;
+        };
+        let chunk = abi::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
+        let mut out = chunks.feed(&chunk);
+        if end_of_stream {
+            out.extend(chunks.finish());
+        }
+        if let Err(status) = abi::set_buffer(BufferType::HttpResponseBody, 0, chunk.len(), &out) {
+            log::warn!("cannot translate the agent's stream: host status {status}");
+        }
+        Action::Continue
+    }
+}
