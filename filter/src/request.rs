@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use crate::a2a::card::{is_card_path, CardAddress};
 use crate::config::{
-    A2aVersion, Plan, Protocol, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
+    A2aVersion, Plan, Protocol, Scope, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
 use crate::openai::{self, Api, Endpoint, ModelError};
@@ -355,6 +355,15 @@ fn dispatch_ops<'a>(
     }
     if head.flags.sent_timeout {
         ops.push(HeaderOp::Remove(HEADER_TIMEOUT));
+    }
+    // A token budget reads `usage` from the answer: ask for it uncompressed.
+    let budgeted = e.rate_limit.as_ref().is_some_and(|l| match l.scope {
+        Scope::Local { tokens, .. } => tokens.is_some(),
+        Scope::Global { tokens } => tokens,
+    });
+    let accept_encoding = HeaderOp::Remove("accept-encoding");
+    if budgeted && head.flags.sent_accept_encoding && !ops.contains(&accept_encoding) {
+        ops.push(accept_encoding);
     }
     // Upgraded streams (WebSocket) live as long as they need: no timeout.
     if let (Some(ms), false) = (&e.timeout_ms, head.flags.upgrade) {
@@ -755,6 +764,25 @@ mod tests {
             removes(&f.ops, "accept-encoding"),
             "cards are fetched uncompressed"
         );
+    }
+
+    #[test]
+    fn token_budgeted_requests_ask_for_uncompressed_answers() {
+        let p = plan(
+            r#"{"agents": [
+            {"name": "llm", "backend": "l", "rate_limit": {"tokens_per_minute": 100}},
+            {"name": "plain", "backend": "p", "rate_limit": {"requests_per_second": 1}}]}"#,
+        );
+        let f = forward(
+            &p,
+            &[
+                (":path", "/llm/v1/chat/completions"),
+                ("accept-encoding", "gzip"),
+            ],
+        );
+        assert!(removes(&f.ops, "accept-encoding"));
+        let f = forward(&p, &[(":path", "/plain/x"), ("accept-encoding", "gzip")]);
+        assert!(!removes(&f.ops, "accept-encoding"));
     }
 
     #[test]
