@@ -102,7 +102,8 @@ bench-quick: bench-deps
 
 bench-deps: setup build
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
-	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-noop
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-noop -p agentroute-bench-floors
+	$(CARGO) build --release -p agentroute-bench-extproc
 
 clean:
 	$(CARGO) clean

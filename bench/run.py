@@ -4,28 +4,41 @@ run on one machine, as ratios (absolute numbers vary from machine to machine).
 
   A  plain Envoy proxying to the upstream (the floor)
   B  Envoy + a no-op Rust Proxy-Wasm filter (the cost of any Wasm filter)
+  floors  minimal Proxy-Wasm filters (bench/floors) doing only given host
+     calls: what each way of dispatching costs at the least (see FLOORS)
   C  agentroute: routing + rewrite + timeout, N agents, first and last agent
+  G  Envoy's ext_proc filter calling a gRPC server (bench/extproc, on core 1
+     like a sidecar) that does C's dispatch: how Envoy AI Gateway and similar
+     gateways decide per request
   D  what a Gateway controller generates today: one Envoy route per agent
      with prefix_rewrite and timeout, N routes, first and last route
   E  agentroute with a rate-limited agent (bucket never empty) vs C
   F  OpenAI dispatch reading `model` from 1 KB / 64 KB bodies vs plain
      proxying of the same POST
 
-The Envoy under test runs with --concurrency 1 on core 0; wrk and the upstream
-(a direct-response Envoy) share core 1. Cases are interleaved in rounds so
-machine drift shows as spread (min–max). The Envoy-under-test CPU column
-says whether it was the bottleneck (near 100 %) and so whether the ratio
-measures it.
+The Envoy under test runs with --concurrency 1 alone on core 0; wrk, the
+upstream (a direct-response Envoy) and the ext_proc server share core 1.
+Cases are visited in many short interleaved rounds, in a fresh shuffled
+order each round, so machine drift shows as spread (min–max, IQR) and
+ratios are also taken pairwise within each round. Besides req/s every case
+reports the Envoy-under-test CPU time per request (its threads' run time
+from /proc/<pid>/task/*/schedstat over the round, divided by the requests
+wrk completed): it does not depend on whether wrk or the Envoy was the
+bottleneck, so it is the steadier figure for small differences.
 
-Usage: bench/run.py [--quick]   (needs dist/agentroute.wasm, the no-op
-filter built for wasm32-wasip1, .venv/bin/envoy and wrk: `make bench` does all)
+Usage: bench/run.py [--quick] [--rounds N] [--seconds S] [--warmup S]
+                    [--sizes 10,1000] [--only REGEX] [--seed N] [--out FILE]
+(needs dist/agentroute.wasm, the bench filters built for wasm32-wasip1, the
+extproc server, .venv/bin/envoy and wrk: `make bench` does all)
 """
 
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -40,7 +53,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv/bin/envoy"))
 AGENTROUTE = os.path.join(ROOT, "dist/agentroute.wasm")
 NOOP = os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_noop.wasm")
+FLOORS = os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_floors.wasm")
+EXTPROC = os.path.join(ROOT, "target/release/extproc")
 UPSTREAM_PORT = 19100
+EXTPROC_PORT = 19400
 CONNECTIONS = 32
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -103,8 +119,34 @@ def wasm_filter(path, plugin_config=None, stop_iteration=False):
         "vm_config": {"vm_id": "bench", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": path}}},
     }
     if plugin_config is not None:
-        config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(plugin_config)}
+        value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+        config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}
     return {"name": "wasm", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}}
+
+
+def ext_proc_filter(cluster_name):
+    """Envoy's ext_proc on request headers only, failing closed, as an
+    external-processor gateway configures it."""
+    return {"name": "envoy.filters.http.ext_proc", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster_name}},
+        "failure_mode_allow": False,
+        "message_timeout": "1s",
+        "processing_mode": {"request_header_mode": "SEND", "response_header_mode": "SKIP",
+                            "request_body_mode": "NONE", "response_body_mode": "NONE",
+                            "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+        # x-envoy-upstream-rq-timeout-ms is an x-envoy-* header: ext_proc
+        # drops mutations of those unless allowed.
+        "mutation_rules": {"allow_envoy": True},
+    }}
+
+
+def grpc_cluster(name, port):
+    c = cluster(name, port)
+    c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}}
+    return c
 
 
 def agents(n, limited=False):
@@ -122,6 +164,17 @@ UP = [cluster("upstream", UPSTREAM_PORT)]
 TO_UPSTREAM = [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}]
 BY_HEADER = [{"match": {"prefix": "/", "headers": [{"name": "x-agent-backend", "present_match": True}]},
               "route": {"cluster_header": "x-agent-backend", "timeout": "0s"}}]
+
+
+# bench/floors modes, cheapest first: (mode, what it does, sets x-agent-backend).
+FLOOR_MODES = [
+    ("noop", "no host call", False),
+    ("set1", "1 header set, nothing read", True),
+    ("read2set1", "2 headers read, 2 set (x-agent-backend, :path)", True),
+    ("read2set7", "2 headers read, 7 set one call each", True),
+    ("readmap", "whole map read, nothing set", False),
+    ("mapmap", "whole map read, whole map replaced (+6 headers, :path), as agentroute", True),
+]
 
 
 def native_routes(n):
@@ -176,10 +229,42 @@ def wait_ready(proc, path="/", method="GET", body=None, timeout=60):
     die(f"{proc.bench_name}: no 200 for {method} {path} ({last}):\n{open(proc.bench_log).read()[-3000:]}")
 
 
-def cpu_ticks(pid):
+def start_extproc(name, agents_n, port, workdir, core=1):
+    log = open(os.path.join(workdir, f"{name}.log"), "w")
+    proc = subprocess.Popen(pin(core) + [EXTPROC, "--listen", f"127.0.0.1:{port}", "--agents", str(agents_n)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(proc)
+    proc.bench_name, proc.bench_log, proc.bench_port = name, log.name, port
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            die(f"{name}: extproc exited ({proc.returncode}):\n{open(log.name).read()[-3000:]}")
+        if "listening on" in open(log.name).read():
+            return proc
+        time.sleep(0.1)
+    die(f"{name}: extproc did not say it was listening:\n{open(log.name).read()[-3000:]}")
+
+
+def cpu_seconds(pid):
+    """CPU time of all of a process's threads, in seconds: the scheduler's
+    nanosecond run times where the kernel has them, else utime+stime
+    (10 ms ticks)."""
+    total, seen = 0, False
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+                    seen = True
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that just ended
+    except OSError:
+        pass
+    if seen:
+        return total / 1e9
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def rss_kb(pid):
@@ -187,7 +272,10 @@ def rss_kb(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
-def wrk(proc, path, seconds, workdir, body=None):
+def wrk(proc, path, seconds, workdir, body=None, sidecar=None):
+    """One wrk run against `proc`: a dict of req/s, p50/p99 ms, the Envoy's
+    CPU utilisation, its CPU µs per request and (with `sidecar`) the
+    sidecar's CPU µs per request."""
     args = pin(1) + ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
     if body is not None:
         script = os.path.join(workdir, f"post-{len(body)}.lua")
@@ -196,9 +284,12 @@ def wrk(proc, path, seconds, workdir, body=None):
                     f"wrk.body = {json.dumps(body)}\n")
         args += ["-s", script]
     args.append(f"http://127.0.0.1:{proc.bench_port}{path}")
-    before, t0 = cpu_ticks(proc.pid), time.time()
+    side_before = cpu_seconds(sidecar.pid) if sidecar else 0.0
+    before, t0 = cpu_seconds(proc.pid), time.time()
     out = subprocess.run(args, capture_output=True, text=True, check=False)
-    cpu = (cpu_ticks(proc.pid) - before) / TICKS / (time.time() - t0)
+    wall = time.time() - t0
+    used = cpu_seconds(proc.pid) - before
+    side_used = cpu_seconds(sidecar.pid) - side_before if sidecar else float("nan")
     if out.returncode != 0:
         die(f"wrk failed for {proc.bench_name}: {out.stderr}")
     text = out.stdout
@@ -206,8 +297,17 @@ def wrk(proc, path, seconds, workdir, body=None):
     errors = re.search(r"Socket errors: (.*)", text)
     if bad or errors:
         die(f"{proc.bench_name} {path}: {bad.group(0) if bad else ''} {errors.group(0) if errors else ''}\n{text}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    return rps, latency(text, "50%"), latency(text, "99%"), cpu
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    if requests == 0:
+        die(f"{proc.bench_name} {path}: no request completed\n{text}")
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+        "p50": latency(text, "50%"),
+        "p99": latency(text, "99%"),
+        "cpu": used / wall,
+        "us": used / requests * 1e6,
+        "side_us": side_used / requests * 1e6,
+    }
 
 
 def latency(text, pct):
@@ -236,17 +336,52 @@ def stop_all():
 
 
 def cases(sizes, bodies):
-    """(case, server, path, body) in the order each round visits them."""
+    """(case, server, path, body) in report order; each round visits them
+    in its own shuffled order."""
     out = [("A plain Envoy", "A", "/x", None), ("B no-op Wasm", "B", "/x", None)]
+    for mode, *_ in FLOOR_MODES:
+        out.append((f"floor: {mode}", f"floor:{mode}", agent_path(0), None))
     for n in sizes:
         for which, i in (("first", 0), ("last", n - 1)):
             out.append((f"C agentroute {n} {which}", f"C{n}", agent_path(i), None))
+            out.append((f"G ext_proc {n} {which}", f"G{n}", agent_path(i), None))
             out.append((f"D native routes {n} {which}", f"D{n}", agent_path(i), None))
     out.append(("E rate-limited", "E", agent_path(0), None))
     for size, label in bodies:
         out.append((f"F OpenAI body {label}", "F", "/v1/chat/completions", chat_body(size)))
         out.append((f"F plain POST {label}", "A", "/v1/chat/completions", chat_body(size)))
     return out
+
+
+def start_server(key, port, workdir, sidecar_port):
+    """The Envoy under test for a server key of `cases`, and its ext_proc
+    sidecar (or None)."""
+    if key == "A":
+        return start_envoy(key, bootstrap(port, TO_UPSTREAM, [], UP), port, workdir), None
+    if key == "B":
+        return start_envoy(key, bootstrap(port, TO_UPSTREAM, [wasm_filter(NOOP)], UP), port, workdir), None
+    if key.startswith("floor:"):
+        mode = key.split(":", 1)[1]
+        sets_backend = next(s for m, _, s in FLOOR_MODES if m == mode)
+        return start_envoy(f"floor-{mode}", bootstrap(port, BY_HEADER if sets_backend else TO_UPSTREAM,
+                                                      [wasm_filter(FLOORS, mode)], UP), port, workdir), None
+    if key == "E":
+        return start_envoy(key, bootstrap(port, BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(10, limited=True)})], UP),
+                           port, workdir), None
+    if key == "F":
+        return start_envoy(key, bootstrap(port, BY_HEADER, [wasm_filter(AGENTROUTE, openai_config(), stop_iteration=True)], UP),
+                           port, workdir), None
+    kind, n = key[0], int(key[1:])
+    if kind == "C":
+        return start_envoy(key, bootstrap(port, BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(n)})], UP), port, workdir), None
+    if kind == "D":
+        return start_envoy(key, bootstrap(port, native_routes(n), [], UP), port, workdir), None
+    if kind == "G":
+        sidecar = start_extproc(f"extproc{n}", n, sidecar_port, workdir)
+        envoy = start_envoy(key, bootstrap(port, BY_HEADER, [ext_proc_filter("extproc")], UP + [grpc_cluster("extproc", sidecar_port)]),
+                            port, workdir)
+        return envoy, sidecar
+    die(f"unknown server {key}")
 
 
 def memory_and_startup(sizes, workdir):
@@ -274,17 +409,48 @@ def memory_and_startup(sizes, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="CI smoke: 1 round, 1 s runs, fewer sizes, no BENCHMARKS.md")
+    parser = argparse.ArgumentParser(description="agentroute's benchmark (see the top of this file)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI smoke: 1 round of 1 s runs, sizes 10 and 10000, no 1 MB body, writes no file unless --out")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; 1 with --quick)")
+    parser.add_argument("--seconds", type=int, help="length of one wrk run, whole seconds (default 2; 1 with --quick)")
+    parser.add_argument("--warmup", type=int, help="seconds of one unrecorded run per case before the rounds (default 1; 0 with --quick)")
+    parser.add_argument("--sizes", help="agent counts for C, D and G, comma-separated (default 10,1000,10000; 10,10000 with --quick)")
+    parser.add_argument("--only", metavar="REGEX", help="run only the cases whose name matches (no memory or model sections)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle (default 1)")
+    parser.add_argument("--out", help="write the report there (default BENCHMARKS.md for a full run without --only, else nowhere)")
     args = parser.parse_args()
-    rounds, seconds, sizes = (1, 1, [10, 10000]) if args.quick else (3, 5, [10, 1000, 10000])
+    rounds, seconds, warmup, sizes = (1, 1, 0, [10, 10000]) if args.quick else (7, 2, 1, [10, 1000, 10000])
+    rounds = args.rounds if args.rounds is not None else rounds
+    seconds = args.seconds if args.seconds is not None else seconds
+    warmup = args.warmup if args.warmup is not None else warmup
+    if args.sizes:
+        try:
+            sizes = sorted({int(x) for x in args.sizes.split(",")})
+        except ValueError:
+            die(f"--sizes: not a list of numbers: {args.sizes}")
+    if rounds < 1 or seconds < 1 or warmup < 0 or not sizes or min(sizes) < 1:
+        die("--rounds, --seconds and --sizes must be positive, --warmup not negative")
     bodies = [(1024, "1KB"), (65536, "64KB")] + ([] if args.quick else [(1000000, "1MB")])
+    plan = cases(sizes, bodies)
+    if args.only:
+        plan = [c for c in plan if re.search(args.only, c[0])]
+        if not plan:
+            die(f"--only {args.only!r} matches no case")
+    out_path = args.out or (None if args.quick or args.only else os.path.join(ROOT, "BENCHMARKS.md"))
     for tool in ("wrk",):
         if not shutil.which(tool):
             die(f"{tool} not found (apt-get install {tool}; `make bench` installs it)")
-    for path in (ENVOY, AGENTROUTE, NOOP):
+    needed = list(dict.fromkeys(server for _, server, *_ in plan))
+    artifacts = [ENVOY] + [path for path, used in ((AGENTROUTE, True), (NOOP, "B" in needed),
+                                                    (FLOORS, any(k.startswith("floor:") for k in needed)),
+                                                    (EXTPROC, any(k.startswith("G") for k in needed))) if used]
+    for path in artifacts:
         if not os.path.exists(path):
-            die(f"{path} is missing (run `make bench`, which builds it)")
+            die(f"{path} is missing (run `make bench-deps`, which builds it)")
+    affinity = os.sched_getaffinity(0)
+    if 1 in affinity:
+        os.sched_setaffinity(0, {1})  # this script too stays off the Envoy's core
 
     workdir = tempfile.mkdtemp(prefix="agentroute-bench-")
     started = time.time()
@@ -293,37 +459,42 @@ def main():
         up = start_envoy("upstream", bootstrap(UPSTREAM_PORT, [{"match": {"prefix": "/"},
                          "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]), UPSTREAM_PORT, workdir, core=1)
         wait_ready(up)
-        servers = {"A": start_envoy("A", bootstrap(19200, TO_UPSTREAM, [], UP), 19200, workdir),
-                   "B": start_envoy("B", bootstrap(19201, TO_UPSTREAM, [wasm_filter(NOOP)], UP), 19201, workdir)}
-        port = 19210
-        for n in sizes:
-            servers[f"C{n}"] = start_envoy(f"C{n}", bootstrap(port, BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(n)})], UP), port, workdir)
-            servers[f"D{n}"] = start_envoy(f"D{n}", bootstrap(port + 1, native_routes(n), [], UP), port + 1, workdir)
-            port += 2
-        servers["E"] = start_envoy("E", bootstrap(port, BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(10, limited=True)})], UP), port, workdir)
-        servers["F"] = start_envoy("F", bootstrap(port + 1, BY_HEADER, [wasm_filter(AGENTROUTE, openai_config(), stop_iteration=True)], UP), port + 1, workdir)
-        plan = cases(sizes, bodies)
+        servers, sidecars = {}, {}
+        for i, key in enumerate(needed):
+            servers[key], sidecars[key] = start_server(key, 19200 + i, workdir, EXTPROC_PORT + i)
         for _, server, path, body in plan:
             wait_ready(servers[server], path, "POST" if body else "GET", body)
 
+        def run(name, server, path, body, secs):
+            return wrk(servers[server], path, secs, workdir, body, sidecars[server])
+
+        if warmup:
+            for case in plan:
+                run(*case, warmup)
+            print(f"warm-up done ({time.time() - started:.0f} s)", file=sys.stderr)
         results = {name: [] for name, *_ in plan}
+        rng = random.Random(args.seed)
         for r in range(rounds):
-            for name, server, path, body in plan:
-                results[name].append(wrk(servers[server], path, seconds, workdir, body))
+            order = plan[:]
+            rng.shuffle(order)
+            for case in order:
+                results[case[0]].append(run(*case, seconds))
             print(f"round {r + 1}/{rounds} done ({time.time() - started:.0f} s)", file=sys.stderr)
-        memory = memory_and_startup(sizes, workdir)
-        extraction = model_extraction()
+        os.sched_setaffinity(0, affinity)
+        memory = [] if args.only else memory_and_startup(sizes, workdir)
+        extraction = [] if args.only else model_extraction()
     finally:
         stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(results, memory, sizes, rounds, seconds, extraction)
+    meta = {"rounds": rounds, "seconds": seconds, "warmup": warmup, "seed": args.seed, "only": args.only}
+    report = render(results, memory, sizes, meta, extraction)
     print(report)
     print(f"bench: finished in {time.time() - started:.0f} s", file=sys.stderr)
-    if not args.quick:
-        with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+    if out_path:
+        with open(out_path, "w") as f:
             f.write(report)
-        print("bench: wrote BENCHMARKS.md", file=sys.stderr)
+        print(f"bench: wrote {out_path}", file=sys.stderr)
 
 
 def model_extraction():
@@ -335,81 +506,200 @@ def model_extraction():
     return out.stdout.strip().splitlines()
 
 
-def med(runs, i):
-    return statistics.median(r[i] for r in runs)
+# ---------------------------------------------------------------- the report
 
 
-def render(results, memory, sizes, rounds, seconds, extraction):
-    rps = {name: med(runs, 0) for name, runs in results.items()}
-    a = rps["A plain Envoy"]
+def med(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def spread(values):
+    return min(values), max(values)
+
+
+def iqr_pct(values):
+    """Interquartile range as a percentage of the median; None under 4 values."""
+    if len(values) < 4:
+        return None
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return (q3 - q1) / statistics.median(values) * 100
+
+
+def pct(value):
+    return "—" if value is None else f"{value:.1f} %"
+
+
+def num(value, digits=0):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+class Stats:
+    """Per-case medians and per-round pairings over the recorded runs."""
+
+    def __init__(self, results):
+        self.results = results
+
+    def has(self, *names):
+        return all(self.results.get(n) for n in names)
+
+    def med(self, name, key):
+        return med(self.results[name], key)
+
+    def paired(self, x, y, key, op="ratio"):
+        """Median, min and max over rounds of x/y (or x−y) taken within each
+        round: drift between rounds cancels."""
+        pairs = [(a[key] / b[key]) if op == "ratio" else (a[key] - b[key])
+                 for a, b in zip(self.results[x], self.results[y])]
+        return statistics.median(pairs), min(pairs), max(pairs)
+
+
+def paired_text(p, digits=2, suffix=""):
+    m, lo, hi = p
+    if lo == hi:
+        return f"{m:.{digits}f}{suffix}"
+    return f"{m:.{digits}f}{suffix} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
+def render(results, memory, sizes, meta, extraction):
+    st = Stats(results)
+    A, B = "A plain Envoy", "B no-op Wasm"
+    rounds, seconds = meta["rounds"], meta["seconds"]
     lines = [
-        "| case | req/s (median) | min–max | p50 ms | p99 ms | Envoy CPU | vs A |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case | req/s (median) | min–max | IQR | p50 ms | p99 ms | Envoy CPU | CPU µs/req | min–max | IQR | req/s vs A | µs/req vs A |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in results.items():
-        lo, hi = min(r[0] for r in runs), max(r[0] for r in runs)
-        lines.append(f"| {name} | {rps[name]:,.0f} | {lo:,.0f}–{hi:,.0f} | {med(runs, 1):.2f} | {med(runs, 2):.2f} "
-                     f"| {med(runs, 3) * 100:.0f} % | {rps[name] / a:.2f} |")
+        rps = [r["rps"] for r in runs]
+        us = [r["us"] for r in runs]
+        lo, hi = spread(rps)
+        ulo, uhi = spread(us)
+        vs_a = vs_a_us = "—"
+        if st.has(A) and name != A:
+            vs_a = paired_text(st.paired(name, A, "rps"))
+            vs_a_us = paired_text(st.paired(name, A, "us"))
+        elif name == A:
+            vs_a = vs_a_us = "1.00"
+        lines.append(f"| {name} | {num(st.med(name, 'rps'))} | {num(lo)}–{num(hi)} | {pct(iqr_pct(rps))} "
+                     f"| {st.med(name, 'p50'):.2f} | {st.med(name, 'p99'):.2f} | {st.med(name, 'cpu') * 100:.0f} % "
+                     f"| {st.med(name, 'us'):.1f} | {ulo:.1f}–{uhi:.1f} | {pct(iqr_pct(us))} | {vs_a} | {vs_a_us} |")
+    noise = []
+    if rounds >= 4:
+        rps_iqr = statistics.median(iqr_pct([r["rps"] for r in runs]) for runs in results.values())
+        us_iqr = statistics.median(iqr_pct([r["us"] for r in runs]) for runs in results.values())
+        noise = ["", f"Noise in this run: the median case's IQR is {rps_iqr:.1f} % of its req/s and {us_iqr:.1f} % of its "
+                 "CPU µs/req. Differences well above that (and pairwise ratios whose min–max excludes 1) are real."]
+
+    small, big = min(sizes), max(sizes)
+    c_small = f"C agentroute {small} first"
+
+    # Floors: the same host calls agentroute makes, without its logic.
+    floors = []
+    floor_rows = [(A, "plain Envoy, no filter"), (B, "no-op Rust SDK filter")]
+    floor_rows += [(f"floor: {m}", what) for m, what, _ in FLOOR_MODES]
+    floor_rows += [(c_small, f"agentroute, {small} agents")]
+    floor_rows = [(n, w) for n, w in floor_rows if st.has(n)]
+    if len(floor_rows) > 1:
+        floors = ["", "| filter | does | req/s | p99 ms | CPU µs/req | − A, µs/req (paired) | req/s vs agentroute (paired) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for name, what in floor_rows:
+            over_a = paired_text(st.paired(name, A, "us", op="diff"), 1) if st.has(A) and name != A else "—"
+            vs_c = paired_text(st.paired(name, c_small, "rps")) if st.has(c_small) and name != c_small else "—"
+            floors.append(f"| {name} | {what} | {num(st.med(name, 'rps'))} | {st.med(name, 'p99'):.2f} "
+                          f"| {st.med(name, 'us'):.1f} | {over_a} | {vs_c} |")
+
+    # agentroute vs ext_proc.
+    g_rows = []
+    for n in sizes:
+        for which in ("first", "last"):
+            c, g = f"C agentroute {n} {which}", f"G ext_proc {n} {which}"
+            if st.has(c, g):
+                side = st.med(g, "side_us")
+                g_rows.append(f"| {n} | {which} | {num(st.med(c, 'rps'))} | {num(st.med(g, 'rps'))} "
+                              f"| {paired_text(st.paired(c, g, 'rps'))} | {st.med(c, 'p99'):.2f} | {st.med(g, 'p99'):.2f} "
+                              f"| {st.med(c, 'us'):.1f} | {st.med(g, 'us'):.1f} | {side:.1f} "
+                              f"| {st.med(c, 'us') / (st.med(g, 'us') + side):.2f} |")
+    if g_rows:
+        g_rows = ["", "| N | agent | C req/s | G req/s | C / G req/s (paired) | C p99 ms | G p99 ms "
+                  "| C µs/req | G Envoy µs/req | G ext_proc µs/req | C / G (Envoy + ext_proc) µs/req |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"] + g_rows
+
+    vs = []
+    for n in sizes:
+        pair = [(f"C agentroute {n} {w}", f"D native routes {n} {w}") for w in ("first", "last")]
+        if all(st.has(c, d) for c, d in pair):
+            vs.append(f"| {n} | " + " | ".join(paired_text(st.paired(c, d, "rps")) for c, d in pair) + " |")
+    if vs:
+        vs = ["", "| N | C first / D first (req/s, paired) | C last / D last |", "|---:|---:|---:|"] + vs
 
     def ratio(x, y):
-        return rps[x] / rps[y]
+        return st.paired(x, y, "rps")[0] if st.has(x, y) else None
 
-    big, small = max(sizes), min(sizes)
     targets = [
-        (f"C({small}) ≥ 0.85 × A", ratio(f"C agentroute {small} first", "A plain Envoy"), 0.85),
-        (f"C({small}) ≥ 0.95 × B", ratio(f"C agentroute {small} first", "B no-op Wasm"), 0.95),
-        (f"C({big}) ≥ 0.95 × C({small})", ratio(f"C agentroute {big} last", f"C agentroute {small} first"), 0.95),
+        (f"C({small}) ≥ 0.85 × A", ratio(c_small, A), 0.85),
+        (f"C({small}) ≥ 0.95 × B", ratio(c_small, B), 0.95),
+        (f"C({big}) ≥ 0.95 × C({small})", ratio(f"C agentroute {big} last", c_small), 0.95),
         (f"C({big}, last) ≥ 5 × D({big}, last)", ratio(f"C agentroute {big} last", f"D native routes {big} last"), 5.0),
-        (f"E ≥ 0.95 × C({small})", ratio("E rate-limited", f"C agentroute {small} first"), 0.95),
+        (f"E ≥ 0.95 × C({small})", ratio("E rate-limited", c_small), 0.95),
         ("F(1KB) ≥ 0.8 × plain POST 1KB", ratio("F OpenAI body 1KB", "F plain POST 1KB"), 0.8),
     ]
-    vs = ["", "| N | C first / D first | C last / D last |", "|---:|---:|---:|"]
-    for n in sizes:
-        vs.append(f"| {n} | {ratio(f'C agentroute {n} first', f'D native routes {n} first'):.2f} "
-                  f"| {ratio(f'C agentroute {n} last', f'D native routes {n} last'):.2f} |")
-    mem = ["", "| agents | config load per VM | VM memory | Envoy RSS, 1 worker | 2 workers | per extra VM |",
-           "|---:|---:|---:|---:|---:|---:|"]
-    for m in memory:
-        mem.append(f"| {m['agents']} | {max(m['load1'], m['load2']):.1f} ms | {m['vm_mib']:.1f} MiB | {m['rss1']:.0f} MiB "
-                   f"| {m['rss2']:.0f} MiB | {m['per_vm']:.1f} MiB |")
-    size_kb = os.path.getsize(AGENTROUTE) / 1024
-    big_mem = next(m for m in memory if m["agents"] == big)
-    targets += [
-        (f"config with {big} agents loads in ≤ 200 ms per VM", 200 / max(big_mem["load1"], big_mem["load2"]), 1.0),
-        (f"≤ 32 MB per VM with {big} agents (VM memory {big_mem['vm_mib']:.1f} MiB, RSS +{big_mem['per_vm']:.1f} MiB)",
-         32 / max(big_mem["vm_mib"], big_mem["per_vm"]), 1.0),
-        (f".wasm ≤ 600 KB ({size_kb:.0f} KB)", 600 / size_kb, 1.0),
-    ]
-    tgt = ["", "| target | measured | holds |", "|---|---:|:---:|"]
+    mem = []
+    if memory:
+        mem = ["", "## Memory and start-up", "",
+               "| agents | config load per VM | VM memory | Envoy RSS, 1 worker | 2 workers | per extra VM |",
+               "|---:|---:|---:|---:|---:|---:|"]
+        for m in memory:
+            mem.append(f"| {m['agents']} | {max(m['load1'], m['load2']):.1f} ms | {m['vm_mib']:.1f} MiB | {m['rss1']:.0f} MiB "
+                       f"| {m['rss2']:.0f} MiB | {m['per_vm']:.1f} MiB |")
+        size_kb = os.path.getsize(AGENTROUTE) / 1024
+        big_mem = next(m for m in memory if m["agents"] == big)
+        targets += [
+            (f"config with {big} agents loads in ≤ 200 ms per VM", 200 / max(big_mem["load1"], big_mem["load2"]), 1.0),
+            (f"≤ 32 MB per VM with {big} agents (VM memory {big_mem['vm_mib']:.1f} MiB, RSS +{big_mem['per_vm']:.1f} MiB)",
+             32 / max(big_mem["vm_mib"], big_mem["per_vm"]), 1.0),
+            (f".wasm ≤ 600 KB ({size_kb:.0f} KB)", 600 / size_kb, 1.0),
+        ]
+    tgt = ["", "| target | measured (paired median) | holds |", "|---|---:|:---:|"]
     for label, value, need in targets:
+        if value is None:
+            continue
         shown = f"{value:.2f}" if need != 1.0 else "—"
         tgt.append(f"| {label} | {shown} | {'✅' if value >= need else '❌'} |")
     machine = describe_machine()
+    warm = f", after a {meta['warmup']} s warm-up run per case" if meta["warmup"] else ""
+    only = f" Only the cases matching `{meta['only']}`." if meta["only"] else ""
     return "\n".join([
         "# Benchmarks",
         "",
         f"Measured by `make bench` on {datetime.date.today().isoformat()}: {machine}.",
-        f"{rounds} interleaved round(s) of {seconds} s per case; wrk -t1 -c{CONNECTIONS} on core 1 with the",
-        "direct-response upstream; the Envoy under test with --concurrency 1 on core 0. Ratios are what",
-        "carries over to other machines; absolute numbers do not.",
+        f"{rounds} interleaved round(s) of {seconds} s per case{warm}, each round in its own shuffled order",
+        f"(seed {meta['seed']}); wrk -t1 -c{CONNECTIONS}, the direct-response upstream and the ext_proc server on core 1;",
+        "the Envoy under test with --concurrency 1 alone on core 0. CPU µs/req is that Envoy's CPU time",
+        "(all threads) over a run divided by the requests served: steadier than req/s, and it counts",
+        "the work whether or not the Envoy was the bottleneck. Ratios marked paired are taken within",
+        "each round (median, min–max over rounds). Ratios are what carries over to other machines;",
+        f"absolute numbers do not.{only}",
         "",
-        "## Throughput and latency",
+        "## Throughput, latency and CPU per request",
         "",
         *lines,
-        "",
-        "## agentroute (C) vs one Envoy route per agent (D)",
-        *vs,
-        "",
-        "## Memory and start-up",
+        *noise,
+        *(["", "## Floors: the host calls of a dispatching Wasm filter, without its logic",
+           "",
+           "bench/floors does only the named host calls on request headers; `mapmap` is the pattern",
+           "agentroute uses (one read and one write of the whole header map)."] + floors if floors else []),
+        *(["", "## agentroute (C) vs an ext_proc server doing the same dispatch (G)",
+           "",
+           "G: Envoy's ext_proc filter (request headers only, fail closed) calling bench/extproc over gRPC",
+           "on core 1, as Envoy AI Gateway and similar gateways route. G's Envoy is the only thing on core 0,",
+           "so its req/s leaves out the ext_proc server's own CPU: the last column adds it."] + g_rows if g_rows else []),
+        *(["", "## agentroute (C) vs one Envoy route per agent (D)"] + vs if vs else []),
         *mem,
+        *(["", "## Reading `model` from a body (native, same run; the model last in the body)", "", *extraction]
+          if extraction else []),
         "",
-        "## Reading `model` from a body (native, same run; the model last in the body)",
-        "",
-        *extraction,
-        "",
-        "## Targets",
-        *tgt,
-        "",
+        *(["## Targets", *tgt, ""] if len(tgt) > 3 else []),
     ])
 
 
