@@ -406,6 +406,24 @@ mod tests {
     }
 
     #[test]
+    fn token_limits_are_read_and_duplicate_keys_refused() {
+        let facts = read_body(br#"{"model":"m","max_tokens":300,"messages":[]}"#);
+        assert_eq!((facts.model, facts.max_tokens), (Ok("m".to_string()), Some(300)));
+        let facts = read_body(br#"{"model":"m","max_completion_tokens":50,"max_tokens":300}"#);
+        assert_eq!(facts.max_tokens, Some(50), "the newer field wins");
+        let facts = read_body(br#"{"model":"m","max_output_tokens":7}"#);
+        assert_eq!(facts.max_tokens, Some(7));
+        let facts = read_body(br#"{"model":"m","max_tokens":"lots"}"#);
+        assert_eq!((facts.model, facts.max_tokens), (Ok("m".to_string()), None));
+        // Backends take the last `model`: a body naming two is refused, so
+        // the gateway can never be steered past the served model's limits.
+        assert!(matches!(
+            model_from_body(br#"{"model":"cheap","messages":[],"model":"dear"}"#),
+            Err(ModelError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
     fn body_header_checks() {
         let max = 100;
         assert!(check_body_headers(Some("application/json"), None, Some(100), max).is_ok());
@@ -451,6 +469,10 @@ mod tests {
         )
         .unwrap();
         let list: Value = serde_json::from_str(models_body(&plan)).unwrap();
+        assert!(
+            std::ptr::eq(models_body(&plan), models_body(&plan)),
+            "built once per plan"
+        );
         let ids: Vec<&str> = list["data"]
             .as_array()
             .unwrap()

@@ -1081,4 +1081,163 @@ mod tests {
             Some(7)
         );
     }
+
+    #[test]
+    fn silent_inversions_are_refused() {
+        for (json, want) in [
+            (
+                r#"{"agents":[{"name":"a","backend":"b","timeout":"0.4ms"}]}"#,
+                "agents[0].timeout: duration \"0.4ms\" is below 1ms",
+            ),
+            (
+                r#"{"agents":[{"name":"a","name":"c","backend":"b"}]}"#,
+                "agents[0].name: given twice",
+            ),
+            (r#"{"unmatched":"pass","unmatched":"reject"}"#, "unmatched: given twice"),
+            (
+                r#"{"openai":{"model_from":"body","model_from":"metadata"}}"#,
+                "openai.model_from: given twice",
+            ),
+            (
+                r#"{"openai":["metadata"]}"#,
+                "openai: expected an object, found an array",
+            ),
+            (
+                r#"{"agents":[["a","b"]]}"#,
+                "agents[0]: expected an object, found an array",
+            ),
+            (r#"{"identity_headers":"no"}"#, "identity_headers: expected a boolean"),
+        ] {
+            let got = err(json);
+            assert!(got.starts_with(want), "{json}\n  got:  {got}\n  want: {want}");
+        }
+        assert_eq!(parse_duration_ms("1ms"), Ok(1));
+        assert_eq!(parse_duration_ms("0ms"), Ok(0));
+    }
+
+    #[test]
+    fn agent_paths_never_capture_the_openai_surface() {
+        for (json, want) in [
+            (
+                r#"{"agents":[{"name":"chat","namespace":"v1","backend":"b"}]}"#,
+                "agents[0].name: the namespaced layout path \"/v1/chat\" of agents[0] (v1/chat) would capture the OpenAI path \"/v1/chat/completions\"",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","prefixes":[{"prefix":"/v1"}]}]}"#,
+                "agents[0].prefixes[0].prefix: prefix \"/v1\" would capture the OpenAI path \"/v1/models\"",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","prefixes":[{"prefix":"/"}]}]}"#,
+                "agents[0].prefixes[0].prefix: prefix \"/\" would capture",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","prefixes":[{"prefix":"/v1/models/gpt"}]}]}"#,
+                "agents[0].prefixes[0].prefix: prefix \"/v1/models/gpt\" would capture the OpenAI path \"/v1/models/\"",
+            ),
+            (
+                r#"{"agents":[{"name":"completions","namespace":"chat","backend":"b"}]}"#,
+                "agents[0].name: the namespaced layout path \"/chat/completions\"",
+            ),
+        ] {
+            let got = err(json);
+            assert!(got.starts_with(want), "{json}\n  got:  {got}\n  want: {want}");
+        }
+        // Without the namespaced layout the same names are fine, and paths
+        // beside the surface are too.
+        ok(r#"{"layouts":["kind"],"agents":[{"name":"chat","namespace":"v1","backend":"b"}]}"#);
+        ok(r#"{"agents":[{"name":"llm","namespace":"models","backend":"b","prefixes":[{"prefix":"/v1x"},{"prefix":"/v2/chat"}]}]}"#);
+    }
+
+    #[test]
+    fn a2a_and_global_limit_fields() {
+        let p = ok(r#"{"rate_limit_service":{"cluster":"rls"},
+            "openai":{"conversation_header":"X-Session"},
+            "agents":[
+            {"name":"e","backend":"b","protocol":"a2a","a2a":{"version":"0.3","path":"/rpc/","rewrite_signed_cards":true}},
+            {"name":"g","backend":"b","rate_limit":{"scope":"global","per":"client_ip","tokens":true}},
+            {"name":"o","backend":"b","a2a":{"rewrite_signed_cards":true}}]}"#);
+        assert_eq!(
+            p.entries[0].protocol,
+            Protocol::A2a {
+                version: A2aVersion::V0_3,
+                path: "/rpc".into()
+            }
+        );
+        assert!(p.entries[0].rewrite_signed_cards && p.entries[2].rewrite_signed_cards);
+        assert_eq!(p.entries[2].protocol, Protocol::OpenAi);
+        assert_eq!(p.openai.conversation_header, "x-session");
+        let service = p.rate_limit_service.as_ref().unwrap();
+        assert_eq!(
+            (service.domain.as_str(), service.timeout_ms, service.failure_mode),
+            ("agentroute", 50, FailureMode::Allow)
+        );
+        assert_eq!(
+            p.entries[1].rate_limit,
+            Some(RateLimit {
+                per: Per::ClientIp,
+                scope: Scope::Global { tokens: true }
+            })
+        );
+        assert!(ok("{}").identity_headers);
+        assert!(!ok(r#"{"identity_headers":false}"#).identity_headers);
+        for (json, want) in [
+            (
+                r#"{"agents":[{"name":"g","backend":"b","rate_limit":{"scope":"global"}}]}"#,
+                "agents[0].rate_limit.scope: \"global\" needs a top-level rate_limit_service",
+            ),
+            (
+                r#"{"rate_limit_service":{"cluster":"rls"},"agents":[{"name":"g","backend":"b","rate_limit":{"scope":"global","requests_per_second":5}}]}"#,
+                "agents[0].rate_limit.requests_per_second: not allowed with scope \"global\"",
+            ),
+            (
+                r#"{"rate_limit_service":{"cluster":"rls"},"agents":[{"name":"g","backend":"b","rate_limit":{"scope":"global","tokens_per_minute":5}}]}"#,
+                "agents[0].rate_limit.tokens_per_minute: not allowed with scope \"global\"",
+            ),
+            (
+                r#"{"agents":[{"name":"g","backend":"b","rate_limit":{"requests_per_second":1,"tokens":true}}]}"#,
+                "agents[0].rate_limit.tokens: only with scope \"global\"",
+            ),
+            (
+                r#"{"agents":[{"name":"g","backend":"b","rate_limit":{"scope":"world"}}]}"#,
+                "agents[0].rate_limit.scope: must be \"local\" or \"global\", found \"world\"",
+            ),
+            (r#"{"rate_limit_service":{"cluster":""}}"#, "rate_limit_service.cluster: must name"),
+            (r#"{"rate_limit_service":{}}"#, "rate_limit_service.cluster: required"),
+            (
+                r#"{"rate_limit_service":{"cluster":"r","timeout":"0s"}}"#,
+                "rate_limit_service.timeout: must be more than 0s",
+            ),
+            (
+                r#"{"rate_limit_service":{"cluster":"r","failure_mode":"open"}}"#,
+                "rate_limit_service.failure_mode: must be \"allow\" or \"deny\"",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","a2a":{"path":"/rpc"}}]}"#,
+                "agents[0].a2a.path: only used with \"protocol\": \"a2a\"",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","protocol":"grpc"}]}"#,
+                "agents[0].protocol: must be \"openai\" or \"a2a\", found \"grpc\"",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","protocol":"a2a","a2a":{"version":"2.0"}}]}"#,
+                "agents[0].a2a.version: must be \"1.0\" or \"0.3\", found \"2.0\"",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","protocol":"a2a","a2a":{"path":"rpc"}}]}"#,
+                "agents[0].a2a.path: \"rpc\" must start with '/'",
+            ),
+            (
+                r#"{"openai":{"conversation_header":"x_agent_name"}}"#,
+                "openai.conversation_header: \"x_agent_name\" is a header the gateway or the filter already uses",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","rate_limit":{"requests_per_second":1,"reserve_tokens":5}}]}"#,
+                "agents[0].rate_limit.reserve_tokens: needs tokens_per_minute",
+            ),
+        ] {
+            let got = err(json);
+            assert!(got.starts_with(want), "{json}\n  got:  {got}\n  want: {want}");
+        }
+    }
 }

@@ -101,6 +101,13 @@ impl Active {
     }
 }
 
+impl Active {
+    /// Shared-data key saying that Envoy delivers paused requests' bodies.
+    pub fn bodies_key(&self) -> String {
+        format!("{}/bodies-arrive", self.key_prefix)
+    }
+}
+
 fn key_prefix() -> String {
     let name = abi::get_property(&["plugin_name"])
         .ok()

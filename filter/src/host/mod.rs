@@ -43,7 +43,8 @@ struct Vm {
     waiting: RefCell<HashMap<u32, SystemTime>>,
     /// A paused request's body has reached this VM: Envoy's
     /// `allow_on_headers_stop_iteration` is evidently set, so a late body is a
-    /// slow client, and a response may be paused too.
+    /// slow client, and a response may be paused too. Shared with the other
+    /// workers through shared data (see [`Vm::bodies_arrive`]).
     body_seen: Cell<bool>,
     /// Bytes all usage meters hold now (bounded per VM).
     metering: Cell<usize>,
@@ -51,6 +52,27 @@ struct Vm {
     warned_signed_card: Cell<bool>,
     warned_no_body: Cell<bool>,
     warned_metadata_status: Cell<bool>,
+}
+
+impl Vm {
+    /// Whether Envoy delivers the body of a paused request, as seen by this
+    /// worker or any other of the process (each worker runs its own VM).
+    fn bodies_arrive(&self, active: &Active) -> bool {
+        if self.body_seen.get() {
+            return true;
+        }
+        let seen = proxy_wasm::hostcalls::get_shared_data(&active.bodies_key())
+            .is_ok_and(|(value, _)| value.is_some());
+        self.body_seen.set(seen);
+        seen
+    }
+
+    /// Records that a paused request's body arrived, once per VM.
+    fn saw_body(&self, active: &Active) {
+        if !self.body_seen.replace(true) {
+            let _ = proxy_wasm::hostcalls::set_shared_data(&active.bodies_key(), Some(b"1"), None);
+        }
+    }
 }
 
 /// Usage meters of one VM hold at most this much between them; past it an

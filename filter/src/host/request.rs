@@ -87,7 +87,7 @@ impl Stream {
         let max = active.plan.openai.max_body_bytes;
         if self.reading_model {
             self.vm.waiting.borrow_mut().remove(&self.id);
-            self.vm.body_seen.set(true);
+            self.vm.saw_body(&active);
             if body_size as u64 > max {
                 self.reading_model = false;
                 return reply(&openai::too_large(max));

@@ -202,7 +202,10 @@ impl Stream {
     /// has seen to be set).
     fn translation_headers(&mut self, status: u32) -> Action {
         let content_type = header_text("content-type");
-        let body_seen = self.vm.body_seen.get();
+        let body_seen = self
+            .active
+            .as_ref()
+            .is_some_and(|a| self.vm.bodies_arrive(a));
         let Some(t) = self.translation.as_mut() else {
             return Action::Continue;
         };

@@ -101,7 +101,13 @@ impl Root {
         let Some(now) = now() else {
             return;
         };
-        let flag_set = self.vm.body_seen.get();
+        if self.vm.waiting.borrow().is_empty() {
+            return;
+        }
+        let flag_set = self
+            .active
+            .as_ref()
+            .is_some_and(|a| self.vm.bodies_arrive(a));
         let limit = if flag_set { SLOW_BODY_WAIT } else { BODY_WAIT };
         let expired: Vec<u32> = self
             .vm
