@@ -8,6 +8,9 @@
 //! compiled for wasm32 only.
 
 pub mod a2a;
+/// `agentroute check`: native only, the filter never links it.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod check;
 pub mod config;
 pub mod openai;
 pub mod ratelimit;

@@ -181,6 +181,12 @@ impl Router {
         })
     }
 
+    /// Hosts plus path prefixes (explicit and from layouts) that lead to an
+    /// entry: the size `agentroute check` reports.
+    pub fn route_count(&self) -> usize {
+        self.exact_hosts.len() + self.wildcard_hosts.len() + self.targets.len()
+    }
+
     fn host(&self, authority: &str) -> Option<usize> {
         if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
             return None;

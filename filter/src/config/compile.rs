@@ -57,6 +57,7 @@ const OPENAI_PATHS: [&str; 11] = [
 
 pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
     let RawConfig {
+        schema: _,
         dispatch_header,
         layouts,
         identity_headers,
@@ -1083,6 +1084,12 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_reference_is_allowed_for_editors() {
+        ok(r#"{"$schema":"https://example.com/agentroute.schema.json","agents":[]}"#);
+        assert!(err(r#"{"$schema":5}"#).starts_with("$schema: expected a string"));
+    }
+
+    #[test]
     fn silent_inversions_are_refused() {
         for (json, want) in [
             (
@@ -1093,7 +1100,10 @@ mod tests {
                 r#"{"agents":[{"name":"a","name":"c","backend":"b"}]}"#,
                 "agents[0].name: given twice",
             ),
-            (r#"{"unmatched":"pass","unmatched":"reject"}"#, "unmatched: given twice"),
+            (
+                r#"{"unmatched":"pass","unmatched":"reject"}"#,
+                "unmatched: given twice",
+            ),
             (
                 r#"{"openai":{"model_from":"body","model_from":"metadata"}}"#,
                 "openai.model_from: given twice",
@@ -1106,10 +1116,16 @@ mod tests {
                 r#"{"agents":[["a","b"]]}"#,
                 "agents[0]: expected an object, found an array",
             ),
-            (r#"{"identity_headers":"no"}"#, "identity_headers: expected a boolean"),
+            (
+                r#"{"identity_headers":"no"}"#,
+                "identity_headers: expected a boolean",
+            ),
         ] {
             let got = err(json);
-            assert!(got.starts_with(want), "{json}\n  got:  {got}\n  want: {want}");
+            assert!(
+                got.starts_with(want),
+                "{json}\n  got:  {got}\n  want: {want}"
+            );
         }
         assert_eq!(parse_duration_ms("1ms"), Ok(1));
         assert_eq!(parse_duration_ms("0ms"), Ok(0));
@@ -1145,7 +1161,9 @@ mod tests {
         // Without the namespaced layout the same names are fine, and paths
         // beside the surface are too.
         ok(r#"{"layouts":["kind"],"agents":[{"name":"chat","namespace":"v1","backend":"b"}]}"#);
-        ok(r#"{"agents":[{"name":"llm","namespace":"models","backend":"b","prefixes":[{"prefix":"/v1x"},{"prefix":"/v2/chat"}]}]}"#);
+        ok(
+            r#"{"agents":[{"name":"llm","namespace":"models","backend":"b","prefixes":[{"prefix":"/v1x"},{"prefix":"/v2/chat"}]}]}"#,
+        );
     }
 
     #[test]
@@ -1168,7 +1186,11 @@ mod tests {
         assert_eq!(p.openai.conversation_header, "x-session");
         let service = p.rate_limit_service.as_ref().unwrap();
         assert_eq!(
-            (service.domain.as_str(), service.timeout_ms, service.failure_mode),
+            (
+                service.domain.as_str(),
+                service.timeout_ms,
+                service.failure_mode
+            ),
             ("agentroute", 50, FailureMode::Allow)
         );
         assert_eq!(

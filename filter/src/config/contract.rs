@@ -16,7 +16,10 @@ use serde::Deserialize;
 #[cfg(not(target_arch = "wasm32"))]
 use schemars::JsonSchema;
 
-/// agentroute plugin configuration.
+/// The configuration of the agentroute Proxy-Wasm filter: what an Istio
+/// WasmPlugin's `pluginConfig`, an Envoy Gateway EnvoyExtensionPolicy's
+/// `wasm[].config` or an Envoy bootstrap's `configuration` holds. Unknown
+/// fields are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
@@ -25,32 +28,48 @@ use schemars::JsonSchema;
     schemars(title = "agentroute plugin configuration")
 )]
 pub struct RawConfig {
+    /// The JSON Schema this configuration follows, for editors; the filter
+    /// ignores it.
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
     /// Request header the filter sets to the chosen entry's `backend` (default
     /// `x-agent-backend`). An Envoy route with `cluster_header`, or HTTPRoute
     /// header matches, send the request on from there.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "x-agent-backend")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))
+    )]
     pub dispatch_header: Option<String>,
     /// URL layouts every entry is exposed under (default: all three).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = ["kind", "namespaced", "shorthand"])))]
     pub layouts: Option<Vec<LayoutName>>,
     /// Set `x-agent-name`, `x-agent-namespace` and `x-agent-kind` on a match
     /// (default `true`). `false` sets none (client copies are still removed)
     /// and saves their cost per request.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = true)))]
     pub identity_headers: Option<bool>,
     /// A request no entry matches: `pass` forwards it (minus client-sent
     /// dispatch and identity headers), `reject` answers 404 (default `pass`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "pass")))]
     pub unmatched: Option<UnmatchedName>,
+    /// Defaults for entries that set none.
     pub defaults: Option<Obj<RawDefaults>>,
+    /// The OpenAI surface (`/v1/models`, `/v1/chat/completions`, ...).
     pub openai: Option<Obj<RawOpenAi>>,
     /// The rate limit service (Envoy's `ShouldRateLimit` protocol) that
     /// decides for entries with `rate_limit.scope: "global"`.
     pub rate_limit_service: Option<Obj<RawRateLimitService>>,
     /// The agents, model APIs and MCP servers the gateway routes to.
     #[serde(default)]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
     pub agents: Vec<Obj<RawAgent>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Defaults"))]
 pub struct RawDefaults {
     /// Request timeout per kind when an entry sets none.
     pub timeouts: Option<Obj<RawKindTimeouts>>,
@@ -59,47 +78,68 @@ pub struct RawDefaults {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "KindTimeouts"))]
 pub struct RawKindTimeouts {
     /// Default `120s`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "120s")))]
     pub agent: Option<DurationMs>,
     /// Default `120s`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "120s")))]
     pub modelapi: Option<DurationMs>,
     /// Default `30s`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "30s")))]
     pub mcp: Option<DurationMs>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "OpenAi"))]
 pub struct RawOpenAi {
     /// Where the `model` of an OpenAI request is read: `body` (the filter
     /// reads the body; needs `allow_on_headers_stop_iteration: true` in the
     /// Envoy PluginConfig) or `metadata` (written by Envoy's
     /// `json_to_metadata` filter placed before this one). Default `body`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "body")))]
     pub model_from: Option<ModelSourceName>,
     /// Dynamic-metadata namespace read with `model_from: metadata` (default
     /// `agentroute`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "agentroute")))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(length(min = 1)))]
     pub metadata_namespace: Option<String>,
     /// Larger OpenAI request bodies are answered 413 (default 1048576).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = 1048576)))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1)))]
     pub max_body_bytes: Option<u64>,
     /// Request header whose value becomes the A2A `contextId` when a chat
     /// completion is translated for an `a2a` entry (default
     /// `x-conversation-id`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "x-conversation-id")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))
+    )]
     pub conversation_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "RateLimitService"))]
 pub struct RawRateLimitService {
     /// Envoy cluster of the service (gRPC, HTTP/2).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^[!-~]{1,120}$")))]
     pub cluster: String,
     /// The rate limit domain (default `agentroute`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "agentroute")))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(length(min = 1)))]
     pub domain: Option<String>,
     /// Per call (default `50ms`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "50ms")))]
     pub timeout: Option<DurationMs>,
     /// When the service is down or slow: `allow` admits, `deny` answers 503
     /// (default `allow`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "allow")))]
     pub failure_mode: Option<FailureModeName>,
 }
 
@@ -107,45 +147,75 @@ pub struct RawRateLimitService {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Agent"))]
 pub struct RawAgent {
     /// DNS-1123 label.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))
+    )]
     pub name: String,
     /// DNS-1123 label (default `default`); `namespace/name` is unique.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "default")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))
+    )]
     pub namespace: Option<String>,
     /// Default `agent`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "agent")))]
     pub kind: Option<KindName>,
     /// Opaque string written to `dispatch_header`: an Envoy cluster name, or
     /// a value an HTTPRoute matches.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^[!-~]+$")))]
     pub backend: String,
     /// Request timeout; `0s` = the filter sets none. Default: per kind.
     pub timeout: Option<DurationMs>,
     /// OpenAI model ids that dispatch to this entry (entries of kind `agent`
     /// also answer to `namespace/name`).
     #[serde(default)]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(length(min = 1), pattern(r"^[^\u0000-\u001F\u007F-\u009F]*$")))
+    )]
     pub models: Vec<String>,
     /// Host names routed to this entry whatever the path (case-insensitive,
     /// port ignored; `*.example.com` matches one or more leading labels).
     #[serde(default)]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(pattern(r"^(\*\.)?[-_0-9A-Za-z]+(\.[-_0-9A-Za-z]+)*$")))
+    )]
     pub hosts: Vec<String>,
     /// Explicit path prefixes.
     #[serde(default)]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
     pub prefixes: Vec<Obj<RawPrefix>>,
+    /// Requests (and LLM tokens) this entry admits; none by default.
     pub rate_limit: Option<Obj<RawRateLimit>>,
     /// What the backend speaks on the OpenAI surface: `openai` (forwarded
     /// byte for byte) or `a2a` (chat completions translated to A2A JSON-RPC
     /// and back). Default `openai`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "openai")))]
     pub protocol: Option<ProtocolName>,
+    /// How an entry with `protocol: "a2a"` is spoken to.
     pub a2a: Option<Obj<RawA2a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Prefix"))]
 pub struct RawPrefix {
     /// Absolute path, matched by whole segments.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^/[^\s?#{}*]*$")))]
     pub prefix: String,
     /// What replaces the matched prefix (default `/`); `null` keeps the path
     /// as it is.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "/")))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^/[^\s?#{}*]*$")))]
     #[serde(default, deserialize_with = "nullable")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<String>"))]
     pub rewrite: Option<Option<String>>,
@@ -155,38 +225,59 @@ pub struct RawPrefix {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "RateLimit"))]
 pub struct RawRateLimit {
     /// Refill rate (may be below 1). Local scope only.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("exclusiveMinimum" = 0)))]
     pub requests_per_second: Option<f64>,
     /// Bucket capacity (default: one second's worth, at least 1). Local only.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(range(min = 1, max = 4294967295u64))
+    )]
     pub burst: Option<u64>,
     /// `entry` (one bucket), `client_ip` or `header:<name>` (one bucket per
     /// distinct value). Default `entry`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "entry")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^(entry|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+)$"))
+    )]
     pub per: Option<String>,
     /// LLM token budget debited with each answer's `usage.total_tokens`.
     /// Local scope only.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1)))]
     pub tokens_per_minute: Option<u64>,
     /// Tokens held at admission when the request body names no
     /// `max_tokens` (default 1000, at most the budget); the difference is
     /// settled when the answer's usage arrives. Local scope only.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = 1000)))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1)))]
     pub reserve_tokens: Option<u64>,
     /// `local` (buckets shared by this Envoy's workers) or `global` (the
     /// rate limit service decides). Default `local`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "local")))]
     pub scope: Option<ScopeName>,
     /// Global scope only: meter LLM tokens against the service too.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = false)))]
     pub tokens: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "A2a"))]
 pub struct RawA2a {
     /// A2A generation of an `a2a` entry: `1.0` or `0.3` (default `1.0`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "1.0")))]
     pub version: Option<A2aVersionName>,
     /// Path of the agent's JSON-RPC endpoint below its own root (default `/`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "/")))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^/[^\s?#{}*]*$")))]
     pub path: Option<String>,
     /// Rewrite agent cards that carry `signatures` too (a rewrite invalidates
     /// them). Default `false`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = false)))]
     pub rewrite_signed_cards: Option<bool>,
 }
 
@@ -194,9 +285,28 @@ pub struct RawA2a {
 /// array (the fields by position), which no user means: `Obj` asks for a
 /// map only, so `"openai": ["body"]` is refused like any wrong type.
 #[derive(Debug, Default)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
-#[cfg_attr(not(target_arch = "wasm32"), schemars(transparent))]
 pub struct Obj<T>(pub T);
+
+/// In the schema `Obj<T>` is `T` itself: the schema's `"type": "object"`
+/// already says what `Obj` enforces.
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: JsonSchema> JsonSchema for Obj<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
 
 impl<T> std::ops::Deref for Obj<T> {
     type Target = T;
@@ -374,7 +484,8 @@ macro_rules! string_enum {
         #[cfg(not(target_arch = "wasm32"))]
         impl JsonSchema for $name {
             fn schema_name() -> std::borrow::Cow<'static, str> {
-                stringify!($name).into()
+                // `LayoutName` is `Layout` to the schema's readers.
+                stringify!($name).trim_end_matches("Name").into()
             }
 
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -1,0 +1,202 @@
+//! `agentroute`: check a plugin configuration before it reaches a gateway.
+//!
+//! ```text
+//! agentroute check [FILE|-]... [--explain PATH [--host H] [--method M]
+//!                  [--model ID] [--header NAME:VALUE]...]
+//! agentroute schema
+//! ```
+//!
+//! The work is in `agentroute::check`, which hands every configuration to
+//! the filter's own reader, compiler and request decision.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use agentroute::check::{self, ExplainRequest};
+
+const USAGE: &str = "\
+usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
+                        [--model ID] [--header NAME:VALUE]...]
+       agentroute schema
+
+check    reads each FILE (JSON or YAML; `-` or none: standard input) and finds
+         the agentroute configurations in it: a bare configuration, an Istio
+         WasmPlugin (spec.pluginConfig), an Envoy Gateway EnvoyExtensionPolicy
+         (spec.wasm[].config), an Envoy bootstrap or ECDS resource holding the
+         Wasm filter (its configuration StringValue), several YAML documents.
+         Prints `ok: N entries, M routes, K models` per configuration, or its
+         error with the field path (the first error of each configuration);
+         exit status 1 if any configuration is invalid or a file holds none.
+--explain PATH
+         for each valid configuration, what the filter does with a request for
+         PATH: the entry, the upstream path and header changes, or its own
+         reply. --method defaults to GET (POST with --model); --model is the
+         `model` an OpenAI request body names.
+schema   prints the JSON Schema of the configuration (draft 2020-12).
+";
+
+/// A command line the tool cannot act on (exit status 2).
+struct Usage(String);
+
+struct Args {
+    files: Vec<String>,
+    explain: Option<ExplainRequest>,
+}
+
+fn parse_check(args: &[String]) -> Result<Args, Usage> {
+    let mut files = Vec::new();
+    let mut path = None;
+    let mut request = ExplainRequest::default();
+    let mut request_flags = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| Usage(format!("{flag} needs a value")))
+        };
+        match arg.as_str() {
+            "--explain" => path = Some(value("--explain")?),
+            "--host" => {
+                request.host = value("--host")?;
+                request_flags.push("--host");
+            }
+            "--method" => {
+                request.method = value("--method")?.to_ascii_uppercase();
+                request_flags.push("--method");
+            }
+            "--model" => {
+                request.model = Some(value("--model")?);
+                request_flags.push("--model");
+            }
+            "--header" => {
+                let header = value("--header")?;
+                let Some((name, v)) = header.split_once(':') else {
+                    return Err(Usage(format!("--header {header:?}: expected NAME:VALUE")));
+                };
+                request.headers.push((name.to_string(), v.to_string()));
+                request_flags.push("--header");
+            }
+            "-" => files.push(arg.clone()),
+            flag if flag.starts_with('-') => {
+                return Err(Usage(format!("unknown option {flag}")));
+            }
+            file => files.push(file.to_string()),
+        }
+    }
+    let explain = match path {
+        Some(p) if !p.starts_with('/') => {
+            return Err(Usage(format!(
+                "--explain {p:?}: a request path starts with '/'"
+            )))
+        }
+        Some(p) => {
+            request.path = p;
+            Some(request)
+        }
+        None => {
+            if let Some(flag) = request_flags.first() {
+                return Err(Usage(format!("{flag} only goes with --explain PATH")));
+            }
+            None
+        }
+    };
+    if files.is_empty() {
+        files.push("-".to_string());
+    }
+    Ok(Args { files, explain })
+}
+
+fn read(file: &str) -> Result<String, String> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// Checks every file; true when everything found is valid.
+fn run_check(args: &Args) -> bool {
+    let mut all_ok = true;
+    for file in &args.files {
+        let name = if file == "-" {
+            "<stdin>"
+        } else {
+            file.as_str()
+        };
+        let scan = match read(file).and_then(|text| check::scan(&text).map_err(|e| e.0)) {
+            Ok(scan) => scan,
+            Err(e) => {
+                println!("{name}: error: {e}");
+                all_ok = false;
+                continue;
+            }
+        };
+        for note in &scan.notes {
+            println!("{name}: {note}");
+        }
+        if scan.configs.is_empty() && scan.notes.is_empty() {
+            println!(
+                "{name}: error: no agentroute configuration found (looked for a bare \
+                 configuration, a WasmPlugin's spec.pluginConfig, an EnvoyExtensionPolicy's \
+                 spec.wasm[].config, and Envoy's Wasm HTTP filter)"
+            );
+            all_ok = false;
+        }
+        for found in &scan.configs {
+            let at = if found.location.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}: {}", found.location)
+            };
+            match found.compile() {
+                Ok(plan) => {
+                    println!("{at}: ok: {}", check::Summary::of(&plan));
+                    if let Some(request) = &args.explain {
+                        for line in check::explain(&plan, request).to_string().lines() {
+                            println!("  {line}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    println!("{at}: error: {e}");
+                    all_ok = false;
+                }
+            }
+        }
+    }
+    all_ok
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = |message: &str| {
+        eprintln!("agentroute: {message}\n\n{USAGE}");
+        ExitCode::from(2)
+    };
+    match args.first().map(String::as_str) {
+        Some("check") => match parse_check(args.get(1..).unwrap_or_default()) {
+            Ok(parsed) => {
+                if run_check(&parsed) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(Usage(message)) => usage(&message),
+        },
+        Some("schema") if args.len() == 1 => {
+            print!("{}", check::schema_text());
+            ExitCode::SUCCESS
+        }
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => usage(&format!("unknown command {other:?}")),
+        None => usage("a command is needed"),
+    }
+}

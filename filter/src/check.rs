@@ -1,0 +1,1151 @@
+//! What `agentroute check` does, as pure functions: find the plugin
+//! configurations in what users deploy (a bare configuration, an Istio
+//! WasmPlugin, an Envoy Gateway EnvoyExtensionPolicy, an Envoy bootstrap or
+//! ECDS resource holding the Wasm filter), hand each to the filter's own
+//! reader and compiler, and explain one request with the filter's own
+//! [`decide`]/[`decide_model`]. Nothing here re-implements a rule: a check
+//! that passes is a configuration the filter loads.
+//!
+//! Native only (the `.wasm` never links it, nor its YAML reader).
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::config::contract::RawConfig;
+use crate::config::{ConfigError, Plan};
+use crate::request::{decide, decide_model, Decision, HeaderOp, RequestHead};
+
+/// The `$id` of the generated schema: a name, not a download address (the
+/// file lives in the repository as `schema/agentroute.schema.json`).
+pub const SCHEMA_ID: &str = "urn:agentroute:plugin-configuration";
+
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
+const TYPED_EXTENSION_CONFIG: &str =
+    "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
+/// The JSON Schema (draft 2020-12) of the plugin configuration, generated
+/// from the contract types: `$schema`, `$id`, `title` first, then what
+/// schemars derives, in its (stable) order.
+pub fn schema() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let generated = generator.into_root_schema_for::<RawConfig>().to_value();
+    let mut out = Map::new();
+    out.insert(
+        "$schema".into(),
+        Value::from("https://json-schema.org/draft/2020-12/schema"),
+    );
+    out.insert("$id".into(), Value::from(SCHEMA_ID));
+    if let Value::Object(mut fields) = generated {
+        fields.remove("$schema");
+        for key in ["title", "description"] {
+            if let Some(value) = fields.remove(key) {
+                out.insert(key.into(), value);
+            }
+        }
+        out.extend(fields);
+    }
+    Value::Object(out)
+}
+
+/// [`schema`] as the committed file holds it: pretty, ending in a newline.
+pub fn schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// One plugin configuration found in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Where it was found, for humans: `document 2: WasmPlugin
+    /// istio-ingress/agentroute spec.pluginConfig`. Empty for a bare
+    /// configuration that is the whole input.
+    pub location: String,
+    /// The bytes the filter would be given (JSON), or why there are none.
+    pub config: Result<String, String>,
+}
+
+impl Found {
+    /// Reads and compiles the configuration exactly as the filter does.
+    pub fn compile(&self) -> Result<Plan, ConfigError> {
+        match &self.config {
+            Ok(json) => Plan::from_json(json.as_bytes()),
+            Err(why) => Err(ConfigError::new("", why.clone())),
+        }
+    }
+}
+
+/// Everything found in one input.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    pub configs: Vec<Found>,
+    /// Filters whose configuration is delivered elsewhere (ECDS), said so
+    /// instead of being passed over in silence.
+    pub notes: Vec<String>,
+}
+
+/// The input is neither JSON nor YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError(pub String);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Finds every plugin configuration in `input` (JSON, or YAML with one or
+/// more documents).
+pub fn scan(input: &str) -> Result<Scan, InputError> {
+    let mut scan = Scan::default();
+    // JSON first: a bare JSON configuration then reaches the filter's reader
+    // byte for byte (a key given twice included), and JSON that YAML's
+    // tokenizer dislikes (tabs) still reads.
+    if let Ok(doc) = serde_json::from_str::<Value>(input) {
+        scan_document(&doc, Some(input), "", &mut scan);
+        return Ok(scan);
+    }
+    let docs = yaml_documents(input)?;
+    if docs.iter().all(Value::is_null) {
+        // What Istio sends without a pluginConfig: valid, and routes nothing.
+        scan.configs.push(Found {
+            location: "empty input".to_string(),
+            config: Ok(String::new()),
+        });
+        return Ok(scan);
+    }
+    let many = docs.len() > 1;
+    for (i, doc) in docs.iter().enumerate() {
+        if many && doc.is_null() {
+            continue; // `---` with nothing after it
+        }
+        let prefix = if many {
+            format!("document {}", i + 1)
+        } else {
+            String::new()
+        };
+        scan_document(doc, None, &prefix, &mut scan);
+    }
+    Ok(scan)
+}
+
+fn yaml_documents(input: &str) -> Result<Vec<Value>, InputError> {
+    use serde::Deserialize;
+    let mut docs = Vec::new();
+    for (i, de) in serde_norway::Deserializer::from_str(input).enumerate() {
+        let at = |e: &dyn fmt::Display| {
+            let trimmed = input.trim_start();
+            let kind = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+                "neither JSON nor YAML"
+            } else {
+                "not valid YAML"
+            };
+            InputError(format!("input is {kind} (document {}): {e}", i + 1))
+        };
+        // serde_norway's own Value refuses a key given twice, as the filter
+        // does; serde_json's would keep the last silently.
+        let mut yaml = serde_norway::Value::deserialize(de).map_err(|e| at(&e))?;
+        yaml.apply_merge().map_err(|e| at(&e))?;
+        docs.push(serde_json::to_value(&yaml).map_err(|e| at(&e))?);
+    }
+    Ok(docs)
+}
+
+fn join(prefix: &str, what: &str) -> String {
+    match (prefix.is_empty(), what.is_empty()) {
+        (true, _) => what.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}: {what}"),
+    }
+}
+
+/// One document: a Kubernetes object, something holding Envoy's Wasm filter,
+/// or a bare configuration. `raw` is the document's own text when it is the
+/// whole input and JSON.
+fn scan_document(doc: &Value, raw: Option<&str>, prefix: &str, scan: &mut Scan) {
+    let str_at = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    if let (Some(api_version), Some(kind)) = (str_at(doc, "apiVersion"), str_at(doc, "kind")) {
+        let meta = doc.get("metadata").unwrap_or(&Value::Null);
+        let name = match (str_at(meta, "namespace"), str_at(meta, "name")) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (None, Some(n)) => n,
+            _ => "(unnamed)".to_string(),
+        };
+        let object = format!("{kind} {name}");
+        let group = api_version.split('/').next().unwrap_or_default();
+        match (group, kind.as_str()) {
+            // What `kubectl get KIND -o yaml` prints without a name.
+            ("v1", "List") => {
+                let items = doc.get("items").and_then(Value::as_array);
+                for (i, item) in items.into_iter().flatten().enumerate() {
+                    scan_document(item, None, &join(prefix, &format!("items[{i}]")), scan);
+                }
+            }
+            ("extensions.istio.io", "WasmPlugin") => {
+                // Istio sends pluginConfig as JSON; without one, an empty
+                // configuration.
+                let config = doc.pointer("/spec/pluginConfig");
+                scan.configs.push(Found {
+                    location: join(prefix, &format!("{object} spec.pluginConfig")),
+                    config: Ok(config.map(to_json).unwrap_or_default()),
+                });
+            }
+            ("gateway.envoyproxy.io", "EnvoyExtensionPolicy") => {
+                let wasm = doc.pointer("/spec/wasm").and_then(Value::as_array);
+                for (i, module) in wasm.into_iter().flatten().enumerate() {
+                    let named = str_at(module, "name")
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default();
+                    scan.configs.push(Found {
+                        location: join(prefix, &format!("{object} spec.wasm[{i}].config{named}")),
+                        config: Ok(module.get("config").map(to_json).unwrap_or_default()),
+                    });
+                }
+            }
+            // EnvoyFilter, EnvoyPatchPolicy...: whatever Wasm filter they
+            // carry; other kinds (Gateway, HTTPRoute) hold none.
+            _ => walk(
+                doc,
+                &mut String::new(),
+                &Context::default(),
+                join(prefix, &object),
+                scan,
+            ),
+        }
+        return;
+    }
+    let before = (scan.configs.len(), scan.notes.len());
+    walk(
+        doc,
+        &mut String::new(),
+        &Context::default(),
+        prefix.to_string(),
+        scan,
+    );
+    if (scan.configs.len(), scan.notes.len()) != before || looks_like_envoy(doc) {
+        return;
+    }
+    scan.configs.push(Found {
+        location: prefix.to_string(),
+        config: Ok(raw.map(str::to_string).unwrap_or_else(|| to_json(doc))),
+    });
+}
+
+/// Top-level keys of an Envoy bootstrap or xDS resource file, which no
+/// plugin configuration has: such a document without the filter is not
+/// mistaken for a bare configuration full of unknown fields.
+fn looks_like_envoy(doc: &Value) -> bool {
+    const ENVOY_KEYS: [&str; 8] = [
+        "static_resources",
+        "dynamic_resources",
+        "resources",
+        "version_info",
+        "admin",
+        "node",
+        "layered_runtime",
+        "@type",
+    ];
+    doc.as_object()
+        .is_some_and(|o| ENVOY_KEYS.iter().any(|k| o.contains_key(*k)))
+}
+
+fn to_json(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Names met on the way down, for locations people recognise.
+#[derive(Default, Clone)]
+struct Context {
+    listener: Option<String>,
+    /// The `name` of the object holding the current one (an HTTP filter, a
+    /// TypedExtensionConfig).
+    holder: Option<String>,
+    /// The holder is an ECDS resource (TypedExtensionConfig).
+    holder_is_resource: bool,
+}
+
+/// Looks for Envoy's Wasm HTTP filter anywhere below `v`.
+fn walk(v: &Value, path: &mut String, ctx: &Context, prefix: String, scan: &mut Scan) {
+    match v {
+        Value::Object(obj) => {
+            if let Some(wasm) = wasm_message(obj) {
+                scan.configs.push(Found {
+                    location: join(&prefix, &describe_filter(ctx, path)),
+                    config: configuration(wasm),
+                });
+                return;
+            }
+            let name = obj.get("name").and_then(Value::as_str).map(str::to_string);
+            if let Some(discovery) = obj.get("config_discovery") {
+                if ecds_of_wasm(discovery) {
+                    let mut here = ctx.clone();
+                    here.holder = name.clone();
+                    let source = discovery
+                        .pointer("/config_source/path_config_source/path")
+                        .or_else(|| discovery.pointer("/config_source/path"))
+                        .and_then(Value::as_str)
+                        .map(|p| format!(" from {p}"))
+                        .unwrap_or_default();
+                    scan.notes.push(join(
+                        &prefix,
+                        &format!(
+                            "{}: configuration delivered by ECDS{source}; check that resource",
+                            describe_filter(&here, path)
+                        ),
+                    ));
+                }
+            }
+            let mut inner = ctx.clone();
+            inner.holder = name;
+            inner.holder_is_resource =
+                obj.get("@type").and_then(Value::as_str) == Some(TYPED_EXTENSION_CONFIG);
+            for (key, child) in obj {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                if key == "listeners" {
+                    for (i, listener) in child.as_array().into_iter().flatten().enumerate() {
+                        let mut l = inner.clone();
+                        l.listener = listener
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        let len = path.len();
+                        path.push_str(&format!("[{i}]"));
+                        walk(listener, path, &l, prefix.clone(), scan);
+                        path.truncate(len);
+                    }
+                } else {
+                    walk(child, path, &inner, prefix.clone(), scan);
+                }
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk(item, path, ctx, prefix.clone(), scan);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The Wasm filter message of a `typed_config`, directly or inside a
+/// TypedStruct (as some Istio EnvoyFilters write it).
+fn wasm_message(obj: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    let ty = obj.get("@type").and_then(Value::as_str)?;
+    if ty == WASM_TYPE {
+        return Some(obj);
+    }
+    let typed_struct =
+        ty.ends_with("/udpa.type.v1.TypedStruct") || ty.ends_with("/xds.type.v3.TypedStruct");
+    if typed_struct && obj.get("type_url").and_then(Value::as_str) == Some(WASM_TYPE) {
+        return obj.get("value").and_then(Value::as_object);
+    }
+    None
+}
+
+fn ecds_of_wasm(discovery: &Value) -> bool {
+    discovery
+        .get("type_urls")
+        .and_then(Value::as_array)
+        .is_some_and(|urls| urls.iter().any(|u| u.as_str() == Some(WASM_TYPE)))
+}
+
+fn describe_filter(ctx: &Context, path: &str) -> String {
+    let what = if ctx.holder_is_resource {
+        "ECDS resource"
+    } else {
+        "Wasm filter"
+    };
+    match (&ctx.holder, &ctx.listener) {
+        (Some(name), Some(listener)) => format!("{what} {name:?} (listener {listener:?})"),
+        (Some(name), None) => format!("{what} {name:?}"),
+        (None, _) if path.is_empty() => what.to_string(),
+        (None, _) => format!("{what} at {path}"),
+    }
+}
+
+/// The plugin configuration of a Wasm filter: the JSON text of its
+/// `config.configuration` StringValue (absent: empty, as Envoy passes it).
+fn configuration(wasm: &Map<String, Value>) -> Result<String, String> {
+    let Some(configuration) = wasm.get("config").and_then(|c| c.get("configuration")) else {
+        return Ok(String::new());
+    };
+    let ty = configuration.get("@type").and_then(Value::as_str);
+    if ty != Some(STRING_VALUE_TYPE) {
+        return Err(format!(
+            "config.configuration must be a {STRING_VALUE_TYPE} holding the JSON configuration, found {}",
+            ty.map(|t| format!("@type {t:?}"))
+                .unwrap_or_else(|| "no @type".to_string())
+        ));
+    }
+    match configuration.get("value") {
+        None => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(_) => {
+            Err("config.configuration.value must be a string (the JSON configuration)".into())
+        }
+    }
+}
+
+/// The size of a compiled configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub entries: usize,
+    /// Hosts and path prefixes (explicit and from layouts).
+    pub routes: usize,
+    /// Model ids, `namespace/name` of agents included.
+    pub models: usize,
+}
+
+impl Summary {
+    pub fn of(plan: &Plan) -> Summary {
+        Summary {
+            entries: plan.entries.len(),
+            routes: plan.router.route_count(),
+            models: plan.model_ids.len(),
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} entries, {} routes, {} models",
+            self.entries, self.routes, self.models
+        )
+    }
+}
+
+/// A request to explain: what a client would send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExplainRequest {
+    pub method: String,
+    /// `:path`, query included.
+    pub path: String,
+    /// `:authority`; empty when not given.
+    pub host: String,
+    /// The `model` an OpenAI request body names.
+    pub model: Option<String>,
+    /// Other request headers, names as sent (lowercased before use).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The entry a request went to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef {
+    /// Index in `agents[]`.
+    pub index: usize,
+    /// `namespace/name`.
+    pub id: String,
+    pub kind: &'static str,
+    pub backend: String,
+}
+
+/// What the filter does with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// On to Envoy's routes, with these changes.
+    Forward {
+        /// The `:path` upstream (the request's own when not rewritten).
+        path: String,
+        rewritten: bool,
+        /// Header changes in the order the filter makes them (`:path` left
+        /// out: see `path`); `None` is a removal.
+        headers: Vec<(String, Option<String>)>,
+        /// An A2A generation when a chat completion is translated.
+        translate: Option<&'static str>,
+        /// An agent card whose URLs the answer gets rewritten to.
+        card: Option<String>,
+    },
+    /// The filter answers itself.
+    Reply {
+        status: u32,
+        /// The OpenAI-shaped error's `code` and `message`, when it is one.
+        code: Option<String>,
+        message: Option<String>,
+    },
+    /// An OpenAI request the body's `model` dispatches: pass `--model`.
+    NeedsModel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub request: ExplainRequest,
+    pub entry: Option<EntryRef>,
+    /// How the entry was chosen: `host`, `path prefix /p`, `model m`.
+    pub matched_by: Option<String>,
+    pub outcome: Outcome,
+    /// What the explanation could not take into account.
+    pub notes: Vec<String>,
+}
+
+impl Explanation {
+    /// The path the backend sees, when the request is forwarded.
+    pub fn upstream_path(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Forward { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Runs one request through the filter's decision code.
+pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
+    let method = if request.method.is_empty() {
+        if request.model.is_some() {
+            "POST"
+        } else {
+            "GET"
+        }
+    } else {
+        request.method.as_str()
+    };
+    let lowered: Vec<(String, &str)> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
+        .collect();
+    let mut pairs: Vec<(&str, &[u8])> = vec![
+        (":method", method.as_bytes()),
+        (":path", request.path.as_bytes()),
+        (":authority", request.host.as_bytes()),
+        (":scheme", b"http"),
+    ];
+    pairs.extend(lowered.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    // A client naming a model sends JSON.
+    if request.model.is_some() && !lowered.iter().any(|(k, _)| k == "content-type") {
+        pairs.push(("content-type", b"application/json"));
+    }
+    let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+    let mut notes = Vec::new();
+    let mut matched_by = plan.router.route(head.authority, head.path).map(|m| {
+        if m.prefix.is_empty() {
+            "host".to_string()
+        } else {
+            format!("path prefix {}", m.prefix)
+        }
+    });
+    let mut decision = decide(plan, &head);
+    if decision == Decision::ReadModel {
+        match &request.model {
+            Some(model) => {
+                decision = decide_model(plan, &head, Ok(model));
+                matched_by = Some(format!("model {model}"));
+            }
+            None => {
+                return Explanation {
+                    request: request.clone(),
+                    entry: None,
+                    matched_by: None,
+                    outcome: Outcome::NeedsModel,
+                    notes,
+                }
+            }
+        }
+    } else if request.model.is_some() {
+        notes.push("--model is not used: this request is not dispatched by its model".into());
+    }
+    let entry_ref = |i: usize| {
+        plan.entries.get(i).map(|e| EntryRef {
+            index: i,
+            id: e.id.clone(),
+            kind: e.kind.as_str(),
+            backend: e.backend.clone(),
+        })
+    };
+    let (entry, outcome) = match decision {
+        Decision::Forward(f) => {
+            let mut path = request.path.clone();
+            let mut rewritten = false;
+            let mut headers = Vec::new();
+            for op in &f.ops {
+                match op {
+                    HeaderOp::Set(":path", to) => {
+                        path = to.to_string();
+                        rewritten = true;
+                    }
+                    HeaderOp::Set(name, value) => {
+                        headers.push((name.to_string(), Some(value.to_string())))
+                    }
+                    HeaderOp::Remove(name) => headers.push((name.to_string(), None)),
+                }
+            }
+            let translate = f.translate.map(|v| v.as_str());
+            if translate.is_some() {
+                notes.push("the chat completion body is translated to an A2A message".into());
+            }
+            let card = f
+                .card
+                .map(|c| format!("{}://{}{}", c.scheme, c.authority, c.prefix));
+            let outcome = Outcome::Forward {
+                path,
+                rewritten,
+                headers,
+                translate,
+                card,
+            };
+            (f.entry, outcome)
+        }
+        Decision::Reply { entry, reply } => {
+            let error = serde_json::from_str::<Value>(&reply.body)
+                .ok()
+                .and_then(|v| v.get("error").cloned());
+            let field = |k: &str| {
+                error
+                    .as_ref()
+                    .and_then(|e| e.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let outcome = Outcome::Reply {
+                status: reply.status,
+                code: field("code"),
+                message: field("message"),
+            };
+            (entry, outcome)
+        }
+        Decision::ReadModel => (None, Outcome::NeedsModel),
+    };
+    let limited = entry
+        .and_then(|i| plan.entries.get(i))
+        .is_some_and(|e| e.rate_limit.is_some());
+    if limited && matches!(outcome, Outcome::Forward { .. }) {
+        notes.push(
+            "the entry's rate_limit applies: over it, the answer is 429 (not simulated here)"
+                .into(),
+        );
+    }
+    let entry = entry.and_then(entry_ref);
+    if entry.is_none() {
+        matched_by = None;
+    }
+    Explanation {
+        request: request.clone(),
+        entry,
+        matched_by,
+        outcome,
+        notes,
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.request;
+        let method = if r.method.is_empty() {
+            if r.model.is_some() {
+                "POST"
+            } else {
+                "GET"
+            }
+        } else {
+            &r.method
+        };
+        write!(f, "request  {method} {}", r.path)?;
+        if !r.host.is_empty() {
+            write!(f, " (host {})", r.host)?;
+        }
+        if let Some(model) = &r.model {
+            write!(f, " (model {model})")?;
+        }
+        writeln!(f)?;
+        match &self.entry {
+            Some(e) => {
+                write!(f, "entry    agents[{}] {} ({})", e.index, e.id, e.kind)?;
+                if let Some(by) = &self.matched_by {
+                    write!(f, " by {by}")?;
+                }
+                writeln!(f, ", backend {}", e.backend)?;
+            }
+            None => writeln!(f, "entry    none")?,
+        }
+        match &self.outcome {
+            Outcome::Forward {
+                path,
+                rewritten,
+                headers,
+                translate,
+                card,
+            } => {
+                let how = match (rewritten, translate) {
+                    (_, Some(version)) => format!("rewritten; A2A {version}"),
+                    (true, None) => "rewritten".to_string(),
+                    (false, None) => "unchanged".to_string(),
+                };
+                writeln!(f, "forward  {path} ({how})")?;
+                let mut label = "headers ";
+                for (name, value) in headers {
+                    match value {
+                        Some(v) => writeln!(f, "{label} set    {name}: {v}")?,
+                        None => writeln!(f, "{label} remove {name}")?,
+                    }
+                    label = "        ";
+                }
+                if headers.is_empty() {
+                    writeln!(f, "headers  none changed")?;
+                }
+                if let Some(base) = card {
+                    writeln!(f, "card     the agent card's URLs are rewritten to {base}")?;
+                }
+            }
+            Outcome::Reply {
+                status,
+                code,
+                message,
+            } => {
+                write!(f, "reply    {status}")?;
+                if let Some(code) = code {
+                    write!(f, " {code}")?;
+                }
+                if let Some(message) = message {
+                    write!(f, ": {message}")?;
+                }
+                writeln!(f, " (answered by the filter, not forwarded)")?;
+            }
+            Outcome::NeedsModel => writeln!(
+                f,
+                "model    an OpenAI request: the `model` of its body picks the entry; pass --model ID"
+            )?,
+        }
+        for note in &self.notes {
+            writeln!(f, "note     {note}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(input: &str) -> Vec<(String, Result<String, String>)> {
+        scan(input)
+            .unwrap()
+            .configs
+            .into_iter()
+            .map(|f| (f.location, f.config))
+            .collect()
+    }
+
+    fn only(input: &str) -> Found {
+        let mut scan = scan(input).unwrap();
+        assert_eq!(scan.configs.len(), 1, "{:?}", scan.configs);
+        scan.configs.remove(0)
+    }
+
+    #[test]
+    fn a_bare_json_configuration_reaches_the_reader_byte_for_byte() {
+        let text = r#"{"agents":[{"name":"a","backend":"b","name":"c"}]}"#;
+        let found = only(text);
+        assert_eq!(
+            (found.location.as_str(), found.config.as_deref()),
+            ("", Ok(text))
+        );
+        // ...so the filter's own duplicate-key refusal shows.
+        let err = found.compile().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "agents[0].name: given twice (duplicate key)"
+        );
+    }
+
+    #[test]
+    fn a_bare_yaml_configuration_is_read_as_its_json() {
+        let found =
+            only("agents:\n- name: a\n  backend: b\n  prefixes: [{prefix: /p, rewrite: ~}]\n");
+        assert_eq!(
+            found.config.as_deref(),
+            Ok(
+                r#"{"agents":[{"name":"a","backend":"b","prefixes":[{"prefix":"/p","rewrite":null}]}]}"#
+            )
+        );
+        let plan = found.compile().unwrap();
+        assert_eq!(
+            Summary::of(&plan),
+            Summary {
+                entries: 1,
+                routes: 4,
+                models: 1
+            }
+        );
+        // An unquoted YAML number is a number, as Istio would send it.
+        let err = only("agents: [{name: a, backend: b, protocol: a2a, a2a: {version: 1.0}}]")
+            .compile()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "agents[0].a2a.version: expected a string, found a number"
+        );
+    }
+
+    #[test]
+    fn empty_input_is_the_empty_configuration() {
+        for input in ["", "  \n", "# nothing\n", "---\n---\n"] {
+            let found = only(input);
+            assert_eq!(found.location, "empty input");
+            assert_eq!(found.compile().unwrap().entries.len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_wasm_plugin_gives_its_plugin_config() {
+        let input = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\n\
+            metadata: {name: agentroute, namespace: istio-ingress}\n\
+            spec:\n  url: oci://x/y:1\n  pluginConfig:\n    agents:\n    - {name: a, bakend: b}\n";
+        let found = only(input);
+        assert_eq!(
+            found.location,
+            "WasmPlugin istio-ingress/agentroute spec.pluginConfig"
+        );
+        assert_eq!(
+            found.compile().unwrap_err().to_string(),
+            "agents[0].bakend: unknown field"
+        );
+        // No pluginConfig: Istio sends nothing, which is valid.
+        let found = only("apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: p}\nspec: {url: x}\n");
+        assert_eq!(
+            (found.location.as_str(), found.config.as_deref()),
+            ("WasmPlugin p spec.pluginConfig", Ok(""))
+        );
+    }
+
+    #[test]
+    fn an_extension_policy_gives_each_wasm_config() {
+        let input = r#"
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyExtensionPolicy
+metadata: {name: agentroute, namespace: eg}
+spec:
+  wasm:
+  - name: agentroute
+    config: {agents: [{name: a, backend: b}]}
+  - name: other
+"#;
+        assert_eq!(
+            configs(input),
+            [
+                (
+                    "EnvoyExtensionPolicy eg/agentroute spec.wasm[0].config (agentroute)"
+                        .to_string(),
+                    Ok(r#"{"agents":[{"name":"a","backend":"b"}]}"#.to_string())
+                ),
+                (
+                    "EnvoyExtensionPolicy eg/agentroute spec.wasm[1].config (other)".to_string(),
+                    Ok(String::new())
+                ),
+            ]
+        );
+    }
+
+    const BOOTSTRAP: &str = r#"
+static_resources:
+  listeners:
+  - name: gateway
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          http_filters:
+          - name: agentroute
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                root_id: agentroute
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+                    {"agents": [{"name": "a", "backend": "b"}]}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#;
+
+    #[test]
+    fn a_bootstrap_gives_its_wasm_filters_configuration_string() {
+        let found = only(BOOTSTRAP);
+        assert_eq!(
+            found.location,
+            r#"Wasm filter "agentroute" (listener "gateway")"#
+        );
+        assert_eq!(
+            found.config.as_deref(),
+            Ok("{\"agents\": [{\"name\": \"a\", \"backend\": \"b\"}]}\n")
+        );
+        // The same bootstrap as JSON.
+        let json: Value = serde_norway::from_str(BOOTSTRAP).unwrap();
+        assert_eq!(only(&json.to_string()), found);
+        // A configuration that is not a StringValue is named, not guessed at.
+        let other = BOOTSTRAP.replace(
+            "type.googleapis.com/google.protobuf.StringValue",
+            "type.googleapis.com/google.protobuf.BytesValue",
+        );
+        let err = only(&other).compile().unwrap_err().to_string();
+        assert!(
+            err.contains("must be a type.googleapis.com/google.protobuf.StringValue"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_ecds_resource_file_and_a_bootstrap_that_points_at_one() {
+        let ecds = r#"
+version_info: "1"
+resources:
+- "@type": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig
+  name: agentroute
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: '{"unmatched": "reject"}'
+"#;
+        let found = only(ecds);
+        assert_eq!(found.location, r#"ECDS resource "agentroute""#);
+        assert_eq!(found.config.as_deref(), Ok(r#"{"unmatched": "reject"}"#));
+
+        let pointer = r#"
+static_resources:
+  listeners:
+  - name: gw
+    filter_chains: [{filters: [{name: hcm, typed_config: {http_filters: [
+      {name: agentroute, config_discovery: {
+        config_source: {path_config_source: {path: envoy/ecds/agentroute.yaml}},
+        type_urls: [type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm]}}]}}]}]
+"#;
+        let scan = scan(pointer).unwrap();
+        assert!(scan.configs.is_empty());
+        assert_eq!(
+            scan.notes,
+            [
+                r#"Wasm filter "agentroute" (listener "gw"): configuration delivered by ECDS from envoy/ecds/agentroute.yaml; check that resource"#
+            ]
+        );
+    }
+
+    #[test]
+    fn several_documents_are_numbered_and_other_objects_skipped() {
+        let input = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n\
+            apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: p, namespace: n}\n\
+            spec: {pluginConfig: {}}\n---\n";
+        assert_eq!(
+            configs(input),
+            [(
+                "document 2: WasmPlugin n/p spec.pluginConfig".to_string(),
+                Ok("{}".to_string())
+            )]
+        );
+        // `kubectl get wasmplugins -A -o yaml`
+        let list = "apiVersion: v1\nkind: List\nitems:\n\
+            - apiVersion: extensions.istio.io/v1alpha1\n  kind: WasmPlugin\n  metadata: {name: p}\n  \
+            spec: {pluginConfig: {unmatched: reject}}\n";
+        assert_eq!(
+            configs(list),
+            [(
+                "items[0]: WasmPlugin p spec.pluginConfig".to_string(),
+                Ok(r#"{"unmatched":"reject"}"#.to_string())
+            )]
+        );
+        // An Envoy file without the filter holds no configuration at all.
+        assert_eq!(configs("static_resources: {clusters: []}\n"), []);
+    }
+
+    #[test]
+    fn unreadable_input_says_where() {
+        let err = scan("agents:\n  - name: a\n   backend: b\n").unwrap_err();
+        assert!(
+            err.0.starts_with("input is not valid YAML (document 1): "),
+            "{err}"
+        );
+        assert!(err.0.contains("line 3"), "{err}");
+        let err = scan("{\"agents\": [}").unwrap_err();
+        assert!(err.0.starts_with("input is neither JSON nor YAML"), "{err}");
+        // YAML refuses a key given twice, like the filter's reader.
+        let err = scan("agents: []\nagents: []\n").unwrap_err();
+        assert!(err.0.contains("duplicate"), "{err}");
+    }
+
+    const CONFIG: &str = r#"{
+        "agents": [
+            {"name": "coordinator", "namespace": "prod", "backend": "c-backend", "timeout": "300s",
+             "hosts": ["coord.example.com"], "models": ["coordinator-v2"],
+             "prefixes": [{"prefix": "/cs"}, {"prefix": "/raw", "rewrite": null}]},
+            {"name": "echo", "namespace": "prod", "backend": "e-backend", "protocol": "a2a",
+             "a2a": {"path": "/rpc"}}
+        ]
+    }"#;
+
+    fn request(path: &str) -> ExplainRequest {
+        ExplainRequest {
+            path: path.to_string(),
+            host: "gw".to_string(),
+            ..ExplainRequest::default()
+        }
+    }
+
+    fn plan() -> Plan {
+        Plan::from_json(CONFIG.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn explain_a_prefix_match_with_its_rewrite_and_headers() {
+        let p = plan();
+        let e = explain(&p, &request("/cs/orders?id=7"));
+        assert_eq!(
+            e.entry.as_ref().map(|e| e.id.as_str()),
+            Some("prod/coordinator")
+        );
+        assert_eq!(e.matched_by.as_deref(), Some("path prefix /cs"));
+        let Outcome::Forward {
+            path,
+            rewritten,
+            headers,
+            ..
+        } = &e.outcome
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!((path.as_str(), *rewritten), ("/orders?id=7", true));
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(header("x-agent-backend"), Some(Some("c-backend".into())));
+        assert_eq!(header("x-forwarded-prefix"), Some(Some("/cs".into())));
+        assert_eq!(
+            header("x-envoy-upstream-rq-timeout-ms"),
+            Some(Some("300000".into()))
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "entry    agents[0] prod/coordinator (agent) by path prefix /cs, backend c-backend"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("forward  /orders?id=7 (rewritten)"), "{text}");
+        assert!(
+            text.contains("headers  set    x-forwarded-prefix: /cs\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n         set    x-agent-backend: c-backend\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn explain_hosts_kept_paths_and_client_headers() {
+        let p = plan();
+        let mut r = request("/anything");
+        r.host = "Coord.Example.com:443".into();
+        r.headers = vec![("X-Agent-Backend".into(), "evil".into())];
+        let e = explain(&p, &r);
+        assert_eq!(e.matched_by.as_deref(), Some("host"));
+        assert_eq!(e.upstream_path(), Some("/anything"));
+        let Outcome::Forward { headers, .. } = &e.outcome else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            headers.first(),
+            Some(&("x-agent-backend".to_string(), None))
+        );
+        assert!(e.to_string().contains("forward  /anything (unchanged)"));
+        assert_eq!(
+            explain(&p, &request("/raw/x")).upstream_path(),
+            Some("/raw/x")
+        );
+    }
+
+    #[test]
+    fn explain_local_replies_and_unmatched_requests() {
+        let p = plan();
+        let e = explain(&p, &request("/prod/agent/coordinator/../admin"));
+        assert_eq!(e.entry.as_ref().map(|e| e.index), Some(0));
+        assert_eq!(
+            e.outcome,
+            Outcome::Reply {
+                status: 400,
+                code: Some("invalid_path".into()),
+                message: Some(
+                    "path holds a '.' or '..' segment, which the gateway does not forward".into()
+                ),
+            }
+        );
+        assert!(e
+            .to_string()
+            .contains("reply    400 invalid_path: path holds"));
+        let e = explain(&p, &request("/nobody"));
+        assert_eq!(
+            (e.entry.as_ref(), e.upstream_path()),
+            (None, Some("/nobody"))
+        );
+        let reject = Plan::from_json(br#"{"unmatched": "reject"}"#).unwrap();
+        let e = explain(&reject, &request("/nobody"));
+        assert!(
+            matches!(e.outcome, Outcome::Reply { status: 404, ref code, .. } if code.as_deref() == Some("agent_not_found"))
+        );
+    }
+
+    #[test]
+    fn explain_openai_requests_by_model() {
+        let p = plan();
+        let e = explain(&p, &request("/v1/chat/completions"));
+        assert_eq!(
+            (e.entry.as_ref(), e.upstream_path()),
+            (None, Some("/v1/chat/completions")),
+            "GET is no dispatch"
+        );
+        let mut r = request("/v1/chat/completions");
+        r.method = "POST".into();
+        assert_eq!(explain(&p, &r).outcome, Outcome::NeedsModel);
+        r.model = Some("coordinator-v2".into());
+        let e = explain(&p, &r);
+        assert_eq!(e.matched_by.as_deref(), Some("model coordinator-v2"));
+        assert_eq!(e.upstream_path(), Some("/v1/chat/completions"));
+        r.model = Some("prod/echo".into());
+        let e = explain(&p, &r);
+        let Outcome::Forward {
+            path, translate, ..
+        } = &e.outcome
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!((path.as_str(), *translate), ("/rpc", Some("1.0")));
+        r.model = Some("nope".into());
+        assert!(matches!(
+            explain(&p, &r).outcome,
+            Outcome::Reply { status: 404, ref code, .. } if code.as_deref() == Some("model_not_found")
+        ));
+        // The model list is the filter's own answer.
+        assert!(matches!(
+            explain(&p, &request("/v1/models")).outcome,
+            Outcome::Reply { status: 200, .. }
+        ));
+    }
+
+    #[test]
+    fn the_schema_is_draft_2020_12_with_an_id() {
+        let s = schema();
+        let keys: Vec<&str> = s
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .take(3)
+            .collect();
+        assert_eq!(keys, ["$schema", "$id", "title"]);
+        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert_eq!(s["additionalProperties"], false);
+        assert!(schema_text().ends_with("}\n"));
+    }
+}

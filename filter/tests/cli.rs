@@ -1,0 +1,229 @@
+//! The built `agentroute` binary on the configurations the project ships,
+//! on broken ones, and its schema against the committed file.
+
+// A test file: its helpers fail the test loudly, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap()
+}
+
+fn agentroute(args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentroute"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&stdout).into_owned() + &String::from_utf8_lossy(&stderr);
+    (status.code().unwrap(), text)
+}
+
+/// The YAML files below `dir`, relative to the repository.
+fn yaml_files(dir: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root().join(dir)];
+    while let Some(d) = dirs.pop() {
+        for path in std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()) {
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                let relative = path.strip_prefix(root()).unwrap();
+                files.push(relative.display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Whether a shipped file holds the filter's configuration (what the
+/// Makefile's `check-shipped` selects): a WasmPlugin, an
+/// EnvoyExtensionPolicy, or Envoy's Wasm filter, outside comments.
+fn holds_a_configuration(file: &str) -> bool {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .any(|l| {
+            l.contains("pluginConfig:")
+                || l.contains("filters.http.wasm.v3.Wasm")
+                || l.contains("kind: EnvoyExtensionPolicy")
+        })
+}
+
+#[test]
+fn every_shipped_configuration_is_ok() {
+    let mut with_config = 0;
+    for file in [yaml_files("envoy"), yaml_files("istio")].concat() {
+        if !holds_a_configuration(&file) {
+            continue;
+        }
+        let (code, out) = agentroute(&["check", &file], "");
+        assert_eq!(code, 0, "{file}: {out}");
+        assert!(
+            out.lines()
+                .all(|l| l.contains(": ok: ") || l.contains("configuration delivered by ECDS")),
+            "{file}: {out}"
+        );
+        with_config += 1;
+    }
+    assert!(with_config >= 6, "{with_config}");
+    let (code, out) = agentroute(&["check", "istio/wasmplugin.yaml"], "");
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "istio/wasmplugin.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: ok: 4 entries, 14 routes, 4 models\n"
+        )
+    );
+}
+
+#[test]
+fn a_broken_configuration_names_the_field_and_exits_1() {
+    let shipped = std::fs::read_to_string(root().join("istio/wasmplugin.yaml")).unwrap();
+    let broken = shipped.replacen("backend: prod-support", "bakend: prod-support", 1);
+    assert_ne!(broken, shipped);
+    let (code, out) = agentroute(&["check", "-"], &broken);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            1,
+            "<stdin>: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[1].bakend: unknown field\n"
+        )
+    );
+    // Every configuration of a file is checked, each with its first error.
+    let two = "{\"agents\": [{\"name\": \"a\"}]}";
+    let bootstrap = std::fs::read_to_string(root().join("envoy/ecds/agentroute.yaml"))
+        .unwrap()
+        .replace(
+            "\"backend\": \"researcher\"",
+            "\"backend\": \"researcher\", \"timeout\": \"9\"",
+        );
+    let dir = std::env::temp_dir().join(format!("agentroute-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.json"), dir.join("b.yaml"));
+    std::fs::write(&a, two).unwrap();
+    std::fs::write(&b, bootstrap).unwrap();
+    let (code, out) = agentroute(&["check", a.to_str().unwrap(), b.to_str().unwrap()], "");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("a.json: error: agents[0].backend: required\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("b.yaml: ECDS resource \"agentroute\": error: agents[1].timeout: invalid duration \"9\""),
+        "{out}"
+    );
+    // Not YAML at all, and a file without the filter.
+    let (code, out) = agentroute(&["check"], "agents: [\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("<stdin>: error: input is not valid YAML"),
+        "{out}"
+    );
+    let (code, out) = agentroute(&["check", "istio/gateway.yaml"], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no agentroute configuration found"), "{out}");
+}
+
+#[test]
+fn explain_prints_the_entry_path_and_headers() {
+    let (code, out) = agentroute(
+        &[
+            "check",
+            "envoy/demo.yaml",
+            "--explain",
+            "/customer-service/orders?id=7",
+            "--header",
+            "x-agent-backend: evil",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "  entry    agents[0] prod/coordinator (agent) by path prefix /customer-service, backend coordinator",
+        "  forward  /orders?id=7 (rewritten)",
+        "  headers  set    x-forwarded-prefix: /customer-service",
+        "           remove x-agent-backend",
+        "           set    x-agent-backend: coordinator",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    let (code, out) = agentroute(
+        &[
+            "check",
+            "envoy/demo.yaml",
+            "--explain",
+            "/prod/tools/%2e%2e/x",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("  reply    400 invalid_path: "), "{out}");
+    let (code, out) = agentroute(
+        &[
+            "check",
+            "envoy/demo.yaml",
+            "--explain",
+            "/v1/chat/completions",
+            "--model",
+            "embed-demo",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "  entry    agents[3] models/embedder (modelapi) by model embed-demo, backend embedder"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &[],
+        &["check", "--explain"],
+        &["check", "--explain", "no-slash"],
+        &["check", "--host", "h"],
+        &["check", "--bogus"],
+    ] {
+        let (code, out) = agentroute(args, "");
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains("usage: agentroute check"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn the_committed_schema_is_what_the_contract_generates() {
+    let (code, out) = agentroute(&["schema"], "");
+    assert_eq!(code, 0);
+    let committed = std::fs::read_to_string(root().join("schema/agentroute.schema.json")).unwrap();
+    assert!(
+        out == committed,
+        "schema/agentroute.schema.json is out of date: run `make schema`"
+    );
+}
