@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 ENVOY=${ENVOY:-.venv/bin/envoy}
 AGENT=target/release/demo-agent
+PYTHON=${PYTHON:-.venv/bin/python}
 LOGS=.run
 mkdir -p "$LOGS"
 
@@ -20,7 +21,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for port in 9101 9102 9103 9104 9105 10000 9901; do
+for port in 9101 9102 9103 9104 9105 9106 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop what holds it (another 'make run'?) and retry" >&2
     exit 1
@@ -30,14 +31,26 @@ done
 "$AGENT" coordinator=127.0.0.1:9101 researcher=127.0.0.1:9102 llm=127.0.0.1:9103 tools=127.0.0.1:9104 embedder=127.0.0.1:9105 \
   >"$LOGS/agents.log" 2>&1 &
 pids+=($!)
+# An A2A agent (official a2a-sdk) whose card names its in-cluster address:
+# the gateway rewrites it to the address the client used.
+"$PYTHON" tests/python/a2a_agent.py --port 9106 --name assistant \
+  --base-url http://assistant.prod.svc.cluster.local:8000/ >"$LOGS/a2a-agent.log" 2>&1 &
+pids+=($!)
 "$ENVOY" -c envoy/demo.yaml --concurrency 2 --disable-hot-restart \
   -l warning --component-log-level wasm:info >"$LOGS/envoy.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
   if curl -fs -o /dev/null http://127.0.0.1:9901/ready 2>/dev/null; then break; fi
-  if ! kill -0 "${pids[1]}" 2>/dev/null; then
+  if ! kill -0 "${pids[2]}" 2>/dev/null; then
     echo "Envoy exited; its log ($LOGS/envoy.log):" >&2; cat "$LOGS/envoy.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+for _ in $(seq 1 100); do
+  if grep -q '^listening on' "$LOGS/a2a-agent.log" 2>/dev/null; then break; fi
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then
+    echo "the A2A agent exited; its log ($LOGS/a2a-agent.log):" >&2; cat "$LOGS/a2a-agent.log" >&2; exit 1
   fi
   sleep 0.1
 done
@@ -45,7 +58,8 @@ done
 cat <<'TXT'
 
 agentroute demo gateway on http://localhost:10000 (Envoy admin: http://localhost:9901)
-agents: prod/coordinator, prod/researcher, prod/tools (mcp), models/llm and models/embedder (modelapi)
+agents: prod/coordinator, prod/researcher, prod/tools (mcp), models/llm and models/embedder (modelapi),
+        prod/assistant (A2A, official a2a-sdk)
 
 Try:
   curl -s localhost:10000/prod/agent/coordinator/hello?x=1     # kind layout: /{ns}/{kind}/{name}/...
@@ -62,6 +76,10 @@ Try:
   curl -s localhost:10000/v1/models                            # OpenAI: models, answered by the filter
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"gpt-demo","messages":[{"role":"user","content":"hi"}]}'   # dispatched by model
+  curl -s localhost:10000/prod/agent/assistant/.well-known/agent-card.json | grep -o '"url":"[^"]*"'
+                                                               # A2A card: interface URLs point at the gateway
+  curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
+       -d '{"model":"prod/assistant","messages":[{"role":"user","content":"hi"}]}'  # OpenAI chat with the A2A agent
   curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats
 
 Logs in .run/ — Ctrl-C stops everything.

@@ -6,12 +6,17 @@
 //! `?delay_ms=N` to be answered N ms later (to exercise gateway timeouts).
 //!
 //! - `GET /healthz`, `GET /.well-known/agent.json`: health and an A2A card.
-//! - WebSocket upgrade on any path: a greeting with the path seen, then echo.
+//! - WebSocket upgrade on any path (HTTP/1.1 `Upgrade`, or HTTP/2 extended
+//!   CONNECT over h2c): a greeting with the path seen, then echo.
 //! - OpenAI `POST /v1/chat/completions`, `/v1/completions`, `/v1/responses`,
 //!   `/v1/embeddings` (and without `/v1`): OpenAI-shaped answers naming the
 //!   model asked for; `"stream": true` answers as server-sent events.
 //! - `GET .../sse`: `chunks` events every `interval_ms`.
-//! - anything else: a JSON echo of method, path (as received), headers, body.
+//! - `?dims=N` on embeddings: an N-dimension vector (large answers);
+//!   `?content_encoding=X` on any answer: that header, body unchanged (to see
+//!   what a gateway does with an answer it cannot read).
+//! - anything else, or any request with `?echo`: a JSON echo of method, path
+//!   (as received), headers, body.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -53,7 +58,7 @@ async fn handle(State(name): State<Arc<str>>, req: Request) -> Response {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    let mut response = if is_websocket(&parts.headers) {
+    let mut response = if is_websocket(&parts.headers) || parts.method == Method::CONNECT {
         match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(ws) => {
                 let name = name.clone();
@@ -78,6 +83,12 @@ async fn handle(State(name): State<Arc<str>>, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&name) {
         response.headers_mut().insert("x-served-by", v);
     }
+    if let Some(v) = query
+        .get("content_encoding")
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        response.headers_mut().insert(header::CONTENT_ENCODING, v);
+    }
     response
 }
 
@@ -91,13 +102,16 @@ fn answer(
     body: Bytes,
 ) -> Response {
     let path_tail = path.strip_prefix("/v1").unwrap_or(path);
+    if query.contains_key("echo") {
+        return json_response(echo(name, method, path_and_query, headers, &body));
+    }
     match (method, path, path_tail) {
         (&Method::GET, "/healthz", _) => json_response(json!({ "status": "ok", "agent": name })),
         (&Method::GET, "/.well-known/agent.json", _) => json_response(agent_card(name)),
         (&Method::POST, _, "/chat/completions" | "/completions" | "/responses") => {
             completion(name, query, &body)
         }
-        (&Method::POST, _, "/embeddings") => embedding(&body),
+        (&Method::POST, _, "/embeddings") => embedding(query, &body),
         (&Method::GET, _, _) if path.ends_with("/sse") => {
             let chunks = query_num(query, "chunks", 5);
             let interval = query_num(query, "interval_ms", 100);
@@ -183,14 +197,18 @@ fn completion(name: &str, query: &HashMap<String, String>, body: &Bytes) -> Resp
     response
 }
 
-fn embedding(body: &Bytes) -> Response {
+fn embedding(query: &HashMap<String, String>, body: &Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return error(StatusCode::BAD_REQUEST, "invalid json");
     };
     let prompt = prompt_tokens(body.len());
+    let dims = query_num(query, "dims", 3).min(4_000_000) as usize;
+    let vector: Vec<f64> = (0..dims)
+        .map(|i| (i % 1000) as f64 / 1000.0 + 0.0001)
+        .collect();
     let mut response = json_response(json!({
         "object": "list",
-        "data": [ { "object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3] } ],
+        "data": [ { "object": "embedding", "index": 0, "embedding": vector } ],
         "model": request["model"],
         "usage": { "prompt_tokens": prompt, "total_tokens": prompt }
     }));

@@ -7,8 +7,8 @@ JSON-RPC (message/send, message/stream) on the same endpoint.
 
 Usage:
     a2a_agent.py --port PORT [--version both|1.0|0.3] [--base-url URL]
-                 [--name NAME] [--rpc-path /] [--signed] [--stream-delay S]
-                 [--verbose]
+                 [--name NAME] [--rpc-path /] [--root PATH] [--signed]
+                 [--stream-delay S] [--verbose]
 
 Prints exactly one line `listening on 127.0.0.1:PORT` on stdout once it
 accepts connections (--port 0 picks a free port; the real one is printed).
@@ -54,6 +54,9 @@ contextId: when (and only when) the client's message carried a contextId,
 and to the last stream chunk ("chunk 3 [context <id>]"). fail/input texts are
 never changed.
 
+--root PATH serves every route below PATH (`/tock/.well-known/...`,
+`/tock<rpc-path>`), like an agent mounted below a path of its server.
+
 --signed adds a `signatures` array (plausible JWS-shaped content, not a real
 signature) to the card.
 """
@@ -70,7 +73,7 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from a2a.compat.v0_3.conversions import to_compat_agent_card
 from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
@@ -260,6 +263,7 @@ async def main() -> int:
                     '(default http://127.0.0.1:PORT<rpc-path>)')
     ap.add_argument('--name', default='echo', help='agent name in the card (default echo)')
     ap.add_argument('--rpc-path', default='/', help='path of the JSON-RPC endpoint (default /)')
+    ap.add_argument('--root', default='', help='serve every route below this path (default: at /)')
     ap.add_argument('--signed', action='store_true', help='add a signatures array to the card')
     ap.add_argument('--stream-delay', type=float, default=STREAM_DELAY,
                     help='seconds before each stream chunk (default 0.15; >15 makes the '
@@ -272,10 +276,13 @@ async def main() -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(('127.0.0.1', args.port))
     port = sock.getsockname()[1]
-    url = args.base_url or f'http://127.0.0.1:{port}{rpc_path}'
+    root = '/' + args.root.strip('/') if args.root.strip('/') else ''
+    url = args.base_url or f'http://127.0.0.1:{port}{root}{rpc_path}'
 
     card = build_card(url, args.name, args.version, args.signed)
     app = build_app(card, rpc_path, args.version, args.stream_delay)
+    if root:
+        app = Starlette(routes=[Mount(root, app=app)])
     config = uvicorn.Config(
         app,
         log_level='info' if args.verbose else 'warning',

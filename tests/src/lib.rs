@@ -86,6 +86,36 @@ pub enum Shape {
     Ecds,
 }
 
+/// How the plugin configuration reaches Envoy, whatever the [`Shape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// In the bootstrap: a bad configuration stops Envoy from starting.
+    Static,
+    /// The filter by ECDS from a watched file, as Istio delivers a WasmPlugin
+    /// (over ADS there; [`Shape::Ecds`] is Plain with this).
+    Ecds,
+    /// The whole listener by LDS from a watched file, as Envoy Gateway
+    /// delivers an EnvoyExtensionPolicy (over ADS there).
+    Lds,
+}
+
+/// What the Wasm PluginConfig says to do when the plugin fails: its module
+/// cannot load, its `on_configure` refuses, or its VM traps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// `fail_open` (deprecated in Envoy 1.40 for `failure_policy`, still
+    /// honoured): what Envoy Gateway writes for `failOpen`.
+    FailOpen(bool),
+    /// `failure_policy`: `FAIL_CLOSED`, `FAIL_OPEN` or `FAIL_RELOAD`; what
+    /// Istio (>= 1.25) writes for `failStrategy`.
+    Policy(&'static str),
+    /// Neither: Envoy fails closed (what the shipped envoy/*.yaml say).
+    Unset,
+}
+
+/// An edit of a generated bootstrap ([`GatewayConfig::patch_bootstrap`]).
+pub type BootstrapPatch = Box<dyn Fn(&mut Value) + Send + Sync>;
+
 /// How to build one Envoy for a test.
 pub struct GatewayConfig {
     pub shape: Shape,
@@ -103,6 +133,22 @@ pub struct GatewayConfig {
     pub filters_before: Vec<Value>,
     pub vm_id: String,
     pub dispatch_header: String,
+    /// HCM `use_remote_address`: the client is the TCP peer, and
+    /// `X-Forwarded-For` is not believed (what the shipped configs set).
+    pub use_remote_address: bool,
+    /// HTTP/2 with extended CONNECT (WebSocket over HTTP/2).
+    pub http2_connect: bool,
+    /// gRPC clusters by name (HTTP/2 upstreams, e.g. the rate limit service).
+    pub grpc_clusters: Vec<(String, SocketAddr)>,
+    /// The Wasm module Envoy loads: `None` is the plugin under test
+    /// ([`wasm_path`]); the fail-mode tests load bench/floors or a file
+    /// that does not exist.
+    pub wasm: Option<PathBuf>,
+    pub failure: Failure,
+    pub delivery: Delivery,
+    /// A last edit of the whole bootstrap, for what no field covers (what a
+    /// controller puts in place of a module it could not fetch, say).
+    pub patch: Option<BootstrapPatch>,
 }
 
 impl GatewayConfig {
@@ -117,7 +163,65 @@ impl GatewayConfig {
             filters_before: Vec::new(),
             vm_id: "agentroute".to_string(),
             dispatch_header: "x-agent-backend".to_string(),
+            use_remote_address: false,
+            http2_connect: false,
+            grpc_clusters: Vec::new(),
+            wasm: None,
+            failure: Failure::FailOpen(false),
+            delivery: Delivery::Static,
+            patch: None,
         }
+    }
+
+    /// Loads `module` instead of the plugin under test.
+    pub fn wasm(mut self, module: impl Into<PathBuf>) -> Self {
+        self.wasm = Some(module.into());
+        self
+    }
+
+    pub fn failure(mut self, failure: Failure) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// Edits the generated bootstrap (listeners included, before LDS takes
+    /// them out) last.
+    pub fn patch_bootstrap(mut self, patch: impl Fn(&mut Value) + Send + Sync + 'static) -> Self {
+        self.patch = Some(Box::new(patch));
+        self
+    }
+
+    /// The delivery in effect: [`Shape::Ecds`] always uses ECDS.
+    pub fn effective_delivery(&self) -> Delivery {
+        if self.shape == Shape::Ecds {
+            Delivery::Ecds
+        } else {
+            self.delivery
+        }
+    }
+
+    /// The filter's name and VM id as each shape's author writes them.
+    fn filter_identity(&self) -> (String, String) {
+        const EG_POLICY: &str = "envoyextensionpolicy/default/agentroute/wasm/0";
+        match self.shape {
+            Shape::Plain | Shape::Ecds => ("agentroute".to_string(), self.vm_id.clone()),
+            Shape::Istio => ("istio-ingress.agentroute".to_string(), String::new()),
+            Shape::EnvoyGateway => (
+                format!("envoy.filters.http.wasm/{EG_POLICY}"),
+                EG_POLICY.to_string(),
+            ),
+        }
+    }
+
+    /// Adds a gRPC (HTTP/2) cluster, as the rate limit service needs.
+    pub fn grpc_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.grpc_clusters.push((name.to_string(), addr));
+        self
     }
 
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
@@ -137,51 +241,82 @@ impl GatewayConfig {
 
     /// The ECDS resource file (a DiscoveryResponse) for `plugin_config`.
     pub fn ecds_resource(&self, plugin_config: &str, version: u32) -> Value {
-        let mut typed_config = self.wasm_typed_config("agentroute", &self.vm_id);
+        let (name, vm_id) = self.filter_identity();
+        let mut typed_config = self.wasm_typed_config(&name, &vm_id);
         typed_config["config"]["configuration"]["value"] = json!(plugin_config);
         json!({
             "version_info": version.to_string(),
             "resources": [ {
                 "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                "name": "agentroute",
+                "name": name,
                 "typed_config": typed_config
             } ]
         })
     }
 
+    /// The LDS resource file (a DiscoveryResponse of the listeners) for
+    /// `plugin_config` ([`Delivery::Lds`]).
+    pub fn lds_resource(&self, dir: &Path, plugin_config: &str, version: u32) -> Value {
+        let mut bootstrap = self.full_bootstrap(dir, plugin_config);
+        let mut listeners = bootstrap["static_resources"]["listeners"].take();
+        if let Some(list) = listeners.as_array_mut() {
+            for listener in list {
+                listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+            }
+        }
+        json!({ "version_info": version.to_string(), "resources": listeners })
+    }
+
     fn wasm_typed_config(&self, name: &str, vm_id: &str) -> Value {
-        json!({
+        let module = self.wasm.clone().unwrap_or_else(wasm_path);
+        let mut typed_config = json!({
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": name,
                 "root_id": "agentroute",
-                "fail_open": false,
                 "allow_on_headers_stop_iteration": self.allow_stop_iteration,
                 "vm_config": {
                     "vm_id": vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": wasm_path() } }
+                    "code": { "local": { "filename": module } }
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": self.plugin_config
                 }
             }
-        })
+        });
+        match self.failure {
+            Failure::FailOpen(open) => typed_config["config"]["fail_open"] = json!(open),
+            Failure::Policy(policy) => typed_config["config"]["failure_policy"] = json!(policy),
+            Failure::Unset => {}
+        }
+        typed_config
     }
 
     /// The Envoy bootstrap as JSON (Envoy reads JSON and YAML alike); `dir`
     /// holds the ECDS file for [`Shape::Ecds`].
     pub fn bootstrap(&self, dir: &Path) -> Value {
-        const EG_POLICY: &str = "envoyextensionpolicy/default/agentroute/wasm/0";
-        let (filter_name, vm_id) = match self.shape {
-            Shape::Plain | Shape::Ecds => ("agentroute".to_string(), self.vm_id.clone()),
-            Shape::Istio => ("istio-ingress.agentroute".to_string(), String::new()),
-            Shape::EnvoyGateway => (
-                format!("envoy.filters.http.wasm/{EG_POLICY}"),
-                EG_POLICY.to_string(),
-            ),
-        };
+        let mut bootstrap = self.full_bootstrap(dir, &self.plugin_config);
+        if self.effective_delivery() == Delivery::Lds {
+            bootstrap["static_resources"]
+                .as_object_mut()
+                .map(|resources| resources.remove("listeners"));
+            bootstrap["dynamic_resources"] = json!({ "lds_config": {
+                "path_config_source": {
+                    "path": dir.join("lds/listeners.json"),
+                    "watched_directory": { "path": dir.join("lds") }
+                },
+                "resource_api_version": "V3"
+            } });
+        }
+        bootstrap
+    }
+
+    /// The bootstrap with every listener in it, `plugin_config` in the
+    /// filter, after [`GatewayConfig::patch`].
+    fn full_bootstrap(&self, dir: &Path, plugin_config: &str) -> Value {
+        let (filter_name, vm_id) = self.filter_identity();
         let mut routes = match self.shape {
             Shape::Plain | Shape::Ecds => vec![json!({
                 "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
@@ -213,11 +348,13 @@ impl GatewayConfig {
                 } });
             }
         }
+        let mut typed_config = self.wasm_typed_config(&filter_name, &vm_id);
+        typed_config["config"]["configuration"]["value"] = json!(plugin_config);
         let mut wasm = json!({
             "name": filter_name,
-            "typed_config": self.wasm_typed_config(&filter_name, &vm_id)
+            "typed_config": typed_config
         });
-        if self.shape == Shape::Ecds {
+        if self.effective_delivery() == Delivery::Ecds {
             wasm = json!({
                 "name": filter_name,
                 "config_discovery": {
@@ -231,6 +368,16 @@ impl GatewayConfig {
                     "type_urls": [ "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm" ]
                 }
             });
+            if self.shape == Shape::Istio {
+                // Istio blocks the listener until the plugin arrives, and its
+                // agent may answer with an RBAC filter instead (a module it
+                // could not fetch).
+                wasm["config_discovery"]["config_source"]["initial_fetch_timeout"] = json!("0s");
+                wasm["config_discovery"]["type_urls"] = json!([
+                    "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+                ]);
+            }
         }
         if self.shape == Shape::EnvoyGateway {
             wasm["disabled"] = json!(true);
@@ -241,21 +388,37 @@ impl GatewayConfig {
             "name": "envoy.filters.http.router",
             "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
         }));
-        let clusters: Vec<Value> = self
+        let upstreams: Vec<(&(String, SocketAddr), bool)> = self
             .clusters
             .iter()
-            .map(|(name, addr)| {
-                json!({
+            .map(|c| (c, false))
+            .chain(self.grpc_clusters.iter().map(|c| (c, true)))
+            .collect();
+        let clusters: Vec<Value> = upstreams
+            .into_iter()
+            .map(|((name, addr), http2)| {
+                let mut cluster = json!({
                     "name": name,
                     "type": "STATIC",
                     "connect_timeout": "1s",
                     "load_assignment": { "cluster_name": name, "endpoints": [ { "lb_endpoints": [ { "endpoint": {
                         "address": { "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } }
                     } } ] } ] }
-                })
+                });
+                if http2 {
+                    // gRPC needs HTTP/2 to the upstream; extended CONNECT
+                    // carries WebSockets over it.
+                    cluster["typed_extension_protocol_options"] = json!({
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": { "http2_protocol_options": { "allow_connect": true } }
+                        }
+                    });
+                }
+                cluster
             })
             .collect();
-        json!({
+        let mut bootstrap = json!({
             // xDS (ECDS) needs a node identity.
             "node": { "id": "agentroute-test", "cluster": "agentroute-test" },
             "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
@@ -273,6 +436,8 @@ impl GatewayConfig {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "gateway",
+                            "use_remote_address": self.use_remote_address,
+                            "http2_protocol_options": { "allow_connect": self.http2_connect },
                             "upgrade_configs": [ { "upgrade_type": "websocket" } ],
                             "http_protocol_options": { "enable_trailers": true },
                             "route_config": { "name": "agents", "virtual_hosts": [ {
@@ -286,7 +451,11 @@ impl GatewayConfig {
                 } ],
                 "clusters": clusters
             }
-        })
+        });
+        if let Some(patch) = &self.patch {
+            patch(&mut bootstrap);
+        }
+        bootstrap
     }
 }
 
@@ -316,6 +485,7 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     config: GatewayConfig,
     ecds_version: u32,
+    expect_wasm_failures: bool,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -330,18 +500,39 @@ impl Gateway {
 
     /// Starts Envoy; `Err` holds its log when it exits or never gets ready.
     pub async fn try_start(config: GatewayConfig) -> Result<Gateway, String> {
+        Gateway::launch(config, true).await
+    }
+
+    /// Starts Envoy and waits for its admin to say ready, with or without a
+    /// listener (a rejected first LDS or ECDS update leaves Envoy serving
+    /// nothing or refusing: what a fresh proxy does with a bad config).
+    /// [`Gateway::addr`] is `127.0.0.1:0` when no listener came up.
+    pub async fn try_start_without_listener(config: GatewayConfig) -> Result<Gateway, String> {
+        Gateway::launch(config, false).await
+    }
+
+    async fn launch(config: GatewayConfig, need_listener: bool) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = dir.path().join("envoy.json");
         std::fs::write(&bootstrap, config.bootstrap(dir.path()).to_string())
             .expect("write bootstrap");
-        if config.shape == Shape::Ecds {
-            std::fs::create_dir_all(dir.path().join("ecds")).expect("ecds dir");
-            let resource = config.ecds_resource(&config.plugin_config, 1);
-            std::fs::write(
-                dir.path().join("ecds/agentroute.json"),
-                resource.to_string(),
-            )
-            .expect("write ecds");
+        match config.effective_delivery() {
+            Delivery::Static => {}
+            Delivery::Ecds => {
+                std::fs::create_dir_all(dir.path().join("ecds")).expect("ecds dir");
+                let resource = config.ecds_resource(&config.plugin_config, 1);
+                std::fs::write(
+                    dir.path().join("ecds/agentroute.json"),
+                    resource.to_string(),
+                )
+                .expect("write ecds");
+            }
+            Delivery::Lds => {
+                std::fs::create_dir_all(dir.path().join("lds")).expect("lds dir");
+                let resource = config.lds_resource(dir.path(), &config.plugin_config, 1);
+                std::fs::write(dir.path().join("lds/listeners.json"), resource.to_string())
+                    .expect("write lds");
+            }
         }
         let admin_path = dir.path().join("admin-address");
         let log_path = dir.path().join("envoy.log");
@@ -364,6 +555,7 @@ impl Gateway {
             dir,
             config,
             ecds_version: 1,
+            expect_wasm_failures: false,
             addr: "127.0.0.1:0".parse().expect("addr"),
             admin: "127.0.0.1:0".parse().expect("addr"),
         };
@@ -379,9 +571,13 @@ impl Gateway {
                 gw.admin = admin;
                 let ready = try_send(admin, "GET", "/ready", &[], Bytes::new()).await;
                 if ready.is_ok_and(|r| r.status == 200) {
-                    if let Some(addr) = listener_address(admin).await {
-                        gw.addr = addr;
-                        return Ok(gw);
+                    match listener_address(admin).await {
+                        Some(addr) => {
+                            gw.addr = addr;
+                            return Ok(gw);
+                        }
+                        None if !need_listener => return Ok(gw),
+                        None => {}
                     }
                 }
             }
@@ -403,14 +599,51 @@ impl Gateway {
 
     /// Delivers a new plugin configuration by ECDS ([`Shape::Ecds`]): the
     /// file is replaced atomically, as Envoy's file watch expects.
+    /// ([`Delivery::Lds`]: the whole listener, as Envoy Gateway does.)
     pub fn update_plugin_config(&mut self, plugin_config: &str) {
-        assert_eq!(self.config.shape, Shape::Ecds, "only ECDS gateways reload");
         self.ecds_version += 1;
-        let resource = self.config.ecds_resource(plugin_config, self.ecds_version);
-        let ecds = self.dir.path().join("ecds");
-        let staged = self.dir.path().join("agentroute.json.new");
-        std::fs::write(&staged, resource.to_string()).expect("write ecds update");
-        std::fs::rename(&staged, ecds.join("agentroute.json")).expect("move ecds update");
+        let (resource, target) = match self.config.effective_delivery() {
+            Delivery::Ecds => (
+                self.config.ecds_resource(plugin_config, self.ecds_version),
+                self.dir.path().join("ecds/agentroute.json"),
+            ),
+            Delivery::Lds => (
+                self.config
+                    .lds_resource(self.dir.path(), plugin_config, self.ecds_version),
+                self.dir.path().join("lds/listeners.json"),
+            ),
+            Delivery::Static => panic!("a static bootstrap cannot change its plugin configuration"),
+        };
+        let staged = self.dir.path().join("resource.json.new");
+        std::fs::write(&staged, resource.to_string()).expect("write xDS update");
+        std::fs::rename(&staged, target).expect("move xDS update");
+    }
+
+    /// The configuration the next [`Gateway::update_plugin_config`]
+    /// delivers with (another module, say).
+    pub fn config_mut(&mut self) -> &mut GatewayConfig {
+        &mut self.config
+    }
+
+    /// Envoy's process id (for its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether Envoy is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The plugin is meant to trap in this test (bench/floors `trap`):
+    /// dropping the gateway no longer fails on traps in the log.
+    pub fn expect_wasm_failures(&mut self) {
+        self.expect_wasm_failures = true;
+    }
+
+    /// The address of the first listener, once there is one.
+    pub async fn listener(&self) -> Option<SocketAddr> {
+        listener_address(self.admin).await
     }
 
     pub fn log(&self) -> String {
@@ -512,7 +745,7 @@ impl Drop for Gateway {
             let _ = std::fs::write(Path::new(&dir).join(name), &log);
         }
         let failures = wasm_failures(&log);
-        if !failures.is_empty() && !std::thread::panicking() {
+        if !failures.is_empty() && !self.expect_wasm_failures && !std::thread::panicking() {
             panic!("the plugin panicked or trapped:\n{}", failures.join("\n"));
         }
     }
@@ -574,6 +807,68 @@ pub async fn send(
     }
 }
 
+/// One keep-alive HTTP/1.1 connection: requests go one after another on
+/// it, as a load generator's (or a browser's) do.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> Result<Connection, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(Connection { sender })
+    }
+
+    /// Whether the peer closed the connection (between requests: a clean
+    /// close, not a failure).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// One request, its whole body read. Any error (a reset, a closed
+    /// connection mid-request) is reported, never retried.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, String> {
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let mut req = hyper::Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", "gateway.test");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
 /// [`send`] that reports connection errors instead of panicking.
 pub async fn try_send(
     addr: SocketAddr,
@@ -617,6 +912,270 @@ pub async fn send_raw(addr: SocketAddr, request: impl AsRef<[u8]>) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_ref()).await.expect("write");
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    // Read until the response is complete rather than until the connection
+    // closes: Envoy waits up to its delayed_close_timeout (1 s) for the
+    // client to close first.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 16384];
+        while !response_complete(&out) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `raw` holds a whole HTTP/1.1 response (by `content-length` or
+/// chunked framing); a response without either ends when the peer closes.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if head.starts_with("http/1.1 1") && !head.starts_with("http/1.1 101") {
+        return false;
+    }
+    for line in head.lines() {
+        if let Some(len) = line.strip_prefix("content-length:") {
+            return len.trim().parse::<usize>().is_ok_and(|l| body.len() >= l);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return body.ends_with(b"0\r\n\r\n");
+        }
+    }
+    head.contains(" 204 ") || head.contains(" 304 ")
+}
+
+/// The project virtualenv's Python (`make setup` installs the openai client
+/// and the a2a-sdk into it).
+pub fn venv_python() -> PathBuf {
+    workspace_root().join(".venv/bin/python")
+}
+
+/// Runs `tests/python/<script>` with `args` under the virtualenv's Python,
+/// off the async runtime; returns its output.
+pub async fn run_python(script: &str, args: Vec<String>) -> std::process::Output {
+    let python = venv_python();
+    let script = workspace_root().join("tests/python").join(script);
+    let program = python.clone();
+    tokio::task::spawn_blocking(move || Command::new(program).arg(script).args(args).output())
+        .await
+        .expect("python runner")
+        .unwrap_or_else(|e| {
+            panic!(
+                "run {} (make setup installs the venv): {e}",
+                python.display()
+            )
+        })
+}
+
+/// The A2A test agent (tests/python/a2a_agent.py, on the official a2a-sdk)
+/// on an ephemeral loopback port. Dropping it kills the process.
+pub struct A2aAgent {
+    child: tokio::process::Child,
+    log: tempfile::NamedTempFile,
+    pub addr: SocketAddr,
+}
+
+impl A2aAgent {
+    /// Starts the agent with extra `args` (`--version 0.3`, `--signed`,
+    /// `--rpc-path /rpc`, ...) and waits for its `listening on` line.
+    pub async fn start(args: &[&str]) -> A2aAgent {
+        use tokio::io::AsyncBufReadExt;
+        let log = tempfile::NamedTempFile::new().expect("agent log");
+        let mut child = tokio::process::Command::new(venv_python())
+            .arg(workspace_root().join("tests/python/a2a_agent.py"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().expect("agent log handle"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the A2A agent (make setup installs a2a-sdk): {e}"));
+        let stdout = child.stdout.take().expect("agent stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+        let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            other => panic!(
+                "A2A agent {args:?} did not start ({other:?}):\n{}",
+                log_text()
+            ),
+        };
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("A2A agent said {line:?}:\n{}", log_text()));
+        A2aAgent { child, log, addr }
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for A2aAgent {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The `rls-server` test binary (tests/rls-server: a rate limit service on
+/// Limitador's engine and Redis): `RLS_SERVER_BIN`, else the newest debug
+/// build under `target/` (`make rls-server` builds it for an explicit
+/// `--target`, into `target/<host triple>/debug/`).
+pub fn rls_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("RLS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = workspace_root().join("target");
+    let mut candidates = vec![target.join("debug/rls-server")];
+    if let Ok(dirs) = std::fs::read_dir(&target) {
+        candidates.extend(dirs.flatten().map(|d| d.path().join("debug/rls-server")));
+    }
+    candidates
+        .into_iter()
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| target.join("debug/rls-server"))
+}
+
+/// Whether `redis-server` runs here (`make setup` installs it with apt-get).
+pub fn redis_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A free loopback port (for servers that cannot report the one they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A real `redis-server` (on a free port, in a temp dir, no persistence)
+/// and the `rls-server` in front of it: one rate limit service that any
+/// number of gateways share. Dropping it stops both.
+pub struct RateLimitService {
+    redis: tokio::process::Child,
+    rls: Option<tokio::process::Child>,
+    dir: tempfile::TempDir,
+    /// The gRPC address of `rls-server`.
+    pub addr: SocketAddr,
+    pub redis_port: u16,
+}
+
+impl RateLimitService {
+    /// Starts Redis and `rls-server` with `limits` (a Limitador limits file)
+    /// and extra `rls-server` arguments. `None`, with a SKIPPED line, when
+    /// `redis-server` is not installed.
+    pub async fn start(limits: &str, args: &[&str]) -> Option<RateLimitService> {
+        if !redis_installed() {
+            eprintln!(
+                "SKIPPED: redis-server is not installed and `make setup` could not install it \
+                 (Debian: apt-get install redis-server); global rate limit tests need it"
+            );
+            return None;
+        }
+        let bin = rls_server_bin();
+        assert!(
+            bin.exists(),
+            "{} is missing: run `make rls-server` (make test builds it)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis_port = free_port();
+        let redis = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut service = RateLimitService {
+            redis,
+            rls: None,
+            dir,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            redis_port,
+        };
+        service.start_rls(limits, args).await;
+        Some(service)
+    }
+
+    async fn start_rls(&mut self, limits: &str, args: &[&str]) {
+        use tokio::io::AsyncBufReadExt;
+        let limits_path = self.dir.path().join("limits.yaml");
+        std::fs::write(&limits_path, limits).expect("write limits");
+        let log_path = self.dir.path().join("rls-server.log");
+        let log = std::fs::File::create(&log_path).expect("rls-server log");
+        let mut child = tokio::process::Command::new(rls_server_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--redis")
+            .arg(format!("redis://127.0.0.1:{}", self.redis_port))
+            .arg("--limits")
+            .arg(&limits_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start rls-server");
+        let stdout = child.stdout.take().expect("rls-server stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+        let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let line = match line {
+            Ok(Ok(Some(line))) => line,
+            other => panic!("rls-server did not start ({other:?}):\n{log_text}"),
+        };
+        self.addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("rls-server said {line:?}:\n{log_text}"));
+        self.rls = Some(child);
+    }
+
+    /// Stops `rls-server` (Redis keeps its counters): the service is down.
+    pub async fn stop(&mut self) {
+        if let Some(mut rls) = self.rls.take() {
+            let _ = rls.kill().await;
+        }
+    }
+
+    /// What `rls-server` logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rls-server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RateLimitService {
+    fn drop(&mut self) {
+        if let Some(rls) = self.rls.as_mut() {
+            let _ = rls.start_kill();
+        }
+        let _ = self.redis.start_kill();
+    }
 }

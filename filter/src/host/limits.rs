@@ -169,7 +169,9 @@ impl Stream {
         // BadArgument only for a GrpcService it cannot build a client for,
         // and the one built from a checked cluster name is well-formed.
         let Ok(target) = std::str::from_utf8(target) else {
-            return self.limit_service_failed(active, entry, "cluster name not usable");
+            // Only a very long cluster name (about 120 bytes) encodes so.
+            let why = "rate_limit_service.cluster too long for the SDK's gRPC call";
+            return self.limit_service_failed(active, entry, why);
         };
         match hostcalls::dispatch_grpc_call(
             target,
@@ -211,10 +213,14 @@ impl Stream {
                 active.bump(entry, Stat::RateLimitAdmitted, 1);
                 let _ = abi::resume(abi::REQUEST);
             }
-            Verdict::Deny(what, status) => {
+            Verdict::Deny {
+                what,
+                status,
+                retry_after_secs,
+            } => {
                 self.budget = None;
                 active.bump(entry, Stat::RateLimited, 1);
-                reply(&replies::rate_limited(what, &status));
+                reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
             }
             Verdict::Failed(why) => {
                 if self.limit_service_failed(&active, entry, &why) == Action::Continue {

@@ -302,7 +302,12 @@ impl Translation {
         self.awaiting_body = false;
         self.model = chat.model.clone();
         self.stream = chat.stream;
-        let id = format!("{:x}-{stream_id:x}", super::now_nanos().unwrap_or(0));
+        let nanos = super::now_nanos().unwrap_or(0);
+        let id = format!("{nanos:x}-{stream_id:x}");
+        if nanos > 0 {
+            // `created` of a completion is when it was made.
+            self.created = nanos / 1_000_000_000;
+        }
         if chat.stream {
             self.chunks = Some(ChunkStream::new(self.completion(&id)));
         }

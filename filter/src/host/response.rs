@@ -214,20 +214,25 @@ impl Stream {
             .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/event-stream"));
         let _ = abi::remove_header(RESPONSE, "content-length");
         let _ = abi::remove_header(RESPONSE, "etag");
-        if t.stream {
+        if t.stream && status == 200 && sse {
             let _ = abi::replace_header(RESPONSE, "content-type", b"text/event-stream");
-            if !(status == 200 && sse) {
-                // An error before the stream began: answered as an SSE error.
-                t.whole = Some(status);
-            }
             return Action::Continue;
         }
+        // A whole answer: a non-streamed one, or for a streamed request an
+        // error before the stream began (or an agent that does not stream).
         t.whole = Some(status);
-        let _ = abi::replace_header(RESPONSE, "content-type", b"application/json");
         if body_seen {
+            // Status and content type are decided once the answer is read.
             t.headers_paused = true;
             return Action::Pause;
         }
+        let content_type: &[u8] = if t.stream {
+            // The client reads a stream: an error comes as an SSE error event.
+            b"text/event-stream"
+        } else {
+            b"application/json"
+        };
+        let _ = abi::replace_header(RESPONSE, "content-type", content_type);
         if !self.vm.warned_metadata_status.replace(true) {
             log::warn!(
                 "an A2A agent's failure reaches OpenAI clients with the agent's HTTP status: \
@@ -247,21 +252,21 @@ impl Stream {
             }
             let body =
                 abi::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
-            let answer = match t.chunks.as_mut() {
-                Some(chunks) => chunks.whole(status, &body),
-                None => {
-                    let reply = chat::completion_from_a2a(status, &body, &t.completion(&t.id));
-                    if t.headers_paused {
-                        let _ = abi::replace_header(
-                            RESPONSE,
-                            ":status",
-                            reply.status.to_string().as_bytes(),
-                        );
-                    }
-                    reply.body.into_bytes()
+            let reply = chat::completion_from_a2a(status, &body, &t.completion(&t.id));
+            let (content_type, answer): (&[u8], Vec<u8>) = match t.chunks.as_mut() {
+                // A streamed request answered as a stream: always when the
+                // status is already out, and for an answer the agent gave
+                // whole; an error with the headers paused goes as OpenAI
+                // does before a stream begins, a JSON error with its status.
+                Some(chunks) if !t.headers_paused || reply.status == 200 => {
+                    (b"text/event-stream", chunks.whole(status, &body))
                 }
+                _ => (b"application/json", reply.body.into_bytes()),
             };
             if t.headers_paused {
+                let _ =
+                    abi::replace_header(RESPONSE, ":status", reply.status.to_string().as_bytes());
+                let _ = abi::replace_header(RESPONSE, "content-type", content_type);
                 let _ = abi::replace_header(
                     RESPONSE,
                     "content-length",

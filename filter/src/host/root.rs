@@ -26,6 +26,7 @@ const SLOW_BODY_WAIT: Duration = Duration::from_secs(30);
 pub struct Root {
     active: Option<Rc<Active>>,
     vm: Rc<Vm>,
+    memory_gauge: Option<u32>,
 }
 
 impl Context for Root {}
@@ -76,6 +77,7 @@ impl RootContext for Root {
         if let Some(active) = &self.active {
             active.flush();
         }
+        self.record_memory();
         self.answer_stalled_bodies();
     }
 
@@ -93,6 +95,23 @@ impl RootContext for Root {
 }
 
 impl Root {
+    /// The largest VM memory of this plugin's workers, as the gauge
+    /// `agentroute_vm_memory_bytes` (each worker runs its own VM; a VM's
+    /// memory only grows, so the largest one is the one to watch).
+    fn record_memory(&mut self) {
+        let bytes = (core::arch::wasm32::memory_size(0) * 65536) as u64;
+        if self.memory_gauge.is_none() {
+            self.memory_gauge = abi::define_metric(1, "agentroute_vm_memory_bytes").ok();
+        }
+        let Some(id) = self.memory_gauge else {
+            return;
+        };
+        let known = hostcalls::get_metric(id).unwrap_or(0);
+        if bytes > known {
+            let _ = hostcalls::record_metric(id, bytes);
+        }
+    }
+
     /// Answers streams whose body never came: Envoy stalls a stream paused
     /// in its headers unless the PluginConfig allows it, and a hang is the
     /// worst failure a gateway can show. Where bodies are known to arrive,
