@@ -13,7 +13,7 @@ use prost::Message;
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
-use crate::reply::{LimitStatus, Limited};
+use crate::reply::{self as replies, LimitStatus, Limited, LocalReply};
 
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 pub const METHOD: &str = "ShouldRateLimit";
@@ -106,6 +106,9 @@ pub mod pb {
     pub struct EnvoyGrpc {
         #[prost(string, tag = "1")]
         pub cluster_name: String,
+        /// The calls' `:authority`; the cluster name when empty.
+        #[prost(string, tag = "2")]
+        pub authority: String,
     }
 }
 
@@ -115,13 +118,54 @@ const OVER_LIMIT: i32 = 2;
 /// `GrpcService`. Envoy also takes a bare cluster name, but tries it as
 /// protobuf first, and some names (`agentroute-rls`) happen to parse as an
 /// empty `GrpcService`, which crashes Envoy.
+///
+/// The SDK takes it as a `&str`: the encoding is valid UTF-8 while it is
+/// shorter than 128 bytes (its length prefixes stay single bytes), so a long
+/// authority gives way to a shorter one ([`authorities`]).
 pub fn grpc_service(cluster: &str) -> Vec<u8> {
-    pb::GrpcService {
-        envoy_grpc: Some(pb::EnvoyGrpc {
-            cluster_name: cluster.to_string(),
-        }),
+    let encode = |authority: &str| {
+        pb::GrpcService {
+            envoy_grpc: Some(pb::EnvoyGrpc {
+                cluster_name: cluster.to_string(),
+                authority: authority.to_string(),
+            }),
+        }
+        .encode_to_vec()
+    };
+    let candidates = authorities(cluster);
+    candidates
+        .iter()
+        .map(|a| encode(a))
+        .find(|bytes| bytes.len() < MAX_UTF8_SAFE_SERVICE)
+        .unwrap_or_else(|| encode(candidates.last().map_or("", String::as_str)))
+}
+
+/// Below this size the serialised `GrpcService` is valid UTF-8.
+const MAX_UTF8_SAFE_SERVICE: usize = 128;
+
+/// The `:authority` candidates for calls to `cluster`, best first; empty
+/// means the cluster name itself. Envoy sends the cluster name unless told
+/// otherwise, and its HTTP/2 codec refuses a request whose `:authority` holds
+/// other characters (every call then fails with UNAVAILABLE): Istio's
+/// cluster names do, `outbound|8081||ratelimit.infra.svc.cluster.local`.
+/// Their last part is the service's host name, the authority the service
+/// expects, else its first label (rate limit services do not route on it);
+/// any other name has the offending characters replaced.
+fn authorities(cluster: &str) -> Vec<String> {
+    // RFC 3986 authority characters (what Envoy's codecs accept).
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%[]".contains(&b);
+    if !cluster.is_empty() && cluster.bytes().all(valid) {
+        return vec![String::new()];
     }
-    .encode_to_vec()
+    let host = cluster.rsplit('|').next().unwrap_or_default();
+    if !host.is_empty() && host.bytes().all(valid) {
+        let label = host.split('.').next().unwrap_or(host);
+        return vec![host.to_string(), label.to_string()];
+    }
+    vec![cluster
+        .bytes()
+        .map(|b| if valid(b) { char::from(b) } else { '-' })
+        .collect()]
 }
 
 /// Who a request counts for.
@@ -199,8 +243,15 @@ pub fn usage_report(domain: &str, subject: &Subject<'_>, tokens: u64) -> Vec<u8>
 pub enum Verdict {
     /// Go on; the request limit's standing, when the service told it.
     Admit(Option<LimitStatus>),
-    /// Over a limit: answer 429.
-    Deny(Limited, LimitStatus),
+    /// Over a limit: answer 429 ([`refusal`]).
+    Deny {
+        what: Limited,
+        /// The refusing limit's standing; `None` when the service named no
+        /// limit (Limitador sends no statuses).
+        status: Option<LimitStatus>,
+        /// `retry-after`: the limit's reset, or 1 s when unknown.
+        retry_after_secs: u64,
+    },
     /// No usable answer (down, slow, garbled): `failure_mode` decides.
     Failed(String),
 }
@@ -222,12 +273,19 @@ pub fn verdict(grpc_status: u32, body: &[u8]) -> Verdict {
             .iter()
             .enumerate()
             .find(|(_, s)| s.code == OVER_LIMIT);
-        let (what, status) = match over {
+        let (what, over) = match over {
             Some((1, s)) => (Limited::Tokens, Some(s)),
             Some((_, s)) => (Limited::Requests, Some(s)),
             None => (Limited::Requests, None),
         };
-        return Verdict::Deny(what, status.map_or(UNKNOWN_STATUS, limit_status));
+        let retry_after_secs = over
+            .and_then(|s| s.duration_until_reset)
+            .map_or(1, |d| reset_secs(&d).max(1));
+        return Verdict::Deny {
+            what,
+            status: over.filter(|s| s.current_limit.is_some()).map(limit_status),
+            retry_after_secs,
+        };
     }
     // Envoy's own rate limit filter treats anything but OVER_LIMIT as OK.
     Verdict::Admit(
@@ -239,22 +297,35 @@ pub fn verdict(grpc_status: u32, body: &[u8]) -> Verdict {
     )
 }
 
-/// A refusal that named no limit: wait a second.
-const UNKNOWN_STATUS: LimitStatus = LimitStatus {
-    limit: 0,
-    remaining: 0,
-    reset_secs: 1,
-    retry_after_secs: 1,
-};
+/// The 429 of a refusal: the limit's `x-ratelimit-*` when the service named
+/// the limit, else only `retry-after` (no numbers the service did not give).
+pub fn refusal(what: Limited, status: Option<&LimitStatus>, retry_after_secs: u64) -> LocalReply {
+    match status {
+        Some(status) => replies::rate_limited(what, status),
+        None => {
+            let unknown = LimitStatus {
+                limit: 0,
+                remaining: 0,
+                reset_secs: retry_after_secs,
+                retry_after_secs,
+            };
+            let mut reply = replies::rate_limited(what, &unknown);
+            reply
+                .headers
+                .retain(|(name, _)| !name.starts_with("x-ratelimit-"));
+            reply
+        }
+    }
+}
+
+/// Whole seconds, rounded up.
+fn reset_secs(d: &pb::Duration) -> u64 {
+    let whole = u64::try_from(d.seconds).unwrap_or(0);
+    whole.saturating_add(u64::from(d.nanos > 0))
+}
 
 fn limit_status(s: &pb::DescriptorStatus) -> LimitStatus {
-    let reset = s
-        .duration_until_reset
-        .map(|d| {
-            let whole = u64::try_from(d.seconds).unwrap_or(0);
-            whole + u64::from(d.nanos > 0)
-        })
-        .unwrap_or(0);
+    let reset = s.duration_until_reset.as_ref().map_or(0, reset_secs);
     LimitStatus {
         limit: s
             .current_limit
@@ -385,26 +456,37 @@ mod tests {
         let over = answer(2, vec![status(1, 5, 0, 3), status(2, 100, 0, 30)]);
         assert!(matches!(
             verdict(0, &over),
-            Verdict::Deny(
-                Limited::Tokens,
-                LimitStatus {
+            Verdict::Deny {
+                what: Limited::Tokens,
+                status: Some(LimitStatus {
                     limit: 100,
                     retry_after_secs: 31,
                     ..
-                }
-            )
+                }),
+                retry_after_secs: 31,
+            }
         ));
         let over = answer(2, vec![status(2, 5, 0, 0)]);
         assert!(matches!(
             verdict(0, &over),
-            Verdict::Deny(
-                Limited::Requests,
-                LimitStatus {
+            Verdict::Deny {
+                what: Limited::Requests,
+                status: Some(LimitStatus {
                     retry_after_secs: 1,
                     ..
-                }
-            )
+                }),
+                retry_after_secs: 1,
+            }
         ));
+        // Limitador answers OVER_LIMIT without statuses.
+        assert_eq!(
+            verdict(0, &answer(2, Vec::new())),
+            Verdict::Deny {
+                what: Limited::Requests,
+                status: None,
+                retry_after_secs: 1
+            }
+        );
         // An all-default answer is zero bytes: UNKNOWN, which admits.
         assert_eq!(verdict(0, &[]), Verdict::Admit(None));
         assert!(matches!(verdict(14, &[]), Verdict::Failed(_)));
@@ -412,11 +494,63 @@ mod tests {
     }
 
     #[test]
+    fn refusals_give_only_the_numbers_the_service_gave() {
+        let header = |r: &LocalReply, name: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let known = LimitStatus {
+            limit: 6,
+            remaining: 0,
+            reset_secs: 42,
+            retry_after_secs: 42,
+        };
+        let r = refusal(Limited::Requests, Some(&known), 42);
+        assert_eq!(r.status, 429);
+        assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("6"));
+        assert_eq!(header(&r, "retry-after").as_deref(), Some("42"));
+        let r = refusal(Limited::Tokens, None, 1);
+        assert_eq!(header(&r, "retry-after").as_deref(), Some("1"));
+        assert_eq!(header(&r, "x-ratelimit-limit"), None);
+        assert_eq!(header(&r, "x-ratelimit-reset"), None);
+        assert!(r.body.contains("\"tokens\""));
+    }
+
+    #[test]
     fn grpc_service_names_the_cluster() {
         let bytes = grpc_service("agentroute-rls");
         let parsed = pb::GrpcService::decode(&bytes[..]).unwrap();
-        assert_eq!(parsed.envoy_grpc.unwrap().cluster_name, "agentroute-rls");
+        let grpc = parsed.envoy_grpc.unwrap();
+        assert_eq!(grpc.cluster_name, "agentroute-rls");
+        assert_eq!(grpc.authority, "", "a valid authority: the cluster name");
         assert!(std::str::from_utf8(&bytes).is_ok(), "the SDK takes a &str");
+
+        let istio = "outbound|8081||ratelimit.infra.svc.cluster.local";
+        let bytes = grpc_service(istio);
+        let grpc = pb::GrpcService::decode(&bytes[..])
+            .unwrap()
+            .envoy_grpc
+            .unwrap();
+        assert_eq!(grpc.cluster_name, istio);
+        assert_eq!(grpc.authority, "ratelimit.infra.svc.cluster.local");
+        assert!(std::str::from_utf8(&bytes).is_ok());
+        // Too long for the host twice: its first label.
+        let long = "outbound|8081||envoy-ratelimit.envoy-gateway-system.svc.cluster.local";
+        let bytes = grpc_service(long);
+        assert!(std::str::from_utf8(&bytes).is_ok(), "{} bytes", bytes.len());
+        let grpc = pb::GrpcService::decode(&bytes[..])
+            .unwrap()
+            .envoy_grpc
+            .unwrap();
+        assert_eq!(
+            (grpc.cluster_name.as_str(), grpc.authority.as_str()),
+            (long, "envoy-ratelimit")
+        );
+        assert_eq!(authorities("rate limit"), ["rate-limit"]);
+        assert_eq!(authorities("a|b|"), ["a-b-"]);
+        assert_eq!(authorities("ratelimit.infra:8081"), [""]);
     }
 
     #[test]

@@ -37,9 +37,14 @@
 //!   nothing is counted (Limitador's `is_rate_limited(namespace, ctx, 1)`, which is what
 //!   Kuadrant's own `kuadrant.service.ratelimit.v1/CheckRateLimit` does). A request-level 0 also
 //!   means check only, unless the server runs with `--unset-hits-addend-is-one`, which restores
-//!   the behaviour of both real servers. Because Limitador checks a request with a single delta,
-//!   descriptors whose effective `hits_addend` differ are rejected with `INVALID_ARGUMENT`, and
-//!   so is `is_negative_hits`.
+//!   the behaviour of both real servers. Descriptors whose effective `hits_addend` differ (a
+//!   request counted while its token budget is only checked, as agentroute asks at admission)
+//!   are split into one group per `hits_addend`; each group is checked over the request's
+//!   descriptor list with the other groups' descriptors emptied (indices stay put), and only
+//!   when every group fits are the counting groups counted. That is envoyproxy/ratelimit's
+//!   per-descriptor behaviour, not atomic across groups (a test stand-in), and a limit that
+//!   names no descriptor index is counted once per group. `is_negative_hits` is rejected with
+//!   `INVALID_ARGUMENT`.
 //! - **Over-limit counting.** With `--count-over-limit`, hits that are over the limit are counted
 //!   anyway (Limitador's `update_counters`), as envoyproxy/ratelimit does by default
 //!   (`INCRBY` whatever the verdict) and as Kuadrant's `Report` call does; a usage report after
@@ -47,7 +52,8 @@
 //! - **Statuses.** `limitador-server` sends no `statuses`. Here there is one `DescriptorStatus`
 //!   per descriptor, in request order, filled from the counters Limitador returns: a counter
 //!   belongs to descriptor `i` when its limit's conditions or variables mention
-//!   `descriptors[i]`, and to every descriptor when they mention no index. The most restrictive
+//!   `descriptors[i]` (or `descriptors[size(descriptors) - 1]` and `i` is the last one), and to
+//!   every descriptor when they mention no index. The most restrictive
 //!   counter (over the limit first, then the least remaining) gives `code`, `current_limit`
 //!   (`requests_per_unit` = `max_value`, `unit` from `seconds` when it is exactly one second,
 //!   minute, hour, day or week, else `UNKNOWN`; `name` = the limit's name or
@@ -123,32 +129,72 @@ impl RlsService {
         })
     }
 
-    /// The `hits_addend` to apply to the whole request (0 = check only).
-    fn hits_addend(&self, req: &RateLimitRequest) -> Result<u64, Status> {
+    /// The effective `hits_addend` of each descriptor (0 = check only): its own
+    /// `hits_addend` when set, else the request's.
+    fn hits_addends(&self, req: &RateLimitRequest) -> Result<Vec<u64>, Status> {
         let request_level = match req.hits_addend {
             0 if self.options.unset_hits_addend_is_one => 1,
             n => u64::from(n),
         };
-        let mut effective: Option<u64> = None;
-        for (i, d) in req.descriptors.iter().enumerate() {
-            if d.is_negative_hits {
-                return Err(Status::invalid_argument(format!(
-                    "descriptors[{i}]: is_negative_hits is not supported"
-                )));
-            }
-            let this = d.hits_addend.as_ref().map_or(request_level, |v| v.value);
-            match effective {
-                Some(prev) if prev != this => {
+        req.descriptors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if d.is_negative_hits {
                     return Err(Status::invalid_argument(format!(
-                        "descriptors[{i}]: hits_addend {this} differs from {prev}; \
-                         Limitador checks a request with one hits_addend"
-                    )))
+                        "descriptors[{i}]: is_negative_hits is not supported"
+                    )));
                 }
-                _ => effective = Some(this),
-            }
-        }
-        Ok(effective.unwrap_or(request_level))
+                Ok(d.hits_addend.as_ref().map_or(request_level, |v| v.value))
+            })
+            .collect()
     }
+}
+
+/// Descriptors that share one effective `hits_addend`, checked (and counted) together.
+struct Group {
+    hits_addend: u64,
+    /// The request's descriptor maps with the other groups' descriptors emptied, so indices
+    /// stay where the limits expect them and no limit matches a descriptor twice.
+    ctx_maps: Vec<HashMap<String, String>>,
+}
+
+/// Groups the descriptors by effective `hits_addend`. One group (the usual case) is exactly
+/// Limitador's single check; several groups are what envoyproxy/ratelimit does with a
+/// descriptor-level `hits_addend`, e.g. a request counted while a token budget is only checked.
+fn groups(descriptors: &[RateLimitDescriptor], addends: &[u64], request_level: u64) -> Vec<Group> {
+    let maps = descriptor_maps(descriptors);
+    let distinct: BTreeSet<u64> = addends.iter().copied().collect();
+    if distinct.len() <= 1 {
+        return vec![Group {
+            hits_addend: distinct.into_iter().next().unwrap_or(request_level),
+            ctx_maps: maps,
+        }];
+    }
+    distinct
+        .into_iter()
+        .map(|addend| Group {
+            hits_addend: addend,
+            ctx_maps: maps
+                .iter()
+                .zip(addends)
+                .map(|(m, a)| {
+                    if *a == addend {
+                        m.clone()
+                    } else {
+                        HashMap::new()
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// What one group's check found: its counters and, for each, whether it is the one over.
+struct Checked {
+    counters: Vec<Counter>,
+    over: Vec<bool>,
+    limited: bool,
 }
 
 #[tonic::async_trait]
@@ -164,59 +210,107 @@ impl RateLimitService for RlsService {
                 ..Default::default()
             }));
         }
-        let hits_addend = self.hits_addend(&req)?;
+        let addends = self.hits_addends(&req)?;
+        let request_level = match req.hits_addend {
+            0 if self.options.unset_hits_addend_is_one => 1,
+            n => u64::from(n),
+        };
+        let groups = groups(&req.descriptors, &addends, request_level);
         let namespace = Namespace::from(req.domain.as_str());
-        let mut ctx = Context::default();
-        ctx.list_binding("descriptors".to_string(), descriptor_maps(&req.descriptors));
-
+        let context = |group: &Group| {
+            let mut ctx = Context::default();
+            ctx.list_binding("descriptors".to_string(), group.ctx_maps.clone());
+            ctx
+        };
         let unavailable = |e: limitador::errors::LimitadorError| {
             eprintln!("rls-server: storage error: {e}");
             Status::unavailable("Service unavailable")
         };
-        // `checked` is the delta the verdict was taken for: a counter with less remaining
-        // than that is the one over the limit.
-        let (mut result, checked) = if hits_addend == 0 {
-            let r = self
-                .limiter
-                .is_rate_limited(&namespace, &ctx, 1)
-                .await
-                .map_err(unavailable)?;
-            (r, 1)
-        } else {
-            let r = self
-                .limiter
-                .check_rate_limited_and_update(&namespace, &ctx, hits_addend)
-                .await
-                .map_err(unavailable)?;
-            (r, hits_addend)
+        let checked = |result: limitador::CheckResult, delta: u64| {
+            let over = result
+                .counters
+                .iter()
+                .map(|c| result.limited && c.remaining().unwrap_or(c.max_value()) < delta)
+                .collect();
+            Checked {
+                limited: result.limited,
+                over,
+                counters: result.counters,
+            }
         };
 
-        let limited: Vec<bool> = result
-            .counters
-            .iter()
-            .map(|c| result.limited && c.remaining().unwrap_or(c.max_value()) < checked)
-            .collect();
-        if result.limited && hits_addend > 0 && self.options.count_over_limit {
-            self.limiter
-                .update_counters(&namespace, &ctx, hits_addend)
-                .await
-                .map_err(unavailable)?;
-            for c in result.counters.iter_mut() {
-                let left = c.remaining().unwrap_or(c.max_value());
-                c.set_remaining(left.saturating_sub(hits_addend));
+        let mut results: Vec<Checked> = Vec::with_capacity(groups.len());
+        if let [group] = groups.as_slice() {
+            // One check, atomic in Limitador: check only, or check and count.
+            let ctx = context(group);
+            let result = if group.hits_addend == 0 {
+                let r = self
+                    .limiter
+                    .is_rate_limited(&namespace, &ctx, 1)
+                    .await
+                    .map_err(unavailable)?;
+                checked(r, 1)
+            } else {
+                let r = self
+                    .limiter
+                    .check_rate_limited_and_update(&namespace, &ctx, group.hits_addend)
+                    .await
+                    .map_err(unavailable)?;
+                checked(r, group.hits_addend)
+            };
+            results.push(result);
+        } else {
+            // Several addends: every group is checked first, and only a request every group
+            // admits is counted (all-or-nothing, like one Limitador check).
+            for group in &groups {
+                let delta = group.hits_addend.max(1);
+                let r = self
+                    .limiter
+                    .is_rate_limited(&namespace, &context(group), delta)
+                    .await
+                    .map_err(unavailable)?;
+                results.push(checked(r, delta));
+            }
+            let admitted = !results.iter().any(|r| r.limited);
+            for (group, result) in groups.iter().zip(results.iter_mut()) {
+                if group.hits_addend == 0 || !admitted {
+                    continue;
+                }
+                self.limiter
+                    .update_counters(&namespace, &context(group), group.hits_addend)
+                    .await
+                    .map_err(unavailable)?;
+                for c in result.counters.iter_mut() {
+                    let left = c.remaining().unwrap_or(c.max_value());
+                    c.set_remaining(left.saturating_sub(group.hits_addend));
+                }
+            }
+        }
+        let limited = results.iter().any(|r| r.limited);
+        if limited && self.options.count_over_limit {
+            for (group, result) in groups.iter().zip(results.iter_mut()) {
+                if group.hits_addend == 0 {
+                    continue;
+                }
+                self.limiter
+                    .update_counters(&namespace, &context(group), group.hits_addend)
+                    .await
+                    .map_err(unavailable)?;
+                for c in result.counters.iter_mut() {
+                    let left = c.remaining().unwrap_or(c.max_value());
+                    c.set_remaining(left.saturating_sub(group.hits_addend));
+                }
             }
         }
 
-        let statuses = (0..req.descriptors.len())
-            .map(|i| descriptor_status(i, &result.counters, &limited))
+        let n = req.descriptors.len();
+        let counters: Vec<(&Counter, bool)> = results
+            .iter()
+            .flat_map(|r| r.counters.iter().zip(r.over.iter().copied()))
             .collect();
+        let statuses = (0..n).map(|i| descriptor_status(i, n, &counters)).collect();
         Ok(Response::new(RateLimitResponse {
-            overall_code: if result.limited {
-                Code::OverLimit
-            } else {
-                Code::Ok
-            }
-            .into(),
+            overall_code: if limited { Code::OverLimit } else { Code::Ok }.into(),
             statuses,
             ..Default::default()
         }))
@@ -236,34 +330,43 @@ fn descriptor_maps(descriptors: &[RateLimitDescriptor]) -> Vec<HashMap<String, S
         .collect()
 }
 
-/// The descriptor indices a limit mentions (`descriptors[N]` in its conditions or variables);
-/// empty when it mentions none.
-fn descriptor_indices(limit: &Limit) -> BTreeSet<usize> {
+/// The descriptor indices a limit mentions (`descriptors[N]` in its conditions or variables,
+/// and `descriptors[size(descriptors) - 1]`, the last of the `count` descriptors); empty when it
+/// mentions none.
+fn descriptor_indices(limit: &Limit, count: usize) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
     for text in limit.conditions().into_iter().chain(limit.variables()) {
         let mut rest = text.as_str();
         while let Some(pos) = rest.find("descriptors[") {
             rest = &rest[pos + "descriptors[".len()..];
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            if rest[digits.len()..].starts_with(']') {
+            if !digits.is_empty() && rest[digits.len()..].starts_with(']') {
                 if let Ok(n) = digits.parse() {
                     out.insert(n);
                 }
+                continue;
+            }
+            let spaceless: String = rest.chars().filter(|c| !c.is_whitespace()).collect();
+            if spaceless.starts_with("size(descriptors)-1]") && count > 0 {
+                out.insert(count - 1);
             }
         }
     }
     out
 }
 
-fn descriptor_status(index: usize, counters: &[Counter], limited: &[bool]) -> DescriptorStatus {
+fn descriptor_status(
+    index: usize,
+    count: usize,
+    counters: &[(&Counter, bool)],
+) -> DescriptorStatus {
     let best = counters
         .iter()
-        .zip(limited)
         .filter(|(c, _)| {
-            let idx = descriptor_indices(c.limit());
+            let idx = descriptor_indices(c.limit(), count);
             idx.is_empty() || idx.contains(&index)
         })
-        .min_by_key(|(c, over)| (!**over, c.remaining().unwrap_or(c.max_value())));
+        .min_by_key(|(c, over)| (!*over, c.remaining().unwrap_or(c.max_value())));
     let Some((counter, over)) = best else {
         return DescriptorStatus {
             code: Code::Ok.into(),
@@ -325,9 +428,20 @@ mod tests {
             vec!["descriptors[0].agent == 'a'".try_into().unwrap()],
             vec!["descriptors[2]['client']".try_into().unwrap()],
         );
-        assert_eq!(descriptor_indices(&limit), BTreeSet::from([0, 2]));
+        assert_eq!(descriptor_indices(&limit, 3), BTreeSet::from([0, 2]));
         let global = Limit::new("ns", 3, 60, Vec::new(), Vec::new());
-        assert!(descriptor_indices(&global).is_empty());
+        assert!(descriptor_indices(&global, 1).is_empty());
+        let last = Limit::new(
+            "ns",
+            3,
+            60,
+            vec!["descriptors[size(descriptors) - 1].budget == 'tokens'"
+                .try_into()
+                .unwrap()],
+            Vec::new(),
+        );
+        assert_eq!(descriptor_indices(&last, 2), BTreeSet::from([1]));
+        assert_eq!(descriptor_indices(&last, 1), BTreeSet::from([0]));
     }
 
     #[test]

@@ -39,6 +39,17 @@ const LIMITS: &str = r#"
   variables:
     - "descriptors[0].agent"
     - "descriptors[0].client"
+# agentroute's token budget: the budget=tokens descriptor is the last one, both at admission
+# (after the request descriptor) and in the usage report (alone).
+- namespace: agentroute
+  name: budget-per-client
+  max_value: 10
+  seconds: 60
+  conditions:
+    - "descriptors[size(descriptors) - 1].budget == 'tokens'"
+    - "descriptors[size(descriptors) - 1].agent == 'default/budgeted'"
+  variables:
+    - "descriptors[size(descriptors) - 1].client"
 # A limit on a second descriptor, for the multi-descriptor request.
 - namespace: agentroute
   max_value: 1
@@ -377,7 +388,7 @@ async fn one_status_per_descriptor() {
 }
 
 #[tokio::test]
-async fn empty_domain_is_unknown_and_mixed_addends_rejected() {
+async fn empty_domain_is_unknown_and_negative_hits_rejected() {
     let Some(mut h) = start(&[]).await else {
         return;
     };
@@ -393,15 +404,59 @@ async fn empty_domain_is_unknown_and_mixed_addends_rejected() {
         .into_inner();
     assert_eq!(code(&r), Code::Unknown);
     let mut d = request_desc("a");
-    d.hits_addend = Some(UInt64Value { value: 0 });
+    d.is_negative_hits = true;
     let err = h
         .client
         .should_rate_limit(RateLimitRequest {
             domain: "agentroute".into(),
-            descriptors: vec![d, request_desc("b")],
+            descriptors: vec![d],
             hits_addend: 1,
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+/// agentroute's admission of a token-budgeted request: the request descriptor counts 1, the
+/// budget descriptor (last) is only checked; the usage report names the budget alone.
+#[tokio::test]
+async fn mixed_addends_count_the_request_and_check_the_budget() {
+    let Some(mut h) = start(&["--count-over-limit"]).await else {
+        return;
+    };
+    let request = |client: &str| {
+        descriptor(&[
+            ("agent", "default/budgeted"),
+            ("kind", "llm"),
+            ("client", client),
+        ])
+    };
+    let budget = |client: &str, hits: u64| {
+        let mut d = descriptor(&[
+            ("agent", "default/budgeted"),
+            ("kind", "llm"),
+            ("client", client),
+            ("budget", "tokens"),
+        ]);
+        d.hits_addend = Some(UInt64Value { value: hits });
+        d
+    };
+    let admission = |client: &str| vec![request(client), budget(client, 0)];
+    let r = h.call(admission("a"), 1).await;
+    assert_eq!(code(&r), Code::Ok);
+    assert_eq!(r.statuses[0].limit_remaining, 2, "the request was counted");
+    assert_eq!(
+        r.statuses[1].current_limit.as_ref().unwrap().name,
+        "budget-per-client"
+    );
+    assert_eq!(r.statuses[1].limit_remaining, 10, "the budget was not");
+    // The report: 12 tokens on a 10-token budget, counted although over.
+    h.call(vec![budget("a", 12)], 12).await;
+    let r = h.call(admission("a"), 1).await;
+    assert_eq!(code(&r), Code::OverLimit);
+    assert_eq!(Code::try_from(r.statuses[0].code).unwrap(), Code::Ok);
+    assert_eq!(Code::try_from(r.statuses[1].code).unwrap(), Code::OverLimit);
+    // Refused, and counted anyway under --count-over-limit (as envoyproxy/ratelimit does).
+    let r = h.call(vec![request("a")], 0).await;
+    assert_eq!(r.statuses[0].limit_remaining, 1);
 }
