@@ -408,7 +408,10 @@ mod tests {
     #[test]
     fn token_limits_are_read_and_duplicate_keys_refused() {
         let facts = read_body(br#"{"model":"m","max_tokens":300,"messages":[]}"#);
-        assert_eq!((facts.model, facts.max_tokens), (Ok("m".to_string()), Some(300)));
+        assert_eq!(
+            (facts.model, facts.max_tokens),
+            (Ok("m".to_string()), Some(300))
+        );
         let facts = read_body(br#"{"model":"m","max_completion_tokens":50,"max_tokens":300}"#);
         assert_eq!(facts.max_tokens, Some(50), "the newer field wins");
         let facts = read_body(br#"{"model":"m","max_output_tokens":7}"#);

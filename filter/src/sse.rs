@@ -35,15 +35,17 @@ impl LineSplitter {
                 self.skipping = false;
                 continue;
             }
-            if self.pending.is_empty() {
+            // The bound holds for a line that arrives whole too, so that a
+            // line is skipped or kept whatever the chunking.
+            if self.pending.len() + line.len() > self.max_line {
+                self.pending.clear();
+                self.skipped += 1;
+            } else if self.pending.is_empty() {
                 on_line(trim_cr(line));
-            } else if self.pending.len() + line.len() <= self.max_line {
+            } else {
                 self.pending.extend_from_slice(line);
                 on_line(trim_cr(&self.pending));
                 self.pending.clear();
-            } else {
-                self.pending.clear();
-                self.skipped += 1;
             }
         }
         if self.skipping {
@@ -118,6 +120,21 @@ mod tests {
         assert_eq!(skipped, 1);
         let (out, skipped) = lines(&[&[b'x'; 70], b"\nok"], 64);
         assert_eq!((out, skipped), (vec!["ok".to_string()], 1));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/sse_lines.rs): a line over the
+    /// bound was kept when it arrived in one chunk and skipped when split.
+    #[test]
+    fn a_long_line_is_skipped_in_one_chunk_too() {
+        let text = b"data:{\"usage\": {\"total_tokens\": 17}}\ndata: [DONE]";
+        let whole = lines(&[text], 20);
+        assert_eq!(
+            whole,
+            (vec!["data: [DONE]".to_string()], 1),
+            "skipped, not kept"
+        );
+        let bytes: Vec<&[u8]> = text.chunks(1).collect();
+        assert_eq!(lines(&bytes, 20), whole);
     }
 
     #[test]
