@@ -202,10 +202,12 @@ fn embedding(query: &HashMap<String, String>, body: &Bytes) -> Response {
         return error(StatusCode::BAD_REQUEST, "invalid json");
     };
     let prompt = prompt_tokens(body.len());
-    let dims = query_num(query, "dims", 3).min(4_000_000) as usize;
-    let vector: Vec<f64> = (0..dims)
-        .map(|i| (i % 1000) as f64 / 1000.0 + 0.0001)
-        .collect();
+    let vector: Vec<f64> = match query.get("dims").and_then(|d| d.parse::<usize>().ok()) {
+        Some(dims) => (0..dims.min(4_000_000))
+            .map(|i| (i % 1000) as f64 / 1000.0 + 0.0001)
+            .collect(),
+        None => vec![0.1, 0.2, 0.3],
+    };
     let mut response = json_response(json!({
         "object": "list",
         "data": [ { "object": "embedding", "index": 0, "embedding": vector } ],
