@@ -34,6 +34,9 @@ import run  # noqa: E402  (the bench's configs and helpers)
 ROOT = run.ROOT
 PORT = 19650
 ADMIN_PORT = 19651
+# Its own upstream, apart from bench/run.py's, so both can run at once.
+UPSTREAM_PORT = 19652
+UP = [run.cluster("upstream", UPSTREAM_PORT)]
 
 
 def envoy_elf():
@@ -57,17 +60,17 @@ def cases():
     host = {"agents": run.agents(10)}
     host["agents"][0]["hosts"] = ["agent.example.com"]
     out = [
-        ("A plain Envoy", run.bootstrap(PORT, run.TO_UPSTREAM, [], run.UP), "GET", "/x", None),
-        ("B no-op Wasm (Rust SDK)", run.bootstrap(PORT, run.TO_UPSTREAM, [run.wasm_filter(run.NOOP)], run.UP),
+        ("A plain Envoy", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "GET", "/x", None),
+        ("B no-op Wasm (Rust SDK)", run.bootstrap(PORT, run.TO_UPSTREAM, [run.wasm_filter(run.NOOP)], UP),
          "GET", "/x", None),
     ]
     for mode, what, sets in run.FLOOR_MODES:
         routes = run.BY_HEADER if sets else run.TO_UPSTREAM
-        out.append((f"floor: {mode} ({what})", run.bootstrap(PORT, routes, [run.wasm_filter(run.FLOORS, mode)], run.UP),
+        out.append((f"floor: {mode} ({what})", run.bootstrap(PORT, routes, [run.wasm_filter(run.FLOORS, mode)], UP),
                     "GET", run.agent_path(0), None))
 
     def c(config, wasm=run.AGENTROUTE, routes=run.BY_HEADER, stop=False):
-        return run.bootstrap(PORT, routes, [run.wasm_filter(wasm, config, stop_iteration=stop)], run.UP)
+        return run.bootstrap(PORT, routes, [run.wasm_filter(wasm, config, stop_iteration=stop)], UP)
 
     out += [
         ("C agentroute, 10 agents, layout path (rewrite)", c(agents10), "GET", run.agent_path(0), None),
@@ -81,9 +84,9 @@ def cases():
          c(dict(agents10, defaults={"timeouts": {"agent": "0s", "modelapi": "0s", "mcp": "0s"}})), "GET",
          run.agent_path(0), None),
         ("C agentroute, whole-map writes", c(agents10, wasm=run.AGENTROUTE_MAP), "GET", run.agent_path(0), None),
-        ("D native routes, 10, last route", run.bootstrap(PORT, run.native_routes(10), [], run.UP), "GET",
+        ("D native routes, 10, last route", run.bootstrap(PORT, run.native_routes(10), [], UP), "GET",
          run.agent_path(9), None),
-        ("D native routes, 10,000, last route", run.bootstrap(PORT, run.native_routes(10000), [], run.UP), "GET",
+        ("D native routes, 10,000, last route", run.bootstrap(PORT, run.native_routes(10000), [], UP), "GET",
          run.agent_path(9999), None),
         ("E agentroute, rate-limited entry", c({"agents": run.agents(10, limited=True)}), "GET",
          run.agent_path(0), None),
@@ -92,7 +95,7 @@ def cases():
         body = run.chat_body(size)
         out.append((f"F OpenAI body {label} (model from body)", c(run.openai_config(), stop=True), "POST",
                     "/v1/chat/completions", ("body", body)))
-        out.append((f"F plain POST {label}", run.bootstrap(PORT, run.TO_UPSTREAM, [], run.UP), "POST",
+        out.append((f"F plain POST {label}", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST",
                     "/v1/chat/completions", ("body", body)))
     return out
 
@@ -179,9 +182,9 @@ def main():
     workdir = tempfile.mkdtemp(prefix="agentroute-instr-")
     rows = []
     try:
-        up = run.start_envoy("upstream", run.bootstrap(run.UPSTREAM_PORT, [{"match": {"prefix": "/"},
+        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, [{"match": {"prefix": "/"},
                              "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]),
-                             run.UPSTREAM_PORT, workdir, core=1)
+                             UPSTREAM_PORT, workdir, core=1)
         run.wait_ready(up)
         for name, config, method, path, extra in cases():
             if args.only and not re.search(args.only, name):

@@ -863,7 +863,19 @@ def render(results, memory, sizes, meta, extraction, hot_path):
           if extraction else []),
         "",
         *(["## Targets", *tgt, ""] if len(tgt) > 3 else []),
+        *breakdown(),
     ])
+
+
+def breakdown():
+    """bench/breakdown.md, kept by hand: instruction counts (`make
+    bench-instructions`, steady where time is not), the host calls on each
+    path, and why each target holds or not. Appended to every full report."""
+    path = os.path.join(ROOT, "bench/breakdown.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [f.read().rstrip("\n"), ""]
 
 
 def describe_machine():

@@ -12,6 +12,7 @@ pub mod a2a;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod check;
 pub mod config;
+pub mod json_scan;
 pub mod openai;
 pub mod ratelimit;
 pub mod reply;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::Plan;
+use crate::json_scan;
 use crate::reply::LocalReply;
 
 /// An OpenAI request the filter handles itself or dispatches by model.
@@ -160,8 +161,29 @@ pub struct BodyFacts {
     pub max_tokens: Option<u64>,
 }
 
-/// Reads `model` and the answer's token limit from an OpenAI request body.
+/// Reads `model` and the answer's token limit from an OpenAI request body:
+/// the fast scanner where it is sure, else serde_json (the same answer).
 pub fn read_body(body: &[u8]) -> BodyFacts {
+    let Some(fields) = json_scan::scan(body) else {
+        return read_body_with_serde(body);
+    };
+    BodyFacts {
+        model: match fields.model {
+            None => Err(ModelError::Missing),
+            Some("") => Err(ModelError::Empty),
+            Some(model) => Ok(model.to_string()),
+        },
+        max_tokens: fields
+            .max_completion_tokens
+            .or(fields.max_tokens)
+            .or(fields.max_output_tokens),
+    }
+}
+
+/// `read_body` by serde_json alone: the reference the fast scanner is
+/// compared with (unit tests, the `model_body` fuzz target).
+#[doc(hidden)]
+pub fn read_body_with_serde(body: &[u8]) -> BodyFacts {
     match parse_model_only(body) {
         Ok(parsed) => BodyFacts {
             max_tokens: [

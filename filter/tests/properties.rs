@@ -681,3 +681,83 @@ fn plan() -> &'static Plan {
     }
     PLAN.with(|p| *p)
 }
+
+// ---------------------------------------------------------------------------
+// Reading `model`: the fast scanner answers as serde_json does
+
+/// JSON-ish bodies: mostly valid OpenAI shapes, with every token the scanner
+/// treats specially (escapes, numbers, literals, duplicates, nesting) and
+/// stray bytes mixed in.
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    let token = prop_oneof![
+        Just(&b"\"model\""[..]),
+        Just(&b"\"max_tokens\""[..]),
+        Just(&b"\"max_completion_tokens\""[..]),
+        Just(&b"\"max_output_tokens\""[..]),
+        Just(&b"\"messages\""[..]),
+        Just(&b"\"gpt-demo\""[..]),
+        Just(&b"\"\""[..]),
+        Just(&b"\"a\\\"b\\\\c\\u00e9\\n\""[..]),
+        Just(&b"\"\\u12g4\""[..]),
+        Just(&b"\"\xc3\xa9\xff\""[..]),
+        Just(&b"\"tab\there\""[..]),
+        Just(&b"100"[..]),
+        Just(&b"0"[..]),
+        Just(&b"01"[..]),
+        Just(&b"-1"[..]),
+        Just(&b"1.5e-3"[..]),
+        Just(&b"1."[..]),
+        Just(&b"18446744073709551616"[..]),
+        Just(&b"true"[..]),
+        Just(&b"null"[..]),
+        Just(&b"nul"[..]),
+        Just(&b"{"[..]),
+        Just(&b"}"[..]),
+        Just(&b"["[..]),
+        Just(&b"]"[..]),
+        Just(&b":"[..]),
+        Just(&b","[..]),
+        Just(&b" "[..]),
+        Just(&b"\n"[..]),
+        Just(&b"\x0c"[..]),
+    ];
+    let shaped = (
+        prop::sample::select(vec!["\"gpt-demo\"", "null", "5", "\"\"", "\"a\\u0062\""]),
+        prop::sample::select(vec![
+            "",
+            ",\"max_tokens\":100",
+            ",\"max_tokens\":1.5",
+            ",\"max_tokens\":7,\"max_tokens\":8",
+        ]),
+        "[a-z \\\\\"]{0,40}",
+        any::<bool>(),
+    )
+        .prop_map(|(model, limit, content, model_last)| {
+            let messages =
+                format!("\"messages\":[{{\"role\":\"user\",\"content\":\"{content}\"}}]");
+            let model = format!("\"model\":{model}");
+            let body = if model_last {
+                format!("{{{messages}{limit},{model}}}")
+            } else {
+                format!("{{{model},{messages}{limit}}}")
+            };
+            body.into_bytes()
+        });
+    prop_oneof![
+        shaped,
+        prop::collection::vec(token, 0..24).prop_map(|tokens| tokens.concat()),
+        prop::collection::vec(any::<u8>(), 0..64),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn the_fast_model_reader_answers_as_serde_json(body in body()) {
+        prop_assert_eq!(
+            agentroute::openai::read_body(&body),
+            agentroute::openai::read_body_with_serde(&body)
+        );
+    }
+}

@@ -2,10 +2,11 @@
 //! token limit are what serde_json itself reads from the same body: a
 //! top-level string `model`, the first non-negative integer of
 //! `max_completion_tokens`, `max_tokens`, `max_output_tokens`. A body naming
-//! one of those twice is refused (a backend takes the last `model`).
+//! one of those twice is refused (a backend takes the last `model`). And the
+//! fast scanner (`json_scan`) never answers differently from serde_json.
 #![no_main]
 
-use agentroute::openai::{model_from_body, read_body, ModelError};
+use agentroute::openai::{model_from_body, read_body, read_body_with_serde, ModelError};
 use agentroute_fuzz::members;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -20,6 +21,7 @@ const READ: [&str; 4] = [
 fuzz_target!(|data: &[u8]| {
     let facts = read_body(data);
     assert_eq!(model_from_body(data), facts.model);
+    assert_eq!(facts, read_body_with_serde(data));
 
     if data.iter().all(u8::is_ascii_whitespace) {
         assert_eq!(facts.model, Err(ModelError::Missing));
