@@ -24,7 +24,7 @@ DEBIAN_PACKAGES := redis-server
 
 .PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped
 .PHONY: debian-deps rls-server run-global
-.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions
+.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm
 
 all: build
 
@@ -221,23 +221,32 @@ test-matrix: setup build build-test-filters rls-server $(foreach v,$(ENVOY_MATRI
 bench: bench-deps
 	python3 bench/run.py
 
-bench-quick: bench-deps
-	python3 bench/run.py --quick
+# CI's smoke run: the ext_proc server and the rate limit service as debug
+# builds (they share what the integration tests compiled; release builds of
+# both would add minutes to CI for numbers CI does not keep).
+bench-quick: bench-wasm rls-server
+	$(CARGO) build -p agentroute-bench-extproc
+	EXTPROC_BIN=$(abspath target/debug/extproc) RLS_SERVER_BIN=$(abspath $(RLS_SERVER)) \
+	  python3 bench/run.py --quick
 
 ## bench-instructions: instructions Envoy executes per request, per case,
-## under valgrind's callgrind (steady where time is not; about an hour).
+## under valgrind's callgrind (steady where time is not; about 40 minutes).
 ## BENCH_ONLY=REGEX picks cases.
 bench-instructions: bench-deps
 	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null
-	python3 bench/instructions.py $(if $(BENCH_ONLY),--only '$(BENCH_ONLY)') --out target/instructions.md
+	python3 bench/instructions.py --requests 300 $(if $(BENCH_ONLY),--only '$(BENCH_ONLY)') \
+	  --out target/instructions.md
 
-bench-deps: setup build
+bench-deps: bench-wasm
+	$(CARGO) build --release -p agentroute-bench-extproc -p agentroute-rls-server
+
+# The Wasm side of every bench case, and wrk.
+bench-wasm: setup build
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-noop -p agentroute-bench-floors
 	@# the filter again, writing header changes as one whole-map replacement
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib --features whole-map-writes \
 	  --target-dir target/whole-map
-	$(CARGO) build --release -p agentroute-bench-extproc -p agentroute-rls-server
 
 clean:
 	$(CARGO) clean

@@ -63,7 +63,7 @@ AGENTROUTE = os.path.join(ROOT, "dist/agentroute.wasm")
 AGENTROUTE_MAP = os.path.join(ROOT, "target/whole-map/wasm32-wasip1/release/agentroute.wasm")
 NOOP = os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_noop.wasm")
 FLOORS = os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_floors.wasm")
-EXTPROC = os.path.join(ROOT, "target/release/extproc")
+EXTPROC = os.environ.get("EXTPROC_BIN", os.path.join(ROOT, "target/release/extproc"))
 
 
 # tests/rls-server, release build (`make bench-deps`): a debug build would be
