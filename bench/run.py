@@ -754,7 +754,7 @@ def render(results, memory, sizes, meta, extraction, hot_path):
     E, EG = "E rate-limited", "E-global rate limit service"
     if st.has(E, EG):
         eg = ["", "## A global limit (E-global) vs a local one (E)", "",
-              "E-global asks the rate limit service (tests/rls-server: Limitador's engine, a DEBUG build, and",
+              "E-global asks the rate limit service (tests/rls-server: Limitador's engine, a release build, and",
               "redis-server, on core 1 with wrk) once per request, with the request paused meanwhile; E takes",
               "a token from a bucket in shared data. The service's own cost is the stand-in's, not",
               "envoyproxy/ratelimit's or Limitador's: the Envoy columns are the filter's side.", "",
