@@ -17,7 +17,6 @@ CARGO         ?= cargo
 # tests/rls-server: the rate limit service of the global-limit tests
 # (Limitador's engine on Redis). The benchmark uses a release build of it.
 RLS_SERVER    := target/debug/rls-server
-RLS_SERVER_RELEASE := target/release/rls-server
 # Debian packages: redis-server (the counters of the global-limit tests and
 # `make run-global`).
 DEBIAN_PACKAGES := redis-server
