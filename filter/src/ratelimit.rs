@@ -71,6 +71,21 @@ pub fn acquire(
     })
 }
 
+/// Writes a full bucket under `key` if there is none; `Ok(true)` if it did.
+/// A bucket that exists (possibly for other numbers) is left as it is.
+pub fn create_full(
+    store: &dyn SharedStore,
+    key: &str,
+    spec: BucketSpec,
+    now_nanos: u64,
+) -> Result<bool, StoreError> {
+    if store.get(key)?.0.is_some() {
+        return Ok(false);
+    }
+    store.set(key, &encode(spec.capacity, now_nanos, spec), None)?;
+    Ok(true)
+}
+
 /// Admits while the bucket holds at least one token and takes `amount` at
 /// once, like a hold on a card: the balance may go below zero (down to
 /// `-capacity`). LLM token budgets hold an estimate at admission and
@@ -292,6 +307,19 @@ mod tests {
 
     fn take(store: &Memory, now: u64) -> Outcome {
         acquire(store, "k", SPEC, 1.0, now).unwrap()
+    }
+
+    #[test]
+    fn a_created_bucket_is_full_and_never_recreated() {
+        let store = Memory::default();
+        assert_eq!(create_full(&store, "k", SPEC, 0), Ok(true));
+        assert!(acquire(&store, "k", SPEC, 1.0, 0).unwrap().allowed);
+        // A second worker's configure leaves the drawn bucket alone.
+        assert_eq!(create_full(&store, "k", SPEC, 0), Ok(false));
+        assert_eq!(
+            acquire(&store, "k", SPEC, 1.0, 0).unwrap().remaining,
+            SPEC.capacity as u64 - 2
+        );
     }
 
     #[test]

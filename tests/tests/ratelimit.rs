@@ -131,12 +131,16 @@ async fn per_client_buckets_are_isolated_and_bounded() {
     )
     .await;
     let key = |k: &str| vec![("x-api-key".to_string(), k.to_string())];
-    assert_eq!(admitted(&burst(&gw, "/a", key("alice"), 5).await), 2);
-    assert_eq!(
-        admitted(&burst(&gw, "/a", key("bob"), 5).await),
-        2,
-        "bob has his own bucket"
-    );
+    // A per-client bucket is created by its first request: when both
+    // workers race on that, one extra request may pass, once (README).
+    let first_burst = 2..=3;
+    let alice = admitted(&burst(&gw, "/a", key("alice"), 5).await);
+    assert!(first_burst.contains(&alice), "alice: {alice}");
+    let bob = admitted(&burst(&gw, "/a", key("bob"), 5).await);
+    assert!(first_burst.contains(&bob), "bob has his own bucket: {bob}");
+    // Once created, the buckets are exact: both are empty.
+    assert_eq!(admitted(&burst(&gw, "/a", key("alice"), 5).await), 0);
+    assert_eq!(admitted(&burst(&gw, "/a", key("bob"), 5).await), 0);
 
     // A flood of random keys, burst 2 each: buckets live in at most 1024
     // slots per entry, so at most 2 × 1024 requests can ever be admitted and

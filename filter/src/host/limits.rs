@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, Status};
 
 use super::active::Active;
 use super::{abi, now_nanos, reply, Stream};
-use crate::config::{FailureMode, Per, Scope};
+use crate::config::{FailureMode, Per, RequestRate, Scope, TokenBudget};
 use crate::ratelimit::{self, BucketSpec, SharedStore, StoreError};
 use crate::reply::{self as replies, LimitStatus, Limited, LocalReply};
 use crate::rls::{self, Subject, Verdict};
@@ -32,6 +32,51 @@ pub enum Budget {
         kind: &'static str,
         client: Option<String>,
     },
+}
+
+/// Creates, full, the local buckets shared by a whole entry that do not
+/// exist yet, when a configuration is applied. Shared data has no
+/// create-if-absent: workers racing on a bucket's very first request could
+/// both write it and admit one request too many. Created here, before any
+/// request, a bucket is only ever changed by compare-and-swap. (Per-client
+/// buckets are created on first use; README: Rate limiting.)
+pub(super) fn create_entry_buckets(active: &Active) {
+    let Some(now) = now_nanos() else {
+        return;
+    };
+    for e in &active.plan.entries {
+        let Some(limit) = &e.rate_limit else {
+            continue;
+        };
+        let (Per::Entry, Scope::Local { requests, tokens }) = (&limit.per, &limit.scope) else {
+            continue;
+        };
+        let base = format!("{}/{}", active.key_prefix, e.id);
+        let buckets = [
+            requests.as_ref().map(|r| ("requests", request_spec(r))),
+            tokens.as_ref().map(|t| ("tokens", token_spec(t))),
+        ];
+        for (what, spec) in buckets.into_iter().flatten() {
+            let key = format!("{base}/{what}");
+            if let Err(e) = ratelimit::create_full(&HostStore, &key, spec, now) {
+                log::warn!("cannot create the bucket {key}: {e:?}");
+            }
+        }
+    }
+}
+
+fn request_spec(rate: &RequestRate) -> BucketSpec {
+    BucketSpec {
+        capacity: f64::from(rate.burst),
+        rate_per_second: rate.requests_per_second,
+    }
+}
+
+fn token_spec(budget: &TokenBudget) -> BucketSpec {
+    BucketSpec {
+        capacity: budget.per_minute as f64,
+        rate_per_second: budget.per_minute as f64 / 60.0,
+    }
 }
 
 impl Stream {
@@ -66,10 +111,7 @@ impl Stream {
         };
         let mut held = None;
         if let Some(budget) = tokens {
-            let spec = BucketSpec {
-                capacity: budget.per_minute as f64,
-                rate_per_second: budget.per_minute as f64 / 60.0,
-            };
+            let spec = token_spec(budget);
             let amount = estimate.unwrap_or(budget.reserve).min(budget.per_minute) as f64;
             let key = key_of("tokens");
             match ratelimit::hold(&HostStore, &key, spec, amount, now) {
@@ -93,10 +135,7 @@ impl Stream {
             }
         }
         if let Some(rate) = requests {
-            let spec = BucketSpec {
-                capacity: f64::from(rate.burst),
-                rate_per_second: rate.requests_per_second,
-            };
+            let spec = request_spec(rate);
             match ratelimit::acquire(&HostStore, &key_of("requests"), spec, 1.0, now) {
                 Ok(o) => {
                     count_conflicts(active, entry, o.cas_retries);

@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
 use super::active::Active;
-use super::{abi, now, reply, Stream, Vm};
+use super::{abi, limits, now, reply, Stream, Vm};
 use crate::config::Plan;
 use crate::reply::LocalReply;
 
@@ -62,7 +62,9 @@ impl RootContext for Root {
                 if let Some(previous) = &self.active {
                     previous.flush();
                 }
-                self.active = Some(Rc::new(Active::new(plan)));
+                let active = Rc::new(Active::new(plan));
+                limits::create_entry_buckets(&active);
+                self.active = Some(active);
                 true
             }
             Err(e) => {
