@@ -145,8 +145,9 @@ fn update(
         };
         // A key never written has no version to compare: the first write is
         // unconditional. Workers racing on a bucket's very first request can
-        // both write; at worst one extra request per racing worker, once per
-        // bucket (shared data has no create-if-absent).
+        // each write it, the later wiping what the earlier admitted: up to a
+        // burst more per racing worker, once per bucket (shared data has no
+        // create-if-absent; `create_full` avoids it where keys are known).
         match store.set(key, &encode(left, stamp, spec), version) {
             Ok(()) => return Ok(outcome(spec, left, needed, true, conflicts)),
             Err(StoreError::CasMismatch) if conflicts < MAX_CAS_RETRIES => conflicts += 1,

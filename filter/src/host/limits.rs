@@ -37,9 +37,10 @@ pub enum Budget {
 /// Creates, full, the local buckets shared by a whole entry that do not
 /// exist yet, when a configuration is applied. Shared data has no
 /// create-if-absent: workers racing on a bucket's very first request could
-/// both write it and admit one request too many. Created here, before any
-/// request, a bucket is only ever changed by compare-and-swap. (Per-client
-/// buckets are created on first use; README: Rate limiting.)
+/// each write it, the later write wiping what the earlier admitted. Created
+/// here, before any request, a bucket is only ever changed by
+/// compare-and-swap. (Per-client buckets, up to 1,024 per entry, are
+/// created on first use; README: Rate limiting.)
 pub(super) fn create_entry_buckets(active: &Active) {
     let Some(now) = now_nanos() else {
         return;
