@@ -108,9 +108,8 @@ fn answer(
     match (method, path, path_tail) {
         (&Method::GET, "/healthz", _) => json_response(json!({ "status": "ok", "agent": name })),
         (&Method::GET, "/.well-known/agent.json", _) => json_response(agent_card(name)),
-        (&Method::POST, _, "/chat/completions" | "/completions" | "/responses") => {
-            completion(name, query, &body)
-        }
+        (&Method::POST, _, "/responses") => responses(name, query, &body),
+        (&Method::POST, _, "/chat/completions" | "/completions") => completion(name, query, &body),
         (&Method::POST, _, "/embeddings") => embedding(query, &body),
         (&Method::GET, _, _) if path.ends_with("/sse") => {
             let chunks = query_num(query, "chunks", 5);
@@ -197,6 +196,50 @@ fn completion(name: &str, query: &HashMap<String, String>, body: &Bytes) -> Resp
     response
 }
 
+/// An OpenAI Responses API answer: usage as `input_tokens`/`output_tokens`,
+/// and a stream (`response.*` events) whose usage comes only in
+/// `response.completed`, under `response.usage`, as OpenAI sends it.
+fn responses(name: &str, query: &HashMap<String, String>, body: &Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return error(StatusCode::BAD_REQUEST, "invalid json");
+    };
+    let prompt = prompt_tokens(body.len());
+    let output = 5;
+    let usage =
+        json!({ "input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output });
+    let object = |status: &str, usage: Value| {
+        json!({
+            "id": "resp-demo", "object": "response", "created_at": 1_700_000_000,
+            "status": status, "model": request["model"], "usage": usage,
+            "output": [ { "type": "message", "role": "assistant",
+                          "content": [ { "type": "output_text", "text": format!("hello from {name}") } ] } ]
+        })
+    };
+    let mut response = if request["stream"] == json!(true) {
+        let chunks = query_num(query, "chunks", 5);
+        let interval = query_num(query, "interval_ms", 50);
+        let mut events = vec![(
+            "response.created",
+            json!({ "type": "response.created", "response": object("in_progress", Value::Null) }),
+        )];
+        events.extend((0..chunks).map(|i| {
+            (
+                "response.output_text.delta",
+                json!({ "type": "response.output_text.delta", "delta": format!("tok{i}") }),
+            )
+        }));
+        events.push((
+            "response.completed",
+            json!({ "type": "response.completed", "response": object("completed", usage) }),
+        ));
+        named_sse(events, interval)
+    } else {
+        json_response(object("completed", usage))
+    };
+    add_body_digest(&mut response, body);
+    response
+}
+
 fn embedding(query: &HashMap<String, String>, body: &Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return error(StatusCode::BAD_REQUEST, "invalid json");
@@ -250,6 +293,21 @@ fn sse(events: Vec<Value>, interval_ms: u64) -> Response {
         .into_iter()
         .map(|e| format!("data: {e}\n\n"))
         .chain(std::iter::once("data: [DONE]\n\n".to_string()));
+    stream_frames(frames.collect(), interval_ms)
+}
+
+/// Server-sent events with an `event:` name each and no `[DONE]`, as the
+/// Responses API streams.
+fn named_sse(events: Vec<(&str, Value)>, interval_ms: u64) -> Response {
+    let frames = events
+        .into_iter()
+        .map(|(name, e)| format!("event: {name}\ndata: {e}\n\n"))
+        .collect();
+    stream_frames(frames, interval_ms)
+}
+
+fn stream_frames(frames: Vec<String>, interval_ms: u64) -> Response {
+    let frames = frames.into_iter();
     let stream =
         futures_util::stream::unfold((frames, true), move |(mut frames, first)| async move {
             let frame = frames.next()?;

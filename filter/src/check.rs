@@ -413,7 +413,7 @@ impl Summary {
         Summary {
             entries: plan.entries.len(),
             routes: plan.router.route_count(),
-            models: plan.model_ids.len(),
+            models: plan.models.len(),
         }
     }
 }

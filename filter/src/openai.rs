@@ -38,10 +38,15 @@ const DISPATCH_PATHS: [(&str, Api); 4] = [
     ("/responses", Api::Responses),
 ];
 
-/// Recognises OpenAI endpoints, with or without the `/v1` prefix.
-pub fn endpoint<'a>(method: &str, path: &'a str) -> Option<Endpoint<'a>> {
+/// Recognises OpenAI endpoints, with the `/v1` prefix or, when
+/// `unversioned`, without it.
+pub fn endpoint<'a>(method: &str, path: &'a str, unversioned: bool) -> Option<Endpoint<'a>> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let tail = path.strip_prefix("/v1").unwrap_or(path);
+    let tail = match path.strip_prefix("/v1") {
+        Some(tail) => tail,
+        None if unversioned => path,
+        None => return None,
+    };
     match method {
         "GET" if tail == "/models" => Some(Endpoint::ListModels),
         "GET" => {
@@ -61,7 +66,8 @@ pub fn endpoint<'a>(method: &str, path: &'a str) -> Option<Endpoint<'a>> {
 pub fn models_body(plan: &Plan) -> &str {
     plan.models_body.get_or_init(|| {
         let data: Vec<Value> = plan
-            .model_ids
+            .models
+            .listed()
             .iter()
             .filter_map(|(id, entry)| model_object(plan, id, *entry, plan.created))
             .collect();
@@ -72,8 +78,8 @@ pub fn models_body(plan: &Plan) -> &str {
 pub fn model_reply(plan: &Plan, id: &str) -> LocalReply {
     match plan
         .models
-        .get(id)
-        .and_then(|&entry| model_object(plan, id, entry, plan.created))
+        .exact(id)
+        .and_then(|entry| model_object(plan, id, entry, plan.created))
     {
         Some(model) => LocalReply::json(200, model.to_string()),
         None => model_not_found(id),
@@ -246,8 +252,7 @@ fn model_of(model: Option<ModelValue<'_>>) -> Result<String, ModelError> {
 /// The entry serving `model`, or OpenAI's 404.
 pub fn entry_for_model(plan: &Plan, model: &str) -> Result<usize, LocalReply> {
     plan.models
-        .get(model)
-        .copied()
+        .lookup(model)
         .ok_or_else(|| model_not_found(model))
 }
 
@@ -346,18 +351,24 @@ mod tests {
 
     #[test]
     fn recognises_endpoints_with_and_without_v1() {
-        assert_eq!(endpoint("GET", "/v1/models"), Some(Endpoint::ListModels));
-        assert_eq!(endpoint("GET", "/models?x=1"), Some(Endpoint::ListModels));
         assert_eq!(
-            endpoint("GET", "/v1/models/gpt-4o"),
+            endpoint("GET", "/v1/models", true),
+            Some(Endpoint::ListModels)
+        );
+        assert_eq!(
+            endpoint("GET", "/models?x=1", true),
+            Some(Endpoint::ListModels)
+        );
+        assert_eq!(
+            endpoint("GET", "/v1/models/gpt-4o", true),
             Some(Endpoint::GetModel("gpt-4o".into()))
         );
         assert_eq!(
-            endpoint("GET", "/v1/models/prod/coordinator"),
+            endpoint("GET", "/v1/models/prod/coordinator", true),
             Some(Endpoint::GetModel("prod/coordinator".into()))
         );
         assert_eq!(
-            endpoint("GET", "/models/prod%2Fcoordinator"),
+            endpoint("GET", "/models/prod%2Fcoordinator", true),
             Some(Endpoint::GetModel("prod/coordinator".into()))
         );
         for path in [
@@ -368,14 +379,21 @@ mod tests {
             "/v1/responses",
         ] {
             assert!(
-                matches!(endpoint("POST", path), Some(Endpoint::Dispatch(_))),
+                matches!(endpoint("POST", path, true), Some(Endpoint::Dispatch(_))),
                 "{path}"
             );
         }
-        assert_eq!(endpoint("GET", "/v1/chat/completions"), None);
-        assert_eq!(endpoint("POST", "/v1/models"), None);
-        assert_eq!(endpoint("POST", "/v1/chat/completions/x"), None);
-        assert_eq!(endpoint("GET", "/v1/models/"), None);
+        assert_eq!(endpoint("GET", "/v1/chat/completions", true), None);
+        assert_eq!(endpoint("POST", "/v1/models", true), None);
+        assert_eq!(endpoint("POST", "/v1/chat/completions/x", true), None);
+        assert_eq!(endpoint("GET", "/v1/models/", true), None);
+        // `openai.unversioned_paths: false` leaves the bare paths alone.
+        assert_eq!(endpoint("GET", "/models", false), None);
+        assert_eq!(endpoint("POST", "/chat/completions", false), None);
+        assert_eq!(
+            endpoint("GET", "/v1/models", false),
+            Some(Endpoint::ListModels)
+        );
     }
 
     #[test]

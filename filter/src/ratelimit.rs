@@ -86,11 +86,21 @@ pub fn create_full(
     Ok(true)
 }
 
+/// How deep a balance may go into debt, in capacities: what requests used
+/// beyond their holds is kept as real debt (the entry is refused until it
+/// is refilled), but never more than this many budgets, so that one absurd
+/// answer blocks an entry for a while (ten minutes of a per-minute budget)
+/// and never for ever.
+pub const MAX_DEBT_CAPACITIES: f64 = 10.0;
+
+fn debt_floor(spec: BucketSpec) -> f64 {
+    -MAX_DEBT_CAPACITIES * spec.capacity
+}
+
 /// Admits while the bucket holds at least one token and takes `amount` at
-/// once, like a hold on a card: the balance may go below zero (down to
-/// `-capacity`). LLM token budgets hold an estimate at admission and
-/// settle with [`debit`] once the answer reports its usage, so concurrent
-/// requests see each other's holds.
+/// once, like a hold on a card: the balance may go below zero. LLM token
+/// budgets hold an estimate at admission and settle with [`debit`] once the
+/// answer reports its usage, so concurrent requests see each other's holds.
 pub fn hold(
     store: &dyn SharedStore,
     key: &str,
@@ -99,14 +109,13 @@ pub fn hold(
     now_nanos: u64,
 ) -> Result<Outcome, StoreError> {
     update(store, key, spec, now_nanos, 1.0, |tokens| {
-        (tokens >= 1.0).then(|| (tokens - amount).max(-spec.capacity))
+        (tokens >= 1.0).then(|| (tokens - amount).max(debt_floor(spec)))
     })
 }
 
 /// Takes `cost` tokens whatever the balance (a negative cost gives tokens
 /// back, up to the capacity). The balance may go negative, down to
-/// `-capacity` (a debt of at most one full budget), so that one huge answer
-/// blocks the entry for a while but never for ever.
+/// [`MAX_DEBT_CAPACITIES`] budgets of debt.
 pub fn debit(
     store: &dyn SharedStore,
     key: &str,
@@ -115,7 +124,7 @@ pub fn debit(
     now_nanos: u64,
 ) -> Result<Outcome, StoreError> {
     update(store, key, spec, now_nanos, 1.0, |tokens| {
-        Some((tokens - cost).clamp(-spec.capacity, spec.capacity))
+        Some((tokens - cost).clamp(debt_floor(spec), spec.capacity))
     })
 }
 
@@ -156,18 +165,23 @@ fn update(
     }
 }
 
-/// The balance now and the time it is valid at. A bucket never written, or
-/// written for other numbers (the limit changed), is full. A stored time a
-/// little ahead of `now` (another worker's clock) adds nothing and is kept;
-/// one far ahead (the clock stepped back) is replaced by `now`, which the
-/// third value says.
+/// The balance now and the time it is valid at. A bucket never written is
+/// full. One written for other numbers (the limit changed) keeps its
+/// balance, within the new capacity and debt floor: while an old and a new
+/// configuration both serve (a listener draining), each writing its own
+/// numbers, neither may hand out a fresh bucket. A stored time a little
+/// ahead of `now` (another worker's clock) adds nothing and is kept; one far
+/// ahead (the clock stepped back) is replaced by `now`, which the third
+/// value says.
 fn refilled(value: Option<&[u8]>, spec: BucketSpec, now_nanos: u64) -> (f64, u64, bool) {
     let Some((tokens, last, stored_spec)) = value.and_then(decode) else {
         return (spec.capacity, now_nanos, false);
     };
-    if stored_spec != spec {
-        return (spec.capacity, now_nanos, false);
-    }
+    let tokens = if stored_spec == spec {
+        tokens
+    } else {
+        tokens.clamp(debt_floor(spec), spec.capacity)
+    };
     if last > now_nanos {
         return if last - now_nanos > CLOCK_TOLERANCE_NANOS {
             (tokens.min(spec.capacity), now_nanos, true)
@@ -415,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_limit_resets_the_bucket_under_the_same_key() {
+    fn a_changed_limit_keeps_the_balance_under_the_same_key() {
         let store = Memory::default();
         for _ in 0..10 {
             take(&store, 0);
@@ -425,11 +439,37 @@ mod tests {
             capacity: 20.0,
             rate_per_second: 2.0,
         };
-        let o = acquire(&store, "k", bigger, 1.0, 0).unwrap();
-        assert_eq!((o.allowed, o.remaining), (true, 19));
+        // Empty stays empty: a new limit is no fresh bucket.
+        assert!(!acquire(&store, "k", bigger, 1.0, 0).unwrap().allowed);
         assert_eq!(store.data.borrow().len(), 1, "no new key");
-        // The same numbers again carry the state on.
-        assert_eq!(acquire(&store, "k", bigger, 1.0, 0).unwrap().remaining, 18);
+        // It refills at the new numbers: 1 s is 2 tokens.
+        let o = acquire(&store, "k", bigger, 1.0, SEC).unwrap();
+        assert_eq!((o.allowed, o.remaining), (true, 1));
+        // A smaller capacity caps what is there.
+        let store = Memory::default();
+        take(&store, 0);
+        let smaller = BucketSpec {
+            capacity: 3.0,
+            rate_per_second: 2.0,
+        };
+        assert_eq!(acquire(&store, "k", smaller, 1.0, 0).unwrap().remaining, 2);
+    }
+
+    /// During a listener drain two configurations serve at once, each with
+    /// its own numbers for the same bucket: taking turns must not refill it.
+    #[test]
+    fn two_configurations_taking_turns_never_refill_the_bucket() {
+        let store = Memory::default();
+        let other = BucketSpec {
+            capacity: 12.0,
+            rate_per_second: 2.0,
+        };
+        let mut admitted = 0;
+        for i in 0..100 {
+            let spec = if i % 2 == 0 { SPEC } else { other };
+            admitted += u32::from(acquire(&store, "k", spec, 1.0, 0).unwrap().allowed);
+        }
+        assert_eq!(admitted, 10, "the first configuration's burst, once");
     }
 
     #[test]
@@ -509,12 +549,16 @@ mod tests {
             debit(&store, "t", budget, -30.0, 0).unwrap();
         }
         assert_eq!(hold(&store, "t", budget, 0.0, 0).unwrap().remaining, 70);
-        // A huge answer: a debt of at most one budget.
-        debit(&store, "t", budget, 10_000.0, 0).unwrap();
+        // A large answer is real debt: refused until it is refilled.
+        debit(&store, "t", budget, 370.0, 0).unwrap();
         let (value, _) = store.get("t").unwrap();
-        assert_eq!(decode(&value.unwrap()).unwrap().0, -100.0);
-        assert!(!hold(&store, "t", budget, 1.0, 60 * SEC).unwrap().allowed);
-        assert!(hold(&store, "t", budget, 1.0, 121 * SEC).unwrap().allowed);
+        assert_eq!(decode(&value.unwrap()).unwrap().0, -300.0);
+        assert!(!hold(&store, "t", budget, 1.0, 180 * SEC).unwrap().allowed);
+        assert!(hold(&store, "t", budget, 1.0, 181 * SEC).unwrap().allowed);
+        // An absurd one: at most ten budgets of debt.
+        debit(&store, "t", budget, 1e12, 181 * SEC).unwrap();
+        let (value, _) = store.get("t").unwrap();
+        assert_eq!(decode(&value.unwrap()).unwrap().0, -1000.0);
     }
 
     #[test]

@@ -57,6 +57,17 @@ impl LimitStatus {
             ("x-ratelimit-reset", self.reset_secs.to_string()),
         ]
     }
+
+    /// OpenAI's token-budget headers of an admitted answer:
+    /// `x-ratelimit-limit-tokens`, `-remaining-tokens` (what the budget holds
+    /// after this request's hold) and `-reset-tokens` (a duration, `12s`).
+    pub fn token_headers(&self) -> [(&'static str, String); 3] {
+        [
+            ("x-ratelimit-limit-tokens", self.limit.to_string()),
+            ("x-ratelimit-remaining-tokens", self.remaining.to_string()),
+            ("x-ratelimit-reset-tokens", format!("{}s", self.reset_secs)),
+        ]
+    }
 }
 
 /// What a limit counts: requests, or LLM tokens (OpenAI's error `type`).

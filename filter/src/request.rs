@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::a2a::card::{is_card_path, CardAddress};
+use crate::a2a::card::{is_card_path, is_plain_authority, CardAddress};
 use crate::config::{
     A2aVersion, Plan, Protocol, Scope, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
@@ -41,6 +41,8 @@ pub struct Flags {
     pub sent_timeout: bool,
     pub sent_forwarded_prefix: bool,
     pub sent_accept_encoding: bool,
+    /// `range` or `if-range`: a partial card could not be rewritten.
+    pub sent_range: bool,
 }
 
 impl<'h> RequestHead<'h> {
@@ -63,6 +65,7 @@ impl<'h> RequestHead<'h> {
                     head.content_length = text(value).and_then(|v| v.trim().parse().ok())
                 }
                 "accept-encoding" => head.flags.sent_accept_encoding = true,
+                "range" | "if-range" => head.flags.sent_range = true,
                 ":protocol" | "upgrade" => head.flags.upgrade = true,
                 HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
                     head.flags.sent_identity = true
@@ -163,7 +166,11 @@ pub enum Decision<'a> {
 /// Routes one request: hosts, then path prefixes, then the OpenAI surface.
 pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
     let Some(m) = plan.router.route(head.authority, head.path) else {
-        return match openai::endpoint(head.method, head.path) {
+        if !plan.router.serves(head.authority) {
+            // Another application's host (`gateway_hosts`): left alone.
+            return pass(plan, head);
+        }
+        return match openai::endpoint(head.method, head.path, plan.openai.unversioned_paths) {
             Some(endpoint) => decide_openai(plan, head, endpoint),
             None => unmatched(plan, head),
         };
@@ -202,6 +209,12 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         // rewritten.
         ops.push(HeaderOp::Remove("accept-encoding"));
     }
+    if head.flags.sent_range && head.method == "GET" && is_card_path(m.rest) {
+        // A whole card: a 206 slice of one can be neither rewritten nor
+        // passed on without leaking the agent's internal address.
+        ops.push(HeaderOp::Remove("range"));
+        ops.push(HeaderOp::Remove("if-range"));
+    }
     dispatch_ops(plan, m.entry, head, rewritten, &mut ops);
     Decision::Forward(Forward {
         entry: Some(m.entry),
@@ -212,9 +225,11 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
 }
 
 /// For a `GET` of an agent card: the address the client used, which the
-/// card's URLs are rewritten to.
+/// card's URLs are rewritten to. A card asked for under an `:authority`
+/// that is not a plain `host[:port]` passes unchanged: the client's value
+/// would otherwise land in a card others may get from a cache.
 fn card_address(head: &RequestHead<'_>, m: &Match<'_>) -> Option<CardAddress> {
-    if head.method != "GET" || !is_card_path(m.rest) {
+    if head.method != "GET" || !is_card_path(m.rest) || !is_plain_authority(head.authority) {
         return None;
     }
     // The first hop's scheme when a proxy in front says so, else ours.
@@ -273,7 +288,8 @@ pub fn decide_model<'a>(
     let mut ops = Vec::with_capacity(12);
     let mut translate = None;
     if let Some(Protocol::A2a { version, path }) = plan.entries.get(entry).map(|e| &e.protocol) {
-        if openai::endpoint(head.method, head.path) != Some(Endpoint::Dispatch(Api::Chat)) {
+        let endpoint = openai::endpoint(head.method, head.path, plan.openai.unversioned_paths);
+        if endpoint != Some(Endpoint::Dispatch(Api::Chat)) {
             return Decision::Reply {
                 entry: Some(entry),
                 reply: LocalReply::error(
@@ -384,6 +400,12 @@ fn unmatched<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
             ),
         };
     }
+    pass(plan, head)
+}
+
+/// Forwards a request no entry takes, minus client copies of the headers
+/// the filter owns.
+fn pass<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
     let mut ops = Vec::new();
     strip_owned(plan, head, &mut ops);
     Decision::Forward(Forward {
@@ -757,13 +779,38 @@ mod tests {
             &[
                 (":method", "GET"),
                 (":path", "/prod/echo/.well-known/agent.json"),
+                (":authority", "gw"),
                 ("accept-encoding", "gzip, br"),
+                ("range", "bytes=0-10"),
             ],
         );
         assert!(
             removes(&f.ops, "accept-encoding"),
             "cards are fetched uncompressed"
         );
+        assert!(
+            removes(&f.ops, "range") && removes(&f.ops, "if-range"),
+            "cards are fetched whole"
+        );
+        // Other spellings of the card path are cards too: the decision is on
+        // the path the agent gets.
+        for path in [
+            "/prod/agent/echo//.well-known/agent-card.json",
+            "/prod/agent/echo/.well-known/agent%2Dcard.json",
+            "/prod/echo/.well-known/agent",
+        ] {
+            let c = card(&[(":method", "GET"), (":path", path), (":authority", "gw")]);
+            assert!(c.is_some(), "{path}");
+        }
+        // A client-made authority never reaches a card.
+        for authority in ["gw.example.com@attacker.example", "a b", ""] {
+            let c = card(&[
+                (":method", "GET"),
+                (":path", "/prod/echo/.well-known/agent.json"),
+                (":authority", authority),
+            ]);
+            assert!(c.is_none(), "{authority:?}");
+        }
     }
 
     #[test]
@@ -783,6 +830,102 @@ mod tests {
         assert!(removes(&f.ops, "accept-encoding"));
         let f = forward(&p, &[(":path", "/plain/x"), ("accept-encoding", "gzip")]);
         assert!(!removes(&f.ops, "accept-encoding"));
+    }
+
+    #[test]
+    fn gateway_hosts_confine_paths_and_the_openai_surface() {
+        let p = plan(
+            r#"{"gateway_hosts": ["agents.example.com", "*.gw.example.com"], "unmatched": "reject",
+                "agents": [
+                  {"name": "support", "backend": "s", "hosts": ["support.example.com"]},
+                  {"name": "llm", "kind": "modelapi", "backend": "l", "models": ["m"]}]}"#,
+        );
+        let decide_at = |host: &'static str, method: &'static str, path: &'static str| {
+            let h: &'static [(&'static str, &'static [u8])] = Box::leak(
+                headers(&[
+                    (":authority", host),
+                    (":method", method),
+                    (":path", path),
+                    ("x-agent-backend", "evil"),
+                ])
+                .into_boxed_slice(),
+            );
+            decide(&p, &head(&p, h))
+        };
+        // Another application's host: shorthand, layouts and the OpenAI
+        // surface are left alone, even with `unmatched: reject`, but client
+        // copies of owned headers still go.
+        for (method, path) in [
+            ("GET", "/support/faq"),
+            ("GET", "/default/agent/support"),
+            ("GET", "/models"),
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+        ] {
+            let Decision::Forward(f) = decide_at("www.example.com", method, path) else {
+                panic!("{method} {path} on another host must pass");
+            };
+            assert_eq!(f.entry, None, "{path}");
+            assert_eq!(f.ops, vec![HeaderOp::Remove("x-agent-backend")], "{path}");
+        }
+        // Gateway hosts, exact and wildcard, any case and port.
+        for host in [
+            "agents.example.com",
+            "AGENTS.example.com:8443",
+            "a.b.gw.example.com",
+        ] {
+            let Decision::Forward(f) = decide_at(host, "GET", "/support/faq") else {
+                panic!("{host}");
+            };
+            assert_eq!(f.entry, Some(0), "{host}");
+            assert_eq!(
+                decide_at(host, "POST", "/v1/chat/completions"),
+                Decision::ReadModel
+            );
+            assert!(matches!(
+                decide_at(host, "GET", "/nothing"),
+                Decision::Reply { .. }
+            ));
+        }
+        // Host routes answer on their own host whatever gateway_hosts says.
+        let Decision::Forward(f) = decide_at("support.example.com", "GET", "/faq") else {
+            panic!("host route");
+        };
+        assert_eq!(f.entry, Some(0));
+    }
+
+    #[test]
+    fn unversioned_paths_and_agent_models_can_be_turned_off() {
+        let p = plan(
+            r#"{"openai": {"unversioned_paths": false, "agent_models": false}, "agents": [
+                  {"name": "models", "backend": "a"},
+                  {"name": "bot", "namespace": "prod", "backend": "b", "models": ["bot-v1"]}]}"#,
+        );
+        let h = headers(&[(":method", "GET"), (":path", "/models/x")]);
+        let Decision::Forward(f) = decide(&p, &head(&p, &h)) else {
+            panic!("/models is an agent's shorthand once the bare paths are off");
+        };
+        assert_eq!(f.entry, Some(0));
+        let h = headers(&[(":method", "POST"), (":path", "/chat/completions")]);
+        assert!(matches!(
+            decide(&p, &head(&p, &h)),
+            Decision::Forward(Forward { entry: None, .. })
+        ));
+        let h = headers(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        let hd = head(&p, &h);
+        assert_eq!(decide(&p, &hd), Decision::ReadModel);
+        assert!(matches!(
+            decide_model(&p, &hd, Ok("prod/bot")),
+            Decision::Reply {
+                reply: LocalReply { status: 404, .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide_model(&p, &hd, Ok("bot-v1")),
+            Decision::Forward(Forward { entry: Some(1), .. })
+        ));
+        assert!(!openai::models_body(&p).contains("prod/bot"));
     }
 
     #[test]

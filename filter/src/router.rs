@@ -55,11 +55,67 @@ pub struct Match<'a> {
     pub root: &'a str,
 }
 
+/// Host names, exact or `*.suffix` (one or more leading labels), matched
+/// case-insensitively with the port ignored.
+#[derive(Debug)]
+pub struct HostTable<T> {
+    exact: HashMap<String, T>,
+    /// `*.example.com` stored as `example.com`.
+    wildcard: HashMap<String, T>,
+}
+
+impl<T> Default for HostTable<T> {
+    fn default() -> Self {
+        HostTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        }
+    }
+}
+
+impl<T> HostTable<T> {
+    /// Adds a pattern (lowercase, exact or `*.suffix`); the first value for
+    /// a pattern stays.
+    pub fn insert(&mut self, pattern: &str, value: T) {
+        let (table, key) = match pattern.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix),
+            None => (&mut self.exact, pattern),
+        };
+        table.entry(key.to_string()).or_insert(value);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// The value of the pattern `authority` matches: exact first, then the
+    /// most specific wildcard.
+    pub fn get(&self, authority: &str) -> Option<&T> {
+        if self.is_empty() {
+            return None;
+        }
+        let host = strip_port(authority).trim_end_matches('.');
+        let host = host.to_ascii_lowercase();
+        if let Some(value) = self.exact.get(&host) {
+            return Some(value);
+        }
+        // `*.example.com` matches one or more leading labels: try the longest
+        // suffix first so the most specific wildcard wins.
+        host.match_indices('.')
+            .find_map(|(i, _)| self.wildcard.get(host.get(i + 1..)?))
+    }
+}
+
 #[derive(Debug)]
 pub struct Router {
-    exact_hosts: HashMap<String, usize>,
-    /// `*.example.com` stored as `example.com`.
-    wildcard_hosts: HashMap<String, usize>,
+    hosts: HostTable<usize>,
+    /// `gateway_hosts`: the hosts layouts, prefixes and the OpenAI surface
+    /// answer on; `None` for all.
+    gateway_hosts: Option<HostTable<()>>,
     /// One catch-all route per prefix, `{prefix}/{*rest}`; see [`Router::route`].
     paths: matchit::Router<u32>,
     targets: Vec<Target>,
@@ -68,6 +124,7 @@ pub struct Router {
 #[derive(Debug, Default)]
 pub struct RouterBuilder {
     hosts: Vec<(String, usize)>,
+    gateway_hosts: Option<HostTable<()>>,
     prefixes: Vec<(String, Option<String>, usize)>,
     seen: HashSet<String>,
 }
@@ -78,6 +135,16 @@ impl RouterBuilder {
         self.hosts.push((pattern.to_string(), entry));
     }
 
+    /// Confines paths and the OpenAI surface to these host patterns
+    /// (lowercase, exact or `*.suffix`).
+    pub fn gateway_hosts(&mut self, patterns: &[String]) {
+        let mut table = HostTable::default();
+        for pattern in patterns {
+            table.insert(pattern, ());
+        }
+        self.gateway_hosts = Some(table);
+    }
+
     /// Adds a path prefix; the first claim of a prefix wins.
     pub fn prefix(&mut self, prefix: &str, rewrite: Option<String>, entry: usize) {
         if self.seen.insert(prefix.to_string()) {
@@ -86,13 +153,9 @@ impl RouterBuilder {
     }
 
     pub fn build(self) -> Result<Router, ConfigError> {
-        let mut exact_hosts = HashMap::new();
-        let mut wildcard_hosts = HashMap::new();
+        let mut hosts = HostTable::default();
         for (pattern, entry) in self.hosts {
-            match pattern.strip_prefix("*.") {
-                Some(suffix) => wildcard_hosts.insert(suffix.to_string(), entry),
-                None => exact_hosts.insert(pattern, entry),
-            };
+            hosts.insert(&pattern, entry);
         }
 
         let too_many = || ConfigError::new("agents", "too many prefixes");
@@ -118,8 +181,8 @@ impl RouterBuilder {
             });
         }
         Ok(Router {
-            exact_hosts,
-            wildcard_hosts,
+            hosts,
+            gateway_hosts: self.gateway_hosts,
             paths,
             targets,
         })
@@ -139,7 +202,7 @@ impl Router {
             Some(i) => path.split_at(i),
             None => (path, ""),
         };
-        if let Some(entry) = self.host(authority) {
+        if let Some(&entry) = self.hosts.get(authority) {
             // For a host match the remainder is the whole path: dot-segments
             // are refused there just the same.
             let action = if has_dot_segment(path_only) {
@@ -155,7 +218,7 @@ impl Router {
                 root: "/",
             });
         }
-        if !path_only.starts_with('/') {
+        if !path_only.starts_with('/') || !self.serves(authority) {
             return None;
         }
         let mut key = String::with_capacity(path_only.len() + SENTINEL.len());
@@ -184,22 +247,16 @@ impl Router {
     /// Hosts plus path prefixes (explicit and from layouts) that lead to an
     /// entry: the size `agentroute check` reports.
     pub fn route_count(&self) -> usize {
-        self.exact_hosts.len() + self.wildcard_hosts.len() + self.targets.len()
+        self.hosts.len() + self.targets.len()
     }
 
-    fn host(&self, authority: &str) -> Option<usize> {
-        if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
-            return None;
+    /// Whether layouts, prefixes and the OpenAI surface answer on this host
+    /// (`gateway_hosts`; every host when it is not set).
+    pub fn serves(&self, authority: &str) -> bool {
+        match &self.gateway_hosts {
+            Some(hosts) => hosts.get(authority).is_some(),
+            None => true,
         }
-        let host = strip_port(authority).trim_end_matches('.');
-        let host = host.to_ascii_lowercase();
-        if let Some(&entry) = self.exact_hosts.get(&host) {
-            return Some(entry);
-        }
-        // `*.example.com` matches one or more leading labels: try the longest
-        // suffix first so the most specific wildcard wins.
-        host.match_indices('.')
-            .find_map(|(i, _)| self.wildcard_hosts.get(host.get(i + 1..)?).copied())
     }
 }
 

@@ -18,7 +18,8 @@ pub const MAX_EVENT_LINE: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct UsageMeter {
     kind: Kind,
-    total: Option<u64>,
+    /// The last usage an SSE event reported.
+    reported: Option<Usage>,
 }
 
 #[derive(Debug)]
@@ -26,25 +27,101 @@ enum Kind {
     Json(UsageScanner),
     Sse {
         lines: LineSplitter,
-        /// Data events seen (excluding `[DONE]` and the usage event).
+        /// Data events seen (excluding `[DONE]` and usage events).
         events: u64,
     },
 }
 
-#[derive(Deserialize)]
-struct WithUsage {
-    #[serde(default)]
-    usage: Option<Usage>,
+/// The tokens an answer reported: `total_tokens`, with its input and output
+/// parts where given (`prompt_tokens`/`completion_tokens` of chat
+/// completions, `input_tokens`/`output_tokens` of the Responses API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub total: u64,
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+}
+
+/// What a finished answer says about the tokens it used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metered {
+    /// The answer reported its usage.
+    Reported(Usage),
+    /// A stream that reported none (the client did not ask for
+    /// `stream_options.include_usage`, or left before the usage event):
+    /// `events` data events passed, about one token each.
+    Streamed { events: u64 },
+    /// Nothing to go by (a JSON answer without usage, or an unreadable one).
+    Unknown,
+}
+
+impl Metered {
+    /// The reported total, if any.
+    pub fn total(self) -> Option<u64> {
+        match self {
+            Metered::Reported(u) => Some(u.total),
+            _ => None,
+        }
+    }
+
+    /// Tokens to charge a budget for this answer, given the tokens `held`
+    /// at admission and the `prompt` estimate (a quarter of the body read,
+    /// else 0): the reported total; for a stream without usage never less
+    /// than the hold, nor than the prompt plus one token per event (a
+    /// client that does not ask for usage, or leaves early, does not get
+    /// its prompt for free); `None` keeps the hold as it is.
+    pub fn charge(self, held: u64, prompt: u64) -> Option<u64> {
+        match self {
+            Metered::Reported(u) => Some(u.total),
+            Metered::Streamed { events } => Some(held.max(prompt.saturating_add(events))),
+            Metered::Unknown => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
-struct Usage {
+struct RawUsage {
     #[serde(default)]
     total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
 }
 
-fn total_of_usage(value: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<Usage>(value).ok()?.total_tokens
+impl RawUsage {
+    fn usage(self) -> Option<Usage> {
+        Some(Usage {
+            total: self.total_tokens?,
+            input: self.prompt_tokens.or(self.input_tokens),
+            output: self.completion_tokens.or(self.output_tokens),
+        })
+    }
+}
+
+/// A streamed event: chat completions carry `usage` at the top (in the last
+/// chunk when asked for); the Responses API carries it in
+/// `response.usage` of its `response.completed` event.
+#[derive(Deserialize)]
+struct Event {
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    #[serde(default)]
+    response: Option<ResponseObject>,
+}
+
+#[derive(Deserialize)]
+struct ResponseObject {
+    #[serde(default)]
+    usage: Option<RawUsage>,
+}
+
+fn usage_of(value: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<RawUsage>(value).ok()?.usage()
 }
 
 impl UsageMeter {
@@ -59,7 +136,10 @@ impl UsageMeter {
             "application/json" => Kind::Json(UsageScanner::default()),
             _ => return None,
         };
-        Some(UsageMeter { kind, total: None })
+        Some(UsageMeter {
+            kind,
+            reported: None,
+        })
     }
 
     /// Bytes this meter holds now (for the VM-wide bound on metering memory).
@@ -71,31 +151,34 @@ impl UsageMeter {
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
-        let total = &mut self.total;
+        let reported = &mut self.reported;
         match &mut self.kind {
             Kind::Json(scanner) => scanner.feed(chunk),
-            Kind::Sse { lines, events } => lines.feed(chunk, |line| sse_line(line, total, events)),
-        }
-    }
-
-    /// Tokens to debit once the response ended; `None` when the answer
-    /// reported none. A stream without a usage event (the client did not ask
-    /// for `stream_options.include_usage`) is estimated at one token per
-    /// streamed event, as OpenAI-style servers stream about one token per
-    /// event.
-    pub fn finish(mut self) -> Option<u64> {
-        match &mut self.kind {
-            Kind::Json(scanner) => scanner.usage().and_then(total_of_usage),
             Kind::Sse { lines, events } => {
-                let total = &mut self.total;
-                lines.finish(|line| sse_line(line, total, events));
-                Some(self.total.unwrap_or(*events))
+                lines.feed(chunk, |line| sse_line(line, reported, events))
             }
         }
     }
+
+    /// What the answer said about its tokens, once it ended (or the client
+    /// left).
+    pub fn finish(mut self) -> Metered {
+        let reported = match &mut self.kind {
+            Kind::Json(scanner) => scanner.usage().and_then(usage_of),
+            Kind::Sse { lines, events } => {
+                let reported = &mut self.reported;
+                lines.finish(|line| sse_line(line, reported, events));
+                if self.reported.is_none() {
+                    return Metered::Streamed { events: *events };
+                }
+                self.reported
+            }
+        };
+        reported.map_or(Metered::Unknown, Metered::Reported)
+    }
 }
 
-fn sse_line(line: &[u8], total: &mut Option<u64>, events: &mut u64) {
+fn sse_line(line: &[u8], reported: &mut Option<Usage>, events: &mut u64) {
     let Some(data) = sse::data(line) else {
         return;
     };
@@ -103,12 +186,13 @@ fn sse_line(line: &[u8], total: &mut Option<u64>, events: &mut u64) {
     if data == b"[DONE]" || data.is_empty() {
         return;
     }
-    match serde_json::from_slice::<WithUsage>(data)
-        .ok()
-        .and_then(|w| w.usage)
-        .and_then(|u| u.total_tokens)
-    {
-        Some(t) => *total = Some(t),
+    let usage = serde_json::from_slice::<Event>(data).ok().and_then(|e| {
+        e.usage
+            .or_else(|| e.response.and_then(|r| r.usage))
+            .and_then(RawUsage::usage)
+    });
+    match usage {
+        Some(u) => *reported = Some(u),
         None => *events += 1,
     }
 }
@@ -243,7 +327,7 @@ mod tests {
         for p in body.chunks(piece.max(1)) {
             m.feed(p);
         }
-        m.finish()
+        m.finish().total()
     }
 
     #[test]
@@ -274,7 +358,14 @@ mod tests {
             assert_eq!(m.held(), 0, "nothing of the body is kept");
         }
         m.feed(br#"0]}],"usage":{"prompt_tokens":8,"total_tokens":8}}"#);
-        assert_eq!(m.finish(), Some(8));
+        assert_eq!(
+            m.finish(),
+            Metered::Reported(Usage {
+                total: 8,
+                input: Some(8),
+                output: None
+            })
+        );
         // A usage value past the bound is dropped, not grown.
         let mut m = UsageMeter::new(Some("application/json")).unwrap();
         m.feed(br#"{"usage":{"x":""#);
@@ -283,27 +374,67 @@ mod tests {
         }
         assert!(m.held() <= MAX_USAGE_VALUE);
         m.feed(br#"","total_tokens":1}}"#);
-        assert_eq!(m.finish(), None);
+        assert_eq!(m.finish(), Metered::Unknown);
     }
 
     #[test]
     fn usage_from_sse() {
-        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
                       data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
-                      data: {\"choices\":[],\"usage\":{\"total_tokens\":17}}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":7,\"total_tokens\":17}}\n\n\
                       data: [DONE]\n\n";
         let mut sse = UsageMeter::new(Some("text/event-stream")).unwrap();
         for piece in stream.as_bytes().chunks(5) {
             sse.feed(piece);
         }
-        assert_eq!(sse.finish(), Some(17));
+        assert_eq!(
+            sse.finish(),
+            Metered::Reported(Usage {
+                total: 17,
+                input: Some(10),
+                output: Some(7)
+            })
+        );
 
-        // No usage event: one token per streamed event.
+        // No usage event: the events are counted, for the caller to settle.
         let mut sse = UsageMeter::new(Some("text/event-stream")).unwrap();
         sse.feed(b"data: {\"choices\":[]}\n\ndata: {\"choices\":[]}\n\ndata: [DONE]\n\n");
-        assert_eq!(sse.finish(), Some(2));
+        assert_eq!(sse.finish(), Metered::Streamed { events: 2 });
 
         assert!(UsageMeter::new(Some("text/html")).is_none());
         assert!(UsageMeter::new(None).is_none());
+    }
+
+    #[test]
+    fn streams_without_usage_are_charged_at_least_their_hold_and_prompt() {
+        let streamed = Metered::Streamed { events: 5 };
+        assert_eq!(streamed.charge(1000, 0), Some(1000), "the hold");
+        assert_eq!(streamed.charge(100, 25_000), Some(25_005), "the prompt");
+        let reported = Metered::Reported(Usage {
+            total: 7,
+            input: None,
+            output: None,
+        });
+        assert_eq!(reported.charge(1000, 25_000), Some(7), "usage is the truth");
+        assert_eq!(Metered::Unknown.charge(1000, 25_000), None);
+    }
+
+    #[test]
+    fn usage_from_a_responses_stream() {
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"usage\":null}}\n\n\
+                      event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n\
+                      event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":30,\"output_tokens\":2,\"total_tokens\":32}}}\n\n";
+        let mut sse = UsageMeter::new(Some("text/event-stream; charset=utf-8")).unwrap();
+        for piece in stream.as_bytes().chunks(7) {
+            sse.feed(piece);
+        }
+        assert_eq!(
+            sse.finish(),
+            Metered::Reported(Usage {
+                total: 32,
+                input: Some(30),
+                output: Some(2)
+            })
+        );
     }
 }

@@ -6,6 +6,10 @@
 //! - routing does not depend on the order of the agents in the
 //!   configuration: a conflict is an error in any order, and a request
 //!   reaches the same agent the same way (hosts, then the longest prefix);
+//! - a token budget is overspent by at most what the README says: one hold,
+//!   plus what the requests in flight with the last admission were charged
+//!   beyond their holds (a stream without usage is charged at least its
+//!   hold);
 //! - `request::apply_to` keeps every header it does not own byte for byte.
 #![cfg(not(target_arch = "wasm32"))]
 // A test file: its helpers fail the test loudly, like the tests themselves.
@@ -24,6 +28,7 @@ use agentroute::ratelimit::{
     acquire, debit, hold, BucketSpec, SharedStore, StoreError, CLOCK_TOLERANCE_NANOS,
 };
 use agentroute::request::{apply_to, decide, Decision, HeaderOp, RequestHead};
+use agentroute::usage::{Metered, Usage};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
@@ -348,6 +353,114 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
+// Token budgets: the overspend bound of the README
+// ---------------------------------------------------------------------------
+
+/// One request against a token budget: admitted (a hold of its estimate,
+/// or the reserve), then, `lasts` steps later, settled with what its answer
+/// is charged (`Metered::charge`).
+#[derive(Debug, Clone)]
+struct BudgetRequest {
+    /// `max_tokens` + prompt estimate when the body was read.
+    estimate: Option<u64>,
+    prompt: u64,
+    answer: Metered,
+    lasts: usize,
+    /// Time before it arrives, in ms.
+    gap_ms: u64,
+}
+
+fn metered(capacity: u64) -> impl Strategy<Value = Metered> {
+    prop_oneof![
+        (0..=3 * capacity).prop_map(|total| Metered::Reported(Usage {
+            total,
+            input: None,
+            output: None
+        })),
+        (0..=capacity).prop_map(|events| Metered::Streamed { events }),
+        Just(Metered::Unknown),
+    ]
+}
+
+fn budget_request(capacity: u64) -> impl Strategy<Value = BudgetRequest> {
+    (
+        proptest::option::of(1..=capacity),
+        0..=capacity,
+        metered(capacity),
+        0usize..3,
+        0u64..2_000,
+    )
+        .prop_map(|(estimate, prompt, answer, lasts, gap_ms)| BudgetRequest {
+            estimate,
+            prompt,
+            answer,
+            lasts,
+            gap_ms,
+        })
+}
+
+/// What an answer really used: its reported total; a stream without usage
+/// used its prompt and about a token per event; an unreadable answer is
+/// taken to use its hold (the README counts those apart, as unmetered).
+fn real_usage(answer: Metered, held: u64, prompt: u64) -> u64 {
+    match answer {
+        Metered::Reported(u) => u.total,
+        Metered::Streamed { events } => prompt + events,
+        Metered::Unknown => held,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever requests come, in flight together or not, with usage or
+    /// without, the tokens their answers use stay within `budget + rate ×
+    /// elapsed` plus the last admission's hold plus what the requests in
+    /// flight with it used beyond their holds.
+    #[test]
+    fn a_token_budget_is_overspent_by_at_most_the_documented_bound(
+        capacity in 10u64..=5_000,
+        reserve_fraction in 0.01f64..=1.0,
+        requests in proptest::collection::vec(budget_request(5_000), 1..60),
+    ) {
+        let spec = BucketSpec { capacity: capacity as f64, rate_per_second: capacity as f64 / 60.0 };
+        let reserve = ((capacity as f64 * reserve_fraction) as u64).max(1);
+        let store = Memory::default();
+        let start = 1_000 * SEC;
+        let mut now = start;
+        // (hold, charge, real usage, settles at step)
+        let mut open: Vec<(u64, Option<u64>, u64, usize)> = Vec::new();
+        let mut used = 0u64;
+        let mut bound = None;
+        for (step, r) in requests.iter().enumerate() {
+            now += r.gap_ms * 1_000_000;
+            open.retain(|&(held, charge, _, ends)| {
+                if ends > step {
+                    return true;
+                }
+                if let Some(charge) = charge {
+                    debit(&store, "t", spec, charge as f64 - held as f64, now).unwrap();
+                }
+                false
+            });
+            let held = r.estimate.unwrap_or(reserve).min(capacity);
+            let charge = r.answer.charge(held, r.prompt);
+            let real = real_usage(r.answer, held, r.prompt);
+            if hold(&store, "t", spec, held as f64, now).unwrap().allowed {
+                used += real;
+                open.push((held, charge, real, step + r.lasts));
+                let overrun: u64 = open.iter().map(|&(h, _, real, _)| real.saturating_sub(h)).sum();
+                let refill = spec.rate_per_second * (now - start) as f64 / 1e9;
+                bound = Some(capacity as f64 + refill + held as f64 + overrun as f64);
+            }
+        }
+        if let Some(bound) = bound {
+            prop_assert!(used as f64 <= bound + 1e-6, "used {used} > bound {bound}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Routing does not depend on the order of the agents
 // ---------------------------------------------------------------------------
 
@@ -523,7 +636,7 @@ proptest! {
         // Models: the same owner whatever the order; only the listing's
         // order is the configuration's (the contract says so).
         let owners = |p: &Plan| -> BTreeSet<(String, String)> {
-            p.models.iter().map(|(m, &e)| (m.clone(), p.entries[e].id.clone())).collect()
+            p.models.listed().iter().map(|(m, e)| (m.clone(), p.entries[*e].id.clone())).collect()
         };
         prop_assert_eq!(owners(&first), owners(&second));
     }

@@ -81,11 +81,11 @@ fuzz_target!(|data: &[u8]| {
             Decision::Forward(f) => check_forward(plan, &pairs, &f),
             Decision::Reply { reply, .. } => check_reply(reply.status, &reply.body),
             Decision::ReadModel => {
-                let models = plan.model_ids.iter().map(|(id, _)| id.as_str());
+                let models = plan.models.listed().iter().map(|(id, _)| id.as_str());
                 for model in models.chain(["no-such-model", ""]) {
                     match decide_model(plan, &head, Ok(model)) {
                         Decision::Forward(f) => {
-                            assert_eq!(f.entry, plan.models.get(model).copied());
+                            assert_eq!(f.entry, plan.models.lookup(model));
                             check_forward(plan, &pairs, &f);
                         }
                         Decision::Reply { reply, .. } => check_reply(reply.status, &reply.body),

@@ -39,7 +39,7 @@ fn meter(content_type: &str, chunks: &[&[u8]], bound: usize) -> Option<u64> {
         m.feed(chunk);
         assert!(m.held() <= bound, "held {} > {bound}", m.held());
     }
-    m.finish()
+    m.finish().total()
 }
 
 /// What serde_json makes of a JSON answer where the meter's reading is

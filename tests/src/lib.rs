@@ -1076,16 +1076,15 @@ pub struct RateLimitService {
 
 impl RateLimitService {
     /// Starts Redis and `rls-server` with `limits` (a Limitador limits file)
-    /// and extra `rls-server` arguments. `None`, with a SKIPPED line, when
-    /// `redis-server` is not installed.
-    pub async fn start(limits: &str, args: &[&str]) -> Option<RateLimitService> {
-        if !redis_installed() {
-            eprintln!(
-                "SKIPPED: redis-server is not installed and `make setup` could not install it \
-                 (Debian: apt-get install redis-server); global rate limit tests need it"
-            );
-            return None;
-        }
+    /// and extra `rls-server` arguments. Fails the test when `redis-server`
+    /// is not installed: `make setup` installs it, and a test that passes
+    /// without its service proves nothing.
+    pub async fn start(limits: &str, args: &[&str]) -> RateLimitService {
+        assert!(
+            redis_installed(),
+            "redis-server is not installed (`make setup` installs it; Debian: apt-get install \
+             redis-server): the global rate limit tests need it"
+        );
         let bin = rls_server_bin();
         assert!(
             bin.exists(),
@@ -1117,7 +1116,7 @@ impl RateLimitService {
             redis_port,
         };
         service.start_rls(limits, args).await;
-        Some(service)
+        service
     }
 
     async fn start_rls(&mut self, limits: &str, args: &[&str]) {

@@ -3,7 +3,7 @@
 //! engine) over one real `redis-server`. A limit of N admits N in total, a
 //! token budget spent through one replica refuses the next request on the
 //! other, and a service that is down or slow is handled as `failure_mode`
-//! says. Skipped (with a message) only when `redis-server` is missing.
+//! says. They fail when `redis-server` is missing (`make setup` installs it).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -67,9 +67,9 @@ async fn replica(config: &str, rls: SocketAddr) -> Gateway {
     Gateway::start(cfg).await
 }
 
-/// Two replicas sharing `service`, or `None` when Redis is missing.
-async fn two_replicas(args: &[&str]) -> Option<(RateLimitService, Gateway, Gateway)> {
-    let service = RateLimitService::start(LIMITS, args).await?;
+/// Two replicas sharing `service`.
+async fn two_replicas(args: &[&str]) -> (RateLimitService, Gateway, Gateway) {
+    let service = RateLimitService::start(LIMITS, args).await;
     // deny: a failed call shows as a 503, never as a request admitted
     // uncounted; 2 s: the debug-built service on a busy test machine.
     let config = plugin_config(
@@ -78,7 +78,7 @@ async fn two_replicas(args: &[&str]) -> Option<(RateLimitService, Gateway, Gatew
     );
     let one = replica(&config, service.addr).await;
     let two = replica(&config, service.addr).await;
-    Some((service, one, two))
+    (service, one, two)
 }
 
 fn statuses(rs: &[Response]) -> Vec<u16> {
@@ -87,9 +87,7 @@ fn statuses(rs: &[Response]) -> Vec<u16> {
 
 #[tokio::test]
 async fn a_global_limit_of_n_admits_n_across_two_replicas() {
-    let Some((_service, one, two)) = two_replicas(&[]).await else {
-        return;
-    };
+    let (_service, one, two) = two_replicas(&[]).await;
     // Alternate replicas: with local buckets each would admit its own 6.
     let mut rs = Vec::new();
     for i in 0..12 {
@@ -136,9 +134,7 @@ async fn a_global_limit_of_n_admits_n_across_two_replicas() {
 
 #[tokio::test]
 async fn per_client_global_limits_follow_the_client_across_replicas() {
-    let Some((_service, one, two)) = two_replicas(&[]).await else {
-        return;
-    };
+    let (_service, one, two) = two_replicas(&[]).await;
     let key = |k: &'static str| [("x-api-key", k)];
     let r = one.request("GET", "/keyed/1", &key("k1"), "").await;
     assert_eq!(
@@ -193,9 +189,7 @@ async fn chat_until(gw: &Gateway, key: &str, body: &str, want: u16) -> Response 
 #[tokio::test]
 async fn token_usage_reported_by_one_replica_refuses_the_next_request_on_the_other() {
     // Usage is counted even past the budget, as envoyproxy/ratelimit does.
-    let Some((service, one, two)) = two_replicas(&["--count-over-limit"]).await else {
-        return;
-    };
+    let (service, one, two) = two_replicas(&["--count-over-limit"]).await;
     // The demo model reports total_tokens = body_len / 4 + 5: about 80 here,
     // over the 60-token budget in one answer.
     let big = format!(r#"{{"model":"m","input":"{}"}}"#, "x".repeat(280));
@@ -242,9 +236,7 @@ const FAILURES: &str = r#"agentroute_ratelimit_service_failures_total{namespace=
 
 #[tokio::test]
 async fn service_down_with_failure_mode_allow_admits_and_counts() {
-    let Some(mut service) = RateLimitService::start(LIMITS, &[]).await else {
-        return;
-    };
+    let mut service = RateLimitService::start(LIMITS, &[]).await;
     let gw = replica_without_service("allow", service.addr).await;
     let r = gw.get("/shared/up").await;
     assert_eq!((r.status, r.header("x-ratelimit-limit")), (200, Some("6")));
@@ -294,9 +286,7 @@ async fn service_down_or_slow_with_failure_mode_deny_answers_503() {
 
 #[tokio::test]
 async fn bodies_wait_for_the_verdict_and_an_undefined_cluster_is_a_failure() {
-    let Some(service) = RateLimitService::start(LIMITS, &[]).await else {
-        return;
-    };
+    let service = RateLimitService::start(LIMITS, &[]).await;
     let config = plugin_config(
         &format!(r#"{{"cluster":"{CLUSTER}","timeout":"2s","failure_mode":"deny"}}"#),
         AGENTS,
@@ -388,9 +378,7 @@ async fn shipped_configs_and_limits_hold_one_limit() {
         agentroute_tests::workspace_root().join("envoy/ratelimit/limitador-limits.yaml"),
     )
     .expect("limits file");
-    let Some(service) = RateLimitService::start(&limits, &["--count-over-limit"]).await else {
-        return;
-    };
+    let service = RateLimitService::start(&limits, &["--count-over-limit"]).await;
     let istio_config = shipped(
         "istio/wasmplugin-global-limits.yaml",
         "doc['spec']['pluginConfig']",

@@ -337,3 +337,57 @@ async fn http2_websockets_count_as_open_connections() {
         gw.wait_metric(&gauge, 0.0).await;
     }
 }
+
+/// Model from metadata, the stop-iteration flag set, an A2A entry with a
+/// global limit: the chat body reaches the filter while the request waits
+/// for the rate limit service's verdict (json_to_metadata has buffered it
+/// whole). It must go on translated, not as the OpenAI body Envoy buffered.
+#[tokio::test]
+async fn a_chat_for_an_a2a_agent_is_translated_while_awaiting_the_limit_service() {
+    use agentroute_tests::{A2aAgent, RateLimitService};
+    let limits = r#"
+- namespace: agentroute
+  name: echo-requests
+  max_value: 100
+  seconds: 60
+  conditions: ["descriptors[0].agent == 'prod/echo'"]
+  variables: []
+"#;
+    let (service, agent) = tokio::join!(RateLimitService::start(limits, &[]), A2aAgent::start(&[]));
+    let config = r#"{"openai":{"model_from":"metadata"},
+        "rate_limit_service":{"cluster":"ratelimit","timeout":"2s","failure_mode":"deny"},
+        "agents":[{"name":"echo","namespace":"prod","backend":"echo","protocol":"a2a",
+                   "rate_limit":{"scope":"global"}}]}"#;
+    let mut cfg = GatewayConfig::new(config)
+        .cluster("echo", agent.addr)
+        .grpc_cluster("ratelimit", service.addr);
+    cfg.allow_stop_iteration = true;
+    cfg.filters_before.push(json_to_metadata("agentroute"));
+    let gw = Gateway::start(cfg).await;
+    for stream in [false, true] {
+        let body = format!(
+            r#"{{"model":"prod/echo","stream":{stream},"messages":[{{"role":"user","content":"hello there"}}]}}"#
+        );
+        let r = gw
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            200,
+            "stream {stream}: {}\n{}",
+            r.text(),
+            agent.log()
+        );
+        let text = r.text();
+        assert!(
+            text.contains("hello there"),
+            "stream {stream}: the agent answered the translated message: {text}"
+        );
+        assert!(!text.contains("agent_error"), "stream {stream}: {text}");
+    }
+}

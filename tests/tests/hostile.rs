@@ -109,6 +109,30 @@ fn body_of(raw: &str) -> &str {
     raw.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
+/// The body of a raw HTTP/1.1 answer, chunked transfer coding undone.
+fn decoded_body(raw: &str) -> String {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 #[tokio::test]
 async fn a_hostile_run_finds_no_way_through() {
     let mut cfg = GatewayConfig::new(CONFIG).fallback("chat");
@@ -222,4 +246,160 @@ async fn a_hostile_run_finds_no_way_through() {
         forwarded > 300 && refused > 300,
         "{forwarded} forwarded, {refused} refused"
     );
+}
+
+/// An upstream that serves its card the way lenient servers do: the path
+/// percent-decoded (uvicorn decodes `agent%2Dcard.json`, even `%2F`), runs
+/// of `/` merged, and `Range` honoured with a 206. Its card names its
+/// internal address, which must never reach a client in a rewritten card.
+async fn spawn_lenient_card_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let path = target.split('?').next().unwrap_or("/");
+                let mut decoded = String::new();
+                let bytes = path.as_bytes();
+                let mut i = 0;
+                while i < bytes.len() {
+                    let hex = (bytes[i] == b'%')
+                        .then(|| path.get(i + 1..i + 3))
+                        .flatten()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    match hex {
+                        Some(b) => {
+                            decoded.push(b as char);
+                            i += 3;
+                        }
+                        None => {
+                            decoded.push(bytes[i] as char);
+                            i += 1;
+                        }
+                    }
+                }
+                while decoded.contains("//") {
+                    decoded = decoded.replace("//", "/");
+                }
+                let card = [
+                    "/.well-known/agent-card.json",
+                    "/.well-known/agent.json",
+                    "/.well-known/agent",
+                ]
+                .contains(&decoded.as_str());
+                let body = if card {
+                    r#"{"name":"chat","url":"http://chat.internal:8000/","preferredTransport":"JSONRPC","supportedInterfaces":[{"url":"http://chat.internal:8000/","protocolBinding":"JSONRPC"}]}"#.to_string()
+                } else {
+                    r#"{"agent":"chat"}"#.to_string()
+                };
+                let ranged = head.to_ascii_lowercase().contains("\r\nrange: bytes=0-");
+                let (status, body) = if ranged {
+                    (
+                        "206 Partial Content",
+                        body[..body.len().min(60)].to_string(),
+                    )
+                } else {
+                    ("200 OK", body)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: public, max-age=600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Card requests in every spelling and under every kind of Host a client
+/// can send: a rewritten card never keeps the agent's internal address,
+/// never carries a host the client made up, always varies on the host, and
+/// a `Range` request never gets a slice of a card.
+#[tokio::test]
+async fn hostile_card_requests_neither_leak_nor_poison() {
+    let cfg = GatewayConfig::new(
+        r#"{"agents":[{"name":"chat","namespace":"prod","backend":"chat","hosts":["chat.example.com"]}]}"#,
+    )
+    .cluster("chat", spawn_lenient_card_server().await);
+    let gw = Gateway::start(cfg).await;
+    let prefixes = ["/prod/agent/chat", "/prod/chat", "/chat", ""];
+    let spellings = [
+        "/.well-known/agent-card.json",
+        "//.well-known/agent-card.json",
+        "/.well-known//agent.json",
+        "/.well-known/agent%2Dcard.json",
+        "/.well-known/agent%2dcard.json",
+        "/%2Ewell-known/agent.json",
+        "/.well-known%2Fagent-card.json",
+        "///.well-known/agent",
+        "/.well-known/agent-card.json?x=1",
+    ];
+    let hosts = [
+        "gw.test",
+        "GW.test:10000",
+        "chat.example.com",
+        "gw.test@attacker.example",
+        "gw.test:80@attacker.example",
+        "[::1]:10000",
+        "attacker.example#gw.test",
+    ];
+    let mut rewritten = 0;
+    for prefix in prefixes {
+        for spelling in spellings {
+            for host in hosts {
+                for range in ["", "Range: bytes=0-20\r\nIf-Range: \"x\"\r\n"] {
+                    let path = format!("{prefix}{spelling}");
+                    let raw = send_raw(
+                        gw.addr,
+                        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{range}Connection: close\r\n\r\n"),
+                    )
+                    .await;
+                    let status = status_of(&raw);
+                    let body = decoded_body(&raw);
+                    let what = format!("{path} on {host} {range:?}");
+                    assert_ne!(status, 0, "{what}: no answer");
+                    if !body.starts_with(r#"{"name":"chat""#) {
+                        // Not a card: Envoy refused the host, no agent took
+                        // it, or the agent answered something else.
+                        continue;
+                    }
+                    assert_ne!(status, 206, "{what}: a slice of a card: {raw}");
+                    assert!(
+                        !body.contains("attacker"),
+                        "{what}: a client's host in a card: {body}"
+                    );
+                    let plain = !host.contains(['@', '#']);
+                    let routed_card =
+                        body.contains("\"url\"") && (prefix != "" || host == "chat.example.com");
+                    if routed_card && plain {
+                        assert!(
+                            !body.contains("chat.internal"),
+                            "{what}: the internal address leaked: {body}"
+                        );
+                        let lower = raw.to_ascii_lowercase();
+                        assert!(
+                            lower.contains("\r\nvary: host, x-forwarded-proto"),
+                            "{what}: {raw}"
+                        );
+                        rewritten += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(rewritten >= 100, "only {rewritten} cards rewritten");
 }

@@ -169,50 +169,126 @@ async fn per_client_buckets_are_isolated_and_bounded() {
     );
 }
 
+/// What an admitted answer says the token budget holds after its hold.
+fn remaining_tokens(r: &Response) -> i64 {
+    r.header("x-ratelimit-remaining-tokens")
+        .unwrap_or_else(|| panic!("no x-ratelimit-remaining-tokens: {}", r.text()))
+        .parse()
+        .expect("a number")
+}
+
+/// The budget's balance, read from the next admitted answer: what it holds
+/// after that request's hold of `reserve`, within what the refill (1 token
+/// a second here) may have added since `since`.
+fn assert_balance(r: &Response, balance: i64, reserve: i64, since: std::time::Instant) {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refill = since.elapsed().as_secs() as i64 + 1;
+    let got = remaining_tokens(r);
+    let want = (balance - reserve).max(0);
+    assert!(
+        (want..=want + refill).contains(&got),
+        "budget holds {got} after the hold, expected {want} (+ up to {refill} refilled)"
+    );
+}
+
 #[tokio::test]
 async fn token_budgets_are_debited_from_json_and_sse_usage() {
+    // 60 tokens a minute (one a second refilled), 5 held per request.
     let gw = gateway(
         r#"{"agents":[{"name":"llm","kind":"modelapi","backend":"llm","models":["m"],
-            "rate_limit":{"tokens_per_minute":100}}]}"#,
+            "rate_limit":{"tokens_per_minute":60,"reserve_tokens":5}}]}"#,
     )
     .await;
     let json = [("content-type", "application/json")];
     let debited =
         r#"agentroute_tokens_debited_total{namespace="default",agent="llm",kind="modelapi"}"#;
-
+    let started = std::time::Instant::now();
     // The demo model reports total_tokens = body_len / 4 + 5.
-    let body = format!(r#"{{"model":"m","input":"{}"}}"#, "x".repeat(100));
-    let used = (body.len() / 4 + 5) as f64;
+    let usage = |body: &str| (body.len() / 4 + 5) as i64;
+
+    let body = r#"{"model":"m","input":"xx"}"#;
     let r = gw
-        .request("POST", "/v1/chat/completions", &json, body.clone())
+        .request("POST", "/v1/chat/completions", &json, body)
         .await;
-    assert_eq!(r.status, 200);
-    let mut expected = used;
-    gw.wait_metric(debited, expected).await;
+    assert_balance(&r, 60, 5, started);
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), Some("60"));
+    let mut balance = 60 - usage(body);
+    gw.wait_metric(debited, (60 - balance) as f64).await;
 
     // A stream with a usage chunk is debited that usage.
     let stream = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
     let r = gw
         .request("POST", "/v1/chat/completions?interval_ms=1", &json, stream)
         .await;
-    assert_eq!(r.status, 200);
-    expected += (stream.len() / 4 + 5) as f64;
-    gw.wait_metric(debited, expected).await;
+    assert_balance(&r, balance, 5, started);
+    balance -= usage(stream);
+    gw.wait_metric(debited, (60 - balance) as f64).await;
 
-    // A stream without one: one token per streamed event (5 here).
-    let plain = r#"{"model":"m","stream":true}"#;
-    gw.request("POST", "/v1/chat/completions?interval_ms=1", &json, plain)
+    // A Responses stream carries its usage in `response.completed`.
+    let responses = r#"{"model":"m","stream":true,"input":"hi"}"#;
+    let r = gw
+        .request("POST", "/v1/responses?interval_ms=1", &json, responses)
         .await;
-    expected += 5.0;
-    gw.wait_metric(debited, expected).await;
+    assert_balance(&r, balance, 5, started);
+    balance -= usage(responses);
+    gw.wait_metric(debited, (60 - balance) as f64).await;
 
-    // Spend the rest of the 100-token budget, then get refused.
-    let big = format!(r#"{{"model":"m","input":"{}"}}"#, "y".repeat(400));
-    gw.request("POST", "/v1/embeddings", &json, big).await;
+    // A stream without one is charged its prompt (a quarter of the body)
+    // plus a token per event, and never less than its hold.
+    let plain = r#"{"model":"m","stream":true}"#;
+    let r = gw
+        .request("POST", "/v1/chat/completions?interval_ms=1", &json, plain)
+        .await;
+    assert_balance(&r, balance, 5, started);
+    balance -= (plain.len() / 4 + 5).max(5) as i64;
+    gw.wait_metric(debited, (60 - balance) as f64).await;
+
+    // The budget holds what the answers used: the next request shows it.
     let r = gw.request("POST", "/v1/embeddings", &json, body).await;
-    assert_eq!(r.status, 429, "{}", r.text());
-    assert_eq!(r.json()["error"]["type"], "tokens");
-    assert!(r
-        .header("retry-after")
-        .is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    assert_balance(&r, balance, 5, started);
+}
+
+/// A stream whose client did not ask for usage used its prompt all the
+/// same: three streamed requests of ~3,000 prompt tokens each against a
+/// budget of 1,000 a minute must not all pass.
+#[tokio::test]
+async fn streams_without_usage_pay_for_their_prompt() {
+    let gw = gateway(
+        r#"{"agents":[{"name":"llm","kind":"modelapi","backend":"llm","models":["m"],
+            "rate_limit":{"tokens_per_minute":1000}}]}"#,
+    )
+    .await;
+    let json = [("content-type", "application/json")];
+    let debited =
+        r#"agentroute_tokens_debited_total{namespace="default",agent="llm",kind="modelapi"}"#;
+    let prompt = format!(
+        r#"{{"model":"m","stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "w".repeat(12_000)
+    );
+    let first = gw
+        .request(
+            "POST",
+            "/v1/chat/completions?interval_ms=1",
+            &json,
+            prompt.clone(),
+        )
+        .await;
+    assert_eq!(first.status, 200);
+    // Charged its prompt (body / 4) and 5 events.
+    gw.wait_metric(debited, (prompt.len() / 4 + 5) as f64).await;
+    for _ in 0..2 {
+        let r = gw
+            .request(
+                "POST",
+                "/v1/chat/completions?interval_ms=1",
+                &json,
+                prompt.clone(),
+            )
+            .await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "tokens");
+        // About 2,000 tokens of debt at 1,000 a minute: two minutes.
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((100..=130).contains(&retry), "retry-after {retry}");
+    }
 }

@@ -11,8 +11,8 @@ use super::contract::{
     RawRateLimit, RawRateLimitService, ScopeName,
 };
 use super::{
-    A2aVersion, ConfigError, Entry, FailureMode, Kind, Layout, ModelSource, OpenAi, Per, Plan,
-    Protocol, RateLimit, RateLimitService, RequestRate, Scope, TokenBudget, Unmatched,
+    A2aVersion, ConfigError, Entry, FailureMode, Kind, Layout, ModelSource, ModelTable, OpenAi,
+    Per, Plan, Protocol, RateLimit, RateLimitService, RequestRate, Scope, TokenBudget, Unmatched,
     HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX,
     HEADER_TIMEOUT,
 };
@@ -27,7 +27,8 @@ const DEFAULT_RESERVE_TOKENS: u64 = 1000;
 const DEFAULT_RLS_DOMAIN: &str = "agentroute";
 const DEFAULT_RLS_TIMEOUT_MS: u64 = 50;
 
-/// OpenAI path segments a shorthand must not shadow (`/v1/...`, `/models`, ...).
+/// OpenAI path segments a shorthand must not shadow (`/v1/...`, `/models`,
+/// ...); `v1` first: without `openai.unversioned_paths` it is the only one.
 const OPENAI_RESERVED: [&str; 6] = [
     "v1",
     "models",
@@ -65,6 +66,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         defaults,
         openai,
         rate_limit_service,
+        gateway_hosts,
         agents,
     } = raw;
 
@@ -112,8 +114,23 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         }
     }
 
-    let router = build_router(&entries, &claims, &unique_layouts)?;
-    let (models, model_ids) = build_models(&entries)?;
+    let gateway_hosts = gateway_hosts
+        .map(|hosts| {
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(j, h)| host_pattern(h, &format!("gateway_hosts[{j}]")))
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let router = build_router(
+        &entries,
+        &claims,
+        &unique_layouts,
+        gateway_hosts.as_deref(),
+        openai.unversioned_paths,
+    )?;
+    let models = build_models(&entries, openai.agent_models)?;
 
     Ok(Plan {
         dispatch_header,
@@ -124,7 +141,6 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         entries,
         router,
         models,
-        model_ids,
         created: 0,
         models_body: OnceCell::new(),
     })
@@ -195,6 +211,8 @@ fn compile_openai(raw: RawOpenAi, dispatch_header: &str) -> Result<OpenAi> {
         metadata_namespace,
         max_body_bytes,
         conversation_header,
+        unversioned_paths: raw.unversioned_paths.unwrap_or(true),
+        agent_models: raw.agent_models.unwrap_or(true),
     })
 }
 
@@ -477,8 +495,22 @@ fn compile_rate_limit(raw: RawRateLimit, at: &str, has_service: bool) -> Result<
     })
 }
 
-fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Result<Router> {
+fn build_router(
+    entries: &[Entry],
+    claims: &[Claims],
+    layouts: &[Layout],
+    gateway_hosts: Option<&[String]>,
+    unversioned: bool,
+) -> Result<Router> {
     let mut builder = RouterBuilder::default();
+    if let Some(hosts) = gateway_hosts {
+        builder.gateway_hosts(hosts);
+    }
+    let reserved: &[&str] = if unversioned {
+        &OPENAI_RESERVED
+    } else {
+        &OPENAI_RESERVED[..1]
+    };
     let mut host_owner: HashMap<&str, usize> = HashMap::new();
     let mut prefix_owner: HashMap<&str, (usize, usize)> = HashMap::new();
 
@@ -500,7 +532,7 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
         }
         for (j, (prefix, _)) in c.prefixes.iter().enumerate() {
             let at = format!("agents[{i}].prefixes[{j}].prefix");
-            if let Some(openai) = captured_openai_path(prefix) {
+            if let Some(openai) = captured_openai_path(prefix, unversioned) {
                 return Err(ConfigError::new(
                     at,
                     format!("prefix {prefix:?} would capture the OpenAI path {openai:?} the gateway serves"),
@@ -555,11 +587,11 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
             }
             if *layout == Layout::Shorthand
                 && (name_count.get(e.name.as_str()) != Some(&1)
-                    || OPENAI_RESERVED.contains(&e.name.as_str()))
+                    || reserved.contains(&e.name.as_str()))
             {
                 continue;
             }
-            if let Some(openai) = captured_openai_path(&path) {
+            if let Some(openai) = captured_openai_path(&path, unversioned) {
                 return Err(ConfigError::new(
                     format!("agents[{i}].name"),
                     format!(
@@ -578,9 +610,12 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
 
 /// The OpenAI path an agent path would take over: one at or below it by
 /// whole segments, or any `/v1/models/{id}` for a path below `/v1/models/`.
-fn captured_openai_path(prefix: &str) -> Option<&'static str> {
+fn captured_openai_path(prefix: &str, unversioned: bool) -> Option<&'static str> {
     let base = prefix.trim_end_matches('/');
-    OPENAI_PATHS.into_iter().find(|openai| {
+    let mut served = OPENAI_PATHS
+        .into_iter()
+        .filter(|openai| unversioned || openai.starts_with("/v1/"));
+    served.find(|openai| {
         if openai.ends_with('/') {
             return prefix.starts_with(openai);
         }
@@ -592,33 +627,26 @@ fn captured_openai_path(prefix: &str) -> Option<&'static str> {
     })
 }
 
-type Models = (HashMap<String, usize>, Vec<(String, usize)>);
-
-fn build_models(entries: &[Entry]) -> Result<Models> {
-    let mut owner: HashMap<String, usize> = HashMap::new();
-    let mut ordered = Vec::new();
+fn build_models(entries: &[Entry], agent_models: bool) -> Result<ModelTable> {
+    let mut table = ModelTable::default();
     for (i, e) in entries.iter().enumerate() {
-        let implicit = (e.kind == Kind::Agent).then(|| (e.id.clone(), format!("agents[{i}].name")));
+        let implicit = (agent_models && e.kind == Kind::Agent)
+            .then(|| (e.id.as_str(), format!("agents[{i}].name")));
         let explicit = e
             .models
             .iter()
             .enumerate()
-            .map(|(j, m)| (m.clone(), format!("agents[{i}].models[{j}]")));
+            .map(|(j, m)| (m.as_str(), format!("agents[{i}].models[{j}]")));
         for (model, path) in implicit.into_iter().chain(explicit) {
-            if let Some(&first) = owner.get(&model) {
-                if first == i {
-                    continue;
-                }
-                return Err(conflict(&path, &format!("model {model:?}"), first, entries));
-            }
-            owner.insert(model.clone(), i);
-            ordered.push((model, i));
+            table
+                .claim(model, i)
+                .map_err(|why| why.into_error(&path, model, entries))?;
         }
     }
-    Ok((owner, ordered))
+    Ok(table)
 }
 
-fn conflict(path: &str, what: &str, first: usize, entries: &[Entry]) -> ConfigError {
+pub(super) fn conflict(path: &str, what: &str, first: usize, entries: &[Entry]) -> ConfigError {
     let first_id = entries
         .get(first)
         .map(|e| e.id.as_str())
@@ -793,8 +821,8 @@ mod tests {
                 },
             })
         );
-        assert_eq!(p.models.get("coordinator-v2"), Some(&0));
-        assert_eq!(p.models.get("prod/coordinator"), Some(&0));
+        assert_eq!(p.models.lookup("coordinator-v2"), Some(0));
+        assert_eq!(p.models.lookup("prod/coordinator"), Some(0));
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub struct RawConfig {
     /// The rate limit service (Envoy's `ShouldRateLimit` protocol) that
     /// decides for entries with `rate_limit.scope: "global"`.
     pub rate_limit_service: Option<Obj<RawRateLimitService>>,
+    /// Host names (exact, or `*.example.com`; case-insensitive, port
+    /// ignored) on which URL layouts, explicit `prefixes` and the OpenAI
+    /// surface are served. Requests for other hosts are left alone (client
+    /// copies of owned headers still removed); `agents[].hosts` routes are
+    /// not affected. Default: all hosts.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(pattern(r"^(\*\.)?[-_0-9A-Za-z]+(\.[-_0-9A-Za-z]+)*$")))
+    )]
+    pub gateway_hosts: Option<Vec<String>>,
     /// The agents, model APIs and MCP servers the gateway routes to.
     #[serde(default)]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
@@ -120,6 +130,14 @@ pub struct RawOpenAi {
         schemars(pattern(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))
     )]
     pub conversation_header: Option<String>,
+    /// Also serve `/models`, `/chat/completions`, ... without `/v1` (default
+    /// `true`); `false` leaves those paths to the gateway's other routes.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = true)))]
+    pub unversioned_paths: Option<bool>,
+    /// Every `agent` entry is also model `namespace/name` (default `true`);
+    /// `false` makes only `models` dispatch.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = true)))]
+    pub agent_models: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,7 +190,8 @@ pub struct RawAgent {
     /// Request timeout; `0s` = the filter sets none. Default: per kind.
     pub timeout: Option<DurationMs>,
     /// OpenAI model ids that dispatch to this entry (entries of kind `agent`
-    /// also answer to `namespace/name`).
+    /// also answer to `namespace/name`). An id may be a pattern `prefix/*`
+    /// or `*`: exact ids win, then the longest matching prefix, then `*`.
     #[serde(default)]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
     #[cfg_attr(

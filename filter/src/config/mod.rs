@@ -6,14 +6,15 @@
 
 mod compile;
 pub mod contract;
+pub mod models;
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
 use std::fmt;
 
 pub use contract::parse_duration_ms;
 
 use crate::router::Router;
+pub use models::ModelTable;
 
 /// Header names the filter owns on every request: client copies never pass.
 pub const HEADER_AGENT_NAME: &str = "x-agent-name";
@@ -64,6 +65,10 @@ pub struct OpenAi {
     pub max_body_bytes: u64,
     /// Its value becomes the A2A `contextId` of a translated chat.
     pub conversation_header: String,
+    /// Serve `/models`, `/chat/completions`, ... without `/v1` too.
+    pub unversioned_paths: bool,
+    /// Entries of kind `agent` are also model `namespace/name`.
+    pub agent_models: bool,
 }
 
 /// The rate limit service global limits ask.
@@ -159,10 +164,8 @@ pub struct Plan {
     pub rate_limit_service: Option<RateLimitService>,
     pub entries: Vec<Entry>,
     pub router: Router,
-    /// Model id → entry index.
-    pub models: HashMap<String, usize>,
-    /// Every model id in configuration order, for `GET /v1/models`.
-    pub model_ids: Vec<(String, usize)>,
+    /// Model ids and patterns → entry index.
+    pub models: ModelTable,
     /// Unix time the plan was loaded (the `created` of `/v1/models`); the
     /// host sets it, as the core has no clock.
     pub created: u64,

@@ -35,6 +35,13 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -143,6 +150,21 @@ pub fn replace_header(map: MapType, name: &str, value: &[u8]) -> Result<(), Stat
     // SAFETY: the host only reads the slices during the call.
     status(unsafe {
         proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+/// Adds a copy of a header, keeping the ones there (list headers such as
+/// `vary`).
+pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: the host only reads the slices during the call.
+    status(unsafe {
+        proxy_add_header_map_value(
             map as u32,
             name.as_ptr(),
             name.len(),

@@ -31,6 +31,8 @@ pub struct Active {
     secret: Cell<Option<Secret>>,
     /// The rate limit service as `proxy_grpc_call` takes it.
     pub limit_service: Option<Vec<u8>>,
+    /// Some entry keeps per-client buckets.
+    client_slots: bool,
 }
 
 impl Active {
@@ -42,7 +44,13 @@ impl Active {
             .map(|s| crate::rls::grpc_service(&s.cluster));
         let key_prefix = key_prefix();
         ensure_secret(&key_prefix);
+        let client_slots = plan.entries.iter().any(|e| {
+            e.rate_limit
+                .as_ref()
+                .is_some_and(|l| l.per != crate::config::Per::Entry)
+        });
         Active {
+            client_slots,
             plan,
             metrics,
             key_prefix,
@@ -92,8 +100,16 @@ impl Active {
         if let Some(s) = self.secret.get() {
             return Some(s);
         }
-        // Read at first use rather than at configure: by then every worker
-        // has configured, and whichever secret was written last is the one.
+        self.refresh_secret()
+    }
+
+    /// Reads the stored secret again (every tick). Shared data has no
+    /// create-if-absent: workers starting together may each store one, the
+    /// last write winning, and a worker that hashed a client with an earlier
+    /// one would put it in another slot than its peers. Re-reading every
+    /// second makes every worker use the winner within a second of the last
+    /// write (README: Rate limiting).
+    pub fn refresh_secret(&self) -> Option<Secret> {
         let (value, _) = hostcalls::get_shared_data(&secret_key(&self.key_prefix)).ok()?;
         let secret = Secret(<[u8; 16]>::try_from(value?.as_slice()).ok()?);
         self.secret.set(Some(secret));
@@ -102,6 +118,11 @@ impl Active {
 }
 
 impl Active {
+    /// Whether any entry keeps per-client buckets (and so needs the secret).
+    pub fn uses_client_slots(&self) -> bool {
+        self.client_slots
+    }
+
     /// Shared-data key saying that Envoy delivers paused requests' bodies.
     pub fn bodies_key(&self) -> String {
         format!("{}/bodies-arrive", self.key_prefix)

@@ -15,6 +15,7 @@ use crate::ratelimit::{self, BucketSpec, SharedStore, StoreError};
 use crate::reply::{self as replies, LimitStatus, Limited, LocalReply};
 use crate::rls::{self, Subject, Verdict};
 use crate::stats::Stat;
+use crate::usage::{Metered, UsageMeter};
 
 /// The token budget an answer's usage settles.
 pub enum Budget {
@@ -23,7 +24,9 @@ pub enum Budget {
         entry: usize,
         key: String,
         spec: BucketSpec,
-        held: f64,
+        held: u64,
+        /// Prompt estimate (a quarter of the body read, else 0).
+        prompt: u64,
     },
     /// The rate limit service keeps it: the usage is reported.
     Global {
@@ -31,6 +34,7 @@ pub enum Budget {
         agent: String,
         kind: &'static str,
         client: Option<String>,
+        prompt: u64,
     },
 }
 
@@ -89,6 +93,7 @@ impl Stream {
         entry: usize,
         pairs: &[(&str, &[u8])],
         estimate: Option<u64>,
+        prompt: u64,
     ) -> Result<(), LocalReply> {
         let Some(e) = active.plan.entries.get(entry) else {
             return Ok(());
@@ -113,7 +118,8 @@ impl Stream {
         let mut held = None;
         if let Some(budget) = tokens {
             let spec = token_spec(budget);
-            let amount = estimate.unwrap_or(budget.reserve).min(budget.per_minute) as f64;
+            let tokens = estimate.unwrap_or(budget.reserve).min(budget.per_minute);
+            let amount = tokens as f64;
             let key = key_of("tokens");
             match ratelimit::hold(&HostStore, &key, spec, amount, now) {
                 Ok(o) => {
@@ -125,11 +131,13 @@ impl Stream {
                         ));
                     }
                     held = Some((key.clone(), spec, amount));
+                    self.token_status = Some(status_of(budget.per_minute, &o));
                     self.budget = Some(Budget::Local {
                         entry,
                         key,
                         spec,
-                        held: amount,
+                        held: tokens,
+                        prompt,
                     });
                 }
                 Err(e) => log::warn!("token budget unavailable, admitting: {e:?}"),
@@ -146,6 +154,7 @@ impl Stream {
                             let _ = ratelimit::debit(&HostStore, &key, spec, -amount, now);
                         }
                         self.budget = None;
+                        self.token_status = None;
                         return Err(replies::rate_limited(
                             Limited::Requests,
                             &status_of(u64::from(rate.burst), &o),
@@ -176,6 +185,7 @@ impl Stream {
         active: &Active,
         entry: usize,
         pairs: &[(&str, &[u8])],
+        prompt: u64,
     ) -> Action {
         let (Some(service), Some(target), Some(e)) = (
             &active.plan.rate_limit_service,
@@ -202,6 +212,7 @@ impl Stream {
                 agent: e.id.clone(),
                 kind: e.kind.as_str(),
                 client: client.clone(),
+                prompt,
             });
         }
         // The SDK's dispatcher must learn the token to route the answer back
@@ -251,7 +262,7 @@ impl Stream {
             Verdict::Admit(status) => {
                 self.limit_status = status;
                 active.bump(entry, Stat::RateLimitAdmitted, 1);
-                let _ = abi::resume(abi::REQUEST);
+                self.resume_admitted();
             }
             Verdict::Deny {
                 what,
@@ -264,10 +275,22 @@ impl Stream {
             }
             Verdict::Failed(why) => {
                 if self.limit_service_failed(&active, entry, &why) == Action::Continue {
-                    let _ = abi::resume(abi::REQUEST);
+                    self.resume_admitted();
                 }
             }
         }
+    }
+
+    /// Lets an admitted request go on, unless it is a chat for an A2A agent
+    /// whose body has not all arrived yet: resumed now, the part Envoy
+    /// buffered would go on untranslated; the body's last chunk resumes it
+    /// (`request_body`).
+    fn resume_admitted(&mut self) {
+        if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
+            self.resume_after_body = true;
+            return;
+        }
+        let _ = abi::resume(abi::REQUEST);
     }
 
     /// The service could not decide: `failure_mode` does. Continue means
@@ -290,15 +313,19 @@ impl Stream {
         Action::Continue
     }
 
-    /// After the response: settles the token budget with the usage the
-    /// answer reported. A local hold is corrected by the difference (an
-    /// answer without usage keeps its hold); a global budget is told the
-    /// tokens, without waiting for its answer.
+    /// After the response: settles the token budget with what the answer
+    /// is charged (`Metered::charge`: its reported usage; a stream without
+    /// usage at least its hold and prompt). A local hold is corrected by the
+    /// difference (an answer that says nothing keeps its hold); a global
+    /// budget is told the tokens, without waiting for its answer.
     pub(super) fn settle_budget(&mut self) {
         let Some(budget) = self.budget.take() else {
             return;
         };
-        let tokens = self.meter.take().and_then(crate::usage::UsageMeter::finish);
+        let metered = self
+            .meter
+            .take()
+            .map_or(Metered::Unknown, UsageMeter::finish);
         let Some(active) = self.active.clone() else {
             return;
         };
@@ -308,14 +335,15 @@ impl Stream {
                 key,
                 spec,
                 held,
+                prompt,
             } => {
-                let Some(tokens) = tokens else {
+                let Some(tokens) = metered.charge(held, prompt) else {
                     return;
                 };
                 let Some(now) = now_nanos() else {
                     return;
                 };
-                match ratelimit::debit(&HostStore, &key, spec, tokens as f64 - held, now) {
+                match ratelimit::debit(&HostStore, &key, spec, tokens as f64 - held as f64, now) {
                     Ok(o) => {
                         active.bump(
                             entry,
@@ -332,8 +360,9 @@ impl Stream {
                 agent,
                 kind,
                 client,
+                prompt,
             } => {
-                let Some(tokens) = tokens.filter(|t| *t > 0) else {
+                let Some(tokens) = metered.charge(0, prompt).filter(|t| *t > 0) else {
                     return;
                 };
                 let (Some(service), Some(target)) =

@@ -103,6 +103,9 @@ struct Stream {
     counting_body: Option<u64>,
     /// The rate limit service's answer is awaited (gRPC token).
     awaiting_limit: Option<u32>,
+    /// Admitted while a body that must be translated first was still
+    /// arriving: its last chunk lets the request go on.
+    resume_after_body: bool,
     /// The matched entry, once dispatched.
     entry: Option<usize>,
     /// An upgrade request (WebSocket), watched for its 101 (or 200 for an
@@ -115,6 +118,8 @@ struct Stream {
     connected: bool,
     /// `x-ratelimit-*` of an admitted request, for its response.
     limit_status: Option<LimitStatus>,
+    /// The token budget after an admitted request's hold, for its response.
+    token_status: Option<LimitStatus>,
     /// The token budget this answer's usage settles.
     budget: Option<Budget>,
     meter: Option<UsageMeter>,
@@ -165,12 +170,14 @@ impl Stream {
             reading_model: false,
             counting_body: None,
             awaiting_limit: None,
+            resume_after_body: false,
             entry: None,
             upgrade: false,
             extended_connect: false,
             response_started: false,
             connected: false,
             limit_status: None,
+            token_status: None,
             budget: None,
             meter: None,
             meter_held: 0,

@@ -81,7 +81,7 @@ impl Stream {
             return Action::Continue;
         };
         let max = active.plan.openai.max_body_bytes;
-        if self.awaiting_limit.is_some() {
+        if self.awaiting_limit.is_some() || self.resume_after_body {
             // Paused, Envoy buffers: `body_size` is all the body so far, and
             // it goes on unseen once the verdict resumes the request.
             if let Some(counted) = self.counting_body.as_mut() {
@@ -89,8 +89,32 @@ impl Stream {
                 if *counted > max {
                     self.counting_body = None;
                     self.awaiting_limit = None;
+                    self.resume_after_body = false;
                     return self.refuse_large_body(max);
                 }
+            }
+            if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
+                // A chat for an A2A agent must be translated before it
+                // goes on: what Envoy buffered here is handed to the next
+                // filter as it is once the request resumes.
+                if body_size as u64 > max {
+                    self.awaiting_limit = None;
+                    self.resume_after_body = false;
+                    return self.refuse_large_body(max);
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                if let Some(refused) = self.translate_held_body(body_size) {
+                    self.awaiting_limit = None;
+                    self.resume_after_body = false;
+                    return refused;
+                }
+            }
+            if self.resume_after_body {
+                // Admitted while the body was still coming: it is whole now.
+                self.resume_after_body = false;
+                return Action::Continue;
             }
             // Continue would release the request before the verdict.
             return Action::Pause;
@@ -131,7 +155,18 @@ impl Stream {
     }
 
     pub(super) fn request_trailers(&mut self) -> Action {
-        if self.awaiting_limit.is_some() {
+        if self.awaiting_limit.is_some() || self.resume_after_body {
+            if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
+                if let Some(refused) = self.translate_held_body(usize::MAX) {
+                    self.awaiting_limit = None;
+                    self.resume_after_body = false;
+                    return refused;
+                }
+            }
+            if self.resume_after_body {
+                self.resume_after_body = false;
+                return Action::Continue;
+            }
             return Action::Pause;
         }
         let Some(active) = self.active.clone() else {
@@ -222,9 +257,10 @@ impl Stream {
             };
             self.translation = Some(translation);
         }
+        let prompt = body.map_or(0, |b| prompt_estimate(b.bytes.len()));
         if let Some(entry) = entry {
             let estimate = body.and_then(|b| token_estimate(b.bytes.len(), b.max_tokens));
-            if let Err(r) = self.admit_locally(active, entry, pairs, estimate) {
+            if let Err(r) = self.admit_locally(active, entry, pairs, estimate, prompt) {
                 active.bump(entry, Stat::RateLimited, 1);
                 return reply(&r);
             }
@@ -239,7 +275,7 @@ impl Stream {
         self.entry = Some(entry);
         active.bump(entry, Stat::Requests, 1);
         if self.is_global(active, entry) {
-            return self.ask_limit_service(active, entry, pairs);
+            return self.ask_limit_service(active, entry, pairs, prompt);
         }
         Action::Continue
     }
@@ -281,26 +317,33 @@ impl Stream {
 
     /// Model from metadata: the whole chat request is buffered now.
     fn translate_buffered_body(&mut self, size: usize) -> Action {
+        self.translate_held_body(size).unwrap_or(Action::Continue)
+    }
+
+    /// Replaces the buffered chat request (up to `size` bytes) with its A2A
+    /// translation; `Some` is the local reply sent instead.
+    fn translate_held_body(&mut self, size: usize) -> Option<Action> {
         let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
             Ok(body) => body,
-            Err(status) => return fail(&format!("cannot read request body: host status {status}")),
+            Err(status) => {
+                return Some(fail(&format!(
+                    "cannot read request body: host status {status}"
+                )))
+            }
         };
         let id = self.id;
-        let Some(translation) = self.translation.as_mut() else {
-            return Action::Continue;
-        };
+        let translation = self.translation.as_mut()?;
         match translation.translate_request(&body, id) {
             Ok(a2a_body) => {
-                if let Err(status) =
-                    abi::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &a2a_body)
-                {
-                    return fail(&format!(
+                let replaced =
+                    abi::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &a2a_body);
+                replaced.err().map(|status| {
+                    fail(&format!(
                         "cannot replace the request body: host status {status}"
-                    ));
-                }
-                Action::Continue
+                    ))
+                })
             }
-            Err(r) => reply(&r),
+            Err(r) => Some(reply(&r)),
         }
     }
 }
@@ -343,7 +386,13 @@ impl Translation {
 /// answer's limit plus the prompt (about four bytes a token); `None` when
 /// the body names no limit (the configured reserve applies).
 fn token_estimate(body_len: usize, max_tokens: Option<u64>) -> Option<u64> {
-    max_tokens.map(|m| m.saturating_add(body_len as u64 / 4))
+    max_tokens.map(|m| m.saturating_add(prompt_estimate(body_len)))
+}
+
+/// The prompt's tokens, estimated from the body read: about four bytes a
+/// token.
+fn prompt_estimate(body_len: usize) -> u64 {
+    body_len as u64 / 4
 }
 
 /// A request header's first value as text.

@@ -35,6 +35,11 @@ impl Stream {
                 let _ = abi::replace_header(RESPONSE, name, value.as_bytes());
             }
         }
+        if let Some(status) = self.token_status.take() {
+            for (name, value) in &status.token_headers() {
+                let _ = abi::replace_header(RESPONSE, name, value.as_bytes());
+            }
+        }
         let watch = self.budget.is_some()
             || self.upgrade
             || self.card.is_some()
@@ -149,6 +154,9 @@ impl Stream {
         // The body will change: its length and validators go.
         let _ = abi::remove_header(RESPONSE, "content-length");
         let _ = abi::remove_header(RESPONSE, "etag");
+        // The card now depends on the address the client used: a shared
+        // cache must not hand one client's card to another.
+        let _ = abi::add_header(RESPONSE, "vary", b"host, x-forwarded-proto");
         Some(CardState::Buffering(address))
     }
 

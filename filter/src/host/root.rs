@@ -78,6 +78,9 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(active) = &self.active {
             active.flush();
+            if active.uses_client_slots() {
+                active.refresh_secret();
+            }
         }
         self.record_memory();
         self.answer_stalled_bodies();
