@@ -281,12 +281,21 @@ impl Stream {
         }
     }
 
-    /// Lets an admitted request go on, unless it is a chat for an A2A agent
-    /// whose body has not all arrived yet: resumed now, the part Envoy
-    /// buffered would go on untranslated; the body's last chunk resumes it
-    /// (`request_body`).
+    /// Lets an admitted request go on, or, while its body is still arriving
+    /// at this filter, leaves that to the body's next chunk (its last, for a
+    /// chat for an A2A agent, which must be translated whole first;
+    /// `request_body`): Envoy 1.36 loses the chunk after a resume in
+    /// mid-body, and a chat resumed now would go on untranslated. Only when body chunks reach a
+    /// paused filter at all (`allow_on_headers_stop_iteration`): without it
+    /// Envoy holds the body itself and hands it over whole after the resume,
+    /// where a translation still happens.
     fn resume_admitted(&mut self) {
-        if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
+        let body_arrives = self.body_while_paused
+            || self
+                .active
+                .as_ref()
+                .is_some_and(|a| self.vm.bodies_arrive(a));
+        if !self.request_complete && body_arrives {
             self.resume_after_body = true;
             return;
         }

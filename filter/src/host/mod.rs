@@ -103,9 +103,14 @@ struct Stream {
     counting_body: Option<u64>,
     /// The rate limit service's answer is awaited (gRPC token).
     awaiting_limit: Option<u32>,
-    /// Admitted while a body that must be translated first was still
-    /// arriving: its last chunk lets the request go on.
+    /// Admitted while the body was still arriving: its last chunk lets the
+    /// request go on.
     resume_after_body: bool,
+    /// The request has ended (headers, body or trailers with end of stream).
+    request_complete: bool,
+    /// A body chunk reached this filter while it held the request: Envoy
+    /// delivers bodies to paused filters here.
+    body_while_paused: bool,
     /// The matched entry, once dispatched.
     entry: Option<usize>,
     /// An upgrade request (WebSocket), watched for its 101 (or 200 for an
@@ -171,6 +176,8 @@ impl Stream {
             counting_body: None,
             awaiting_limit: None,
             resume_after_body: false,
+            request_complete: false,
+            body_while_paused: false,
             entry: None,
             upgrade: false,
             extended_connect: false,

@@ -21,6 +21,7 @@ pub(super) struct Body<'b> {
 
 impl Stream {
     pub(super) fn request_headers(&mut self, end_of_stream: bool) -> Action {
+        self.request_complete = end_of_stream;
         let Some(active) = self.active.clone() else {
             // Unreachable when Envoy honours a failed on_configure; fail closed.
             return reply(&LocalReply::error(
@@ -81,7 +82,10 @@ impl Stream {
             return Action::Continue;
         };
         let max = active.plan.openai.max_body_bytes;
+        self.request_complete |= end_of_stream;
         if self.awaiting_limit.is_some() || self.resume_after_body {
+            self.body_while_paused = true;
+            self.vm.saw_body(&active);
             // Paused, Envoy buffers: `body_size` is all the body so far, and
             // it goes on unseen once the verdict resumes the request.
             if let Some(counted) = self.counting_body.as_mut() {
@@ -112,7 +116,8 @@ impl Stream {
                 }
             }
             if self.resume_after_body {
-                // Admitted while the body was still coming: it is whole now.
+                // Admitted while the body was still coming: the next chunk
+                // lets it go on (a chat to translate is whole by now).
                 self.resume_after_body = false;
                 return Action::Continue;
             }
@@ -155,6 +160,7 @@ impl Stream {
     }
 
     pub(super) fn request_trailers(&mut self) -> Action {
+        self.request_complete = true;
         if self.awaiting_limit.is_some() || self.resume_after_body {
             if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
                 if let Some(refused) = self.translate_held_body(usize::MAX) {
