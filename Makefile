@@ -60,8 +60,7 @@ $(VENV_STAMP):
 
 ## build: the plugin at dist/agentroute.wasm
 build: .wasm-target
-	@# --lib: the crate's native `agentroute` binary is no part of the plugin
-	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute
 	@mkdir -p dist
 	cp target/$(WASM_TARGET)/release/agentroute.wasm $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
@@ -93,7 +92,7 @@ lint:
 	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) --lib -- -D warnings
 
 unit:
-	$(CARGO) test -p agentroute -p agentroute-demo-agent
+	$(CARGO) test -p agentroute -p agentroute-cli -p agentroute-demo-agent
 
 # The filter's unit tests compiled to wasm32, where the filter runs (32-bit
 # usize, no threads, the Wasm allocator), under Node's WASI. A panic aborts
@@ -149,7 +148,8 @@ oci-test: build
 ## check: check a plugin configuration, CONFIG=file (JSON or YAML: bare, a
 ## WasmPlugin, an EnvoyExtensionPolicy, an Envoy bootstrap or ECDS resource);
 ## ARGS="--explain /path --host h" for what a request would do
-AGENTROUTE_CLI  := $(CARGO) run -q -p agentroute --bin agentroute --
+# The command line lives in cli/ (package agentroute-cli), apart from the plugin.
+AGENTROUTE_CLI  := $(CARGO) run -q -p agentroute-cli --bin agentroute --
 SCHEMA          := schema/agentroute.schema.json
 # Every shipped file that holds a plugin configuration (or points at one):
 # a WasmPlugin, an EnvoyExtensionPolicy, Envoy's Wasm filter (comments aside).

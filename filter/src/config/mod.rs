@@ -6,6 +6,9 @@
 
 mod compile;
 pub mod contract;
+/// The JSON Schema of the contract: native only, the filter never links it.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod schema;
 
 use std::cell::OnceCell;
 use std::collections::HashMap;

@@ -6,33 +6,51 @@
 //! agentroute schema
 //! ```
 //!
-//! The work is in `agentroute::check`, which hands every configuration to
-//! the filter's own reader, compiler and request decision.
+//! The work is in `agentroute_cli::check`, which hands every configuration
+//! to the filter's own reader, compiler and request decision.
 
 use std::io::Read;
 use std::process::ExitCode;
 
-use agentroute::check::{self, ExplainRequest};
+use agentroute::config::schema;
+use agentroute_cli::check::{self, ExplainRequest};
 
 const USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
                         [--model ID] [--header NAME:VALUE]...]
        agentroute schema
+       agentroute COMMAND --help
 
-check    reads each FILE (JSON or YAML; `-` or none: standard input) and finds
-         the agentroute configurations in it: a bare configuration, an Istio
-         WasmPlugin (spec.pluginConfig), an Envoy Gateway EnvoyExtensionPolicy
-         (spec.wasm[].config), an Envoy bootstrap or ECDS resource holding the
-         Wasm filter (its configuration StringValue), several YAML documents.
-         Prints `ok: N entries, M routes, K models` per configuration, or its
-         error with the field path (the first error of each configuration);
-         exit status 1 if any configuration is invalid or a file holds none.
+check    checks agentroute configurations (agentroute check --help)
+schema   prints the JSON Schema of the configuration (draft 2020-12)
+";
+
+const CHECK_USAGE: &str = "\
+usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
+                        [--model ID] [--header NAME:VALUE]...]
+
+Reads each FILE (JSON or YAML; `-` or none: standard input) and finds the
+agentroute configurations in it: a bare configuration, an Istio WasmPlugin
+(spec.pluginConfig), an Envoy Gateway EnvoyExtensionPolicy
+(spec.wasm[].config), an Envoy bootstrap or ECDS resource holding the Wasm
+filter (its configuration StringValue), several YAML documents. Prints
+`ok: N entries, M routes, K models` per configuration, or its error with the
+field path (the first error of each configuration).
+
 --explain PATH
          for each valid configuration, what the filter does with a request for
          PATH: the entry, the upstream path and header changes, or its own
          reply. --method defaults to GET (POST with --model); --model is the
          `model` an OpenAI request body names.
-schema   prints the JSON Schema of the configuration (draft 2020-12).
+
+Exit status: 0 all valid (warnings allowed), 1 an error, 2 a usage error.
+";
+
+const SCHEMA_USAGE: &str = "\
+usage: agentroute schema
+
+Prints the JSON Schema (draft 2020-12) of the plugin configuration, generated
+from the contract types: what schema/agentroute.schema.json holds.
 ";
 
 /// A command line the tool cannot act on (exit status 2).
@@ -41,6 +59,11 @@ struct Usage(String);
 struct Args {
     files: Vec<String>,
     explain: Option<ExplainRequest>,
+}
+
+/// `-h`/`--help` anywhere among a command's arguments.
+fn wants_help(args: &[String]) -> bool {
+    args.iter().any(|a| a == "-h" || a == "--help")
 }
 
 fn parse_check(args: &[String]) -> Result<Args, Usage> {
@@ -173,12 +196,17 @@ fn run_check(args: &Args) -> bool {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = |message: &str| {
-        eprintln!("agentroute: {message}\n\n{USAGE}");
+    let usage = |message: &str, text: &str| {
+        eprintln!("agentroute: {message}\n\n{text}");
         ExitCode::from(2)
     };
+    let rest = args.get(1..).unwrap_or_default();
     match args.first().map(String::as_str) {
-        Some("check") => match parse_check(args.get(1..).unwrap_or_default()) {
+        Some("check") if wants_help(rest) => {
+            print!("{CHECK_USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("check") => match parse_check(rest) {
             Ok(parsed) => {
                 if run_check(&parsed) {
                     ExitCode::SUCCESS
@@ -186,17 +214,22 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
-            Err(Usage(message)) => usage(&message),
+            Err(Usage(message)) => usage(&message, CHECK_USAGE),
         },
-        Some("schema") if args.len() == 1 => {
-            print!("{}", check::schema_text());
+        Some("schema") if wants_help(rest) => {
+            print!("{SCHEMA_USAGE}");
             ExitCode::SUCCESS
         }
+        Some("schema") if rest.is_empty() => {
+            print!("{}", schema::schema_text());
+            ExitCode::SUCCESS
+        }
+        Some("schema") => usage("schema takes no arguments", SCHEMA_USAGE),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Some(other) => usage(&format!("unknown command {other:?}")),
-        None => usage("a command is needed"),
+        Some(other) => usage(&format!("unknown command {other:?}"), USAGE),
+        None => usage("a command is needed", USAGE),
     }
 }

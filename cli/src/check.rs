@@ -6,55 +6,20 @@
 //! [`decide`]/[`decide_model`]. Nothing here re-implements a rule: a check
 //! that passes is a configuration the filter loads.
 //!
-//! Native only (the `.wasm` never links it, nor its YAML reader).
+//! The command line's crate, not the plugin's: the `.wasm` never links it,
+//! nor its YAML reader.
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::config::contract::RawConfig;
-use crate::config::{ConfigError, Plan};
-use crate::request::{decide, decide_model, Decision, HeaderOp, RequestHead};
-
-/// The `$id` of the generated schema: a name, not a download address (the
-/// file lives in the repository as `schema/agentroute.schema.json`).
-pub const SCHEMA_ID: &str = "urn:agentroute:plugin-configuration";
+use agentroute::config::{ConfigError, Plan};
+use agentroute::request::{decide, decide_model, Decision, HeaderOp, RequestHead};
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
 const TYPED_EXTENSION_CONFIG: &str =
     "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
-
-/// The JSON Schema (draft 2020-12) of the plugin configuration, generated
-/// from the contract types: `$schema`, `$id`, `title` first, then what
-/// schemars derives, in its (stable) order.
-pub fn schema() -> Value {
-    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let generated = generator.into_root_schema_for::<RawConfig>().to_value();
-    let mut out = Map::new();
-    out.insert(
-        "$schema".into(),
-        Value::from("https://json-schema.org/draft/2020-12/schema"),
-    );
-    out.insert("$id".into(), Value::from(SCHEMA_ID));
-    if let Value::Object(mut fields) = generated {
-        fields.remove("$schema");
-        for key in ["title", "description"] {
-            if let Some(value) = fields.remove(key) {
-                out.insert(key.into(), value);
-            }
-        }
-        out.extend(fields);
-    }
-    Value::Object(out)
-}
-
-/// [`schema`] as the committed file holds it: pretty, ending in a newline.
-pub fn schema_text() -> String {
-    let mut text = serde_json::to_string_pretty(&schema()).unwrap_or_default();
-    text.push('\n');
-    text
-}
 
 /// One plugin configuration found in the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1131,21 +1096,5 @@ static_resources:
             explain(&p, &request("/v1/models")).outcome,
             Outcome::Reply { status: 200, .. }
         ));
-    }
-
-    #[test]
-    fn the_schema_is_draft_2020_12_with_an_id() {
-        let s = schema();
-        let keys: Vec<&str> = s
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .take(3)
-            .collect();
-        assert_eq!(keys, ["$schema", "$id", "title"]);
-        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
-        assert_eq!(s["additionalProperties"], false);
-        assert!(schema_text().ends_with("}\n"));
     }
 }

@@ -218,6 +218,24 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn help_on_every_command_exits_0() {
+    for (args, first_line) in [
+        (&["--help"][..], "usage: agentroute check"),
+        (&["help"], "usage: agentroute check"),
+        (&["check", "--help"], "usage: agentroute check"),
+        (&["check", "x.yaml", "-h"], "usage: agentroute check"),
+        (&["schema", "--help"], "usage: agentroute schema"),
+    ] {
+        let (code, out) = agentroute(args, "");
+        assert_eq!(code, 0, "{args:?}: {out}");
+        assert!(out.starts_with(first_line), "{args:?}: {out}");
+    }
+    let (code, out) = agentroute(&["schema", "extra"], "");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("usage: agentroute schema"), "{out}");
+}
+
+#[test]
 fn the_committed_schema_is_what_the_contract_generates() {
     let (code, out) = agentroute(&["schema"], "");
     assert_eq!(code, 0);

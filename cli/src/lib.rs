@@ -1,0 +1,7 @@
+//! agentroute's command line, as a library: the `agentroute` binary
+//! (`main.rs`) only parses arguments and prints. Everything it does is a
+//! pure function here, on top of the filter's own library:
+//! - [`check`]: find plugin configurations in what users deploy and run
+//!   them through the filter's reader, compiler and request decision.
+
+pub mod check;
