@@ -172,8 +172,12 @@ schema-check: setup
 	  || { echo "$(SCHEMA) is out of date: run make schema"; exit 1; }
 	$(VENV)/bin/python tests/validate_schema.py
 
+# Each configuration alone, then each Kubernetes deployment as one run (its
+# HTTPRoutes cross-checked against the dispatch tokens).
 check-shipped:
 	$(AGENTROUTE_CLI) check $(SHIPPED_CONFIGS)
+	$(AGENTROUTE_CLI) check istio/*.yaml
+	$(AGENTROUTE_CLI) check envoy/gateway/*.yaml
 
 integration: setup build build-test-filters rls-server
 	$(CARGO) test -p agentroute-rls-server -p rocksdb

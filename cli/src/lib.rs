@@ -4,4 +4,8 @@
 //! - [`check`]: find plugin configurations in what users deploy and run
 //!   them through the filter's reader, compiler and request decision.
 
+//! - [`rules`]: one run of `agentroute check` as a report, with the rules
+//!   across configurations and objects (HTTPRoutes, stop-iteration patches).
+
 pub mod check;
+pub mod rules;

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use agentroute::config::schema;
 use agentroute_cli::check::{self, ExplainRequest};
+use agentroute_cli::rules::{self, Input};
 
 const USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
@@ -35,7 +36,12 @@ agentroute configurations in it: a bare configuration, an Istio WasmPlugin
 (spec.wasm[].config), an Envoy bootstrap or ECDS resource holding the Wasm
 filter (its configuration StringValue), several YAML documents. Prints
 `ok: N entries, M routes, K models` per configuration, or its error with the
-field path (the first error of each configuration).
+field path (the first error of each configuration), then warnings (no
+entries, shorthands dropped because of another entry) and errors where the
+configuration is deployed (no configuration at all, a misspelt pluginConfig,
+model_from: body on Istio or Envoy Gateway without the stop-iteration patch,
+a backend no HTTPRoute of the run leads to). All FILEs are one run: check a
+deployment's directory at once.
 
 --explain PATH
          for each valid configuration, what the filter does with a request for
@@ -141,57 +147,23 @@ fn read(file: &str) -> Result<String, String> {
     std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))
 }
 
-/// Checks every file; true when everything found is valid.
+/// Checks every file as one run; true when nothing is in error.
 fn run_check(args: &Args) -> bool {
-    let mut all_ok = true;
-    for file in &args.files {
-        let name = if file == "-" {
-            "<stdin>"
-        } else {
-            file.as_str()
-        };
-        let scan = match read(file).and_then(|text| check::scan(&text).map_err(|e| e.0)) {
-            Ok(scan) => scan,
-            Err(e) => {
-                println!("{name}: error: {e}");
-                all_ok = false;
-                continue;
-            }
-        };
-        for note in &scan.notes {
-            println!("{name}: {note}");
-        }
-        if scan.configs.is_empty() && scan.notes.is_empty() {
-            println!(
-                "{name}: error: no agentroute configuration found (looked for a bare \
-                 configuration, a WasmPlugin's spec.pluginConfig, an EnvoyExtensionPolicy's \
-                 spec.wasm[].config, and Envoy's Wasm HTTP filter)"
-            );
-            all_ok = false;
-        }
-        for found in &scan.configs {
-            let at = if found.location.is_empty() {
-                name.to_string()
+    let inputs: Vec<Input> = args
+        .files
+        .iter()
+        .map(|file| Input {
+            name: if file == "-" {
+                "<stdin>".to_string()
             } else {
-                format!("{name}: {}", found.location)
-            };
-            match found.compile() {
-                Ok(plan) => {
-                    println!("{at}: ok: {}", check::Summary::of(&plan));
-                    if let Some(request) = &args.explain {
-                        for line in check::explain(&plan, request).to_string().lines() {
-                            println!("  {line}");
-                        }
-                    }
-                }
-                Err(e) => {
-                    println!("{at}: error: {e}");
-                    all_ok = false;
-                }
-            }
-        }
-    }
-    all_ok
+                file.clone()
+            },
+            scan: read(file).and_then(|text| check::scan(&text).map_err(|e| e.0)),
+        })
+        .collect();
+    let report = rules::check_run(&inputs, args.explain.as_ref());
+    print!("{report}");
+    report.ok()
 }
 
 fn main() -> ExitCode {

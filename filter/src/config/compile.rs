@@ -11,10 +11,10 @@ use super::contract::{
     RawRateLimit, RawRateLimitService, ScopeName,
 };
 use super::{
-    A2aVersion, ConfigError, Entry, FailureMode, Kind, Layout, ModelSource, OpenAi, Per, Plan,
-    Protocol, RateLimit, RateLimitService, RequestRate, Scope, TokenBudget, Unmatched,
-    HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX,
-    HEADER_TIMEOUT,
+    A2aVersion, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout, ModelSource,
+    OpenAi, Per, Plan, Protocol, RateLimit, RateLimitService, RequestRate, Scope, ShorthandLoss,
+    TokenBudget, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE,
+    HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
 use crate::router::{Router, RouterBuilder};
 
@@ -112,7 +112,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         }
     }
 
-    let router = build_router(&entries, &claims, &unique_layouts)?;
+    let (router, dropped_shorthands) = build_router(&entries, &claims, &unique_layouts)?;
     let (models, model_ids) = build_models(&entries)?;
 
     Ok(Plan {
@@ -125,6 +125,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         router,
         models,
         model_ids,
+        dropped_shorthands,
         created: 0,
         models_body: OnceCell::new(),
     })
@@ -477,8 +478,13 @@ fn compile_rate_limit(raw: RawRateLimit, at: &str, has_service: bool) -> Result<
     })
 }
 
-fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Result<Router> {
+fn build_router(
+    entries: &[Entry],
+    claims: &[Claims],
+    layouts: &[Layout],
+) -> Result<(Router, Vec<DroppedShorthand>)> {
     let mut builder = RouterBuilder::default();
+    let mut dropped = Vec::new();
     let mut host_owner: HashMap<&str, usize> = HashMap::new();
     let mut prefix_owner: HashMap<&str, (usize, usize)> = HashMap::new();
 
@@ -540,6 +546,13 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
                 Layout::Shorthand => format!("/{}", e.name),
             };
             if let Some(&(owner, j)) = prefix_owner.get(path.as_str()) {
+                if owner != i && *layout == Layout::Shorthand {
+                    let because = ShorthandLoss::ExplicitPrefix {
+                        entry: owner,
+                        prefix: j,
+                    };
+                    dropped.push(DroppedShorthand { entry: i, because });
+                }
                 if owner == i || *layout == Layout::Shorthand {
                     continue;
                 }
@@ -553,10 +566,21 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
                     entries,
                 ));
             }
-            if *layout == Layout::Shorthand
-                && (name_count.get(e.name.as_str()) != Some(&1)
-                    || OPENAI_RESERVED.contains(&e.name.as_str()))
-            {
+            if *layout == Layout::Shorthand && name_count.get(e.name.as_str()) != Some(&1) {
+                let with = entries
+                    .iter()
+                    .enumerate()
+                    .find(|(k, other)| *k != i && other.name == e.name)
+                    .map(|(k, _)| k);
+                if let Some(with) = with {
+                    let because = ShorthandLoss::SharedName { with };
+                    dropped.push(DroppedShorthand { entry: i, because });
+                }
+                continue;
+            }
+            if *layout == Layout::Shorthand && OPENAI_RESERVED.contains(&e.name.as_str()) {
+                let because = ShorthandLoss::OpenAiSegment;
+                dropped.push(DroppedShorthand { entry: i, because });
                 continue;
             }
             if let Some(openai) = captured_openai_path(&path) {
@@ -573,7 +597,7 @@ fn build_router(entries: &[Entry], claims: &[Claims], layouts: &[Layout]) -> Res
             builder.prefix(&path, Some("/".to_string()), i);
         }
     }
-    builder.build()
+    Ok((builder.build()?, dropped))
 }
 
 /// The OpenAI path an agent path would take over: one at or below it by
@@ -1022,6 +1046,31 @@ mod tests {
             "shorthand never shadows the OpenAI surface"
         );
         assert_eq!(entry("/default/v1"), Some(4));
+        // What was left out, and because of whom, for `agentroute check`.
+        let dropped = |entry, because| DroppedShorthand { entry, because };
+        assert_eq!(
+            p.dropped_shorthands,
+            [
+                dropped(0, ShorthandLoss::SharedName { with: 1 }),
+                dropped(1, ShorthandLoss::SharedName { with: 0 }),
+                dropped(
+                    2,
+                    ShorthandLoss::ExplicitPrefix {
+                        entry: 3,
+                        prefix: 0
+                    }
+                ),
+                dropped(4, ShorthandLoss::OpenAiSegment),
+            ]
+        );
+        // Without the shorthand layout nothing is dropped; an entry's own
+        // prefix on `/{name}` is no loss.
+        let p = ok(
+            r#"{"layouts":["kind"],"agents":[{"name":"a","backend":"1"},{"name":"a","namespace":"y","backend":"2"}]}"#,
+        );
+        assert_eq!(p.dropped_shorthands, []);
+        let p = ok(r#"{"agents":[{"name":"a","backend":"1","prefixes":[{"prefix":"/a"}]}]}"#);
+        assert_eq!(p.dropped_shorthands, []);
     }
 
     #[test]
