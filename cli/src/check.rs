@@ -165,6 +165,15 @@ pub fn scan(input: &str) -> Result<Scan, InputError> {
     Ok(scan)
 }
 
+/// The documents of `input`: one JSON value, or every YAML document (null
+/// for an empty one).
+pub(crate) fn documents(input: &str) -> Result<Vec<Value>, InputError> {
+    match serde_json::from_str::<Value>(input) {
+        Ok(doc) => Ok(vec![doc]),
+        Err(_) => yaml_documents(input),
+    }
+}
+
 fn yaml_documents(input: &str) -> Result<Vec<Value>, InputError> {
     use serde::Deserialize;
     let mut docs = Vec::new();

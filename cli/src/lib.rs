@@ -7,5 +7,10 @@
 //! - [`rules`]: one run of `agentroute check` as a report, with the rules
 //!   across configurations and objects (HTTPRoutes, stop-iteration patches).
 
+//! - [`generate`]: the agent platforms' resources (agentic-layer, KAOS,
+//!   Omnia) as a plugin configuration, Istio or Envoy Gateway manifests, or
+//!   an Envoy bootstrap.
+
 pub mod check;
+pub mod generate;
 pub mod rules;

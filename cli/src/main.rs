@@ -3,6 +3,8 @@
 //! ```text
 //! agentroute check [FILE|-]... [--explain PATH [--host H] [--method M]
 //!                  [--model ID] [--header NAME:VALUE]...]
+//! agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
+//!                     [--tls-secret NAME] [FILE|-]...
 //! agentroute schema
 //! ```
 //!
@@ -14,16 +16,46 @@ use std::process::ExitCode;
 
 use agentroute::config::schema;
 use agentroute_cli::check::{self, ExplainRequest};
+use agentroute_cli::generate;
 use agentroute_cli::rules::{self, Input};
 
 const USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
                         [--model ID] [--header NAME:VALUE]...]
+       agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
+                           [--tls-secret NAME] [FILE|-]...
        agentroute schema
        agentroute COMMAND --help
 
-check    checks agentroute configurations (agentroute check --help)
-schema   prints the JSON Schema of the configuration (draft 2020-12)
+check     checks agentroute configurations (agentroute check --help)
+generate  writes the configuration from agentic-layer, KAOS and Omnia resources
+schema    prints the JSON Schema of the configuration (draft 2020-12)
+";
+
+const GENERATE_USAGE: &str = "\
+usage: agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
+                           [--tls-secret NAME] [FILE|-]...
+
+Reads Kubernetes resources (multi-document YAML or JSON, `kind: List` as
+`kubectl get -o yaml` prints it; `-` or no FILE: standard input) of
+agentic-layer (Agent, AgentGateway), KAOS (Agent, ModelAPI, MCPServer) and
+Omnia (AgentRuntime) and writes, sorted (the same input gives the same bytes):
+
+--target config         the plugin configuration (JSON; the default)
+--target istio          Gateway, WasmPlugin, json_to_metadata EnvoyFilter, HTTPRoutes
+--target envoy-gateway  Gateway, EnvoyExtensionPolicy, json_to_metadata
+                        EnvoyPatchPolicy, HTTPRoutes (with the catch-all)
+--target envoy          an Envoy bootstrap, one STRICT_DNS cluster per Service port
+--base FILE             a hand-written configuration (defaults, openai, limits,
+                        extra agents) the generated entries are merged into; an
+                        entry the base already has is left to the base
+--tls-secret NAME       an HTTPS listener too: the Gateway's certificateRefs
+                        Secret, or for envoy the certificate in
+                        /etc/agentroute/tls/NAME/tls.crt and tls.key
+
+Other kinds are skipped (one line on standard error); a malformed resource is
+an error naming the document, the resource and the field.
+Exit status: 0 written, 1 an error, 2 a usage error.
 ";
 
 const CHECK_USAGE: &str = "\
@@ -65,6 +97,107 @@ struct Usage(String);
 struct Args {
     files: Vec<String>,
     explain: Option<ExplainRequest>,
+}
+
+struct GenerateArgs {
+    files: Vec<String>,
+    options: generate::Options,
+    base: Option<String>,
+}
+
+fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
+    let mut files = Vec::new();
+    let mut target = generate::Target::Config;
+    let mut base = None;
+    let mut tls_secret = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| Usage(format!("{flag} needs a value")))
+        };
+        match arg.as_str() {
+            "--target" => {
+                let name = value("--target")?;
+                target = generate::Target::parse(&name).ok_or_else(|| {
+                    Usage(format!(
+                        "--target {name:?}: expected config, istio, envoy-gateway or envoy"
+                    ))
+                })?;
+            }
+            "--base" => base = Some(value("--base")?),
+            "--tls-secret" => tls_secret = Some(value("--tls-secret")?),
+            "-" => files.push(arg.clone()),
+            flag if flag.starts_with('-') => return Err(Usage(format!("unknown option {flag}"))),
+            file => files.push(file.to_string()),
+        }
+    }
+    if let Some(secret) = &tls_secret {
+        if target == generate::Target::Config {
+            return Err(Usage(
+                "--tls-secret goes with --target istio, envoy-gateway or envoy".to_string(),
+            ));
+        }
+        let label = !secret.is_empty()
+            && secret.len() <= 253
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !label {
+            return Err(Usage(format!(
+                "--tls-secret {secret:?}: a Secret name (lowercase letters, digits, '-', '.')"
+            )));
+        }
+    }
+    if files.is_empty() {
+        files.push("-".to_string());
+    }
+    Ok(GenerateArgs {
+        files,
+        options: generate::Options {
+            target,
+            base: None,
+            tls_secret,
+        },
+        base,
+    })
+}
+
+/// Generates; false (exit 1) on any error, said on standard error.
+fn run_generate(mut args: GenerateArgs) -> bool {
+    let fail = |message: &str| {
+        eprintln!("agentroute generate: error: {message}");
+        false
+    };
+    if let Some(file) = &args.base {
+        match read(file).and_then(|text| generate::read_base(file, &text)) {
+            Ok(base) => args.options.base = Some(base),
+            Err(e) => return fail(&e),
+        }
+    }
+    let mut inputs = Vec::new();
+    for file in &args.files {
+        let name = if file == "-" {
+            "<stdin>"
+        } else {
+            file.as_str()
+        };
+        match read(file) {
+            Ok(text) => inputs.push((name.to_string(), text)),
+            Err(e) => return fail(&format!("{name}: {e}")),
+        }
+    }
+    match generate::generate(&inputs, &args.options) {
+        Ok(output) => {
+            for note in &output.notes {
+                eprintln!("agentroute generate: {note}");
+            }
+            print!("{}", output.text);
+            true
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 /// `-h`/`--help` anywhere among a command's arguments.
@@ -187,6 +320,20 @@ fn main() -> ExitCode {
                 }
             }
             Err(Usage(message)) => usage(&message, CHECK_USAGE),
+        },
+        Some("generate") if wants_help(rest) => {
+            print!("{GENERATE_USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("generate") => match parse_generate(rest) {
+            Ok(parsed) => {
+                if run_generate(parsed) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(Usage(message)) => usage(&message, GENERATE_USAGE),
         },
         Some("schema") if wants_help(rest) => {
             print!("{SCHEMA_USAGE}");
