@@ -134,8 +134,11 @@ fuzz-ci:
 validate: setup build
 	$(VENV)/bin/python tests/validate_manifests.py --self-test
 	$(VENV)/bin/python tests/validate_manifests.py istio envoy
-	@# envoy/*.yaml (not envoy/gateway/): Envoy bootstraps, not Kubernetes objects
-	@for f in envoy/*.yaml; do \
+	@# what `agentroute generate` writes (cli/tests/golden: every platform and target)
+	$(VENV)/bin/python tests/validate_manifests.py cli/tests/golden
+	@# envoy/*.yaml (not envoy/gateway/): Envoy bootstraps, not Kubernetes objects;
+	@# the generated bootstraps without TLS (the TLS one: tests/tests/generate.rs)
+	@for f in envoy/*.yaml cli/tests/golden/*.envoy.yaml; do \
 	  $(ENVOY) --mode validate -c $$f -l error >/dev/null 2>&1 \
 	    && echo "valid: $$f" || { $(ENVOY) --mode validate -c $$f -l error; exit 1; }; \
 	done

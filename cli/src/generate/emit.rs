@@ -82,6 +82,7 @@ pub const TLS_MOUNT: &str = "/etc/agentroute/tls";
 pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
     let mut notes = Vec::new();
     let config = plugin_config(agents, options, &mut notes)?;
+    refused_by_the_filter(&config, agents)?;
     let dispatch_header = config
         .get("dispatch_header")
         .and_then(Value::as_str)
@@ -116,6 +117,35 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         )?,
     };
     Ok(Output { text, notes })
+}
+
+/// The filter's own verdict on the configuration, so that generate never
+/// writes one a gateway would refuse (a namespace `v1` with a name `models`
+/// takes `/v1/models`, say): the error names the resource it came from.
+fn refused_by_the_filter(config: &Map<String, Value>, agents: &[Agent]) -> Result<(), String> {
+    let json = serde_json::to_vec(config).map_err(|e| e.to_string())?;
+    let Err(e) = agentroute::config::Plan::from_json(&json) else {
+        return Ok(());
+    };
+    let entries = config.get("agents").and_then(Value::as_array);
+    let index = e
+        .path
+        .strip_prefix("agents[")
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|i| i.parse::<usize>().ok());
+    let from = index
+        .and_then(|i| entries.and_then(|list| list.get(i)))
+        .and_then(|entry| {
+            agents.iter().find(|a| {
+                entry.get("name").and_then(Value::as_str) == Some(a.name.as_str())
+                    && entry.get("namespace").and_then(Value::as_str) == Some(a.namespace.as_str())
+            })
+        })
+        .map(|a| format!(" ({}: {})", a.document, a.source))
+        .unwrap_or_default();
+    Err(format!(
+        "the filter would refuse the generated configuration: {e}{from}"
+    ))
 }
 
 fn base_has(options: &Options, agent: &Agent) -> bool {

@@ -98,6 +98,9 @@ mod tests {
     use super::super::map_resources;
     use super::super::tests::resources;
 
+    /// name, kind, token, models, timeout of an entry.
+    type Row = (String, &'static str, String, Vec<String>, Option<String>);
+
     #[test]
     fn kinds_services_ports_models_and_timeouts() {
         let input = "\
@@ -127,7 +130,7 @@ metadata: {name: echo, namespace: a}
 spec: {}
 ";
         let mapped = map_resources(&resources(input)).unwrap();
-        let got: Vec<(String, &str, String, Vec<String>, Option<String>)> = mapped
+        let got: Vec<Row> = mapped
             .agents
             .iter()
             .map(|a| {
