@@ -21,7 +21,7 @@ RLS_SERVER    := target/debug/rls-server
 # `make run-global`).
 DEBIAN_PACKAGES := redis-server
 
-.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped
+.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped tls-cert
 .PHONY: debian-deps rls-server run-global
 .PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm
 
@@ -131,7 +131,7 @@ fuzz-ci:
 
 ## validate: shipped Envoy configs pass `envoy --mode validate`; Kubernetes
 ## manifests (istio/, envoy/gateway/) validate against ../shared/crds
-validate: setup build
+validate: setup build tls-cert
 	$(VENV)/bin/python tests/validate_manifests.py --self-test
 	$(VENV)/bin/python tests/validate_manifests.py istio envoy
 	@# what `agentroute generate` writes (cli/tests/golden: every platform and target)
@@ -142,6 +142,16 @@ validate: setup build
 	  $(ENVOY) --mode validate -c $$f -l error >/dev/null 2>&1 \
 	    && echo "valid: $$f" || { $(ENVOY) --mode validate -c $$f -l error; exit 1; }; \
 	done
+
+## tls-cert: a self-signed certificate for localhost in target/tls/ (what
+## envoy/tls.yaml reads; a demo certificate, never a deployment's)
+TLS_CERT := target/tls/tls.crt
+tls-cert: $(TLS_CERT)
+$(TLS_CERT):
+	@mkdir -p $(dir $@)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
+	  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	  -keyout $(dir $@)tls.key -out $@ 2>/dev/null
 
 # skopeo (Debian) reads the image like a registry client would.
 oci-test: build
