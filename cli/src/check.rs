@@ -167,7 +167,7 @@ pub fn scan(input: &str) -> Result<Scan, InputError> {
 
 /// The documents of `input`: one JSON value, or every YAML document (null
 /// for an empty one).
-pub(crate) fn documents(input: &str) -> Result<Vec<Value>, InputError> {
+pub fn documents(input: &str) -> Result<Vec<Value>, InputError> {
     match serde_json::from_str::<Value>(input) {
         Ok(doc) => Ok(vec![doc]),
         Err(_) => yaml_documents(input),
