@@ -21,7 +21,7 @@ RLS_SERVER    := target/debug/rls-server
 # `make run-global`).
 DEBIAN_PACKAGES := redis-server
 
-.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped
+.PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped tls-cert
 .PHONY: debian-deps rls-server run-global
 .PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm
 
@@ -60,8 +60,7 @@ $(VENV_STAMP):
 
 ## build: the plugin at dist/agentroute.wasm
 build: .wasm-target
-	@# --lib: the crate's native `agentroute` binary is no part of the plugin
-	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute
 	@mkdir -p dist
 	cp target/$(WASM_TARGET)/release/agentroute.wasm $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
@@ -93,7 +92,7 @@ lint:
 	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) --lib -- -D warnings
 
 unit:
-	$(CARGO) test -p agentroute -p agentroute-demo-agent
+	$(CARGO) test -p agentroute -p agentroute-cli -p agentroute-demo-agent
 
 # The filter's unit tests compiled to wasm32, where the filter runs (32-bit
 # usize, no threads, the Wasm allocator), under Node's WASI. A panic aborts
@@ -132,14 +131,27 @@ fuzz-ci:
 
 ## validate: shipped Envoy configs pass `envoy --mode validate`; Kubernetes
 ## manifests (istio/, envoy/gateway/) validate against ../shared/crds
-validate: setup build
+validate: setup build tls-cert
 	$(VENV)/bin/python tests/validate_manifests.py --self-test
 	$(VENV)/bin/python tests/validate_manifests.py istio envoy
-	@# envoy/*.yaml (not envoy/gateway/): Envoy bootstraps, not Kubernetes objects
-	@for f in envoy/*.yaml; do \
+	@# what `agentroute generate` writes (cli/tests/golden: every platform and target)
+	$(VENV)/bin/python tests/validate_manifests.py cli/tests/golden
+	@# envoy/*.yaml (not envoy/gateway/): Envoy bootstraps, not Kubernetes objects;
+	@# the generated bootstraps without TLS (the TLS one: tests/tests/generate.rs)
+	@for f in envoy/*.yaml cli/tests/golden/*.envoy.yaml; do \
 	  $(ENVOY) --mode validate -c $$f -l error >/dev/null 2>&1 \
 	    && echo "valid: $$f" || { $(ENVOY) --mode validate -c $$f -l error; exit 1; }; \
 	done
+
+## tls-cert: a self-signed certificate for localhost in target/tls/ (what
+## envoy/tls.yaml reads; a demo certificate, never a deployment's)
+TLS_CERT := target/tls/tls.crt
+tls-cert: $(TLS_CERT)
+$(TLS_CERT):
+	@mkdir -p $(dir $@)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
+	  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	  -keyout $(dir $@)tls.key -out $@ 2>/dev/null
 
 # skopeo (Debian) reads the image like a registry client would.
 oci-test: build
@@ -149,7 +161,8 @@ oci-test: build
 ## check: check a plugin configuration, CONFIG=file (JSON or YAML: bare, a
 ## WasmPlugin, an EnvoyExtensionPolicy, an Envoy bootstrap or ECDS resource);
 ## ARGS="--explain /path --host h" for what a request would do
-AGENTROUTE_CLI  := $(CARGO) run -q -p agentroute --bin agentroute --
+# The command line lives in cli/ (package agentroute-cli), apart from the plugin.
+AGENTROUTE_CLI  := $(CARGO) run -q -p agentroute-cli --bin agentroute --
 SCHEMA          := schema/agentroute.schema.json
 # Every shipped file that holds a plugin configuration (or points at one):
 # a WasmPlugin, an EnvoyExtensionPolicy, Envoy's Wasm filter (comments aside).
@@ -172,8 +185,12 @@ schema-check: setup
 	  || { echo "$(SCHEMA) is out of date: run make schema"; exit 1; }
 	$(VENV)/bin/python tests/validate_schema.py
 
+# Each configuration alone, then each Kubernetes deployment as one run (its
+# HTTPRoutes cross-checked against the dispatch tokens).
 check-shipped:
 	$(AGENTROUTE_CLI) check $(SHIPPED_CONFIGS)
+	$(AGENTROUTE_CLI) check istio/*.yaml
+	$(AGENTROUTE_CLI) check envoy/gateway/*.yaml
 
 integration: setup build build-test-filters rls-server
 	$(CARGO) test -p agentroute-rls-server -p rocksdb

@@ -8,9 +8,6 @@
 //! compiled for wasm32 only.
 
 pub mod a2a;
-/// `agentroute check`: native only, the filter never links it.
-#[cfg(not(target_arch = "wasm32"))]
-pub mod check;
 pub mod config;
 pub mod json_scan;
 pub mod openai;

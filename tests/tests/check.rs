@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use agentroute::check::{self, ExplainRequest, Explanation, Outcome};
+use agentroute_cli::check::{self, ExplainRequest, Explanation, Outcome};
 use agentroute_tests::{spawn_agent, Gateway, GatewayConfig};
 
 /// The configuration of tests/routing.rs.

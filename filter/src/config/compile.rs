@@ -11,10 +11,10 @@ use super::contract::{
     RawRateLimit, RawRateLimitService, ScopeName,
 };
 use super::{
-    A2aVersion, ConfigError, Entry, FailureMode, Kind, Layout, ModelSource, ModelTable, OpenAi,
-    Per, Plan, Protocol, RateLimit, RateLimitService, RequestRate, Scope, TokenBudget, Unmatched,
-    HEADER_AGENT_KIND, HEADER_AGENT_NAME, HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX,
-    HEADER_TIMEOUT,
+    A2aVersion, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout, ModelSource,
+    ModelTable, OpenAi, Per, Plan, Protocol, RateLimit, RateLimitService, RequestRate, Scope,
+    ShorthandLoss, TokenBudget, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
+    HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
 use crate::router::{Router, RouterBuilder};
 
@@ -123,7 +123,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
                 .collect::<Result<Vec<_>>>()
         })
         .transpose()?;
-    let router = build_router(
+    let (router, dropped_shorthands) = build_router(
         &entries,
         &claims,
         &unique_layouts,
@@ -141,6 +141,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         entries,
         router,
         models,
+        dropped_shorthands,
         created: 0,
         models_body: OnceCell::new(),
     })
@@ -501,8 +502,9 @@ fn build_router(
     layouts: &[Layout],
     gateway_hosts: Option<&[String]>,
     unversioned: bool,
-) -> Result<Router> {
+) -> Result<(Router, Vec<DroppedShorthand>)> {
     let mut builder = RouterBuilder::default();
+    let mut dropped = Vec::new();
     if let Some(hosts) = gateway_hosts {
         builder.gateway_hosts(hosts);
     }
@@ -572,6 +574,13 @@ fn build_router(
                 Layout::Shorthand => format!("/{}", e.name),
             };
             if let Some(&(owner, j)) = prefix_owner.get(path.as_str()) {
+                if owner != i && *layout == Layout::Shorthand {
+                    let because = ShorthandLoss::ExplicitPrefix {
+                        entry: owner,
+                        prefix: j,
+                    };
+                    dropped.push(DroppedShorthand { entry: i, because });
+                }
                 if owner == i || *layout == Layout::Shorthand {
                     continue;
                 }
@@ -585,10 +594,21 @@ fn build_router(
                     entries,
                 ));
             }
-            if *layout == Layout::Shorthand
-                && (name_count.get(e.name.as_str()) != Some(&1)
-                    || reserved.contains(&e.name.as_str()))
-            {
+            if *layout == Layout::Shorthand && name_count.get(e.name.as_str()) != Some(&1) {
+                let with = entries
+                    .iter()
+                    .enumerate()
+                    .find(|(k, other)| *k != i && other.name == e.name)
+                    .map(|(k, _)| k);
+                if let Some(with) = with {
+                    let because = ShorthandLoss::SharedName { with };
+                    dropped.push(DroppedShorthand { entry: i, because });
+                }
+                continue;
+            }
+            if *layout == Layout::Shorthand && reserved.contains(&e.name.as_str()) {
+                let because = ShorthandLoss::OpenAiSegment;
+                dropped.push(DroppedShorthand { entry: i, because });
                 continue;
             }
             if let Some(openai) = captured_openai_path(&path, unversioned) {
@@ -605,7 +625,7 @@ fn build_router(
             builder.prefix(&path, Some("/".to_string()), i);
         }
     }
-    builder.build()
+    Ok((builder.build()?, dropped))
 }
 
 /// The OpenAI path an agent path would take over: one at or below it by
@@ -1050,6 +1070,31 @@ mod tests {
             "shorthand never shadows the OpenAI surface"
         );
         assert_eq!(entry("/default/v1"), Some(4));
+        // What was left out, and because of whom, for `agentroute check`.
+        let dropped = |entry, because| DroppedShorthand { entry, because };
+        assert_eq!(
+            p.dropped_shorthands,
+            [
+                dropped(0, ShorthandLoss::SharedName { with: 1 }),
+                dropped(1, ShorthandLoss::SharedName { with: 0 }),
+                dropped(
+                    2,
+                    ShorthandLoss::ExplicitPrefix {
+                        entry: 3,
+                        prefix: 0
+                    }
+                ),
+                dropped(4, ShorthandLoss::OpenAiSegment),
+            ]
+        );
+        // Without the shorthand layout nothing is dropped; an entry's own
+        // prefix on `/{name}` is no loss.
+        let p = ok(
+            r#"{"layouts":["kind"],"agents":[{"name":"a","backend":"1"},{"name":"a","namespace":"y","backend":"2"}]}"#,
+        );
+        assert_eq!(p.dropped_shorthands, []);
+        let p = ok(r#"{"agents":[{"name":"a","backend":"1","prefixes":[{"prefix":"/a"}]}]}"#);
+        assert_eq!(p.dropped_shorthands, []);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 mod compile;
 pub mod contract;
 pub mod models;
+/// The JSON Schema of the contract: native only, the filter never links it.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod schema;
 
 use std::cell::OnceCell;
 use std::fmt;
@@ -153,6 +156,25 @@ pub struct Entry {
     pub id: String,
 }
 
+/// An entry whose shorthand path (`/{name}`) the router left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DroppedShorthand {
+    /// Index in `agents[]`.
+    pub entry: usize,
+    pub because: ShorthandLoss,
+}
+
+/// Why a shorthand was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShorthandLoss {
+    /// Another entry (the first other one, by index) has the same name.
+    SharedName { with: usize },
+    /// `agents[entry].prefixes[prefix]` claims `/{name}` explicitly.
+    ExplicitPrefix { entry: usize, prefix: usize },
+    /// The name is a segment of the OpenAI surface (`v1`, `models`, ...).
+    OpenAiSegment,
+}
+
 /// The compiled configuration: immutable, built once per VM.
 #[derive(Debug)]
 pub struct Plan {
@@ -166,6 +188,10 @@ pub struct Plan {
     pub router: Router,
     /// Model ids and patterns → entry index.
     pub models: ModelTable,
+    /// Shorthand paths left out because of another entry or the OpenAI
+    /// surface: routing ignores this (the contract drops a clashing shorthand
+    /// silently); `agentroute check` reports it.
+    pub dropped_shorthands: Vec<DroppedShorthand>,
     /// Unix time the plan was loaded (the `created` of `/v1/models`); the
     /// host sets it, as the core has no clock.
     pub created: u64,

@@ -218,6 +218,112 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn each_shipped_deployment_checks_as_one_run() {
+    // A WasmPlugin / EnvoyExtensionPolicy with its HTTPRoutes and patches:
+    // the dispatch tokens are cross-checked, other objects are noted.
+    for dir in ["istio", "envoy/gateway"] {
+        let files = yaml_files(dir)
+            .into_iter()
+            .filter(|f| Path::new(f).parent() == Some(Path::new(dir)))
+            .collect::<Vec<_>>();
+        let mut args = vec!["check"];
+        args.extend(files.iter().map(String::as_str));
+        let (code, out) = agentroute(&args, "");
+        assert_eq!(code, 0, "{dir}: {out}");
+        assert!(out.contains("HTTPRoute header rule(s)"), "{dir}: {out}");
+        assert!(!out.contains("warning"), "{dir}: {out}");
+    }
+    // A route renamed out from under its entry: the entry fails, the rule warns.
+    let routes = std::fs::read_to_string(root().join("istio/httproutes.yaml"))
+        .unwrap()
+        .replace("value: prod-tools", "value: prod-tool");
+    let (code, out) = agentroute(&["check", "istio/wasmplugin.yaml", "-"], &routes);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error: agents[2] (prod/tools): backend \"prod-tools\" has no HTTPRoute rule matching x-agent-backend: prod-tools"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<stdin>: document 1: HTTPRoute prod/agents rules[2] (tools): warning: x-agent-backend: \"prod-tool\" is the backend of no entry"),
+        "{out}"
+    );
+}
+
+#[test]
+fn inputs_without_agents_or_configurations() {
+    // Nothing at all, or a misspelt key: exit 1 with what is wrong.
+    let (code, out) = agentroute(&["check", "-"], "");
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            1,
+            "<stdin>: error: empty input: no agentroute configuration to check\n"
+        )
+    );
+    let shipped = std::fs::read_to_string(root().join("istio/wasmplugin.yaml")).unwrap();
+    let misspelt = shipped.replacen("pluginConfig:", "pluginconfig:", 1);
+    let (code, out) = agentroute(&["check", "-"], &misspelt);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error: no spec.pluginConfig: the plugin would get an empty configuration and route nothing (spec.pluginconfig is not pluginConfig"),
+        "{out}"
+    );
+    // No entries: valid, with a warning, exit 0.
+    let (code, out) = agentroute(&["check", "-"], "agents: []\n");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("<stdin>: warning: no agents: the configuration has no entries"),
+        "{out}"
+    );
+}
+
+#[test]
+fn model_from_body_on_istio_fails_with_advice() {
+    let shipped = std::fs::read_to_string(root().join("istio/wasmplugin.yaml")).unwrap();
+    let body = shipped.replacen("      model_from: metadata", "      model_from: body", 1);
+    assert_ne!(body, shipped);
+    let (code, out) = agentroute(&["check", "-"], &body);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("openai.model_from is \"body\" (the default)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("istio/envoyfilter-json-to-metadata.yaml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_dropped_shorthand_warns_and_exits_0() {
+    let config = r#"{"agents":[{"name":"a","namespace":"x","backend":"1"},{"name":"a","namespace":"y","backend":"2"}]}"#;
+    let (code, out) = agentroute(&["check", "-"], config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("<stdin>: warning: agents[0] (x/a): shorthand /a dropped: agents[1] (y/a) has the same name"),
+        "{out}"
+    );
+}
+
+#[test]
+fn help_on_every_command_exits_0() {
+    for (args, first_line) in [
+        (&["--help"][..], "usage: agentroute check"),
+        (&["help"], "usage: agentroute check"),
+        (&["check", "--help"], "usage: agentroute check"),
+        (&["check", "x.yaml", "-h"], "usage: agentroute check"),
+        (&["schema", "--help"], "usage: agentroute schema"),
+    ] {
+        let (code, out) = agentroute(args, "");
+        assert_eq!(code, 0, "{args:?}: {out}");
+        assert!(out.starts_with(first_line), "{args:?}: {out}");
+    }
+    let (code, out) = agentroute(&["schema", "extra"], "");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("usage: agentroute schema"), "{out}");
+}
+
+#[test]
 fn the_committed_schema_is_what_the_contract_generates() {
     let (code, out) = agentroute(&["schema"], "");
     assert_eq!(code, 0);

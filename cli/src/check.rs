@@ -6,55 +6,20 @@
 //! [`decide`]/[`decide_model`]. Nothing here re-implements a rule: a check
 //! that passes is a configuration the filter loads.
 //!
-//! Native only (the `.wasm` never links it, nor its YAML reader).
+//! The command line's crate, not the plugin's: the `.wasm` never links it,
+//! nor its YAML reader.
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::config::contract::RawConfig;
-use crate::config::{ConfigError, Plan};
-use crate::request::{decide, decide_model, Decision, HeaderOp, RequestHead};
-
-/// The `$id` of the generated schema: a name, not a download address (the
-/// file lives in the repository as `schema/agentroute.schema.json`).
-pub const SCHEMA_ID: &str = "urn:agentroute:plugin-configuration";
+use agentroute::config::{ConfigError, Plan};
+use agentroute::request::{decide, decide_model, Decision, HeaderOp, RequestHead};
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
 const TYPED_EXTENSION_CONFIG: &str =
     "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
-
-/// The JSON Schema (draft 2020-12) of the plugin configuration, generated
-/// from the contract types: `$schema`, `$id`, `title` first, then what
-/// schemars derives, in its (stable) order.
-pub fn schema() -> Value {
-    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let generated = generator.into_root_schema_for::<RawConfig>().to_value();
-    let mut out = Map::new();
-    out.insert(
-        "$schema".into(),
-        Value::from("https://json-schema.org/draft/2020-12/schema"),
-    );
-    out.insert("$id".into(), Value::from(SCHEMA_ID));
-    if let Value::Object(mut fields) = generated {
-        fields.remove("$schema");
-        for key in ["title", "description"] {
-            if let Some(value) = fields.remove(key) {
-                out.insert(key.into(), value);
-            }
-        }
-        out.extend(fields);
-    }
-    Value::Object(out)
-}
-
-/// [`schema`] as the committed file holds it: pretty, ending in a newline.
-pub fn schema_text() -> String {
-    let mut text = serde_json::to_string_pretty(&schema()).unwrap_or_default();
-    text.push('\n');
-    text
-}
 
 /// One plugin configuration found in the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +30,70 @@ pub struct Found {
     pub location: String,
     /// The bytes the filter would be given (JSON), or why there are none.
     pub config: Result<String, String>,
+    /// What held it: the rules across objects ([`crate::rules`]) depend on it.
+    pub origin: Origin,
+}
+
+/// What a configuration was found in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A bare configuration document.
+    Bare,
+    /// An Istio WasmPlugin attached to these Gateways (none: a selector or
+    /// no target, which the rules take as any Gateway).
+    WasmPlugin { gateways: Vec<GatewayRef> },
+    /// An Envoy Gateway EnvoyExtensionPolicy attached to these Gateways.
+    ExtensionPolicy { gateways: Vec<GatewayRef> },
+    /// Envoy's Wasm filter (a bootstrap, an ECDS resource, an EnvoyFilter or
+    /// EnvoyPatchPolicy patch): its own `allow_on_headers_stop_iteration`.
+    EnvoyFilter { stop_iteration: bool },
+}
+
+/// A Gateway API Gateway as policies and routes name it. `namespace` is
+/// `None` where the object names none (a document without metadata.namespace).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GatewayRef {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl GatewayRef {
+    /// The same Gateway, a namespace left out matching any.
+    pub fn matches(&self, other: &GatewayRef) -> bool {
+        self.name == other.name
+            && match (&self.namespace, &other.namespace) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+/// One HTTPRoute rule match on a request header with an exact value: what
+/// leads a dispatch token to a Service on Istio and Envoy Gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRoute {
+    /// `HTTPRoute prod/agents rules[0] (coordinator)`, for messages.
+    pub location: String,
+    pub gateways: Vec<GatewayRef>,
+    /// Lowercase header name.
+    pub header: String,
+    pub value: String,
+}
+
+/// An EnvoyFilter (Istio) or EnvoyPatchPolicy (Envoy Gateway) that sets
+/// `allow_on_headers_stop_iteration: true` on a Wasm filter, which is what
+/// `openai.model_from: body` needs and a WasmPlugin or EnvoyExtensionPolicy
+/// cannot set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopIterationPatch {
+    pub location: String,
+    pub platform: Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Istio,
+    EnvoyGateway,
 }
 
 impl Found {
@@ -84,6 +113,11 @@ pub struct Scan {
     /// Filters whose configuration is delivered elsewhere (ECDS), said so
     /// instead of being passed over in silence.
     pub notes: Vec<String>,
+    /// HTTPRoute rules matching a header exactly.
+    pub routes: Vec<HeaderRoute>,
+    pub stop_iteration: Vec<StopIterationPatch>,
+    /// The input holds nothing at all (whitespace, comments, empty documents).
+    pub empty_input: bool,
 }
 
 /// The input is neither JSON nor YAML.
@@ -111,11 +145,9 @@ pub fn scan(input: &str) -> Result<Scan, InputError> {
     }
     let docs = yaml_documents(input)?;
     if docs.iter().all(Value::is_null) {
-        // What Istio sends without a pluginConfig: valid, and routes nothing.
-        scan.configs.push(Found {
-            location: "empty input".to_string(),
-            config: Ok(String::new()),
-        });
+        // The filter would accept it (Istio sends one without a
+        // pluginConfig), but no one means to deploy it: the run says so.
+        scan.empty_input = true;
         return Ok(scan);
     }
     let many = docs.len() > 1;
@@ -131,6 +163,15 @@ pub fn scan(input: &str) -> Result<Scan, InputError> {
         scan_document(doc, None, &prefix, &mut scan);
     }
     Ok(scan)
+}
+
+/// The documents of `input`: one JSON value, or every YAML document (null
+/// for an empty one).
+pub fn documents(input: &str) -> Result<Vec<Value>, InputError> {
+    match serde_json::from_str::<Value>(input) {
+        Ok(doc) => Ok(vec![doc]),
+        Err(_) => yaml_documents(input),
+    }
 }
 
 fn yaml_documents(input: &str) -> Result<Vec<Value>, InputError> {
@@ -186,12 +227,19 @@ fn scan_document(doc: &Value, raw: Option<&str>, prefix: &str, scan: &mut Scan) 
                 }
             }
             ("extensions.istio.io", "WasmPlugin") => {
-                // Istio sends pluginConfig as JSON; without one, an empty
-                // configuration.
-                let config = doc.pointer("/spec/pluginConfig");
+                // Istio sends pluginConfig as JSON. Without one the filter
+                // gets an empty configuration and routes nothing: a
+                // misspelt key (`pluginconfig:`) is the usual cause.
+                let config = match doc.pointer("/spec/pluginConfig") {
+                    Some(config) => Ok(to_json(config)),
+                    None => Err(missing_key(doc.get("spec"), "spec", "pluginConfig")),
+                };
                 scan.configs.push(Found {
                     location: join(prefix, &format!("{object} spec.pluginConfig")),
-                    config: Ok(config.map(to_json).unwrap_or_default()),
+                    config,
+                    origin: Origin::WasmPlugin {
+                        gateways: target_gateways(doc),
+                    },
                 });
             }
             ("gateway.envoyproxy.io", "EnvoyExtensionPolicy") => {
@@ -200,11 +248,56 @@ fn scan_document(doc: &Value, raw: Option<&str>, prefix: &str, scan: &mut Scan) 
                     let named = str_at(module, "name")
                         .map(|n| format!(" ({n})"))
                         .unwrap_or_default();
+                    let config = match module.get("config") {
+                        Some(config) => Ok(to_json(config)),
+                        None => Err(missing_key(
+                            Some(module),
+                            &format!("spec.wasm[{i}]"),
+                            "config",
+                        )),
+                    };
                     scan.configs.push(Found {
                         location: join(prefix, &format!("{object} spec.wasm[{i}].config{named}")),
-                        config: Ok(module.get("config").map(to_json).unwrap_or_default()),
+                        config,
+                        origin: Origin::ExtensionPolicy {
+                            gateways: target_gateways(doc),
+                        },
                     });
                 }
+                if wasm.map_or(true, Vec::is_empty) {
+                    scan.configs.push(Found {
+                        location: join(prefix, &format!("{object} spec.wasm")),
+                        config: Err(missing_key(doc.get("spec"), "spec", "wasm")),
+                        origin: Origin::ExtensionPolicy {
+                            gateways: target_gateways(doc),
+                        },
+                    });
+                }
+            }
+            ("gateway.networking.k8s.io", "HTTPRoute") => {
+                scan.routes
+                    .extend(header_routes(doc, &join(prefix, &object)));
+            }
+            ("networking.istio.io", "EnvoyFilter")
+            | ("gateway.envoyproxy.io", "EnvoyPatchPolicy") => {
+                if sets_stop_iteration(doc) {
+                    let platform = if group == "networking.istio.io" {
+                        Platform::Istio
+                    } else {
+                        Platform::EnvoyGateway
+                    };
+                    scan.stop_iteration.push(StopIterationPatch {
+                        location: join(prefix, &object),
+                        platform,
+                    });
+                }
+                walk(
+                    doc,
+                    &mut String::new(),
+                    &Context::default(),
+                    join(prefix, &object),
+                    scan,
+                );
             }
             // EnvoyFilter, EnvoyPatchPolicy...: whatever Wasm filter they
             // carry; other kinds (Gateway, HTTPRoute) hold none.
@@ -232,7 +325,138 @@ fn scan_document(doc: &Value, raw: Option<&str>, prefix: &str, scan: &mut Scan) 
     scan.configs.push(Found {
         location: prefix.to_string(),
         config: Ok(raw.map(str::to_string).unwrap_or_else(|| to_json(doc))),
+        origin: Origin::Bare,
     });
+}
+
+/// Why `key` is missing from `object` (at `path`), with the key that looks
+/// like a misspelling of it, if any.
+fn missing_key(object: Option<&Value>, path: &str, key: &str) -> String {
+    let near = object
+        .and_then(Value::as_object)
+        .and_then(|o| o.keys().find(|k| is_misspelling(k, key)));
+    let mut message =
+        format!("no {path}.{key}: the plugin would get an empty configuration and route nothing");
+    if let Some(near) = near {
+        message.push_str(&format!(
+            " ({path}.{near} is not {key}: keys are case-sensitive and exact)"
+        ));
+    }
+    message
+}
+
+/// `found` differs from `wanted` only in case or by at most two edits.
+fn is_misspelling(found: &str, wanted: &str) -> bool {
+    found != wanted && (found.eq_ignore_ascii_case(wanted) || edit_distance(found, wanted) <= 2)
+}
+
+/// Levenshtein distance, for the short keys of a manifest.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let delete = previous.get(j + 1).copied().unwrap_or(0) + 1;
+            let insert = current.get(j).copied().unwrap_or(0) + 1;
+            current.push(substitute.min(delete).min(insert));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
+/// The Gateways a policy attaches to: `spec.targetRefs[]` (or the older
+/// `spec.targetRef`) of kind Gateway, in the policy's namespace.
+fn target_gateways(doc: &Value) -> Vec<GatewayRef> {
+    let namespace = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let refs = doc.pointer("/spec/targetRefs").and_then(Value::as_array);
+    let single = doc.pointer("/spec/targetRef");
+    refs.into_iter()
+        .flatten()
+        .chain(single)
+        .filter(|r| r.get("kind").and_then(Value::as_str) == Some("Gateway"))
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .map(|name| GatewayRef {
+            namespace: namespace.clone(),
+            name: name.to_string(),
+        })
+        .collect()
+}
+
+/// The exact header matches of an HTTPRoute's rules.
+fn header_routes(doc: &Value, object: &str) -> Vec<HeaderRoute> {
+    let namespace = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let gateways: Vec<GatewayRef> = doc
+        .pointer("/spec/parentRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("kind").and_then(Value::as_str).unwrap_or("Gateway") == "Gateway")
+        .filter_map(|r| {
+            let name = r.get("name").and_then(Value::as_str)?;
+            let ns = r
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            Some(GatewayRef {
+                namespace: ns.or_else(|| namespace.clone()),
+                name: name.to_string(),
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    let rules = doc.pointer("/spec/rules").and_then(Value::as_array);
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let named = rule
+            .get("name")
+            .and_then(Value::as_str)
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        let matches = rule.get("matches").and_then(Value::as_array);
+        for header in matches
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.get("headers").and_then(Value::as_array))
+            .flatten()
+        {
+            let exact = header
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("Exact")
+                == "Exact";
+            let name = header.get("name").and_then(Value::as_str);
+            let value = header.get("value").and_then(Value::as_str);
+            if let (true, Some(name), Some(value)) = (exact, name, value) {
+                out.push(HeaderRoute {
+                    location: format!("{object} rules[{i}]{named}"),
+                    gateways: gateways.clone(),
+                    header: name.to_ascii_lowercase(),
+                    value: value.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `allow_on_headers_stop_iteration: true` anywhere below `v`.
+fn sets_stop_iteration(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => o.iter().any(|(k, v)| {
+            (k == "allow_on_headers_stop_iteration" && v.as_bool() == Some(true))
+                || sets_stop_iteration(v)
+        }),
+        Value::Array(items) => items.iter().any(sets_stop_iteration),
+        _ => false,
+    }
 }
 
 /// Top-level keys of an Envoy bootstrap or xDS resource file, which no
@@ -273,9 +497,15 @@ fn walk(v: &Value, path: &mut String, ctx: &Context, prefix: String, scan: &mut 
     match v {
         Value::Object(obj) => {
             if let Some(wasm) = wasm_message(obj) {
+                let stop_iteration = wasm
+                    .get("config")
+                    .and_then(|c| c.get("allow_on_headers_stop_iteration"))
+                    .and_then(Value::as_bool)
+                    == Some(true);
                 scan.configs.push(Found {
                     location: join(&prefix, &describe_filter(ctx, path)),
                     config: configuration(wasm),
+                    origin: Origin::EnvoyFilter { stop_iteration },
                 });
                 return;
             }
@@ -790,11 +1020,10 @@ mod tests {
     }
 
     #[test]
-    fn empty_input_is_the_empty_configuration() {
+    fn empty_input_is_said_so() {
         for input in ["", "  \n", "# nothing\n", "---\n---\n"] {
-            let found = only(input);
-            assert_eq!(found.location, "empty input");
-            assert_eq!(found.compile().unwrap().entries.len(), 0);
+            let scan = scan(input).unwrap();
+            assert!(scan.empty_input && scan.configs.is_empty(), "{input:?}");
         }
     }
 
@@ -812,11 +1041,15 @@ mod tests {
             found.compile().unwrap_err().to_string(),
             "agents[0].bakend: unknown field"
         );
-        // No pluginConfig: Istio sends nothing, which is valid.
+        // No pluginConfig: the filter would load nothing, so it is an error
+        // (a misspelt key is the usual cause).
         let found = only("apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: p}\nspec: {url: x}\n");
         assert_eq!(
-            (found.location.as_str(), found.config.as_deref()),
-            ("WasmPlugin p spec.pluginConfig", Ok(""))
+            (found.location.as_str(), found.config.as_ref().map(String::as_str).map_err(String::as_str)),
+            (
+                "WasmPlugin p spec.pluginConfig",
+                Err("no spec.pluginConfig: the plugin would get an empty configuration and route nothing")
+            )
         );
     }
 
@@ -842,7 +1075,11 @@ spec:
                 ),
                 (
                     "EnvoyExtensionPolicy eg/agentroute spec.wasm[1].config (other)".to_string(),
-                    Ok(String::new())
+                    Err(
+                        "no spec.wasm[1].config: the plugin would get an empty configuration \
+                         and route nothing"
+                            .to_string()
+                    )
                 ),
             ]
         );
@@ -1131,21 +1368,5 @@ static_resources:
             explain(&p, &request("/v1/models")).outcome,
             Outcome::Reply { status: 200, .. }
         ));
-    }
-
-    #[test]
-    fn the_schema_is_draft_2020_12_with_an_id() {
-        let s = schema();
-        let keys: Vec<&str> = s
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .take(3)
-            .collect();
-        assert_eq!(keys, ["$schema", "$id", "title"]);
-        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
-        assert_eq!(s["additionalProperties"], false);
-        assert!(schema_text().ends_with("}\n"));
     }
 }

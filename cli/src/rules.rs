@@ -1,0 +1,566 @@
+//! One `agentroute check` run as a report: every configuration found in the
+//! inputs, compiled by the filter, and the rules that need more than one
+//! configuration or more than the filter sees:
+//! - an input without any configuration, or a configuration without entries;
+//! - shorthands the router drops because of another entry;
+//! - `openai.model_from: body` where the platform cannot let the filter
+//!   pause for the body (an Istio WasmPlugin, an Envoy Gateway
+//!   EnvoyExtensionPolicy) and no patch in the run does;
+//! - dispatch tokens against the HTTPRoutes that lead them to Services.
+//!
+//! All inputs of one run are one deployment for the rules across objects: a
+//! WasmPlugin in one file and its HTTPRoutes in another are checked together.
+
+use std::fmt;
+
+use agentroute::config::{ModelSource, Plan, ShorthandLoss};
+
+use crate::check::{self, ExplainRequest, Found, HeaderRoute, Origin, Platform, Scan};
+
+/// One input of the run: a file name (`<stdin>` for standard input) and what
+/// was found in it, or why it could not be read.
+#[derive(Debug)]
+pub struct Input {
+    pub name: String,
+    pub scan: Result<Scan, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// A configuration the filter loads, with its summary.
+    Ok,
+    /// Said for information.
+    Note,
+    /// Loads, but probably not what was meant.
+    Warning,
+    /// Refused by the filter, or broken where it is deployed.
+    Error,
+    /// An indented line under the one before (`--explain`).
+    Detail,
+}
+
+/// One printed line: `{at}: ok: ...`, `{at}: warning: ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub at: String,
+    pub level: Level,
+    pub text: String,
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.level {
+            Level::Ok => "ok: ",
+            Level::Note | Level::Detail => "",
+            Level::Warning => "warning: ",
+            Level::Error => "error: ",
+        };
+        if self.level == Level::Detail {
+            return write!(f, "  {}", self.text);
+        }
+        write!(f, "{}: {label}{}", self.at, self.text)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<Line>,
+}
+
+impl Report {
+    /// No error: the run exits 0 (warnings allowed).
+    pub fn ok(&self) -> bool {
+        self.lines.iter().all(|l| l.level != Level::Error)
+    }
+
+    pub fn count(&self, level: Level) -> usize {
+        self.lines.iter().filter(|l| l.level == level).count()
+    }
+
+    fn push(&mut self, at: &str, level: Level, text: impl Into<String>) {
+        self.lines.push(Line {
+            at: at.to_string(),
+            level,
+            text: text.into(),
+        });
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.lines {
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A configuration of the run, compiled.
+struct Compiled<'a> {
+    input: usize,
+    found: &'a Found,
+    at: String,
+    plan: Result<Plan, agentroute::config::ConfigError>,
+}
+
+/// Checks one run: `inputs` in order, and `explain` run on each valid
+/// configuration.
+pub fn check_run(inputs: &[Input], explain: Option<&ExplainRequest>) -> Report {
+    let mut compiled = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        for found in input.scan.iter().flat_map(|s| &s.configs) {
+            let at = if found.location.is_empty() {
+                input.name.clone()
+            } else {
+                format!("{}: {}", input.name, found.location)
+            };
+            compiled.push(Compiled {
+                input: i,
+                found,
+                at,
+                plan: found.compile(),
+            });
+        }
+    }
+    let scans = || inputs.iter().filter_map(|i| i.scan.as_ref().ok());
+    let routes: Vec<&HeaderRoute> = scans().flat_map(|s| &s.routes).collect();
+    let patched = |platform: Platform| {
+        scans()
+            .flat_map(|s| &s.stop_iteration)
+            .any(|p| p.platform == platform)
+    };
+    let any_config = !compiled.is_empty();
+
+    let mut report = Report::default();
+    for (i, input) in inputs.iter().enumerate() {
+        let name = input.name.as_str();
+        let scan = match &input.scan {
+            Ok(scan) => scan,
+            Err(e) => {
+                report.push(name, Level::Error, e.clone());
+                continue;
+            }
+        };
+        for note in &scan.notes {
+            report.push(name, Level::Note, note.clone());
+        }
+        if scan.configs.is_empty() && scan.notes.is_empty() {
+            no_configuration(&mut report, name, scan, any_config);
+        }
+        for c in compiled.iter().filter(|c| c.input == i) {
+            let plan = match &c.plan {
+                Ok(plan) => plan,
+                Err(e) => {
+                    report.push(&c.at, Level::Error, e.to_string());
+                    continue;
+                }
+            };
+            report.push(&c.at, Level::Ok, check::Summary::of(plan).to_string());
+            if let Some(request) = explain {
+                for line in check::explain(plan, request).to_string().lines() {
+                    report.push(&c.at, Level::Detail, line);
+                }
+            }
+            if plan.entries.is_empty() {
+                report.push(
+                    &c.at,
+                    Level::Warning,
+                    "no agents: the configuration has no entries, so the filter routes nothing",
+                );
+            }
+            dropped_shorthands(&mut report, &c.at, plan);
+            body_without_stop_iteration(&mut report, &c.at, c.found, plan, &patched);
+            backends_without_routes(&mut report, &c.at, c.found, plan, &routes);
+        }
+        for route in &scan.routes {
+            orphan_route(&mut report, name, route, &compiled);
+        }
+    }
+    report
+}
+
+/// A file without a configuration is an error when the whole run has none;
+/// next to files that have one (`agentroute check istio/*.yaml`) it is the
+/// Gateway, the HTTPRoutes, the patches of the same deployment.
+fn no_configuration(report: &mut Report, name: &str, scan: &Scan, any_config: bool) {
+    if any_config {
+        let mut text = "no agentroute configuration in this file".to_string();
+        if !scan.routes.is_empty() || !scan.stop_iteration.is_empty() {
+            text.push_str(&format!(
+                "; its {} HTTPRoute header rule(s) and {} stop-iteration patch(es) are checked \
+                 with the configurations of this run",
+                scan.routes.len(),
+                scan.stop_iteration.len()
+            ));
+        }
+        report.push(name, Level::Note, text);
+        return;
+    }
+    let text = if scan.empty_input {
+        "empty input: no agentroute configuration to check".to_string()
+    } else {
+        "no agentroute configuration found (looked for a bare configuration, a WasmPlugin's \
+         spec.pluginConfig, an EnvoyExtensionPolicy's spec.wasm[].config, and Envoy's Wasm \
+         HTTP filter)"
+            .to_string()
+    };
+    report.push(name, Level::Error, text);
+}
+
+fn entry_name(plan: &Plan, i: usize) -> String {
+    match plan.entries.get(i) {
+        Some(e) => format!("agents[{i}] ({})", e.id),
+        None => format!("agents[{i}]"),
+    }
+}
+
+fn dropped_shorthands(report: &mut Report, at: &str, plan: &Plan) {
+    for dropped in &plan.dropped_shorthands {
+        let Some(entry) = plan.entries.get(dropped.entry) else {
+            continue;
+        };
+        let why = match dropped.because {
+            ShorthandLoss::SharedName { with } => {
+                format!("{} has the same name", entry_name(plan, with))
+            }
+            ShorthandLoss::ExplicitPrefix {
+                entry: owner,
+                prefix,
+            } => format!(
+                "{} claims it as an explicit prefix (agents[{owner}].prefixes[{prefix}])",
+                entry_name(plan, owner)
+            ),
+            ShorthandLoss::OpenAiSegment => {
+                format!(
+                    "{:?} is a segment of the OpenAI paths the gateway serves",
+                    entry.name
+                )
+            }
+        };
+        report.push(
+            at,
+            Level::Warning,
+            format!(
+                "{}: shorthand /{} dropped: {why}; the entry keeps its other paths",
+                entry_name(plan, dropped.entry),
+                entry.name
+            ),
+        );
+    }
+}
+
+/// `model_from: body` needs `allow_on_headers_stop_iteration`, which neither
+/// a WasmPlugin nor an EnvoyExtensionPolicy can set: OpenAI requests would
+/// stall. Only a configuration that dispatches by model is affected.
+fn body_without_stop_iteration(
+    report: &mut Report,
+    at: &str,
+    found: &Found,
+    plan: &Plan,
+    patched: &dyn Fn(Platform) -> bool,
+) {
+    let platform = match found.origin {
+        Origin::WasmPlugin { .. } => Platform::Istio,
+        Origin::ExtensionPolicy { .. } => Platform::EnvoyGateway,
+        _ => return,
+    };
+    if plan.openai.model_from != ModelSource::Body || plan.models.is_empty() || patched(platform) {
+        return;
+    }
+    let advice = match platform {
+        Platform::Istio => {
+            "a WasmPlugin cannot set allow_on_headers_stop_iteration, so every OpenAI POST \
+             would stall and fail. Set `openai: {model_from: metadata}` and apply the \
+             json_to_metadata EnvoyFilter (istio/envoyfilter-json-to-metadata.yaml), or check \
+             this together with an EnvoyFilter that sets allow_on_headers_stop_iteration \
+             (istio/envoyfilter-stop-iteration.yaml)"
+        }
+        Platform::EnvoyGateway => {
+            "an EnvoyExtensionPolicy cannot set allow_on_headers_stop_iteration, so every \
+             OpenAI POST would stall and fail. Set `openai: {model_from: metadata}` and apply \
+             the json_to_metadata EnvoyPatchPolicy \
+             (envoy/gateway/patchpolicy-json-to-metadata.yaml), or check this together with an \
+             EnvoyPatchPolicy that sets allow_on_headers_stop_iteration on the Wasm filter"
+        }
+    };
+    report.push(
+        at,
+        Level::Error,
+        format!(
+            "openai.model_from is \"body\" (the default) and {} model id(s) dispatch by the \
+             request body, but {advice}",
+            plan.models.len()
+        ),
+    );
+}
+
+/// The Gateways a WasmPlugin or EnvoyExtensionPolicy configuration is for;
+/// `None` for other configurations (bootstraps use `cluster_header`, not
+/// HTTPRoutes). An empty list: any Gateway.
+fn policy_gateways(found: &Found) -> Option<&[check::GatewayRef]> {
+    match &found.origin {
+        Origin::WasmPlugin { gateways } | Origin::ExtensionPolicy { gateways } => Some(gateways),
+        _ => None,
+    }
+}
+
+fn on_same_gateway(policy: &[check::GatewayRef], route: &HeaderRoute) -> bool {
+    policy.is_empty()
+        || route.gateways.is_empty()
+        || policy
+            .iter()
+            .any(|p| route.gateways.iter().any(|r| p.matches(r)))
+}
+
+/// Every entry's backend must be matched by some HTTPRoute rule on the
+/// dispatch header, when the run holds HTTPRoutes for the policy's Gateway.
+fn backends_without_routes(
+    report: &mut Report,
+    at: &str,
+    found: &Found,
+    plan: &Plan,
+    routes: &[&HeaderRoute],
+) {
+    let Some(gateways) = policy_gateways(found) else {
+        return;
+    };
+    let candidates: Vec<&&HeaderRoute> = routes
+        .iter()
+        .filter(|r| on_same_gateway(gateways, r))
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    for (i, entry) in plan.entries.iter().enumerate() {
+        let routed = candidates
+            .iter()
+            .any(|r| r.header == plan.dispatch_header && r.value == entry.backend);
+        if !routed {
+            report.push(
+                at,
+                Level::Error,
+                format!(
+                    "{}: backend {:?} has no HTTPRoute rule matching {}: {} in this run: the \
+                     requests the filter sends it would match no agent route",
+                    entry_name(plan, i),
+                    entry.backend,
+                    plan.dispatch_header,
+                    entry.backend
+                ),
+            );
+        }
+    }
+}
+
+/// An HTTPRoute rule on a dispatch header whose value no entry has.
+fn orphan_route(report: &mut Report, name: &str, route: &HeaderRoute, compiled: &[Compiled]) {
+    let relevant: Vec<&Plan> = compiled
+        .iter()
+        .filter_map(|c| {
+            let plan = c.plan.as_ref().ok()?;
+            let gateways = policy_gateways(c.found)?;
+            (plan.dispatch_header == route.header && on_same_gateway(gateways, route))
+                .then_some(plan)
+        })
+        .collect();
+    let claimed = relevant
+        .iter()
+        .any(|plan| plan.entries.iter().any(|e| e.backend == route.value));
+    if relevant.is_empty() || claimed {
+        return;
+    }
+    report.push(
+        &format!("{name}: {}", route.location),
+        Level::Warning,
+        format!(
+            "{}: {:?} is the backend of no entry: a leftover rule, no request carries it",
+            route.header, route.value
+        ),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks `files` (name, text) as one run.
+    pub(crate) fn run(files: &[(&str, &str)]) -> Report {
+        let inputs: Vec<Input> = files
+            .iter()
+            .map(|(name, text)| Input {
+                name: name.to_string(),
+                scan: check::scan(text).map_err(|e| e.0),
+            })
+            .collect();
+        check_run(&inputs, None)
+    }
+
+    fn lines(report: &Report, level: Level) -> Vec<String> {
+        report
+            .lines
+            .iter()
+            .filter(|l| l.level == level)
+            .map(Line::to_string)
+            .collect()
+    }
+
+    const WASMPLUGIN: &str = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\n\
+        metadata: {name: agentroute, namespace: istio-ingress}\n\
+        spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agents}]\n  \
+        url: oci://x/y:1\n  pluginConfig:\n    openai: {model_from: metadata}\n    agents:\n    \
+        - {name: a, namespace: prod, backend: prod-a}\n    \
+        - {name: b, namespace: prod, kind: mcp, backend: prod-b}\n";
+
+    const ROUTES: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+        metadata: {name: agents, namespace: prod}\n\
+        spec:\n  parentRefs: [{name: agents, namespace: istio-ingress}]\n  rules:\n  \
+        - name: a\n    matches: [{headers: [{name: X-Agent-Backend, value: prod-a}]}]\n    \
+          backendRefs: [{name: a, port: 8000}]\n  \
+        - name: b\n    matches: [{headers: [{type: Exact, name: x-agent-backend, value: prod-b}]}]\n    \
+          backendRefs: [{name: b, port: 8000}]\n";
+
+    #[test]
+    fn an_input_without_any_configuration_fails() {
+        for (input, says) in [
+            ("", "empty input: no agentroute configuration"),
+            ("# only a comment\n---\n", "empty input"),
+            (
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+                "no agentroute configuration found",
+            ),
+        ] {
+            let report = run(&[("f.yaml", input)]);
+            assert!(!report.ok(), "{input:?}: {report}");
+            assert!(report.to_string().contains(says), "{input:?}: {report}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_plugin_config_key_fails_and_names_the_key() {
+        for key in ["pluginconfig", "pluginConfg", "PluginConfig"] {
+            let input = WASMPLUGIN.replace("pluginConfig", key);
+            let report = run(&[("wp.yaml", &input)]);
+            assert_eq!(
+                lines(&report, Level::Error),
+                [format!(
+                    "wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: no \
+                     spec.pluginConfig: the plugin would get an empty configuration and route \
+                     nothing (spec.{key} is not pluginConfig: keys are case-sensitive and exact)"
+                )],
+                "{report}"
+            );
+        }
+        // An EnvoyExtensionPolicy module without `config`.
+        let policy = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\n\
+            metadata: {name: p, namespace: eg}\nspec:\n  wasm:\n  - name: agentroute\n    \
+            confg: {agents: []}\n";
+        let report = run(&[("p.yaml", policy)]);
+        assert!(
+            report
+                .to_string()
+                .contains("error: no spec.wasm[0].config: the plugin would get an empty configuration and route nothing (spec.wasm[0].confg is not config"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn zero_entries_pass_with_a_warning() {
+        let report = run(&[("c.json", "{\"unmatched\": \"reject\"}")]);
+        assert!(report.ok(), "{report}");
+        assert_eq!(
+            report.to_string(),
+            "c.json: ok: 0 entries, 0 routes, 0 models\n\
+             c.json: warning: no agents: the configuration has no entries, so the filter routes nothing\n"
+        );
+    }
+
+    #[test]
+    fn a_dropped_shorthand_is_a_warning_naming_both_entries() {
+        let config = r#"{"agents":[
+            {"name":"a","namespace":"x","backend":"1"},
+            {"name":"a","namespace":"y","backend":"2"},
+            {"name":"b","backend":"3"},
+            {"name":"c","backend":"4","prefixes":[{"prefix":"/b"}]},
+            {"name":"models","namespace":"m","kind":"modelapi","backend":"5"}]}"#;
+        let report = run(&[("c.json", config)]);
+        assert!(report.ok(), "{report}");
+        assert_eq!(
+            lines(&report, Level::Warning),
+            [
+                "c.json: warning: agents[0] (x/a): shorthand /a dropped: agents[1] (y/a) has the same name; the entry keeps its other paths",
+                "c.json: warning: agents[1] (y/a): shorthand /a dropped: agents[0] (x/a) has the same name; the entry keeps its other paths",
+                "c.json: warning: agents[2] (default/b): shorthand /b dropped: agents[3] (default/c) claims it as an explicit prefix (agents[3].prefixes[0]); the entry keeps its other paths",
+                "c.json: warning: agents[4] (m/models): shorthand /models dropped: \"models\" is a segment of the OpenAI paths the gateway serves; the entry keeps its other paths",
+            ]
+        );
+    }
+
+    #[test]
+    fn model_from_body_in_a_wasm_plugin_fails_unless_patched() {
+        let body = WASMPLUGIN.replace("    openai: {model_from: metadata}\n", "");
+        let report = run(&[("wp.yaml", &body)]);
+        let errors = lines(&report, Level::Error);
+        assert_eq!(errors.len(), 1, "{report}");
+        assert!(
+            errors[0].contains("openai.model_from is \"body\" (the default) and 1 model id(s)"),
+            "{report}"
+        );
+        assert!(
+            errors[0].contains(
+                "Set `openai: {model_from: metadata}` and apply the json_to_metadata EnvoyFilter"
+            ),
+            "{report}"
+        );
+        // The stop-iteration EnvoyFilter in the same run (another file).
+        let patch = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n\
+            metadata: {name: body, namespace: istio-ingress}\nspec:\n  configPatches:\n  \
+            - applyTo: EXTENSION_CONFIG\n    patch: {operation: ADD, value: {name: x, typed_config: \
+            {\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, config: \
+            {allow_on_headers_stop_iteration: true}}}}\n";
+        let report = run(&[("wp.yaml", &body), ("ef.yaml", patch)]);
+        assert!(report.ok(), "{report}");
+        // No model to dispatch: nothing stalls (an mcp entry has no model id).
+        let mcp_only = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\n\
+            metadata: {name: p}\nspec:\n  pluginConfig: {agents: [{name: t, kind: mcp, backend: t}]}\n";
+        assert!(run(&[("wp.yaml", mcp_only)]).ok());
+        // The same on Envoy Gateway; an Istio patch does not help there.
+        let policy = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\n\
+            metadata: {name: p, namespace: eg}\nspec:\n  wasm:\n  - name: agentroute\n    \
+            config: {agents: [{name: m, kind: modelapi, backend: m, models: [gpt]}]}\n";
+        let report = run(&[("p.yaml", policy), ("ef.yaml", patch)]);
+        assert!(
+            lines(&report, Level::Error)
+                .first()
+                .is_some_and(|e| e.contains("envoy/gateway/patchpolicy-json-to-metadata.yaml")),
+            "{report}"
+        );
+        // A bootstrap is not affected: it sets the flag itself.
+        assert!(run(&[("c.json", r#"{"agents":[{"name":"a","backend":"b"}]}"#)]).ok());
+    }
+
+    #[test]
+    fn dispatch_tokens_are_cross_checked_against_http_routes() {
+        assert!(run(&[("wp.yaml", WASMPLUGIN), ("r.yaml", ROUTES)]).ok());
+        // An entry without a rule fails; a rule without an entry warns.
+        let routes = ROUTES.replace("value: prod-b", "value: prod-old");
+        let report = run(&[("wp.yaml", WASMPLUGIN), ("r.yaml", &routes)]);
+        assert_eq!(
+            lines(&report, Level::Error),
+            ["wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[1] (prod/b): backend \"prod-b\" has no HTTPRoute rule matching x-agent-backend: prod-b in this run: the requests the filter sends it would match no agent route"],
+            "{report}"
+        );
+        assert_eq!(
+            lines(&report, Level::Warning),
+            ["r.yaml: HTTPRoute prod/agents rules[1] (b): warning: x-agent-backend: \"prod-old\" is the backend of no entry: a leftover rule, no request carries it"],
+            "{report}"
+        );
+        assert!(report.to_string().contains(
+            "r.yaml: no agentroute configuration in this file; its 2 HTTPRoute header rule(s)"
+        ));
+        // Routes of another Gateway are not this configuration's.
+        let elsewhere = ROUTES.replace("namespace: istio-ingress", "namespace: other");
+        assert!(run(&[("wp.yaml", WASMPLUGIN), ("r.yaml", &elsewhere)]).ok());
+        // Without a configuration in the run, HTTPRoutes alone are no input.
+        assert!(!run(&[("r.yaml", ROUTES)]).ok());
+    }
+}

@@ -1,0 +1,297 @@
+//! `agentroute generate` on the fixtures (samples of the three platforms,
+//! `fixtures/README.md` says where each came from): golden files per
+//! platform and target, every output through `agentroute check` in-process,
+//! the same bytes whatever the order of the input, `--base`, and the
+//! binary's exit codes and messages.
+//!
+//! `UPDATE_GOLDEN=1 cargo test -p agentroute-cli --test generate` rewrites
+//! the golden files (then review the diff).
+
+// A test file: its helpers fail the test loudly, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use agentroute_cli::check;
+use agentroute_cli::generate::{self, Options, Target};
+use agentroute_cli::rules::{self, Input, Level};
+
+const PLATFORMS: [&str; 3] = ["agentic-layer", "kaos", "omnia"];
+const TARGETS: [Target; 4] = [
+    Target::Config,
+    Target::Istio,
+    Target::EnvoyGateway,
+    Target::Envoy,
+];
+
+fn here() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+/// The fixture files of a platform (sorted), as (name, text).
+fn fixtures(platform: &str) -> Vec<(String, String)> {
+    let dir = here().join("fixtures").join(platform);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = format!("{platform}/{}", p.file_name().unwrap().to_string_lossy());
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+fn all_fixtures() -> Vec<(String, String)> {
+    PLATFORMS.iter().flat_map(|p| fixtures(p)).collect()
+}
+
+fn options(target: Target) -> Options {
+    Options {
+        target,
+        base: None,
+        tls_secret: None,
+    }
+}
+
+/// Runs `agentroute check` on `text` as one input and fails on any error.
+fn assert_checks(what: &str, text: &str) -> rules::Report {
+    let input = Input {
+        name: what.to_string(),
+        scan: check::scan(text).map_err(|e| e.0),
+    };
+    let report = rules::check_run(&[input], None);
+    assert!(report.ok(), "{what} does not pass check:\n{report}");
+    assert!(
+        report.count(Level::Ok) >= 1,
+        "{what}: nothing checked:\n{report}"
+    );
+    report
+}
+
+/// Compares with (or, with UPDATE_GOLDEN=1, writes) a golden file.
+fn golden(file: &str, text: &str) {
+    let path = here().join("golden").join(file);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(
+        want == text,
+        "{file} differs from what generate writes now: review, then UPDATE_GOLDEN=1\n--- now:\n{text}"
+    );
+}
+
+fn extension(target: Target) -> &'static str {
+    if target == Target::Config {
+        "json"
+    } else {
+        "yaml"
+    }
+}
+
+#[test]
+fn goldens_per_platform_and_target_pass_check() {
+    for platform in PLATFORMS {
+        for target in TARGETS {
+            let out = generate::generate(&fixtures(platform), &options(target)).unwrap();
+            let file = format!("{platform}.{}.{}", target.as_str(), extension(target));
+            golden(&file, &out.text);
+            assert_checks(&file, &out.text);
+        }
+    }
+}
+
+#[test]
+fn tls_goldens_add_an_https_listener() {
+    for target in [Target::Istio, Target::EnvoyGateway, Target::Envoy] {
+        let mut opts = options(target);
+        opts.tls_secret = Some("agents-tls".into());
+        let out = generate::generate(&all_fixtures(), &opts).unwrap();
+        let file = format!("all.{}.tls.yaml", target.as_str());
+        golden(&file, &out.text);
+        assert_checks(&file, &out.text);
+        if target == Target::Envoy {
+            assert!(out.text.contains("/etc/agentroute/tls/agents-tls/tls.crt"));
+        } else {
+            assert!(out.text.contains("name: agents-tls"), "{}", out.text);
+            assert!(out.text.contains("protocol: HTTPS"));
+        }
+    }
+}
+
+#[test]
+fn the_same_resources_in_any_order_give_the_same_bytes() {
+    let inputs = all_fixtures();
+    // Every document of every file, reversed, as one input.
+    let mut docs: Vec<String> = inputs
+        .iter()
+        .flat_map(|(_, text)| text.split("\n---").map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    docs.reverse();
+    let shuffled = vec![("all.yaml".to_string(), docs.join("\n---\n"))];
+    for target in TARGETS {
+        let a = generate::generate(&inputs, &options(target)).unwrap();
+        let b = generate::generate(&shuffled, &options(target)).unwrap();
+        let c = generate::generate(&inputs, &options(target)).unwrap();
+        assert_eq!(a.text, b.text, "{target:?}");
+        assert_eq!(a.text, c.text, "{target:?}");
+    }
+}
+
+#[test]
+fn a_base_keeps_its_settings_and_entries() {
+    let base = r#"{
+        "unmatched": "reject",
+        "defaults": {"timeouts": {"agent": "60s"}},
+        "agents": [
+            {"name": "coordinator", "namespace": "agentic-multi", "backend": "hand-written"},
+            {"name": "legacy", "namespace": "ops", "backend": "legacy-svc"}
+        ]
+    }"#;
+    let mut opts = options(Target::Config);
+    opts.base = Some(generate::read_base("base.json", base).unwrap());
+    let out = generate::generate(&fixtures("kaos"), &opts).unwrap();
+    assert_checks("merged", &out.text);
+    let config: serde_json::Value = serde_json::from_str(&out.text).unwrap();
+    assert_eq!(config["unmatched"], "reject");
+    assert_eq!(config["defaults"]["timeouts"]["agent"], "60s");
+    let agents = config["agents"].as_array().unwrap();
+    assert_eq!(
+        agents[0]["backend"], "hand-written",
+        "the base's entry wins"
+    );
+    assert_eq!(agents[1]["name"], "legacy");
+    assert_eq!(
+        agents.iter().filter(|a| a["name"] == "coordinator").count(),
+        1
+    );
+    assert_eq!(
+        out.notes,
+        ["KAOS Agent agentic-multi/worker-2: skipped, agentNetwork.expose is false (no Service, no route)",
+         "skipped kinds agentroute does not map: v1 Namespace (1)",
+         "agentic-multi/coordinator (from KAOS Agent agentic-multi/coordinator) is in --base: the base's entry is kept"]
+    );
+    // An invalid base is refused with the filter's own message.
+    let err = generate::read_base("base.json", r#"{"agents": [{"name": "x"}]}"#).unwrap_err();
+    assert_eq!(err, "--base base.json: agents[0].backend: required");
+}
+
+#[test]
+fn istio_output_is_the_shipped_shape() {
+    let out = generate::generate(&fixtures("kaos"), &options(Target::Istio)).unwrap();
+    let text = &out.text;
+    for needle in [
+        "kind: WasmPlugin",
+        "model_from: metadata",
+        "kind: EnvoyFilter",
+        "kind: HTTPRoute",
+        "value: agent-coordinator.agentic-multi:8000",
+        "- name: agent-coordinator\n      port: 8000",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in\n{text}");
+    }
+}
+
+// --- the binary ---
+
+fn agentroute(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentroute"))
+        .args(args)
+        .current_dir(here().join("fixtures"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_writes_stdout_notes_on_stderr_and_exits_as_check() {
+    let (code, out, err) = agentroute(
+        &["generate", "--target", "istio", "kaos/multi-agent-mcp.yaml"],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kind: WasmPlugin"), "{out}");
+    assert_eq!(
+        err,
+        "agentroute generate: KAOS Agent agentic-multi/worker-2: skipped, agentNetwork.expose is false (no Service, no route)\n\
+         agentroute generate: skipped kinds agentroute does not map: v1 Namespace (1)\n"
+    );
+    // stdin, and a malformed resource: the document, resource and field.
+    let bad = "apiVersion: kaos.tools/v1alpha1\nkind: MCPServer\nmetadata: {name: m}\n---\n\
+               apiVersion: kaos.tools/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: n}\n\
+               spec: {gatewayRoute: {timeout: 3 days}}\n";
+    let (code, out, err) = agentroute(&["generate"], bad);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.starts_with("agentroute generate: error: <stdin>: document 2: kaos.tools Agent n/a: spec.gatewayRoute.timeout: invalid duration \"3 days\""),
+        "{err}"
+    );
+    // Usage errors exit 2; --help exits 0.
+    for args in [
+        &["generate", "--target", "nginx"][..],
+        &["generate", "--tls-secret", "s"],
+        &["generate", "--target", "istio", "--tls-secret", "Bad_Name"],
+        &["generate", "--base"],
+        &["generate", "--frobnicate"],
+    ] {
+        let (code, _, err) = agentroute(args, "");
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("usage: agentroute generate"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, _) = agentroute(&["generate", "--help"], "");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("usage: agentroute generate"), "{out}");
+    // A missing file and a bad base are errors (exit 1).
+    let (code, _, err) = agentroute(&["generate", "nope.yaml"], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nope.yaml: cannot read"), "{err}");
+    let (code, _, err) = agentroute(
+        &["generate", "--base", "-", "kaos/gateway-api-docs.yaml"],
+        "agents: [{name: x}]\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--base -: agents[0].backend: required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn generated_goldens_are_in_the_golden_dir() {
+    // The Makefile validates these against the CRDs and Envoy.
+    let dir = here().join("golden");
+    let count = std::fs::read_dir(Path::new(&dir))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        count >= 15 || std::env::var_os("UPDATE_GOLDEN").is_some(),
+        "{count}"
+    );
+}

@@ -1,0 +1,469 @@
+//! `agentroute generate --target envoy` end to end: the bootstrap generated
+//! from the platforms' sample resources (cli/tests/fixtures) runs in a real
+//! Envoy with the built plugin, its DNS clusters pointed at local stand-ins
+//! for the Services, and the paths each platform exposes reach the right
+//! stand-in. Then the same over HTTPS: a certificate made by the test,
+//! Envoy terminating TLS, and an agent card rewritten to `https://`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agentroute_cli::generate::{self, Options, Target};
+use agentroute_tests::serde_json::{json, Value};
+use agentroute_tests::{envoy_bin, spawn_agent, wasm_path, workspace_root, Gateway, GatewayConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Every fixture of the three platforms, as (name, text).
+fn fixtures() -> Vec<(String, String)> {
+    let root = workspace_root().join("cli/tests/fixtures");
+    let mut files = Vec::new();
+    for platform in ["agentic-layer", "kaos", "omnia"] {
+        let mut dir: Vec<PathBuf> = std::fs::read_dir(root.join(platform))
+            .expect("fixtures")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        dir.sort();
+        for path in dir {
+            let text = std::fs::read_to_string(&path).expect("fixture");
+            files.push((path.display().to_string(), text));
+        }
+    }
+    files
+}
+
+/// The generated bootstrap, as JSON.
+fn generated_bootstrap(tls_secret: Option<&str>) -> Value {
+    let options = Options {
+        target: Target::Envoy,
+        base: None,
+        tls_secret: tls_secret.map(str::to_string),
+    };
+    let out = generate::generate(&fixtures(), &options).expect("generate");
+    let docs = agentroute_cli::check::documents(&out.text).expect("YAML");
+    docs.into_iter().next().expect("one document")
+}
+
+/// The clusters' names (dispatch tokens), in order.
+fn cluster_names(bootstrap: &Value) -> Vec<String> {
+    bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The bootstrap on loopback: admin and listeners on ephemeral ports, each
+/// DNS cluster a static one at its stand-in, the plugin under test, and the
+/// certificate files given.
+fn localize(
+    bootstrap: &mut Value,
+    upstreams: &BTreeMap<String, SocketAddr>,
+    cert: Option<(&Path, &Path)>,
+) {
+    bootstrap["admin"]["address"]["socket_address"] =
+        json!({ "address": "127.0.0.1", "port_value": 0 });
+    let resources = &mut bootstrap["static_resources"];
+    for listener in resources["listeners"].as_array_mut().expect("listeners") {
+        listener["address"]["socket_address"] = json!({ "address": "127.0.0.1", "port_value": 0 });
+        for chain in listener["filter_chains"].as_array_mut().expect("chains") {
+            for filter in chain["filters"][0]["typed_config"]["http_filters"]
+                .as_array_mut()
+                .expect("http filters")
+            {
+                if let Some(code) = filter.pointer_mut("/typed_config/config/vm_config/code/local")
+                {
+                    code["filename"] = json!(wasm_path().display().to_string());
+                }
+            }
+            let certs = chain.pointer_mut(
+                "/transport_socket/typed_config/common_tls_context/tls_certificates/0",
+            );
+            if let (Some((crt, key)), Some(certs)) = (cert, certs) {
+                certs["certificate_chain"]["filename"] = json!(crt.display().to_string());
+                certs["private_key"]["filename"] = json!(key.display().to_string());
+            }
+        }
+    }
+    for cluster in resources["clusters"].as_array_mut().expect("clusters") {
+        let name = cluster["name"].as_str().expect("name").to_string();
+        let addr = upstreams[&name];
+        cluster["type"] = json!("STATIC");
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"] = json!({ "address": "127.0.0.1", "port_value": addr.port() });
+    }
+}
+
+/// A stand-in that answers every request with `card` (an A2A card whose URLs
+/// point inside the cluster, as an Omnia A2A facade's does).
+async fn card_server(card: Value) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let body = card.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: card\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The Omnia research-agent's A2A facade (fixtures/omnia/facades.yaml).
+const A2A_TOKEN: &str = "research-agent.agents:9999";
+
+/// A demo agent per cluster, named by its token, and the card stand-in for
+/// the Omnia A2A facade.
+async fn stand_ins(bootstrap: &Value) -> BTreeMap<String, SocketAddr> {
+    let mut upstreams = BTreeMap::new();
+    for name in cluster_names(bootstrap) {
+        let addr = if name == A2A_TOKEN {
+            card_server(json!({
+                "name": "research-agent",
+                "description": "an Omnia A2A facade",
+                "version": "1.0.0",
+                "protocolVersion": "0.3.0",
+                "url": "http://research-agent.agents.svc.cluster.local:9999/a2a",
+                "preferredTransport": "JSONRPC",
+                "additionalInterfaces": [
+                    { "url": "http://research-agent.agents.svc.cluster.local:9999/a2a", "transport": "JSONRPC" }
+                ],
+                "capabilities": {}, "defaultInputModes": ["text"], "defaultOutputModes": ["text"], "skills": []
+            }))
+            .await
+        } else {
+            spawn_agent(&name).await
+        };
+        upstreams.insert(name, addr);
+    }
+    upstreams
+}
+
+/// Starts Envoy on the generated bootstrap (the harness's own bootstrap is
+/// replaced whole).
+async fn start(bootstrap: Value) -> Gateway {
+    let cfg = GatewayConfig::new("").patch_bootstrap(move |b| *b = bootstrap.clone());
+    Gateway::start(cfg).await
+}
+
+#[tokio::test]
+async fn generated_bootstrap_routes_the_platforms_paths_to_their_services() {
+    let mut bootstrap = generated_bootstrap(None);
+    let upstreams = stand_ins(&bootstrap).await;
+    localize(&mut bootstrap, &upstreams, None);
+    let gw = start(bootstrap).await;
+    gw.assert_routes(
+        "generated",
+        &[
+            // KAOS: /{ns}/{kind}/{name} (its own HTTPRoute path), /{ns}/{name},
+            // /{name} when unique.
+            (
+                "gw",
+                "/agentic-multi/agent/coordinator/health",
+                "agent-coordinator.agentic-multi:8000",
+                "/health",
+            ),
+            (
+                "gw",
+                "/agentic-multi/mcp/multi-echo-mcp/mcp",
+                "mcpserver-multi-echo-mcp.agentic-multi:8000",
+                "/mcp",
+            ),
+            (
+                "gw",
+                "/my-namespace/modelapi/my-model/v1/models",
+                "modelapi-my-model.my-namespace:8000",
+                "/v1/models",
+            ),
+            (
+                "gw",
+                "/agentic-multi/worker-1/x?y=1",
+                "agent-worker-1.agentic-multi:8000",
+                "/x?y=1",
+            ),
+            (
+                "gw",
+                "/long-running-agent/tasks",
+                "agent-long-running-agent.my-namespace:8000",
+                "/tasks",
+            ),
+            // agentic-layer: /{ns}/{name} and the unique shorthand, the A2A
+            // port and path of the protocol.
+            (
+                "gw",
+                "/agents/travel-agent/a2a",
+                "travel-agent.agents:9000",
+                "/a2a",
+            ),
+            (
+                "gw",
+                "/insurance-agent/",
+                "insurance-agent.claims:8000",
+                "/",
+            ),
+            (
+                "gw",
+                "/staging/weather-agent/tasks",
+                "weather-agent.staging:8000",
+                "/tasks",
+            ),
+            // Omnia: the primary facade, its host, the MCP port.
+            (
+                "gw",
+                "/support/customer-support-agent/ws",
+                "customer-support-agent.support:8080",
+                "/ws",
+            ),
+            (
+                "research.agents.example.com",
+                "/ws",
+                "research-agent.agents:8080",
+                "/ws",
+            ),
+            (
+                "gw",
+                "/agents/research-agent-mcp/",
+                "research-agent.agents:9998",
+                "/",
+            ),
+        ],
+    )
+    .await;
+    // Two exposed `weather-agent`s: no shorthand, as on the KrakenD gateway.
+    let r = gw.get("/weather-agent/x").await;
+    assert_eq!((r.status, r.text().as_str()), (404, "no agent route\n"));
+    // KAOS model dispatch: the body's model picks the ModelAPI.
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.header("x-served-by")),
+        (200, Some("modelapi-my-model.my-namespace:8000")),
+        "{}",
+        r.text()
+    );
+    let r = gw.get("/v1/models").await;
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(ids.contains(&"smollm2:135m".to_string()), "{ids:?}");
+    assert!(
+        ids.contains(&"agentic-multi/coordinator".to_string()),
+        "{ids:?}"
+    );
+    // An A2A card through the Omnia-shaped agent, rewritten to the gateway.
+    let r = gw
+        .request(
+            "GET",
+            "/agents/research-agent-a2a/.well-known/agent.json",
+            &[("host", "gw.example.com")],
+            "",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.header("x-served-by")),
+        (200, Some("card")),
+        "{}",
+        r.text()
+    );
+    let card = r.json();
+    assert_eq!(
+        card["url"], "http://gw.example.com/agents/research-agent-a2a/a2a",
+        "{card}"
+    );
+    assert_eq!(card["additionalInterfaces"][0]["url"], card["url"]);
+}
+
+/// A self-signed certificate for `localhost`, written to `dir`.
+fn certificate(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&crt, made.cert.pem()).expect("write cert");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    (crt, key, made.cert.der().to_vec())
+}
+
+/// The address of the listener named `name`.
+async fn listener_named(gw: &Gateway, name: &str) -> SocketAddr {
+    let r = agentroute_tests::send(gw.admin, "GET", "/listeners?format=json", &[], "").await;
+    let v = r.json();
+    let status = v["listener_statuses"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no listener {name}: {v}"))
+        .clone();
+    let sa = &status["local_address"]["socket_address"];
+    format!(
+        "{}:{}",
+        sa["address"].as_str().expect("address"),
+        sa["port_value"]
+    )
+    .parse()
+    .expect("socket address")
+}
+
+/// One GET over TLS (SNI and Host `localhost`), trusting only `ca_der`.
+async fn https_get(addr: SocketAddr, ca_der: &[u8], path: &str) -> (u16, Option<String>, Value) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca_der.to_vec()))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let server = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(server, tcp).await.expect("TLS handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP/1.1");
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", format!("localhost:{}", addr.port()))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let served_by = response
+        .headers()
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = agentroute_tests::serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, served_by, json)
+}
+
+#[tokio::test]
+async fn generated_tls_bootstrap_terminates_https_and_rewrites_cards_to_https() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (crt, key, ca) = certificate(dir.path());
+    let mut bootstrap = generated_bootstrap(Some("agents-tls"));
+    let upstreams = stand_ins(&bootstrap).await;
+    localize(&mut bootstrap, &upstreams, Some((&crt, &key)));
+    // The generated TLS bootstrap passes Envoy's own validation.
+    let file = dir.path().join("tls.json");
+    std::fs::write(&file, bootstrap.to_string()).expect("write bootstrap");
+    let validate = std::process::Command::new(envoy_bin())
+        .args(["--mode", "validate", "-l", "error", "-c"])
+        .arg(&file)
+        .output()
+        .expect("run envoy --mode validate");
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+
+    let gw = start(bootstrap).await;
+    let tls = listener_named(&gw, "gateway-tls").await;
+    let (status, served_by, body) =
+        https_get(tls, &ca, "/agentic-multi/agent/coordinator/health").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        served_by.as_deref(),
+        Some("agent-coordinator.agentic-multi:8000")
+    );
+    assert_eq!(body["path"], "/health");
+    // Over HTTPS the card's URLs say https, with the port the client used.
+    let (status, served_by, card) = https_get(
+        tls,
+        &ca,
+        "/agents/research-agent-a2a/.well-known/agent.json",
+    )
+    .await;
+    assert_eq!(
+        (status, served_by.as_deref()),
+        (200, Some("card")),
+        "{card}"
+    );
+    let want = format!(
+        "https://localhost:{}/agents/research-agent-a2a/a2a",
+        tls.port()
+    );
+    assert_eq!(card["url"], want.as_str(), "{card}");
+    assert_eq!(
+        card["additionalInterfaces"][0]["url"],
+        want.as_str(),
+        "{card}"
+    );
+    // The plain listener still says http.
+    let r = gw
+        .request(
+            "GET",
+            "/agents/research-agent-a2a/.well-known/agent.json",
+            &[("host", "localhost")],
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.json()["url"],
+        "http://localhost/agents/research-agent-a2a/a2a"
+    );
+}
+
+#[test]
+fn the_shipped_tls_bootstrap_validates_with_a_test_certificate() {
+    // envoy/tls.yaml reads target/tls/ relative to the repository (make
+    // tls-cert writes it); here the same file with a certificate of the test.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (crt, key, _) = certificate(dir.path());
+    let shipped =
+        std::fs::read_to_string(workspace_root().join("envoy/tls.yaml")).expect("envoy/tls.yaml");
+    let text = shipped
+        .replace("target/tls/tls.crt", &crt.display().to_string())
+        .replace("target/tls/tls.key", &key.display().to_string())
+        .replace("dist/agentroute.wasm", &wasm_path().display().to_string());
+    let file = dir.path().join("tls.yaml");
+    std::fs::write(&file, text).expect("write");
+    let out = std::process::Command::new(envoy_bin())
+        .args(["--mode", "validate", "-l", "error", "-c"])
+        .arg(&file)
+        .output()
+        .expect("run envoy --mode validate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
