@@ -427,14 +427,24 @@ impl Translator {
         })
     }
 
+    /// A content delta, written straight out: its text (a whole answer,
+    /// maybe) is escaped once, not copied into JSON values first. The same
+    /// JSON as [`Translator::chunk`] would give.
     fn delta(&mut self, out: &mut Vec<u8>, text: &str) {
-        let delta = if self.role_sent {
-            json!({ "content": text })
-        } else {
+        out.extend_from_slice(b"data: {\"id\":");
+        json_string(out, &self.completion.id);
+        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        out.extend_from_slice(self.completion.created.to_string().as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        json_string(out, &self.completion.model);
+        out.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
+        if !self.role_sent {
             self.role_sent = true;
-            json!({ "role": "assistant", "content": text })
-        };
-        emit(out, &self.chunk(delta, None));
+            out.extend_from_slice(b"\"role\":\"assistant\",");
+        }
+        out.extend_from_slice(b"\"content\":");
+        json_string(out, text);
+        out.extend_from_slice(b"},\"finish_reason\":null}]}\n\n");
     }
 
     fn end(&mut self, out: &mut Vec<u8>, error: Option<&LocalReply>) {
@@ -457,6 +467,11 @@ impl Translator {
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 fn emit(out: &mut Vec<u8>, event: &Value) {
@@ -822,5 +837,30 @@ mod tests {
         assert_eq!(e[0]["choices"][0]["delta"]["content"], "before ");
         assert_eq!(e[1]["error"]["code"], "agent_event_too_large");
         assert!(!s.cut_short());
+    }
+
+    #[test]
+    fn deltas_are_the_json_of_a_chunk() {
+        let mut t = ChunkStream::new(Completion {
+            id: "chatcmpl-\"q\"".into(),
+            model: "prod/é".into(),
+            created: 42,
+        })
+        .translator;
+        for (text, role) in [("first \"line\"\n🙂", true), ("", false)] {
+            let mut out = Vec::new();
+            t.delta(&mut out, text);
+            let want = if role {
+                json!({ "role": "assistant", "content": text })
+            } else {
+                json!({ "content": text })
+            };
+            let mut expected = Vec::new();
+            emit(&mut expected, &t.chunk(want, None));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 }
