@@ -1,6 +1,8 @@
-//! Lines of a server-sent-events stream, read as the body passes in chunks
-//! of any size, in bounded memory: a line longer than the bound is skipped
-//! (and counted) rather than kept, whatever the upstream sends.
+//! Server-sent-events streams read as the body passes in chunks of any
+//! size, in bounded memory, whatever the upstream sends: lines
+//! ([`LineSplitter`], for usage metering: a line longer than the bound is
+//! skipped and counted) and whole events ([`EventReader`], for A2A streams:
+//! multi-line data, every line end of the standard).
 
 #[derive(Debug)]
 pub struct LineSplitter {
@@ -86,6 +88,216 @@ pub fn data(line: &[u8]) -> Option<&[u8]> {
     Some(value.strip_prefix(b" ").unwrap_or(value))
 }
 
+/// What an [`EventReader`] finds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SseEvent<'a> {
+    /// An event's data: its `data:` lines' values joined by `\n`.
+    Data(&'a [u8]),
+    /// An event over the bound: dropped, up to the blank line that ends it.
+    TooLong,
+}
+
+/// The events of a server-sent-events stream, read as the body passes in
+/// chunks of any size, the way the HTML standard reads an event stream
+/// (<https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation>):
+/// a line ends at CR, LF or CRLF; the values of an event's `data:` lines are
+/// joined with `\n`; a blank line ends the event. Other fields (`event:`,
+/// `id:`, `retry:`) and comments are skipped. Unlike the standard, an event
+/// the stream ends without its blank line is still read: the agent said it.
+///
+/// Memory is bounded: an event whose data and unfinished line come to more
+/// than the bound is reported ([`SseEvent::TooLong`]) and dropped, whatever
+/// the chunking, and buffers are let go between events.
+#[derive(Debug)]
+pub struct EventReader {
+    /// The current event's data so far (each `data:` value followed by
+    /// `\n`), then the bytes of its unfinished line.
+    buf: Vec<u8>,
+    /// Where the data ends in `buf`.
+    data_len: usize,
+    max_event: usize,
+    /// The last line ended with CR: an LF that follows belongs to it.
+    after_cr: bool,
+    /// The current event outgrew the bound: its lines are dropped up to the
+    /// blank line that ends it.
+    dropping: bool,
+    /// While dropping: the current line has bytes (its end is no blank line).
+    line_started: bool,
+}
+
+/// Buffers up to this size are kept from one event to the next.
+const KEPT_CAPACITY: usize = 4096;
+
+impl EventReader {
+    pub fn new(max_event: usize) -> Self {
+        EventReader {
+            buf: Vec::new(),
+            data_len: 0,
+            max_event,
+            after_cr: false,
+            dropping: false,
+            line_started: false,
+        }
+    }
+
+    /// Calls `on_event` with every event `chunk` completes, in order.
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        let mut rest = chunk;
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            if let Some(tail) = rest.strip_prefix(b"\n") {
+                rest = tail;
+            }
+        }
+        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, tail) = rest.split_at(end);
+            let cr = tail.first() == Some(&b'\r');
+            rest = tail.get(1..).unwrap_or_default();
+            if cr {
+                match rest.strip_prefix(b"\n") {
+                    Some(after) => rest = after,
+                    None if rest.is_empty() => self.after_cr = true,
+                    None => {}
+                }
+            }
+            self.line(line, &mut on_event);
+        }
+        self.unfinished(rest, &mut on_event);
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// The stream ended: its last event, if the blank line after it never
+    /// came.
+    pub fn finish(&mut self, mut on_event: impl FnMut(SseEvent<'_>)) {
+        if !self.dropping {
+            if self.buf.len() > self.data_len {
+                self.line(b"", &mut on_event);
+            }
+            self.dispatch(&mut on_event);
+        }
+        *self = EventReader::new(self.max_event);
+    }
+
+    /// Bytes held now (the buffer's capacity, what the allocator gave).
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// A line ends; `piece` is its part in this chunk.
+    fn line(&mut self, piece: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if self.dropping {
+            let blank = piece.is_empty() && !self.line_started;
+            self.line_started = false;
+            if blank {
+                self.dropping = false;
+            }
+            return;
+        }
+        let held_part = self.buf.len() - self.data_len;
+        let line_len = held_part + piece.len();
+        if line_len == 0 {
+            return self.dispatch(on_event);
+        }
+        // The bound counts the whole line, as it would be held had it
+        // come in pieces: an event is dropped or kept whatever the
+        // chunking.
+        if self.data_len + line_len > self.max_event {
+            return self.drop_event(on_event);
+        }
+        if held_part == 0 {
+            if let Some(value) = data_value(piece) {
+                let value = piece.get(value).unwrap_or_default();
+                grow_within(&mut self.buf, value.len() + 1, self.max_event);
+                self.buf.extend_from_slice(value);
+                self.buf.push(b'\n');
+            }
+        } else {
+            grow_within(&mut self.buf, piece.len(), self.max_event);
+            self.buf.extend_from_slice(piece);
+            let start = self.data_len;
+            match data_value(self.buf.get(start..).unwrap_or_default()) {
+                Some(value) => {
+                    let len = value.len();
+                    self.buf
+                        .copy_within(start + value.start..start + value.end, start);
+                    self.buf.truncate(start + len);
+                    self.buf.push(b'\n');
+                }
+                None => self.buf.truncate(start),
+            }
+        }
+        self.data_len = self.buf.len();
+    }
+
+    /// The bytes after the last line end of a chunk.
+    fn unfinished(&mut self, rest: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if rest.is_empty() {
+            return;
+        }
+        if self.dropping {
+            self.line_started = true;
+            return;
+        }
+        if self.buf.len() + rest.len() > self.max_event {
+            self.drop_event(on_event);
+            self.line_started = true;
+            return;
+        }
+        grow_within(&mut self.buf, rest.len(), self.max_event);
+        self.buf.extend_from_slice(rest);
+    }
+
+    fn dispatch(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if self.data_len > 0 {
+            // The last `\n` ends the last data line; it is not data.
+            let data = self.buf.get(..self.data_len - 1).unwrap_or_default();
+            on_event(SseEvent::Data(data));
+        }
+        if self.buf.capacity() > KEPT_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        self.data_len = 0;
+    }
+
+    fn drop_event(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        self.buf = Vec::new();
+        self.data_len = 0;
+        self.dropping = true;
+        self.line_started = false;
+        on_event(SseEvent::TooLong);
+    }
+}
+
+/// Where the value of a `data` field is in `line`: after `data:` and one
+/// optional space, or empty for a bare `data`; `None` for other fields and
+/// comments.
+fn data_value(line: &[u8]) -> Option<std::ops::Range<usize>> {
+    match line.strip_prefix(b"data")? {
+        [] => Some(line.len()..line.len()),
+        [b':', b' ', ..] => Some(6..line.len()),
+        [b':', ..] => Some(5..line.len()),
+        _ => None,
+    }
+}
+
+/// Makes room for `additional` bytes, growing by doubling but never past
+/// `max` (what the caller checked it may hold), so that the capacity held
+/// stays within the bound too.
+fn grow_within(buf: &mut Vec<u8>, additional: usize, max: usize) {
+    let needed = buf.len() + additional;
+    if needed <= buf.capacity() {
+        return;
+    }
+    let target = needed
+        .max(buf.capacity().saturating_mul(2).min(max))
+        .max(64.min(max));
+    buf.reserve_exact(target - buf.len());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +355,119 @@ mod tests {
         assert_eq!(data(b"data:{}"), Some(&b"{}"[..]));
         assert_eq!(data(b": comment"), None);
         assert_eq!(data(b"event: error"), None);
+    }
+
+    /// Events as (data, or None for one too long), read in `chunks`.
+    fn events(chunks: &[&[u8]], max: usize) -> Vec<Option<String>> {
+        let mut reader = EventReader::new(max);
+        let mut out = Vec::new();
+        let mut record = |e: SseEvent<'_>| {
+            out.push(match e {
+                SseEvent::Data(d) => Some(String::from_utf8_lossy(d).into_owned()),
+                SseEvent::TooLong => None,
+            })
+        };
+        for c in chunks {
+            reader.feed(c, &mut record);
+            assert!(reader.held() <= max, "held {} > {max}", reader.held());
+        }
+        reader.finish(&mut record);
+        assert_eq!(reader.held(), 0);
+        out
+    }
+
+    const EVENTS: &[u8] = b": keep-alive\r\n\
+        data: {\"a\":\r\ndata: 1}\r\n\r\n\
+        event: message\rid: 7\rdata:two\r\rdata\ndata: lines\n\n\
+        retry: 10\n\n\
+        data: \n\n\
+        dataX: not data\ndata: last";
+
+    #[test]
+    fn events_across_any_chunking() {
+        let whole = events(&[EVENTS], 1024);
+        let want = ["{\"a\":\n1}", "two", "\nlines", "", "last"];
+        assert_eq!(
+            whole,
+            want.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>()
+        );
+        for cut in 0..EVENTS.len() {
+            let (a, b) = EVENTS.split_at(cut);
+            assert_eq!(events(&[a, b], 1024), whole, "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = EVENTS.chunks(1).collect();
+        assert_eq!(events(&bytes, 1024), whole);
+    }
+
+    #[test]
+    fn every_line_end_of_the_standard() {
+        for end in ["\n", "\r", "\r\n"] {
+            let text = format!("data: a{end}data: b{end}{end}data: c{end}{end}");
+            let whole = events(&[text.as_bytes()], 64);
+            assert_eq!(whole, [Some("a\nb".into()), Some("c".into())], "{end:?}");
+            let bytes: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
+            assert_eq!(events(&bytes, 64), whole, "{end:?}");
+        }
+        // A CR at a chunk's end and the LF starting the next are one end.
+        assert_eq!(
+            events(&[b"data: a\r", b"\ndata: b\r", b"", b"\n\r\n"], 64),
+            [Some("a\nb".into())]
+        );
+    }
+
+    #[test]
+    fn long_events_are_dropped_whatever_the_chunking() {
+        let long = format!(
+            "data: {}\ndata: {}\n\ndata: next\n\n",
+            "x".repeat(30),
+            "y".repeat(30)
+        );
+        // The data (31 + 31 bytes) and the last line held (36) exceed 64.
+        let whole = events(&[long.as_bytes()], 64);
+        assert_eq!(whole, [None, Some("next".into())]);
+        for cut in 0..long.len() {
+            let (a, b) = long.as_bytes().split_at(cut);
+            assert_eq!(events(&[a, b], 64), whole, "cut at {cut}");
+        }
+        // A line over the bound on its own, in one chunk or in many.
+        let line = format!(": {}\ndata: after\n\ndata: ok\n\n", "z".repeat(100));
+        let whole = events(&[line.as_bytes()], 64);
+        assert_eq!(
+            whole,
+            [None, Some("ok".into())],
+            "the rest of its event goes too"
+        );
+        let bytes: Vec<&[u8]> = line.as_bytes().chunks(7).collect();
+        assert_eq!(events(&bytes, 64), whole);
+    }
+
+    #[test]
+    fn held_bytes_follow_the_unfinished_event() {
+        let mut reader = EventReader::new(1 << 20);
+        let mut seen = Vec::new();
+        reader.feed(b"data: {\"x\": \"", |e| seen.push(format!("{e:?}")));
+        let small = reader.held();
+        assert!((13..=64).contains(&small), "{small}");
+        reader.feed(&[b'a'; 100_000], |e| seen.push(format!("{e:?}")));
+        assert!(
+            (100_013..=200_026).contains(&reader.held()),
+            "{}",
+            reader.held()
+        );
+        reader.feed(b"\"}\n\n", |e| seen.push(format!("{e:?}")));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            reader.held(),
+            0,
+            "a large buffer is let go once its event is out"
+        );
+        reader.feed(b"data: 1\n\n", |_| ());
+        assert_eq!(reader.held(), 0, "nothing held between events");
+        // The capacity never passes the bound.
+        let mut reader = EventReader::new(1000);
+        for _ in 0..9 {
+            reader.feed(&[b'd'; 100], |_| ());
+        }
+        assert!(reader.held() <= 1000, "{}", reader.held());
     }
 }

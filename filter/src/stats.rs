@@ -29,10 +29,13 @@ pub enum Stat {
     /// Answers of token-budgeted requests whose usage could not be read
     /// (compressed, or over the VM's metering memory).
     TokensUnmetered,
+    /// Translated A2A streams cut short (an error event) because the VM's
+    /// memory for translated streams was spent.
+    TranslationsCut,
 }
 
 impl Stat {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     pub fn index(self) -> usize {
         self as usize
@@ -53,6 +56,7 @@ impl Stat {
             Stat::CasRetries => "agentroute_ratelimit_cas_retries_total",
             Stat::LimitServiceFailures => "agentroute_ratelimit_service_failures_total",
             Stat::TokensUnmetered => "agentroute_tokens_unmetered_total",
+            Stat::TranslationsCut => "agentroute_translations_cut_total",
         }
     }
 

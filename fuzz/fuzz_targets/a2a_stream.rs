@@ -1,10 +1,14 @@
 //! A2A stream translation (`a2a::chat::ChunkStream`): any chunking of the
 //! agent's stream gives the same OpenAI events, which are well-formed SSE:
 //! `data: <JSON>` events ending in exactly one `data: [DONE]`, every chunk
-//! of the one completion. A whole (non-stream) answer translates to JSON.
+//! of the one completion; what a stream holds stays within its bounds (and
+//! within the room it is given), and an ended one holds nothing. A whole
+//! (non-stream) answer translates to JSON.
 #![no_main]
 
-use agentroute::a2a::chat::{completion_from_a2a, ChunkStream, Completion};
+use agentroute::a2a::chat::{
+    completion_from_a2a, ChunkStream, Completion, MAX_EVENT_BYTES, MAX_HELD_ANSWER_BYTES,
+};
 use agentroute_fuzz::chunkings;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -22,6 +26,21 @@ fn translate(chunks: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
     for chunk in chunks {
         out.extend(stream.feed(chunk));
+        assert!(stream.held() <= MAX_EVENT_BYTES + MAX_HELD_ANSWER_BYTES + 4096);
+    }
+    out.extend(stream.finish());
+    assert_eq!(stream.held(), 0, "an ended stream holds nothing");
+    out
+}
+
+/// The stream with little room: it may end early (with an error event),
+/// but never holds more than its room, and is still well-formed.
+fn translate_within(chunks: &[&[u8]], room: usize) -> Vec<u8> {
+    let mut stream = ChunkStream::new(completion());
+    let mut out = Vec::new();
+    for chunk in chunks {
+        out.extend(stream.feed_within(chunk, room));
+        assert!(stream.held() <= room, "held {} > room {room}", stream.held());
     }
     out.extend(stream.finish());
     out
@@ -39,6 +58,10 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(&out),
             String::from_utf8_lossy(&whole)
         );
+    }
+
+    for chunks in chunkings(data).iter().take(1) {
+        check_events(&translate_within(chunks, data.len() % 512));
     }
 
     // The same bytes as a whole answer: a non-streamed completion, and the

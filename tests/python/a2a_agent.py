@@ -47,7 +47,34 @@ with "\n"; the prefix test is on that joined text, case-sensitive):
     message...  No task: one direct agent Message "echo: <text>".
     headers...  Task completed with an artifact whose text is the JSON
                 (sorted keys) of the HTTP request headers the agent received.
+    task...     One Task event, already COMPLETED, carrying its artifact "42"
+                (no updates: streamed, the Task is the only event).
+    replace...  Task; WORKING; artifact "answer" as "The answer" (append
+                false), replaced by "The answer is" (append false), then
+                " 42" appended (lastChunk); COMPLETED: "The answer is 42".
+    interleave... Task; WORKING; artifact "alpha" "alpha ", artifact "beta"
+                " and beta" (lastChunk), then "omega" appended to "alpha"
+                (lastChunk); COMPLETED: "alpha omega and beta".
+    rewrite...  Task; WORKING; artifact "answer" "first draft", replaced by
+                "second draft" (lastChunk); COMPLETED: "second draft", which
+                takes back text a stream has sent.
+    working...  Task; WORKING with agent message "still thinking"; execute()
+                returns without a final state.
     otherwise   Task; artifact "echo: <text>" (name "echo"); COMPLETED.
+
+Hand-made answers (not from the SDK: shapes it does not produce), in the
+generation the JSON-RPC method names (SendMessage/SendStreamingMessage: 1.0
+spellings; message/send, message/stream: 0.3 kinds and states):
+    multiline...  Streamed: events whose JSON spans several `data:` lines,
+                with CRLF, CR and LF line ends, comments, `event:`/`id:`
+                fields, one line cut across two writes; the artifact says
+                "multi-line " then appends "answer"; COMPLETED. Not streamed:
+                the completed task with "multi-line answer".
+    nullerror...  Every JSON-RPC answer carries `"error": null` next to its
+                result; the artifact says "no error here"; COMPLETED.
+    submitted...  The task stays SUBMITTED (status message "queued"): the
+                whole answer is that task; the stream sends it and a
+                status update to an unknown state, then ends.
 
 contextId: when (and only when) the client's message carried a contextId,
 " [context <id>]" is appended to the echo text (default and message cases)
@@ -76,7 +103,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from a2a.compat.v0_3.conversions import to_compat_agent_card
-from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
+from a2a.helpers import (
+    new_task_from_user_message,
+    new_text_artifact,
+    new_text_message,
+    new_text_part,
+)
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.agent_execution.simple_request_context_builder import (
     SimpleRequestContextBuilder,
@@ -94,11 +126,30 @@ from a2a.types.a2a_pb2 import (
     AgentProvider,
     AgentSkill,
     Role,
+    TaskState,
 )
 
 CLIENT_CONTEXT_KEY = 'agentroute_client_context_id'
 STREAM_CHUNKS = ['chunk 1 ', 'chunk 2 ', 'chunk 3']
 STREAM_DELAY = 0.15  # overridden by --stream-delay
+# Artifact updates by the first word of the user text:
+# (artifactId, text, append, lastChunk).
+ARTIFACT_SCRIPTS = {
+    'replace': [
+        ('answer', 'The answer', False, False),
+        ('answer', 'The answer is', False, False),
+        ('answer', ' 42', True, True),
+    ],
+    'interleave': [
+        ('alpha', 'alpha ', False, False),
+        ('beta', ' and beta', False, True),
+        ('alpha', 'omega', True, True),
+    ],
+    'rewrite': [
+        ('answer', 'first draft', False, False),
+        ('answer', 'second draft', False, True),
+    ],
+}
 
 
 class RecordingContextBuilder(SimpleRequestContextBuilder):
@@ -142,11 +193,38 @@ class TestAgentExecutor(AgentExecutor):
             )
             return
 
+        if text.startswith('task') and context.current_task is None:
+            task = new_task_from_user_message(context.message)
+            task.status.state = TaskState.TASK_STATE_COMPLETED
+            task.artifacts.append(new_text_artifact('answer', '42', artifact_id='answer'))
+            await event_queue.enqueue_event(task)
+            return
+
         task = context.current_task
         if task is None:
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
+
+        updates = ARTIFACT_SCRIPTS.get(text.split(' ', 1)[0])
+        if updates is not None:
+            await updater.start_work()
+            for artifact_id, chunk, append, last in updates:
+                await asyncio.sleep(self.stream_delay / 3)
+                await updater.add_artifact(
+                    [new_text_part(chunk)],
+                    artifact_id=artifact_id,
+                    name=artifact_id,
+                    append=append,
+                    last_chunk=last,
+                )
+            await updater.complete()
+            return
+        if text.startswith('working'):
+            await updater.start_work(
+                updater.new_agent_message([new_text_part('still thinking')])
+            )
+            return
 
         if text.startswith('stream'):
             await updater.start_work()
@@ -254,6 +332,159 @@ def build_app(card: AgentCard, rpc_path: str, version: str, stream_delay: float 
     return Starlette(routes=card_routes + legacy + rpc_routes)
 
 
+# ---------------------------------------------------------------- hand-made
+
+V1_STATES = {'submitted': 'TASK_STATE_SUBMITTED', 'working': 'TASK_STATE_WORKING',
+             'completed': 'TASK_STATE_COMPLETED', 'unknown': 'TASK_STATE_UNSPECIFIED'}
+
+
+class Spelling:
+    """A2A results in one generation's spelling: 1.0 wraps them, 0.3 tags them."""
+
+    def __init__(self, v1: bool) -> None:
+        self.v1 = v1
+
+    def part(self, text):
+        return {'text': text} if self.v1 else {'kind': 'text', 'text': text}
+
+    def status(self, state, message=None):
+        s = {'state': V1_STATES[state] if self.v1 else state}
+        if message is not None:
+            m = {'messageId': 'status-1', 'role': 'ROLE_AGENT' if self.v1 else 'agent',
+                 'parts': [self.part(message)]}
+            if not self.v1:
+                m['kind'] = 'message'
+            s['message'] = m
+        return s
+
+    def wrap(self, kind, body):
+        if self.v1:
+            key = {'task': 'task', 'status-update': 'statusUpdate',
+                   'artifact-update': 'artifactUpdate'}[kind]
+            return {key: body}
+        return {'kind': kind, **body}
+
+    def task(self, state, artifacts=(), message=None):
+        return self.wrap('task', {
+            'id': 'task-raw', 'contextId': 'ctx-raw', 'status': self.status(state, message),
+            'artifacts': [{'artifactId': 'answer', 'parts': [self.part(t)]} for t in artifacts],
+        })
+
+    def artifact(self, text, append, last):
+        return self.wrap('artifact-update', {
+            'taskId': 'task-raw', 'contextId': 'ctx-raw',
+            'artifact': {'artifactId': 'answer', 'parts': [self.part(text)]},
+            'append': append, 'lastChunk': last,
+        })
+
+    def update(self, state, final):
+        body = {'taskId': 'task-raw', 'contextId': 'ctx-raw', 'status': self.status(state)}
+        if not self.v1:
+            body['final'] = final
+        return self.wrap('status-update', body)
+
+
+def rpc(result, rpc_id, null_error=False):
+    answer = {'jsonrpc': '2.0', 'id': rpc_id, 'result': result}
+    if null_error:
+        answer['error'] = None
+    return answer
+
+
+def data_lines(answer, end):
+    """One SSE event whose JSON spans one `data:` line per line of it."""
+    text = json.dumps(answer, indent=1)
+    return ''.join(f'data: {line}{end}' for line in text.split('\n')) + end
+
+
+def hand_made(request: dict):
+    """(streamed, body pieces) for the hand-made cases, or None."""
+    method = request.get('method', '')
+    stream = method in ('SendStreamingMessage', 'message/stream')
+    v1 = method in ('SendMessage', 'SendStreamingMessage')
+    parts = request.get('params', {}).get('message', {}).get('parts', [])
+    text = '\n'.join(p.get('text', '') for p in parts)
+    rpc_id = request.get('id')
+    a = Spelling(v1)
+    if text.startswith('multiline'):
+        if not stream:
+            return False, [json.dumps(rpc(a.task('completed', ['multi-line answer']), rpc_id))]
+        first = data_lines(rpc(a.artifact('multi-line ', False, False), rpc_id), '\r')
+        cut = len(first) // 2
+        return True, [
+            ': hand-made\r\n' + data_lines(rpc(a.task('submitted'), rpc_id), '\r\n'),
+            first[:cut],
+            first[cut:],
+            'event: message\nid: 3\n: keep-alive\n'
+            + data_lines(rpc(a.artifact('answer', True, True), rpc_id), '\n'),
+            data_lines(rpc(a.update('completed', True), rpc_id), '\r\n'),
+        ]
+    if text.startswith('nullerror'):
+        if not stream:
+            return False, [json.dumps(rpc(a.task('completed', ['no error here']), rpc_id, True))]
+        return True, [
+            f'data: {json.dumps(rpc(r, rpc_id, True))}\n\n'
+            for r in (a.task('submitted'), a.artifact('no error here', False, True),
+                      a.update('completed', True))
+        ]
+    if text.startswith('submitted'):
+        if not stream:
+            return False, [json.dumps(rpc(a.task('submitted', message='queued'), rpc_id))]
+        return True, [
+            f'data: {json.dumps(rpc(r, rpc_id))}\n\n'
+            for r in (a.task('submitted', message='queued'), a.update('unknown', False))
+        ]
+    return None
+
+
+class HandMade:
+    """Answers the hand-made cases on the JSON-RPC path itself; everything
+    else goes to the SDK's app with the body it was sent."""
+
+    def __init__(self, app, rpc_path: str, delay: float) -> None:
+        self.app = app
+        self.rpc_path = rpc_path
+        self.delay = delay
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get('path', '')
+        root = scope.get('root_path', '')
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if scope['type'] != 'http' or scope['method'] != 'POST' or path != self.rpc_path:
+            return await self.app(scope, receive, send)
+        body = b''
+        while True:
+            message = await receive()
+            body += message.get('body', b'')
+            if not message.get('more_body'):
+                break
+        try:
+            answer = hand_made(json.loads(body))
+        except (ValueError, AttributeError):
+            answer = None
+        if answer is None:
+            sent = False
+
+            async def replay():
+                nonlocal sent
+                if sent:
+                    return await receive()
+                sent = True
+                return {'type': 'http.request', 'body': body, 'more_body': False}
+
+            return await self.app(scope, replay, send)
+        streamed, pieces = answer
+        content_type = b'text/event-stream' if streamed else b'application/json'
+        await send({'type': 'http.response.start', 'status': 200,
+                    'headers': [(b'content-type', content_type)]})
+        for piece in pieces:
+            await send({'type': 'http.response.body', 'body': piece.encode(), 'more_body': True})
+            if streamed:
+                await asyncio.sleep(self.delay / 3)
+        await send({'type': 'http.response.body', 'body': b'', 'more_body': False})
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--port', type=int, required=True, help='TCP port on 127.0.0.1 (0 = pick a free one)')
@@ -281,6 +512,7 @@ async def main() -> int:
 
     card = build_card(url, args.name, args.version, args.signed)
     app = build_app(card, rpc_path, args.version, args.stream_delay)
+    app = HandMade(app, rpc_path, args.stream_delay)
     if root:
         app = Starlette(routes=[Mount(root, app=app)])
     config = uvicorn.Config(

@@ -9,9 +9,10 @@
 
 use serde_json::{json, Map, Value};
 
+use super::answer::{self, Answer, Event, Outcome};
 use crate::config::A2aVersion;
 use crate::reply::LocalReply;
-use crate::sse::{self, LineSplitter};
+use crate::sse::{EventReader, SseEvent};
 
 /// A chat completion request, as much of it as A2A can carry.
 #[derive(Debug, PartialEq, Eq)]
@@ -177,151 +178,6 @@ pub struct Completion {
     pub created: u64,
 }
 
-/// A task state, the same in both generations (`TASK_STATE_INPUT_REQUIRED`
-/// and `input-required` alike).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Completed,
-    Failed,
-    Canceled,
-    Rejected,
-    InputRequired,
-    AuthRequired,
-    /// Submitted, working, unknown: not an end.
-    Running,
-}
-
-impl State {
-    fn parse(s: &str) -> State {
-        let s = s.strip_prefix("TASK_STATE_").unwrap_or(s);
-        match s.to_ascii_lowercase().replace('_', "-").as_str() {
-            "completed" => State::Completed,
-            "failed" => State::Failed,
-            "canceled" | "cancelled" => State::Canceled,
-            "rejected" => State::Rejected,
-            "input-required" => State::InputRequired,
-            "auth-required" => State::AuthRequired,
-            _ => State::Running,
-        }
-    }
-
-    fn is_end(self) -> bool {
-        self != State::Running
-    }
-
-    /// The OpenAI error for a task that ended without an answer, with the
-    /// agent's own words.
-    fn error(self, message: &str) -> Option<LocalReply> {
-        let (status, kind, code, what) = match self {
-            State::Completed | State::Running => return None,
-            State::Failed => (
-                502,
-                "server_error",
-                "agent_task_failed",
-                "the agent failed the task",
-            ),
-            State::Canceled => (
-                502,
-                "server_error",
-                "agent_task_canceled",
-                "the agent canceled the task",
-            ),
-            State::Rejected => (
-                422,
-                "invalid_request_error",
-                "agent_task_rejected",
-                "the agent rejected the task",
-            ),
-            State::InputRequired => (
-                422,
-                "invalid_request_error",
-                "agent_input_required",
-                "the agent needs more input, which a chat completion cannot continue",
-            ),
-            State::AuthRequired => (
-                401,
-                "authentication_error",
-                "agent_auth_required",
-                "the agent requires authentication",
-            ),
-        };
-        let message = if message.is_empty() {
-            what.to_string()
-        } else {
-            format!("{what}: {message}")
-        };
-        Some(LocalReply::error(status, kind, Some(code), None, &message))
-    }
-}
-
-/// One A2A result (a task, a message, or a stream event), whatever its
-/// generation: 1.0 wraps it (`{"task": …}`, `{"statusUpdate": …}`), 0.3
-/// tags it (`"kind": "task"`, `"kind": "status-update"`).
-enum Event<'v> {
-    Task(&'v Value),
-    Message(&'v Value),
-    Status(&'v Value),
-    Artifact(&'v Value),
-}
-
-fn event(result: &Value) -> Option<Event<'_>> {
-    let wrapped = |key: &str| result.get(key).filter(|v| v.is_object());
-    if let Some(v) = wrapped("task") {
-        return Some(Event::Task(v));
-    }
-    if let Some(v) = wrapped("message") {
-        return Some(Event::Message(v));
-    }
-    if let Some(v) = wrapped("statusUpdate") {
-        return Some(Event::Status(v));
-    }
-    if let Some(v) = wrapped("artifactUpdate") {
-        return Some(Event::Artifact(v));
-    }
-    match result.get("kind").and_then(Value::as_str)? {
-        "task" => Some(Event::Task(result)),
-        "message" => Some(Event::Message(result)),
-        "status-update" => Some(Event::Status(result)),
-        "artifact-update" => Some(Event::Artifact(result)),
-        _ => None,
-    }
-}
-
-/// Text parts of a message or artifact, joined.
-fn parts_text(holder: &Value) -> String {
-    holder
-        .get("parts")
-        .and_then(Value::as_array)
-        .map(|parts| {
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("")
-        })
-        .unwrap_or_default()
-}
-
-fn status_of(holder: &Value) -> (State, String) {
-    let status = holder.get("status");
-    let state = status
-        .and_then(|s| s.get("state"))
-        .and_then(Value::as_str)
-        .map_or(State::Running, State::parse);
-    let text = status
-        .and_then(|s| s.get("message"))
-        .map(parts_text)
-        .unwrap_or_default();
-    (state, text)
-}
-
-fn is_agent(message: &Value) -> bool {
-    matches!(
-        message.get("role").and_then(Value::as_str),
-        Some("agent" | "ROLE_AGENT")
-    )
-}
-
 /// A JSON-RPC error from the agent, as OpenAI's error.
 fn rpc_error(error: &Value) -> LocalReply {
     let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
@@ -342,6 +198,11 @@ fn agent_error(message: &str) -> LocalReply {
     LocalReply::error(502, "server_error", Some("agent_error"), None, message)
 }
 
+/// A JSON-RPC answer's error; `"error": null` (next to a result) is none.
+fn rpc_error_of(answer: &Value) -> Option<LocalReply> {
+    answer.get("error").filter(|e| !e.is_null()).map(rpc_error)
+}
+
 /// The answer to a non-streamed chat completion, from the agent's whole
 /// answer: a `chat.completion`, or an OpenAI-shaped error.
 pub fn completion_from_a2a(http_status: u32, body: &[u8], c: &Completion) -> LocalReply {
@@ -351,38 +212,26 @@ pub fn completion_from_a2a(http_status: u32, body: &[u8], c: &Completion) -> Loc
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return agent_error("the agent's answer is not JSON-RPC");
     };
-    if let Some(error) = v.get("error") {
-        return rpc_error(error);
+    if let Some(error) = rpc_error_of(&v) {
+        return error;
     }
     let Some(result) = v.get("result") else {
         return agent_error("the agent's answer holds neither a result nor an error");
     };
-    let text = match event(result) {
-        Some(Event::Message(m)) => parts_text(m),
-        Some(Event::Task(task)) => {
-            let (state, status_text) = status_of(task);
-            if let Some(error) = state.error(&status_text) {
-                return error;
-            }
-            let artifacts: String = task
-                .get("artifacts")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().map(parts_text).collect())
-                .unwrap_or_default();
-            if !artifacts.is_empty() {
-                artifacts
-            } else if !status_text.is_empty() {
-                status_text
-            } else {
-                task.get("history")
-                    .and_then(Value::as_array)
-                    .and_then(|h| h.iter().rev().find(|m| is_agent(m)))
-                    .map(parts_text)
-                    .unwrap_or_default()
-            }
-        }
-        _ => return agent_error("the agent's result is neither a task nor a message"),
+    let Some(event @ (Event::Task(_) | Event::Message(_))) = answer::event(result) else {
+        return agent_error("the agent's result is neither a task nor a message");
     };
+    // The same reading as a stream's, in one step: the answer is in memory
+    // already, so nothing bounds what it holds.
+    let mut whole = Answer::new(usize::MAX);
+    let mut text = String::new();
+    let outcome = match whole.apply(event, &mut text) {
+        Outcome::Open => whole.close(),
+        ended => ended,
+    };
+    if let Outcome::Fail(error) = outcome {
+        return error;
+    }
     let body = json!({
         "id": c.id,
         "object": "chat.completion",
@@ -397,59 +246,104 @@ pub fn completion_from_a2a(http_status: u32, body: &[u8], c: &Completion) -> Loc
     LocalReply::json(200, body.to_string())
 }
 
-/// Longest SSE line kept from an agent's stream (one event); longer events
-/// are skipped, so a stream's memory is bounded whatever the agent sends.
-const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Longest event kept from an agent's stream (its data lines, as they
+/// arrive); a longer one ends the answer with an error, so a stream's memory
+/// is bounded whatever the agent sends.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Most answer text and state a stream holds between events (text that
+/// cannot go out yet: see [`answer`]).
+pub const MAX_HELD_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Turns an agent's event stream into `chat.completion.chunk` events as it
 /// arrives, chunk by chunk.
 pub struct ChunkStream {
+    events: EventReader,
+    translator: Translator,
+    /// Ended because the stream was to hold more than its room.
+    cut_short: bool,
+}
+
+/// Everything of a [`ChunkStream`] but its event reader (which calls it
+/// back).
+struct Translator {
     completion: Completion,
-    lines: LineSplitter,
+    answer: Answer,
     role_sent: bool,
-    /// Whether artifact text reached the client (else a final status
-    /// message is the answer).
-    artifact_text: bool,
     done: bool,
 }
 
 impl ChunkStream {
     pub fn new(completion: Completion) -> Self {
         ChunkStream {
-            completion,
-            lines: LineSplitter::new(MAX_EVENT_BYTES),
-            role_sent: false,
-            artifact_text: false,
-            done: false,
+            events: EventReader::new(MAX_EVENT_BYTES),
+            translator: Translator {
+                completion,
+                answer: Answer::new(MAX_HELD_ANSWER_BYTES),
+                role_sent: false,
+                done: false,
+            },
+            cut_short: false,
         }
     }
 
     /// The OpenAI events for one chunk of the agent's stream.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.feed_within(chunk, usize::MAX)
+    }
+
+    /// [`ChunkStream::feed`], holding at most `room` bytes once the chunk is
+    /// read (its share of a budget several streams draw on): a stream that
+    /// would hold more ends with an error event (`gateway_memory_exhausted`)
+    /// and holds nothing.
+    pub fn feed_within(&mut self, chunk: &[u8], room: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut lines = std::mem::replace(&mut self.lines, LineSplitter::new(0));
-        lines.feed(chunk, |line| self.line(line, &mut out));
-        self.lines = lines;
+        if self.translator.done {
+            return out;
+        }
+        let translator = &mut self.translator;
+        self.events
+            .feed(chunk, |event| translator.on_event(event, &mut out));
+        if !self.translator.done && self.held() > room {
+            self.cut_short = true;
+            let error = LocalReply::error(
+                503,
+                "server_error",
+                Some("gateway_memory_exhausted"),
+                None,
+                "the gateway's memory for translated streams is spent: the answer was cut short",
+            );
+            self.translator.end(&mut out, Some(&error));
+        }
+        if self.translator.done {
+            self.events = EventReader::new(0);
+        }
         out
     }
 
-    /// The rest, once the agent's stream ended: always a final chunk and
-    /// `data: [DONE]`, so the client sees an end even when the agent broke off.
+    /// The rest, once the agent's stream ended: always an end and
+    /// `data: [DONE]`, so the client sees one even when the agent broke off
+    /// (an incomplete answer ends in `agent_task_incomplete`).
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut lines = std::mem::replace(&mut self.lines, LineSplitter::new(0));
-        lines.finish(|line| self.line(line, &mut out));
-        self.lines = lines;
-        if !self.done {
-            self.end(&mut out, None);
+        if self.translator.done {
+            return out;
         }
+        let translator = &mut self.translator;
+        self.events
+            .finish(|event| translator.on_event(event, &mut out));
+        if !self.translator.done {
+            let outcome = self.translator.answer.close();
+            self.translator.conclude(&mut out, outcome);
+        }
+        self.events = EventReader::new(0);
         out
     }
 
     /// An agent answer that is not a stream (an error before it started).
     pub fn whole(&mut self, http_status: u32, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let reply = completion_from_a2a(http_status, body, &self.completion);
+        let reply = completion_from_a2a(http_status, body, &self.translator.completion);
         if reply.status == 200 {
             let text = serde_json::from_str::<Value>(&reply.body)
                 .ok()
@@ -459,63 +353,67 @@ impl ChunkStream {
                         .map(str::to_string)
                 })
                 .unwrap_or_default();
-            self.delta(&mut out, &text);
-            self.end(&mut out, None);
+            self.translator.delta(&mut out, &text);
+            self.translator.end(&mut out, None);
         } else {
-            self.end(&mut out, Some(&reply));
+            self.translator.end(&mut out, Some(&reply));
         }
         out
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+    /// Bytes this stream holds between chunks: the unfinished event and
+    /// the answer text that cannot go out yet.
+    pub fn held(&self) -> usize {
+        self.events.held() + self.translator.answer.held()
+    }
+
+    /// Whether the stream ended for want of room (see
+    /// [`ChunkStream::feed_within`]).
+    pub fn cut_short(&self) -> bool {
+        self.cut_short
+    }
+}
+
+impl Translator {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
-        let Some(data) = sse::data(line) else {
-            return;
+        let data = match event {
+            SseEvent::Data(data) => data,
+            SseEvent::TooLong => {
+                let error = LocalReply::error(
+                    502,
+                    "server_error",
+                    Some("agent_event_too_large"),
+                    None,
+                    &format!("an event of the agent's stream is over {MAX_EVENT_BYTES} bytes"),
+                );
+                return self.end(out, Some(&error));
+            }
         };
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
             return;
         };
-        if let Some(error) = v.get("error") {
-            self.end(out, Some(&rpc_error(error)));
-            return;
+        if let Some(error) = rpc_error_of(&v) {
+            return self.end(out, Some(&error));
         }
-        let Some(result) = v.get("result") else {
+        let Some(event) = v.get("result").and_then(answer::event) else {
             return;
         };
-        match event(result) {
-            Some(Event::Artifact(update)) => {
-                if let Some(artifact) = update.get("artifact") {
-                    let text = parts_text(artifact);
-                    if !text.is_empty() {
-                        self.artifact_text = true;
-                        self.delta(out, &text);
-                    }
-                }
-            }
-            Some(Event::Message(m)) => {
-                // A direct answer ends the exchange.
-                let text = parts_text(m);
-                self.delta(out, &text);
-                self.end(out, None);
-            }
-            Some(Event::Status(holder) | Event::Task(holder)) => {
-                let (state, text) = status_of(holder);
-                if !state.is_end() {
-                    return;
-                }
-                match state.error(&text) {
-                    Some(error) => self.end(out, Some(&error)),
-                    None => {
-                        if !self.artifact_text && !text.is_empty() {
-                            self.delta(out, &text);
-                        }
-                        self.end(out, None);
-                    }
-                }
-            }
-            None => {}
+        let mut text = String::new();
+        let outcome = self.answer.apply(event, &mut text);
+        if !text.is_empty() {
+            self.delta(out, &text);
+        }
+        self.conclude(out, outcome);
+    }
+
+    fn conclude(&mut self, out: &mut Vec<u8>, outcome: Outcome) {
+        match outcome {
+            Outcome::Open => {}
+            Outcome::Stop => self.end(out, None),
+            Outcome::Fail(error) => self.end(out, Some(&error)),
         }
     }
 
@@ -529,18 +427,30 @@ impl ChunkStream {
         })
     }
 
+    /// A content delta, written straight out: its text (a whole answer,
+    /// maybe) is escaped once, not copied into JSON values first. The same
+    /// JSON as [`Translator::chunk`] would give.
     fn delta(&mut self, out: &mut Vec<u8>, text: &str) {
-        let delta = if self.role_sent {
-            json!({ "content": text })
-        } else {
+        out.extend_from_slice(b"data: {\"id\":");
+        json_string(out, &self.completion.id);
+        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        out.extend_from_slice(self.completion.created.to_string().as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        json_string(out, &self.completion.model);
+        out.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
+        if !self.role_sent {
             self.role_sent = true;
-            json!({ "role": "assistant", "content": text })
-        };
-        emit(out, &self.chunk(delta, None));
+            out.extend_from_slice(b"\"role\":\"assistant\",");
+        }
+        out.extend_from_slice(b"\"content\":");
+        json_string(out, text);
+        out.extend_from_slice(b"},\"finish_reason\":null}]}\n\n");
     }
 
     fn end(&mut self, out: &mut Vec<u8>, error: Option<&LocalReply>) {
         self.done = true;
+        // Whatever the answer held is no longer needed.
+        self.answer = Answer::new(0);
         match error {
             // OpenAI streams report a failure as an event holding `error`.
             Some(reply) => {
@@ -557,6 +467,11 @@ impl ChunkStream {
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 fn emit(out: &mut Vec<u8>, event: &Value) {
@@ -778,9 +693,11 @@ mod tests {
         let e = stream_all(&[b"data: {\"result\":{\"artifactUpdate\":{\"artifact\":{\"parts\":[{\"text\":\"partial \"}]}}}}\n\n", rpc]);
         assert_eq!(e[0]["choices"][0]["delta"]["content"], "partial ");
         assert_eq!(e[1]["error"]["code"], "agent_error");
-        // The agent breaks off: the client still sees an end.
+        // The agent breaks off: the client still sees an end, an error
+        // (the answer is incomplete), not a `stop`.
         let e = stream_all(&[b"data: {\"result\":{\"artifactUpdate\":{\"artifact\":{\"parts\":[{\"text\":\"x\"}]}}}}\n\n"]);
-        assert_eq!(e[1]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(e[0]["choices"][0]["delta"]["content"], "x");
+        assert_eq!(e[1]["error"]["code"], "agent_task_incomplete");
         assert_eq!(e[2], "[DONE]");
         // A status message is the answer when no artifact came.
         let e = stream_all(&[b"data: {\"result\":{\"kind\":\"status-update\",\"status\":{\"state\":\"completed\",\"message\":{\"parts\":[{\"text\":\"said in status\"}]}}}}\n\n"]);
@@ -793,5 +710,157 @@ mod tests {
         let mut s = ChunkStream::new(completion());
         let e = events(&s.whole(200, br#"{"error":{"code":-32009,"message":"version"}}"#));
         assert_eq!(e[0]["error"]["code"], "agent_error");
+    }
+
+    #[test]
+    fn a_null_error_is_no_error() {
+        let whole = br#"{"jsonrpc":"2.0","id":"1","error":null,"result":{"kind":"task","status":{"state":"completed"},"artifacts":[{"parts":[{"kind":"text","text":"fine"}]}]}}"#;
+        let r = completion_from_a2a(200, whole, &completion());
+        assert_eq!((r.status, content(&r)), (200, "fine".to_string()));
+        let e = stream_all(&[b"data: {\"error\": null, \"result\": {\"message\": {\"role\": \"ROLE_AGENT\", \"parts\": [{\"text\": \"fine\"}]}}}\n\n"]);
+        assert_eq!(e[0]["choices"][0]["delta"]["content"], "fine");
+        assert_eq!(e[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn unfinished_tasks_are_errors() {
+        for state in [
+            "TASK_STATE_SUBMITTED",
+            "TASK_STATE_WORKING",
+            "unknown",
+            "working",
+        ] {
+            let body = json!({"result": {"task": {"status": {"state": state,
+                "message": {"role": "ROLE_AGENT", "parts": [{"text": "still thinking"}]}},
+                "artifacts": [{"parts": [{"text": "half"}]}]}}});
+            let r = completion_from_a2a(200, body.to_string().as_bytes(), &completion());
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(r.status, 502, "{state}");
+            assert_eq!(v["error"]["code"], "agent_task_incomplete", "{state}");
+            assert!(r.body.contains("still thinking"), "{}", r.body);
+        }
+        // In a stream a running state is progress; only the end decides.
+        let working = b"data: {\"result\":{\"statusUpdate\":{\"status\":{\"state\":\"TASK_STATE_WORKING\"}}}}\n\n";
+        let e = stream_all(&[working]);
+        assert_eq!(e[0]["error"]["code"], "agent_task_incomplete");
+        let done = b"data: {\"result\":{\"statusUpdate\":{\"status\":{\"state\":\"TASK_STATE_COMPLETED\",\"message\":{\"parts\":[{\"text\":\"ok\"}]}}}}}\n\n";
+        let e = stream_all(&[working, done]);
+        assert_eq!(e[0]["choices"][0]["delta"]["content"], "ok");
+        assert_eq!(e[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn task_events_in_streams_carry_their_artifacts() {
+        let task = b"data: {\"result\":{\"task\":{\"id\":\"t\",\"status\":{\"state\":\"TASK_STATE_COMPLETED\"},\"artifacts\":[{\"artifactId\":\"a\",\"parts\":[{\"text\":\"42\"}]}]}}}\n\n";
+        let e = stream_all(&[task]);
+        assert_eq!(e[0]["choices"][0]["delta"]["content"], "42");
+        assert_eq!(e[1]["choices"][0]["finish_reason"], "stop");
+        let whole = br#"{"result":{"task":{"id":"t","status":{"state":"TASK_STATE_COMPLETED"},"artifacts":[{"artifactId":"a","parts":[{"text":"42"}]}]}}}"#;
+        assert_eq!(
+            content(&completion_from_a2a(200, whole, &completion())),
+            "42"
+        );
+    }
+
+    #[test]
+    fn replacing_updates_send_only_what_is_new() {
+        let update = |text: &str, append: bool, last: bool| {
+            format!(
+                "data: {}\n\n",
+                json!({"result": {"kind": "artifact-update",
+                "artifact": {"artifactId": "a", "parts": [{"kind": "text", "text": text}]},
+                "append": append, "lastChunk": last}})
+            )
+        };
+        let stream = [
+            update("The answer", false, false),
+            update("The answer is", false, false),
+            update(" 42", true, true),
+            "data: {\"result\":{\"kind\":\"status-update\",\"final\":true,\"status\":{\"state\":\"completed\"}}}\n\n".to_string(),
+        ]
+        .concat();
+        let e = stream_all(&[stream.as_bytes()]);
+        let text: String = e
+            .iter()
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "The answer is 42", "{e:?}");
+        // A replacement that takes back what is out ends the stream.
+        let stream = [update("yes", false, false), update("no", false, true)].concat();
+        let e = stream_all(&[stream.as_bytes()]);
+        assert_eq!(e[1]["error"]["code"], "agent_answer_rewritten");
+        assert_eq!(e[2], "[DONE]");
+    }
+
+    #[test]
+    fn events_spread_over_data_lines_and_line_ends() {
+        let stream = "data: {\"result\":\r\ndata: {\"message\":{\"role\":\"agent\",\r\ndata: \"parts\":[{\"text\":\"multi\"}]}}}\r\r";
+        let e = stream_all(&[stream.as_bytes()]);
+        assert_eq!(e[0]["choices"][0]["delta"]["content"], "multi");
+        assert_eq!(e[1]["choices"][0]["finish_reason"], "stop");
+        for cut in 0..stream.len() {
+            let (a, b) = stream.as_bytes().split_at(cut);
+            assert_eq!(stream_all(&[a, b]), e, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn held_bytes_and_room() {
+        let mut s = ChunkStream::new(completion());
+        assert_eq!(s.held(), 0);
+        let partial = format!(
+            "data: {{\"result\":{{\"message\":{{\"parts\":[{{\"text\":\"{}",
+            "x".repeat(10_000)
+        );
+        assert!(s.feed(partial.as_bytes()).is_empty());
+        assert!(s.held() >= partial.len(), "{}", s.held());
+        let out = s.feed(b"\"}]}}}\n\n");
+        assert_eq!(events(&out).len(), 3);
+        assert_eq!(s.held(), 0);
+        // Over its room the stream ends with an error and holds nothing.
+        let mut s = ChunkStream::new(completion());
+        let out = s.feed_within(partial.as_bytes(), 5_000);
+        let e = events(&out);
+        assert_eq!(e[0]["error"]["code"], "gateway_memory_exhausted");
+        assert_eq!(e[1], "[DONE]");
+        assert!(s.cut_short());
+        assert_eq!(s.held(), 0);
+        assert!(s.feed(b"\"}]}}}\n\n").is_empty());
+        assert!(s.finish().is_empty());
+        // An event over the bound ends the answer too.
+        let mut s = ChunkStream::new(completion());
+        let mut out = s.feed(b"data: {\"result\":{\"artifactUpdate\":{\"artifact\":{\"parts\":[{\"text\":\"before \"}]}}}}\n\ndata: ");
+        out.extend(s.feed(&vec![b'y'; MAX_EVENT_BYTES]));
+        assert!(s.held() <= MAX_EVENT_BYTES);
+        out.extend(s.finish());
+        let e = events(&out);
+        assert_eq!(e[0]["choices"][0]["delta"]["content"], "before ");
+        assert_eq!(e[1]["error"]["code"], "agent_event_too_large");
+        assert!(!s.cut_short());
+    }
+
+    #[test]
+    fn deltas_are_the_json_of_a_chunk() {
+        let mut t = ChunkStream::new(Completion {
+            id: "chatcmpl-\"q\"".into(),
+            model: "prod/é".into(),
+            created: 42,
+        })
+        .translator;
+        for (text, role) in [("first \"line\"\n🙂", true), ("", false)] {
+            let mut out = Vec::new();
+            t.delta(&mut out, text);
+            let want = if role {
+                json!({ "role": "assistant", "content": text })
+            } else {
+                json!({ "content": text })
+            };
+            let mut expected = Vec::new();
+            emit(&mut expected, &t.chunk(want, None));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 }

@@ -48,10 +48,13 @@ struct Vm {
     body_seen: Cell<bool>,
     /// Bytes all usage meters hold now (bounded per VM).
     metering: Cell<usize>,
+    /// Bytes all translated A2A streams hold now (bounded per VM).
+    translating: Cell<usize>,
     /// One log line per VM for things that repeat per request.
     warned_signed_card: Cell<bool>,
     warned_no_body: Cell<bool>,
     warned_metadata_status: Cell<bool>,
+    warned_translation_memory: Cell<bool>,
 }
 
 impl Vm {
@@ -78,6 +81,13 @@ impl Vm {
 /// Usage meters of one VM hold at most this much between them; past it an
 /// answer goes unmetered (and counted) rather than growing the VM.
 const MAX_METERING_BYTES: usize = 8 * 1024 * 1024;
+
+/// Translated A2A streams of one VM hold at most this much between them
+/// (unfinished events, answer text that cannot go out yet); a stream that
+/// would take more ends with an error event (and is counted) rather than
+/// growing the VM. A budget of its own: slow agents must not leave token
+/// budgets unmetered, nor the other way round.
+const MAX_TRANSLATION_BYTES: usize = 8 * 1024 * 1024;
 
 fn now() -> Option<SystemTime> {
     proxy_wasm::hostcalls::get_current_time().ok()
@@ -134,6 +144,9 @@ struct Stream {
     card: Option<CardState>,
     /// A chat completion translated to A2A.
     translation: Option<Translation>,
+    /// Bytes the translated stream held at the last count (for the
+    /// VM-wide bound).
+    translation_held: usize,
 }
 
 enum CardState {
@@ -190,6 +203,7 @@ impl Stream {
             meter_held: 0,
             card: None,
             translation: None,
+            translation_held: 0,
         }
     }
 }
@@ -225,6 +239,7 @@ impl HttpContext for Stream {
     fn on_log(&mut self) {
         self.vm.waiting.borrow_mut().remove(&self.id);
         self.release_meter();
+        self.release_translation();
         self.settle_budget();
         if let (true, Some(entry), Some(active)) = (self.connected, self.entry, &self.active) {
             active.bump(entry, Stat::ConnectionsActive, -1);

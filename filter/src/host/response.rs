@@ -4,7 +4,7 @@
 
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use super::{abi, CardState, Stream, MAX_METERING_BYTES};
+use super::{abi, CardState, Stream, MAX_METERING_BYTES, MAX_TRANSLATION_BYTES};
 use crate::a2a::card::{self, CardOutcome, Unchanged, MAX_CARD_BYTES};
 use crate::a2a::chat;
 use crate::stats::Stat;
@@ -292,13 +292,51 @@ impl Stream {
             return Action::Continue;
         };
         let chunk = abi::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
-        let mut out = chunks.feed(&chunk);
+        // This stream may hold what the VM's budget leaves beside the others.
+        let others = self
+            .vm
+            .translating
+            .get()
+            .saturating_sub(self.translation_held);
+        let room = MAX_TRANSLATION_BYTES.saturating_sub(others);
+        let was_cut = chunks.cut_short();
+        let mut out = chunks.feed_within(&chunk, room);
         if end_of_stream {
             out.extend(chunks.finish());
+        }
+        let held = chunks.held();
+        let cut_now = !was_cut && chunks.cut_short();
+        self.vm.translating.set(others + held);
+        self.translation_held = held;
+        if cut_now {
+            self.count_cut_stream();
         }
         if let Err(status) = abi::set_buffer(BufferType::HttpResponseBody, 0, chunk.len(), &out) {
             log::warn!("cannot translate the agent's stream: host status {status}");
         }
         Action::Continue
+    }
+
+    fn count_cut_stream(&self) {
+        if let (Some(entry), Some(active)) = (self.entry, &self.active) {
+            active.bump(entry, Stat::TranslationsCut, 1);
+        }
+        if !self.vm.warned_translation_memory.replace(true) {
+            log::warn!(
+                "a translated A2A stream was cut short: this worker's translated streams hold \
+                 {MAX_TRANSLATION_BYTES} bytes (see agentroute_translations_cut_total)"
+            );
+        }
+    }
+
+    /// Gives this stream's translation memory back to the VM's bound.
+    pub(super) fn release_translation(&mut self) {
+        let total = self
+            .vm
+            .translating
+            .get()
+            .saturating_sub(self.translation_held);
+        self.vm.translating.set(total);
+        self.translation_held = 0;
     }
 }
