@@ -179,6 +179,9 @@ fn deny_prod_secret() -> Value {
     })
 }
 
+/// A way to reach an agent: method, path, headers, body.
+type Alias<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, String);
+
 #[tokio::test]
 async fn one_rule_on_the_identity_headers_denies_every_alias() {
     let config = r#"{"agents": [
@@ -188,7 +191,7 @@ async fn one_rule_on_the_identity_headers_denies_every_alias() {
     for shape in [Shape::Istio, Shape::Plain] {
         let gw = shared_gateway(config, shape, vec![deny_prod_secret()]).await;
         let chat = |model: &str| format!(r#"{{"model":"{model}","messages":[]}}"#);
-        let aliases: Vec<(&str, &str, Vec<(&str, &str)>, String)> = vec![
+        let aliases: Vec<Alias> = vec![
             ("GET", "/prod/agent/secret/x", vec![], String::new()),
             ("GET", "/prod/secret/x", vec![], String::new()),
             ("GET", "/secret/x", vec![], String::new()),
