@@ -131,21 +131,20 @@ async fn per_client_buckets_are_isolated_and_bounded() {
     )
     .await;
     let key = |k: &str| vec![("x-api-key".to_string(), k.to_string())];
-    // A per-client bucket is created by its first request: when both
-    // workers race on that, one may overwrite the bucket the other started,
-    // so the first burst admits up to `burst` more, once (README).
-    let first_burst = 2..=4;
-    let alice = admitted(&burst(&gw, "/a", key("alice"), 5).await);
-    assert!(first_burst.contains(&alice), "alice: {alice}");
-    let bob = admitted(&burst(&gw, "/a", key("bob"), 5).await);
-    assert!(first_burst.contains(&bob), "bob has his own bucket: {bob}");
-    // Once created, the buckets are exact: both are empty.
-    assert_eq!(admitted(&burst(&gw, "/a", key("alice"), 5).await), 0);
-    assert_eq!(admitted(&burst(&gw, "/a", key("bob"), 5).await), 0);
+    // Per-client buckets live in pages made when the configuration was
+    // applied: exact from the first request, even when both workers race on
+    // a client's first burst.
+    for who in ["alice", "bob", "carol"] {
+        assert_eq!(admitted(&burst(&gw, "/a", key(who), 6).await), 2, "{who}");
+        assert_eq!(admitted(&burst(&gw, "/a", key(who), 4).await), 0, "{who}");
+    }
+    // Requests without the header share the entry's own bucket.
+    assert_eq!(admitted(&burst(&gw, "/a", vec![], 5).await), 2);
 
-    // A flood of random keys, burst 2 each: buckets live in at most 1024
-    // slots per entry, so at most 2 × 1024 requests can ever be admitted and
-    // the memory they take is bounded whatever the number of keys.
+    // A flood of random keys, burst 2 each: buckets live in 1,024 slots per
+    // entry (64 pages of 16), so at most 2 × 1024 requests can ever be
+    // admitted and the memory they take is bounded whatever the number of
+    // keys.
     let mut total = 0;
     for round in 0..6 {
         let mut tasks = Vec::new();
