@@ -7,6 +7,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::config::models::ModelId;
 use crate::config::Plan;
 use crate::json_scan;
 use crate::reply::LocalReply;
@@ -251,8 +252,17 @@ fn model_of(model: Option<ModelValue<'_>>) -> Result<String, ModelError> {
 
 /// The entry serving `model`, or OpenAI's 404.
 pub fn entry_for_model(plan: &Plan, model: &str) -> Result<usize, LocalReply> {
+    claim_for_model(plan, model).map(|(entry, _)| entry)
+}
+
+/// The entry serving `model`, with the configured id or pattern that
+/// claims it.
+pub fn claim_for_model<'p>(
+    plan: &'p Plan,
+    model: &str,
+) -> Result<(usize, ModelId<'p>), LocalReply> {
     plan.models
-        .lookup(model)
+        .claim_of(model)
         .ok_or_else(|| model_not_found(model))
 }
 

@@ -6,9 +6,13 @@ use std::borrow::Cow;
 
 use crate::a2a::card::{is_card_path, is_plain_authority, CardAddress};
 use crate::config::{
-    A2aVersion, Plan, Protocol, Scope, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
+    A2aVersion, Plan, Protocol, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
+
+/// Envoy's router keeps its upstream stats under this name too.
+pub const HEADER_ALT_STAT_NAME: &str = "x-envoy-upstream-alt-stat-name";
+use crate::config::models::ModelId;
 use crate::openai::{self, Api, Endpoint, ModelError};
 use crate::reply::LocalReply;
 use crate::router::{Match, PathAction};
@@ -43,6 +47,10 @@ pub struct Flags {
     pub sent_accept_encoding: bool,
     /// `range` or `if-range`: a partial card could not be rewritten.
     pub sent_range: bool,
+    /// `x-envoy-upstream-alt-stat-name`: replaced on matched requests when
+    /// `observability.upstream_stats` is on (a client-made name would make
+    /// Envoy stats of the client's choosing).
+    pub sent_alt_stat_name: bool,
 }
 
 impl<'h> RequestHead<'h> {
@@ -66,6 +74,7 @@ impl<'h> RequestHead<'h> {
                 }
                 "accept-encoding" => head.flags.sent_accept_encoding = true,
                 "range" | "if-range" => head.flags.sent_range = true,
+                HEADER_ALT_STAT_NAME => head.flags.sent_alt_stat_name = true,
                 ":protocol" | "upgrade" => head.flags.upgrade = true,
                 HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
                     head.flags.sent_identity = true
@@ -148,6 +157,9 @@ pub struct Forward<'a> {
     pub card: Option<CardAddress>,
     /// A chat completion for an A2A agent: the body is translated.
     pub translate: Option<A2aVersion>,
+    /// The configured model id or pattern an OpenAI request was dispatched
+    /// by: the model label of its token counters.
+    pub model: Option<ModelId<'a>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -215,12 +227,13 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         ops.push(HeaderOp::Remove("range"));
         ops.push(HeaderOp::Remove("if-range"));
     }
-    dispatch_ops(plan, m.entry, head, rewritten, &mut ops);
+    dispatch_ops(plan, m.entry, head, rewritten, false, &mut ops);
     Decision::Forward(Forward {
         entry: Some(m.entry),
         ops,
         card,
         translate: None,
+        model: None,
     })
 }
 
@@ -278,11 +291,11 @@ pub fn decide_model<'a>(
     head: &RequestHead<'a>,
     model: Result<&str, &ModelError>,
 ) -> Decision<'a> {
-    let entry = match model
+    let (entry, claim) = match model
         .map_err(ModelError::reply)
-        .and_then(|m| openai::entry_for_model(plan, m))
+        .and_then(|m| openai::claim_for_model(plan, m))
     {
-        Ok(entry) => entry,
+        Ok(found) => found,
         Err(reply) => return Decision::Reply { entry: None, reply },
     };
     let mut ops = Vec::with_capacity(12);
@@ -327,22 +340,25 @@ pub fn decide_model<'a>(
     if head.flags.sent_forwarded_prefix {
         ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
     }
-    dispatch_ops(plan, entry, head, true, &mut ops);
+    dispatch_ops(plan, entry, head, true, true, &mut ops);
     Decision::Forward(Forward {
         entry: Some(entry),
         ops,
         card: None,
         translate,
+        model: Some(claim),
     })
 }
 
 /// The headers every dispatched request gets, by path, host or model.
-/// `prefix_handled` says the caller already dealt with `x-forwarded-prefix`.
+/// `prefix_handled` says the caller already dealt with `x-forwarded-prefix`;
+/// `by_model`, that the OpenAI surface dispatched it by its model.
 fn dispatch_ops<'a>(
     plan: &'a Plan,
     entry: usize,
     head: &RequestHead<'a>,
     prefix_handled: bool,
+    by_model: bool,
     ops: &mut Vec<HeaderOp<'a>>,
 ) {
     let Some(e) = plan.entries.get(entry) else {
@@ -372,14 +388,18 @@ fn dispatch_ops<'a>(
     if head.flags.sent_timeout {
         ops.push(HeaderOp::Remove(HEADER_TIMEOUT));
     }
-    // A token budget reads `usage` from the answer: ask for it uncompressed.
-    let budgeted = e.rate_limit.as_ref().is_some_and(|l| match l.scope {
-        Scope::Local { tokens, .. } => tokens.is_some(),
-        Scope::Global { tokens } => tokens,
-    });
+    // A token budget, or token counters, read `usage` from the answer: ask
+    // for it uncompressed.
+    let metered = e.meters_tokens() || (by_model && plan.observe.usage_metrics);
     let accept_encoding = HeaderOp::Remove("accept-encoding");
-    if budgeted && head.flags.sent_accept_encoding && !ops.contains(&accept_encoding) {
+    if metered && head.flags.sent_accept_encoding && !ops.contains(&accept_encoding) {
         ops.push(accept_encoding);
+    }
+    if let Some(name) = plan.observe.upstream_stat_names.get(entry) {
+        if head.flags.sent_alt_stat_name {
+            ops.push(HeaderOp::Remove(HEADER_ALT_STAT_NAME));
+        }
+        ops.push(HeaderOp::Set(HEADER_ALT_STAT_NAME, Cow::Borrowed(name)));
     }
     // Upgraded streams (WebSocket) live as long as they need: no timeout.
     if let (Some(ms), false) = (&e.timeout_ms, head.flags.upgrade) {
@@ -413,6 +433,7 @@ fn pass<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         ops,
         card: None,
         translate: None,
+        model: None,
     })
 }
 
@@ -830,6 +851,74 @@ mod tests {
         assert!(removes(&f.ops, "accept-encoding"));
         let f = forward(&p, &[(":path", "/plain/x"), ("accept-encoding", "gzip")]);
         assert!(!removes(&f.ops, "accept-encoding"));
+    }
+
+    #[test]
+    fn usage_metrics_ask_model_dispatches_for_uncompressed_answers() {
+        let config = |on: bool| {
+            format!(
+                r#"{{"openai": {{"usage_metrics": {on}}},
+                    "agents": [{{"name": "llm", "backend": "l", "models": ["gpt-4.1", "openai/*"]}}]}}"#
+            )
+        };
+        let gzip = headers(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("accept-encoding", "gzip"),
+        ]);
+        for on in [true, false] {
+            let p = plan(&config(on));
+            let Decision::Forward(f) = decide_model(&p, &head(&p, &gzip), Ok("openai/gpt-4o"))
+            else {
+                panic!("dispatched");
+            };
+            assert_eq!(removes(&f.ops, "accept-encoding"), on, "usage_metrics {on}");
+            assert_eq!(
+                f.model,
+                Some(ModelId::Prefix("openai")),
+                "the claiming pattern"
+            );
+            // By path the model is unknown: no counter, nothing removed.
+            let f = forward(&p, &[(":path", "/llm/x"), ("accept-encoding", "gzip")]);
+            assert!(!removes(&f.ops, "accept-encoding") && f.model.is_none());
+        }
+    }
+
+    #[test]
+    fn upstream_stats_name_the_entry_to_envoys_router() {
+        let p = plan(
+            r#"{"observability": {"upstream_stats": true},
+                "agents": [{"name": "a", "namespace": "n", "backend": "b", "models": ["m"]}]}"#,
+        );
+        let f = forward(&p, &[(":path", "/n/a/x")]);
+        let name = "agentroute.namespace.n.agent.a.kind.agent";
+        assert_eq!(set(&f.ops, HEADER_ALT_STAT_NAME), Some(name));
+        assert!(!removes(&f.ops, HEADER_ALT_STAT_NAME));
+        // A client's own name is replaced, never added to.
+        let f = forward(&p, &[(":path", "/n/a/x"), (HEADER_ALT_STAT_NAME, "x.y")]);
+        let alt: Vec<&HeaderOp<'_>> = f
+            .ops
+            .iter()
+            .filter(|op| matches!(op, HeaderOp::Set(n, _) | HeaderOp::Remove(n) if *n == HEADER_ALT_STAT_NAME))
+            .collect();
+        assert_eq!(
+            alt,
+            [
+                &HeaderOp::Remove(HEADER_ALT_STAT_NAME),
+                &HeaderOp::Set(HEADER_ALT_STAT_NAME, Cow::Borrowed(name))
+            ]
+        );
+        let hd = headers(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        let Decision::Forward(f) = decide_model(&p, &head(&p, &hd), Ok("m")) else {
+            panic!("dispatched");
+        };
+        assert_eq!(set(&f.ops, HEADER_ALT_STAT_NAME), Some(name));
+        // Off (the default): no header, and a client's copy is not the
+        // filter's business (Envoy drops it from external requests).
+        let p = plan(r#"{"agents": [{"name": "a", "namespace": "n", "backend": "b"}]}"#);
+        let f = forward(&p, &[(":path", "/n/a/x"), (HEADER_ALT_STAT_NAME, "x.y")]);
+        assert!(set(&f.ops, HEADER_ALT_STAT_NAME).is_none());
+        assert!(!removes(&f.ops, HEADER_ALT_STAT_NAME));
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         openai,
         rate_limit_service,
         gateway_hosts,
+        observability,
         agents,
     } = raw;
 
@@ -81,6 +82,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         }
     }
     let default_timeouts = default_timeouts(defaults)?;
+    let usage_metrics = openai.as_ref().and_then(|o| o.usage_metrics);
     let openai = compile_openai(openai.map(|o| o.0).unwrap_or_default(), &dispatch_header)?;
     let rate_limit_service = rate_limit_service
         .map(|s| compile_service(s.0))
@@ -131,6 +133,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         openai.unversioned_paths,
     )?;
     let models = build_models(&entries, openai.agent_models)?;
+    let observe = super::observe::compile(observability.map(|o| o.0), usage_metrics, &entries);
 
     Ok(Plan {
         dispatch_header,
@@ -138,6 +141,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         unmatched: unmatched.unwrap_or(Unmatched::Pass),
         openai,
         rate_limit_service,
+        observe,
         entries,
         router,
         models,

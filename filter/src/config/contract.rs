@@ -70,6 +70,9 @@ pub struct RawConfig {
         schemars(inner(pattern(r"^(\*\.)?[-_0-9A-Za-z]+(\.[-_0-9A-Za-z]+)*$")))
     )]
     pub gateway_hosts: Option<Vec<String>>,
+    /// What the filter tells access logs and Envoy's upstream stats about
+    /// each request (README: Observability).
+    pub observability: Option<Obj<RawObservability>>,
     /// The agents, model APIs and MCP servers the gateway routes to.
     #[serde(default)]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
@@ -138,6 +141,34 @@ pub struct RawOpenAi {
     /// `false` makes only `models` dispatch.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = true)))]
     pub agent_models: Option<bool>,
+    /// Count input and output tokens per entry and model
+    /// (`agentroute_input_tokens_total`, `agentroute_output_tokens_total`)
+    /// for every answer whose `usage` the filter reads. Default `true` when
+    /// any entry has a token budget (those answers are metered anyway),
+    /// else `false`: metering reads every answer body of model-dispatched
+    /// requests, and removes their `accept-encoding` so that answers come
+    /// back readable.
+    pub usage_metrics: Option<bool>,
+}
+
+/// What the filter tells access logs and Envoy's upstream stats.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Observability"))]
+pub struct RawObservability {
+    /// Set Envoy filter-state properties on every matched request (entry,
+    /// kind, backend, model, tokens, the limit that refused it) for access
+    /// logs to print with `%FILTER_STATE(wasm.agentroute.entry:PLAIN)%`
+    /// and the like (default `false`: each property is a host call).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = false)))]
+    pub access_log: Option<bool>,
+    /// Set `x-envoy-upstream-alt-stat-name` per entry, so that Envoy's
+    /// router keeps its upstream latency histograms and response-code
+    /// counters per agent too (default `false`: one header write per
+    /// request, and a stat tree per entry and cluster).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = false)))]
+    pub upstream_stats: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 mod compile;
 pub mod contract;
 pub mod models;
+mod observe;
 /// The JSON Schema of the contract: native only, the filter never links it.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod schema;
@@ -18,6 +19,7 @@ pub use contract::parse_duration_ms;
 
 use crate::router::Router;
 pub use models::ModelTable;
+pub use observe::Observe;
 
 /// Header names the filter owns on every request: client copies never pass.
 pub const HEADER_AGENT_NAME: &str = "x-agent-name";
@@ -156,6 +158,17 @@ pub struct Entry {
     pub id: String,
 }
 
+impl Entry {
+    /// A token budget reads the `usage` of this entry's answers (locally,
+    /// or to report it to the rate limit service).
+    pub fn meters_tokens(&self) -> bool {
+        self.rate_limit.as_ref().is_some_and(|l| match l.scope {
+            Scope::Local { tokens, .. } => tokens.is_some(),
+            Scope::Global { tokens } => tokens,
+        })
+    }
+}
+
 /// An entry whose shorthand path (`/{name}`) the router left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DroppedShorthand {
@@ -184,6 +197,9 @@ pub struct Plan {
     pub unmatched: Unmatched,
     pub openai: OpenAi,
     pub rate_limit_service: Option<RateLimitService>,
+    /// Access-log properties, token counters per model, upstream stats per
+    /// entry.
+    pub observe: Observe,
     pub entries: Vec<Entry>,
     pub router: Router,
     /// Model ids and patterns → entry index.

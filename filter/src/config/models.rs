@@ -82,8 +82,15 @@ impl ModelTable {
 
     /// The entry serving `model`: exact, then the longest `prefix/*`, then `*`.
     pub fn lookup(&self, model: &str) -> Option<usize> {
-        if let Some(&entry) = self.exact.get(model) {
-            return Some(entry);
+        self.claim_of(model).map(|(entry, _)| entry)
+    }
+
+    /// The entry serving `model` and the configured id or pattern that
+    /// claims it (the model label of the token counters: bounded by the
+    /// configuration, whatever ids clients name).
+    pub fn claim_of(&self, model: &str) -> Option<(usize, ModelId<'_>)> {
+        if let Some((id, &entry)) = self.exact.get_key_value(model) {
+            return Some((entry, ModelId::Exact(id)));
         }
         if !self.prefixes.is_empty() {
             // Longest first: each '/' from the right ends a candidate prefix;
@@ -91,12 +98,12 @@ impl ModelTable {
             let found = model
                 .rmatch_indices('/')
                 .filter(|(i, _)| *i + 1 < model.len())
-                .find_map(|(i, _)| self.prefixes.get(model.get(..i)?));
-            if let Some(&entry) = found {
-                return Some(entry);
+                .find_map(|(i, _)| self.prefixes.get_key_value(model.get(..i)?));
+            if let Some((prefix, &entry)) = found {
+                return Some((entry, ModelId::Prefix(prefix)));
             }
         }
-        self.any
+        self.any.map(|entry| (entry, ModelId::Any))
     }
 
     /// Exact ids in configuration order, with their entry.

@@ -62,6 +62,12 @@ extern "C" {
         value: *mut *mut u8,
         value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         details: *const u8,
@@ -222,6 +228,15 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
         NOT_FOUND => Ok(None),
         s => Err(s),
     }
+}
+
+/// Sets a property of one path segment (`agentroute.entry`): Envoy keeps
+/// it in the stream's filter state as `wasm.<name>`, where access logs
+/// read it. A path of several segments would be joined with NUL bytes into
+/// one key no access-log format can name.
+pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: the host copies both slices during the call.
+    status(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
 /// Answers the stream locally.

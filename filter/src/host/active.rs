@@ -13,7 +13,10 @@ use proxy_wasm::types::Status;
 use super::abi;
 use crate::config::Plan;
 use crate::ratelimit::Secret;
-use crate::stats::Stat;
+use crate::stats::{Stat, TokenStat};
+
+/// A token counter: entry index, model label, input or output.
+type TokenKey = (usize, String, TokenStat);
 
 pub struct Active {
     pub plan: Plan,
@@ -27,6 +30,11 @@ pub struct Active {
     /// for a counter measurably slows the hot path, so counters are summed
     /// here and flushed once a second (`on_tick`).
     pending: RefCell<HashMap<(usize, Stat), i64>>,
+    /// Token counters per entry and model label: increments not yet
+    /// flushed, and the metric ids defined so far. Labels come from the
+    /// configuration (`observe::model_label`), so both stay bounded.
+    pending_tokens: RefCell<HashMap<TokenKey, i64>>,
+    token_metrics: RefCell<HashMap<TokenKey, Option<u32>>>,
     /// The per-client hash key, read from shared data on first use.
     secret: Cell<Option<Secret>>,
     /// The rate limit service as `proxy_grpc_call` takes it.
@@ -66,6 +74,8 @@ impl Active {
             metrics,
             key_prefix,
             pending: RefCell::new(HashMap::new()),
+            pending_tokens: RefCell::new(HashMap::new()),
+            token_metrics: RefCell::new(HashMap::new()),
             secret: Cell::new(None),
             limit_service,
         }
@@ -80,11 +90,41 @@ impl Active {
         }
     }
 
+    /// Counts tokens of `entry` under a model label, at the next flush.
+    pub fn count_tokens(&self, entry: usize, model: &str, stat: TokenStat, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let delta = i64::try_from(tokens).unwrap_or(i64::MAX);
+        let mut pending = self.pending_tokens.borrow_mut();
+        let key = (entry, model.to_string(), stat);
+        let slot = pending.entry(key).or_default();
+        *slot = slot.saturating_add(delta);
+    }
+
     pub fn flush(&self) {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         for ((entry, stat), delta) in pending {
             self.record(entry, stat, delta);
         }
+        let tokens = std::mem::take(&mut *self.pending_tokens.borrow_mut());
+        for (key, delta) in tokens {
+            if let Some(id) = self.token_metric(key) {
+                let _ = hostcalls::increment_metric(id, delta);
+            }
+        }
+    }
+
+    fn token_metric(&self, key: TokenKey) -> Option<u32> {
+        let mut metrics = self.token_metrics.borrow_mut();
+        if let Some(id) = metrics.get(&key) {
+            return *id;
+        }
+        let (entry, model, stat) = &key;
+        let name = stat.name(self.plan.entries.get(*entry)?, model);
+        let id = abi::define_metric(0, &name).ok();
+        metrics.insert(key, id);
+        id
     }
 
     fn record(&self, entry: usize, stat: Stat, delta: i64) {

@@ -11,11 +11,12 @@ use proxy_wasm::types::{Action, BufferType, Status};
 use super::active::Active;
 use super::{abi, now_nanos, reply, Stream};
 use crate::config::{FailureMode, Per, RequestRate, Scope, TokenBudget};
+use crate::observe::Refusal;
 use crate::ratelimit::{self, Bucket, BucketSpec, ClientSlot, SharedStore, StoreError};
 use crate::reply::{self as replies, LimitStatus, Limited, LocalReply};
 use crate::rls::{self, Subject, Verdict};
 use crate::stats::Stat;
-use crate::usage::{Metered, UsageMeter};
+use crate::usage::Metered;
 
 /// The token budget an answer's usage settles.
 pub enum Budget {
@@ -116,7 +117,7 @@ impl Stream {
         pairs: &[(&str, &[u8])],
         estimate: Option<u64>,
         prompt: u64,
-    ) -> Result<(), LocalReply> {
+    ) -> Result<(), (Refusal, LocalReply)> {
         let Some(e) = active.plan.entries.get(entry) else {
             return Ok(());
         };
@@ -150,9 +151,12 @@ impl Stream {
                 Ok(o) => {
                     count_conflicts(active, entry, o.cas_retries);
                     if !o.allowed {
-                        return Err(replies::rate_limited(
-                            Limited::Tokens,
-                            &status_of(budget.per_minute, &o),
+                        return Err((
+                            Refusal::Tokens,
+                            replies::rate_limited(
+                                Limited::Tokens,
+                                &status_of(budget.per_minute, &o),
+                            ),
                         ));
                     }
                     self.token_status = Some(status_of(budget.per_minute, &o));
@@ -185,9 +189,12 @@ impl Stream {
                         }
                         self.budget = None;
                         self.token_status = None;
-                        return Err(replies::rate_limited(
-                            Limited::Requests,
-                            &status_of(u64::from(rate.burst), &o),
+                        return Err((
+                            Refusal::Requests,
+                            replies::rate_limited(
+                                Limited::Requests,
+                                &status_of(u64::from(rate.burst), &o),
+                            ),
                         ));
                     }
                     self.limit_status = Some(status_of(u64::from(rate.burst), &o));
@@ -301,6 +308,10 @@ impl Stream {
             } => {
                 self.budget = None;
                 active.bump(entry, Stat::RateLimited, 1);
+                self.log_refusal(match what {
+                    Limited::Requests => Refusal::GlobalRequests,
+                    Limited::Tokens => Refusal::GlobalTokens,
+                });
                 reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
             }
             Verdict::Failed(why) => {
@@ -347,6 +358,7 @@ impl Stream {
         );
         if deny {
             self.budget = None;
+            self.log_refusal(Refusal::LimitServiceDown);
             return reply(&replies::limit_service_unavailable());
         }
         Action::Continue
@@ -361,10 +373,8 @@ impl Stream {
         let Some(budget) = self.budget.take() else {
             return;
         };
-        let metered = self
-            .meter
-            .take()
-            .map_or(Metered::Unknown, UsageMeter::finish);
+        // `on_log` finished the meter (if the answer's end had not).
+        let metered = self.metered.take().unwrap_or(Metered::Unknown);
         let Some(active) = self.active.clone() else {
             return;
         };

@@ -7,6 +7,7 @@
 mod abi;
 mod active;
 mod limits;
+mod observe;
 mod request;
 mod response;
 mod root;
@@ -24,7 +25,7 @@ use crate::a2a::chat::ChunkStream;
 use crate::config::A2aVersion;
 use crate::reply::{self, LimitStatus, LocalReply};
 use crate::stats::Stat;
-use crate::usage::UsageMeter;
+use crate::usage::{Metered, UsageMeter};
 
 use active::Active;
 use limits::Budget;
@@ -140,6 +141,11 @@ struct Stream {
     meter: Option<UsageMeter>,
     /// Bytes `meter` held at the last count (for the VM-wide bound).
     meter_held: usize,
+    /// What the finished meter found.
+    metered: Option<Metered>,
+    /// The model label of this answer's token counters, when they count it
+    /// (`openai.usage_metrics`, dispatched by model).
+    model_label: Option<String>,
     /// An agent card on its way back: rewritten to point at the gateway.
     card: Option<CardState>,
     /// A chat completion translated to A2A.
@@ -201,6 +207,8 @@ impl Stream {
             budget: None,
             meter: None,
             meter_held: 0,
+            metered: None,
+            model_label: None,
             card: None,
             translation: None,
             translation_held: 0,
@@ -238,6 +246,8 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         self.vm.waiting.borrow_mut().remove(&self.id);
+        // An answer cut short: Envoy's access log has already run.
+        self.finish_meter(false);
         self.release_meter();
         self.release_translation();
         self.settle_budget();

@@ -57,15 +57,16 @@ impl Stream {
                             // A chunked body passes uncounted by Envoy: count it.
                             self.counting_body = Some(0);
                         }
-                        return self.carry_out(&active, decision, &pairs, None);
+                        let model = model.as_deref().ok();
+                        return self.carry_out(&active, decision, &pairs, None, model);
                     }
                     ModelSource::Body if end_of_stream => {
                         let decision = decide_model(plan, &head, Err(&ModelError::Missing));
-                        return self.carry_out(&active, decision, &pairs, None);
+                        return self.carry_out(&active, decision, &pairs, None, None);
                     }
                     ModelSource::Body => true,
                 },
-                decision => return self.carry_out(&active, decision, &pairs, None),
+                decision => return self.carry_out(&active, decision, &pairs, None, None),
             }
         };
         debug_assert!(read_body);
@@ -222,23 +223,26 @@ impl Stream {
             bytes: &body,
             max_tokens,
         };
-        self.carry_out(active, decision, &pairs, Some(&body))
+        self.carry_out(active, decision, &pairs, Some(&body), model.as_deref().ok())
     }
 
     /// Applies a decision: admission, header changes, then go on (or wait for
-    /// the rate limit service); or a local reply.
+    /// the rate limit service); or a local reply. `model` is the one an
+    /// OpenAI request named (for the access log).
     fn carry_out(
         &mut self,
         active: &Active,
         decision: Decision<'_>,
         pairs: &[(&str, &[u8])],
         body: Option<&Body<'_>>,
+        model: Option<&str>,
     ) -> Action {
         let forward = match decision {
             Decision::Forward(f) => f,
             Decision::Reply { entry, reply: r } => {
                 if let Some(entry) = entry {
                     active.bump(entry, Stat::Refused, 1);
+                    self.log_dispatch(entry, false, model);
                 }
                 return reply(&r);
             }
@@ -250,7 +254,16 @@ impl Stream {
             ops,
             card,
             translate,
+            model: claim,
         } = forward;
+        if let Some(entry) = entry {
+            self.log_dispatch(entry, true, model);
+            if active.plan.observe.usage_metrics {
+                // Budgeted answers reached by path are counted under
+                // `observe::NO_MODEL`.
+                self.model_label = claim.map(crate::observe::model_label);
+            }
+        }
         if let Some(version) = translate {
             let translation = match self.start_translation(&active.plan, version, pairs, body) {
                 Ok(t) => t,
@@ -266,8 +279,9 @@ impl Stream {
         let prompt = body.map_or(0, |b| prompt_estimate(b.bytes.len()));
         if let Some(entry) = entry {
             let estimate = body.and_then(|b| token_estimate(b.bytes.len(), b.max_tokens));
-            if let Err(r) = self.admit_locally(active, entry, pairs, estimate, prompt) {
+            if let Err((refusal, r)) = self.admit_locally(active, entry, pairs, estimate, prompt) {
                 active.bump(entry, Stat::RateLimited, 1);
+                self.log_refusal(refusal);
                 return reply(&r);
             }
         }

@@ -40,7 +40,7 @@ impl Stream {
                 let _ = abi::replace_header(RESPONSE, name, value.as_bytes());
             }
         }
-        let watch = self.budget.is_some()
+        let watch = self.meters_answer()
             || self.upgrade
             || self.card.is_some()
             || self.translation.is_some();
@@ -53,7 +53,7 @@ impl Stream {
         if self.upgrade {
             self.count_connection(status);
         }
-        if self.budget.is_some() && self.translation.is_none() {
+        if self.meters_answer() && self.translation.is_none() {
             self.start_meter();
         }
         if let Some(CardState::Asked(address)) = self.card.take() {
@@ -68,6 +68,11 @@ impl Stream {
     pub(super) fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.meter.is_some() {
             self.meter_chunk(body_size);
+            if end_of_stream {
+                // Before Envoy's access log runs (at the stream's end,
+                // ahead of this filter's `on_log`).
+                self.finish_meter(true);
+            }
         }
         if self.card.is_some() {
             return self.card_body(body_size, end_of_stream);
@@ -88,9 +93,10 @@ impl Stream {
         }
     }
 
-    /// Token budgets need the answer's usage: uncompressed JSON or SSE. The
-    /// request went without `accept-encoding`; an answer compressed anyway
-    /// cannot be read and is counted as unmetered.
+    /// Token budgets and token counters need the answer's usage:
+    /// uncompressed JSON or SSE. The request went without `accept-encoding`;
+    /// an answer compressed anyway cannot be read and is counted as
+    /// unmetered.
     fn start_meter(&mut self) {
         let encoded = header_text("content-encoding")
             .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
@@ -104,7 +110,7 @@ impl Stream {
     fn count_unmetered(&mut self, why: &str) {
         if let (Some(entry), Some(active)) = (self.entry, &self.active) {
             active.bump(entry, Stat::TokensUnmetered, 1);
-            log::debug!("answer of a token-budgeted request not metered: {why}");
+            log::debug!("answer not metered: {why}");
         }
         self.meter = None;
     }

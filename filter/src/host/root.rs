@@ -106,7 +106,7 @@ impl Root {
     fn record_memory(&mut self) {
         let bytes = (core::arch::wasm32::memory_size(0) * 65536) as u64;
         if self.memory_gauge.is_none() {
-            self.memory_gauge = abi::define_metric(1, "agentroute_vm_memory_bytes").ok();
+            self.memory_gauge = abi::define_metric(1, crate::stats::VM_MEMORY).ok();
         }
         let Some(id) = self.memory_gauge else {
             return;
