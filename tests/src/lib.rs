@@ -427,11 +427,7 @@ impl GatewayConfig {
             // xDS (ECDS) needs a node identity.
             "node": { "id": "agentroute-test", "cluster": "agentroute-test" },
             "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
-            "stats_config": { "stats_tags": [
-                { "tag_name": "namespace", "regex": "^wasmcustom\\.agentroute_\\w+(\\.namespace\\.([^.]+))" },
-                { "tag_name": "agent", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+(\\.agent\\.([^.]+))" },
-                { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" }
-            ] },
+            "stats_config": { "stats_tags": stats_tags() },
             "static_resources": {
                 "listeners": [ {
                     "name": "gateway",
@@ -462,6 +458,19 @@ impl GatewayConfig {
         }
         bootstrap
     }
+}
+
+/// The `stats_tags` of `envoy/demo.yaml`: the tags agentroute puts in its
+/// stat names (and in the upstream stats it names per entry) as labels.
+pub fn stats_tags() -> Value {
+    const STATS: &str = r"^(?:wasmcustom\.agentroute_\w+|cluster\..+?\.agentroute)";
+    json!([
+        { "tag_name": "namespace", "regex": format!(r"{STATS}(\.namespace\.([^.]+))") },
+        { "tag_name": "agent", "regex": format!(r"{STATS}\.namespace\.[^.]+(\.agent\.([^.]+))") },
+        { "tag_name": "kind", "regex": format!(r"{STATS}\.namespace\.[^.]+\.agent\.[^.]+(\.kind\.([^.]+))") },
+        { "tag_name": "model", "regex":
+            r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.model\.(.+))$" }
+    ])
 }
 
 /// Envoy's native `json_to_metadata` filter configured the way
