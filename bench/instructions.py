@@ -32,11 +32,30 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the bench's configs and helpers)
 
 ROOT = run.ROOT
-PORT = 19650
-ADMIN_PORT = 19651
+# INSTRUCTIONS_PORT moves all three, so that runs on one machine (several
+# work trees) do not answer each other's requests.
+PORT = int(os.environ.get("INSTRUCTIONS_PORT", "19650"))
+ADMIN_PORT = PORT + 1
 # Its own upstream, apart from bench/run.py's, so both can run at once.
-UPSTREAM_PORT = 19652
+UPSTREAM_PORT = PORT + 2
 UP = [run.cluster("upstream", UPSTREAM_PORT)]
+# A build to compare with (BASELINE_WASM, e.g. main's `make build` copied
+# aside): the "O baseline" cases run it where the observability cases run
+# this build, in the same session.
+BASELINE = os.environ.get("BASELINE_WASM")
+# The header that makes the upstream answer as an OpenAI backend: a chat
+# completion with `usage`, as JSON.
+USAGE_HEADER = "x-bench-usage"
+USAGE_ANSWER = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-demo",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 250, "completion_tokens": 5, "total_tokens": 255}})
+UPSTREAM_ROUTES = [
+    {"match": {"prefix": "/", "headers": [{"name": USAGE_HEADER, "present_match": True}]},
+     "direct_response": {"status": 200, "body": {"inline_string": USAGE_ANSWER}},
+     "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]},
+    {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}},
+]
 
 
 def envoy_elf():
@@ -91,6 +110,41 @@ def cases():
         ("E agentroute, rate-limited entry", c({"agents": run.agents(10, limited=True)}), "GET",
          run.agent_path(0), None),
     ]
+    # Observability (README "Observability"): each option on its own, on the
+    # layout path (C) and on an OpenAI request whose answer reports usage.
+    layout = run.agent_path(0)
+    openai = run.openai_config()
+    chat = ("body", run.chat_body(1024), {USAGE_HEADER: "json"})
+
+    def observed(config, **options):
+        config = json.loads(json.dumps(config))
+        if "usage_metrics" in options:
+            config["openai"]["usage_metrics"] = options.pop("usage_metrics")
+        if options:
+            config["observability"] = options
+        return config
+
+    if BASELINE:
+        out += [
+            ("O baseline build: layout path (rewrite)", c(agents10, wasm=BASELINE), "GET", layout, None),
+            ("O baseline build: OpenAI 1KB, JSON answer with usage", c(openai, wasm=BASELINE, stop=True), "POST",
+             "/v1/chat/completions", chat),
+        ]
+    out += [
+        ("O layout path, all options off (C)", c(agents10), "GET", layout, None),
+        ("O layout path, access_log (3 properties)", c(observed(agents10, access_log=True)), "GET", layout, None),
+        ("O layout path, upstream_stats (1 header)", c(observed(agents10, upstream_stats=True)), "GET", layout,
+         None),
+        ("O layout path, access_log + upstream_stats",
+         c(observed(agents10, access_log=True, upstream_stats=True)), "GET", layout, None),
+        ("O OpenAI 1KB, usage answer, all options off", c(openai, stop=True), "POST", "/v1/chat/completions", chat),
+        ("O OpenAI 1KB, usage answer, usage_metrics", c(observed(openai, usage_metrics=True), stop=True), "POST",
+         "/v1/chat/completions", chat),
+        ("O OpenAI 1KB, usage answer, access_log (4 properties)", c(observed(openai, access_log=True), stop=True),
+         "POST", "/v1/chat/completions", chat),
+        ("O OpenAI 1KB, usage answer, usage_metrics + access_log (7 properties)",
+         c(observed(openai, usage_metrics=True, access_log=True), stop=True), "POST", "/v1/chat/completions", chat),
+    ]
     for size, label in ((1024, "1KB"), (65536, "64KB"), (1 << 20, "1MB")):
         body = run.chat_body(size)
         out.append((f"F OpenAI body {label} (model from body)", c(run.openai_config(), stop=True), "POST",
@@ -108,6 +162,7 @@ def drive(port, method, path, extra, n):
     if isinstance(extra, tuple):
         body = extra[1].encode()
         headers["content-type"] = "application/json"
+        headers.update(extra[2] if len(extra) > 2 else {})
     elif extra:
         headers["host"] = extra
     status = None
@@ -182,9 +237,8 @@ def main():
     workdir = tempfile.mkdtemp(prefix="agentroute-instr-")
     rows = []
     try:
-        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, [{"match": {"prefix": "/"},
-                             "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]),
-                             UPSTREAM_PORT, workdir, core=1)
+        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, UPSTREAM_ROUTES), UPSTREAM_PORT, workdir,
+                             core=1)
         run.wait_ready(up)
         for name, config, method, path, extra in cases():
             if args.only and not re.search(args.only, name):

@@ -36,8 +36,11 @@ pids+=($!)
 "$PYTHON" tests/python/a2a_agent.py --port 9106 --name assistant \
   --base-url http://assistant.prod.svc.cluster.local:8000/ >"$LOGS/a2a-agent.log" 2>&1 &
 pids+=($!)
+# Envoy's log goes to stderr, the access log (envoy/demo.yaml: JSON, one
+# line per request) to stdout.
+: >"$LOGS/access.log"
 "$ENVOY" -c envoy/demo.yaml --concurrency 2 --disable-hot-restart \
-  -l warning --component-log-level wasm:info >"$LOGS/envoy.log" 2>&1 &
+  -l warning --component-log-level wasm:info >"$LOGS/access.log" 2>"$LOGS/envoy.log" &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -80,9 +83,18 @@ Try:
                                                                # A2A card: interface URLs point at the gateway
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"prod/assistant","messages":[{"role":"user","content":"hi"}]}'  # OpenAI chat with the A2A agent
-  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats
+  curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
+       -d '{"model":"gpt-demo","stream":true,"stream_options":{"include_usage":true},"messages":[]}'
+                                                               # a stream: its usage lands in the access log and stats
+  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats, tokens per model, upstream stats per agent
 
-Logs in .run/ — Ctrl-C stops everything.
+Access log: one JSON line per request in .run/access.log (entry, kind, backend,
+model, tokens, the limit that refused it), printed below as requests come in.
+Other logs in .run/ — Ctrl-C stops everything.
+
 TXT
+# The access log as it grows, for the curl lines above.
+tail -n 0 -F "$LOGS/access.log" 2>/dev/null | sed -u 's/^/access: /' &
+pids+=($!)
 wait -n "${pids[@]}" || true
 echo "a demo process exited; see $LOGS/" >&2

@@ -222,6 +222,32 @@ pub fn upstream_stat_name(entry: &Entry) -> String {
     )
 }
 
+/// The `stats_tags` rules (Envoy's `stats_config`) that turn the tags in
+/// the filter's stat names, and in the upstream stats it names per entry,
+/// into Prometheus labels: `(tag_name, regex)`. Envoy takes each tag name
+/// once, so one rule covers both kinds of name. The model is the last tag
+/// and is read to the end of the name: a model label may hold dots.
+pub fn stats_tags() -> [(&'static str, &'static str); 4] {
+    [
+        (
+            "namespace",
+            r"^(?:wasmcustom\.agentroute_\w+|cluster\..+?\.agentroute)(\.namespace\.([^.]+))",
+        ),
+        (
+            "agent",
+            r"^(?:wasmcustom\.agentroute_\w+|cluster\..+?\.agentroute)\.namespace\.[^.]+(\.agent\.([^.]+))",
+        ),
+        (
+            "kind",
+            r"^(?:wasmcustom\.agentroute_\w+|cluster\..+?\.agentroute)\.namespace\.[^.]+\.agent\.[^.]+(\.kind\.([^.]+))",
+        ),
+        (
+            "model",
+            r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.model\.(.+))$",
+        ),
+    ]
+}
+
 fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;

@@ -463,14 +463,10 @@ impl GatewayConfig {
 /// The `stats_tags` of `envoy/demo.yaml`: the tags agentroute puts in its
 /// stat names (and in the upstream stats it names per entry) as labels.
 pub fn stats_tags() -> Value {
-    const STATS: &str = r"^(?:wasmcustom\.agentroute_\w+|cluster\..+?\.agentroute)";
-    json!([
-        { "tag_name": "namespace", "regex": format!(r"{STATS}(\.namespace\.([^.]+))") },
-        { "tag_name": "agent", "regex": format!(r"{STATS}\.namespace\.[^.]+(\.agent\.([^.]+))") },
-        { "tag_name": "kind", "regex": format!(r"{STATS}\.namespace\.[^.]+\.agent\.[^.]+(\.kind\.([^.]+))") },
-        { "tag_name": "model", "regex":
-            r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.model\.(.+))$" }
-    ])
+    agentroute::observe::stats_tags()
+        .iter()
+        .map(|(tag, regex)| json!({ "tag_name": tag, "regex": regex }))
+        .collect()
 }
 
 /// Envoy's native `json_to_metadata` filter configured the way

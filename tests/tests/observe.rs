@@ -49,6 +49,38 @@ fn the_readme_names_every_property_as_envoy_spells_it() {
     assert_eq!(fields.len(), Field::ALL.len(), "README: {fields:?}");
 }
 
+fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(workspace_root().join(path)).expect(path);
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_shipped_access_logs_print_every_field_and_stats_carry_labels() {
+    let demo = &yaml("envoy/demo.yaml");
+    let hcm = &demo["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
+    let demo_log = &hcm["access_log"];
+    let istio = yaml("istio/envoyfilter-access-log.yaml");
+    let istio_log = &istio["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
+        ["access_log"];
+    assert_eq!(demo_log, istio_log, "Envoy and Istio print the same fields");
+    let format = &demo_log[0]["typed_config"]["log_format"]["json_format"];
+    for field in Field::ALL {
+        assert_eq!(
+            format[field.json_key()].as_str(),
+            Some(field.access_log_command().as_str()),
+            "{}",
+            field.json_key()
+        );
+    }
+    // Every bootstrap that turns tags into labels has all of them, as the
+    // tests' Envoy (and `agentroute generate`) do.
+    for path in ["envoy/demo.yaml", "envoy/tls.yaml", "envoy/global-limits.yaml"] {
+        let tags = &yaml(path)["stats_config"]["stats_tags"];
+        assert_eq!(tags, &agentroute_tests::stats_tags(), "{path}");
+    }
+}
+
 /// An HCM access log to `path`, one JSON object per request: the README's
 /// fields plus Envoy's own status and path.
 fn with_access_log(cfg: GatewayConfig, path: PathBuf) -> GatewayConfig {

@@ -610,14 +610,13 @@ fn envoy(
             })
         })
         .collect();
-    let tag = |name: &str, regex: &str| json!({ "tag_name": name, "regex": regex });
+    let stats_tags: Vec<Value> = agentroute::observe::stats_tags()
+        .iter()
+        .map(|(name, regex)| json!({ "tag_name": name, "regex": regex }))
+        .collect();
     Ok(json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 9901 } } },
-        "stats_config": { "stats_tags": [
-            tag("namespace", r"^wasmcustom\.agentroute_\w+(\.namespace\.([^.]+))"),
-            tag("agent", r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+(\.agent\.([^.]+))"),
-            tag("kind", r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+(\.kind\.([^.]+))")
-        ] },
+        "stats_config": { "stats_tags": stats_tags },
         "static_resources": { "listeners": listeners, "clusters": clusters }
     }))
 }
