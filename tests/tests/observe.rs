@@ -57,12 +57,12 @@ fn yaml(path: &str) -> Value {
 #[test]
 fn the_shipped_access_logs_print_every_field_and_stats_carry_labels() {
     let demo = &yaml("envoy/demo.yaml");
-    let hcm = &demo["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"];
+    let hcm =
+        &demo["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let demo_log = &hcm["access_log"];
     let istio = yaml("istio/envoyfilter-access-log.yaml");
-    let istio_log = &istio["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
-        ["access_log"];
+    let istio_log =
+        &istio["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["access_log"];
     assert_eq!(demo_log, istio_log, "Envoy and Istio print the same fields");
     let format = &demo_log[0]["typed_config"]["log_format"]["json_format"];
     for field in Field::ALL {
@@ -75,7 +75,11 @@ fn the_shipped_access_logs_print_every_field_and_stats_carry_labels() {
     }
     // Every bootstrap that turns tags into labels has all of them, as the
     // tests' Envoy (and `agentroute generate`) do.
-    for path in ["envoy/demo.yaml", "envoy/tls.yaml", "envoy/global-limits.yaml"] {
+    for path in [
+        "envoy/demo.yaml",
+        "envoy/tls.yaml",
+        "envoy/global-limits.yaml",
+    ] {
         let tags = &yaml(path)["stats_config"]["stats_tags"];
         assert_eq!(tags, &agentroute_tests::stats_tags(), "{path}");
     }
@@ -188,7 +192,10 @@ async fn the_access_log_shows_entry_backend_model_and_tokens() {
     assert_eq!(routed["entry"], "prod/coordinator", "{routed}");
     assert_eq!(routed["kind"], "agent");
     assert_eq!(routed["backend"], "coordinator");
-    assert!(routed["model"].is_null() && routed["total_tokens"].is_null(), "{routed}");
+    assert!(
+        routed["model"].is_null() && routed["total_tokens"].is_null(),
+        "{routed}"
+    );
 
     let json_answer = line_for(&lines, "/v1/chat/completions?json");
     assert_eq!(json_answer["entry"], "models/llm", "{json_answer}");
@@ -208,7 +215,10 @@ async fn the_access_log_shows_entry_backend_model_and_tokens() {
     }
 
     let sse = line_for(&lines, "/v1/chat/completions?sse");
-    assert_eq!(sse["model"], "openai/gpt-4o", "the model as the client named it");
+    assert_eq!(
+        sse["model"], "openai/gpt-4o",
+        "the model as the client named it"
+    );
     assert_eq!(sse["output_tokens"], "5", "{sse}");
     let total: u64 = sse["total_tokens"].as_str().unwrap().parse().unwrap();
     let input: u64 = sse["input_tokens"].as_str().unwrap().parse().unwrap();
@@ -273,7 +283,8 @@ async fn upstream_stats_appear_per_agent() {
         )
         .await;
     assert_eq!(r.status, 200);
-    let labels = r#"namespace="prod",agent="coordinator",kind="agent",envoy_cluster_name="coordinator""#;
+    let labels =
+        r#"namespace="prod",agent="coordinator",kind="agent",envoy_cluster_name="coordinator""#;
     gw.wait_metric(
         &format!("envoy_cluster_agentroute_upstream_rq_time_count{{{labels}}}"),
         4.0,
