@@ -29,8 +29,8 @@ pub enum Stat {
     /// Calls to the rate limit service that got no usable answer (or usage
     /// reports that could not be placed).
     LimitServiceFailures,
-    /// Answers of token-budgeted requests whose usage could not be read
-    /// (compressed, or over the VM's metering memory).
+    /// Metered answers (token-budgeted, or counted by `openai.usage_metrics`)
+    /// whose usage could not be read (compressed, or over the VM's metering memory).
     TokensUnmetered,
     /// Translated A2A streams cut short (an error event) because the VM's
     /// memory for translated streams was spent.
