@@ -30,7 +30,10 @@ fn plugin_config(file: &str, pointer: &str) -> String {
 
 /// Routes as the shipped configurations' comments say, on `host` (the
 /// Istio example serves paths on its `gateway_hosts` only).
-async fn check(shape: Shape, config: String, host: &str) {
+/// A gateway in a controller's shape with a shipped configuration: a demo
+/// agent behind every backend token the shipped HTTPRoutes name, and
+/// `other` (another application) behind the fallback route.
+async fn shipped_gateway(shape: Shape, config: String) -> Gateway {
     let mut cfg = GatewayConfig::new(config).shape(shape).fallback("other");
     for (backend, agent) in [
         ("prod-coordinator", "coordinator"),
@@ -45,7 +48,11 @@ async fn check(shape: Shape, config: String, host: &str) {
         cfg = cfg.cluster(backend, spawn_agent(agent).await);
     }
     cfg.filters_before.push(json_to_metadata("agentroute"));
-    let gw = Gateway::start(cfg).await;
+    Gateway::start(cfg).await
+}
+
+async fn check(shape: Shape, config: String, host: &str) {
+    let gw = shipped_gateway(shape, config).await;
     gw.assert_routes(
         &format!("{shape:?}"),
         &[
@@ -93,23 +100,7 @@ async fn istio_wasmplugin_config_routes() {
 #[tokio::test]
 async fn istio_quick_start_serves_its_agents_and_models_and_leaves_other_hosts_alone() {
     let config = plugin_config("istio/wasmplugin.yaml", "/spec/pluginConfig");
-    let mut cfg = GatewayConfig::new(config)
-        .shape(Shape::Istio)
-        .fallback("other");
-    for (backend, agent) in [
-        ("prod-coordinator", "coordinator"),
-        ("prod-support", "support"),
-        ("prod-researcher", "researcher"),
-        ("prod-writer", "writer"),
-        ("prod-tools", "tools"),
-        ("models-llm", "llm"),
-        ("models-local", "local"),
-        ("other", "other"),
-    ] {
-        cfg = cfg.cluster(backend, spawn_agent(agent).await);
-    }
-    cfg.filters_before.push(json_to_metadata("agentroute"));
-    let gw = Gateway::start(cfg).await;
+    let gw = shipped_gateway(Shape::Istio, config).await;
     let host = "agents.example.com";
     for agent in ["coordinator", "support", "researcher", "writer"] {
         gw.assert_routes(

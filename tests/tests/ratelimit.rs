@@ -92,7 +92,7 @@ async fn a_burst_admits_exactly_burst_across_workers() {
 async fn buckets_refill_continuously_and_admitted_responses_carry_headers() {
     let gw = gateway(
         r#"{"agents":[
-            {"name":"a","backend":"a","rate_limit":{"requests_per_second":4,"burst":2}},
+            {"name":"a","backend":"a","rate_limit":{"requests_per_second":1,"burst":2}},
             {"name":"slow","backend":"a","rate_limit":{"requests_per_second":0.5,"burst":1}}]}"#,
     )
     .await;
@@ -112,8 +112,9 @@ async fn buckets_refill_continuously_and_admitted_responses_carry_headers() {
     );
     let r = gw.get("/a/3").await;
     assert_eq!((r.status, r.header("retry-after")), (429, Some("1")));
-    // 4/s: one token every 250 ms.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 1/s: one token a second (slow enough that the next request comes
+    // well within the second even on a loaded machine).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(gw.get("/a/4").await.status, 200);
     assert_eq!(gw.get("/a/5").await.status, 429);
 
