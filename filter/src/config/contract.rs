@@ -221,6 +221,9 @@ pub struct RawAgent {
     pub protocol: Option<ProtocolName>,
     /// How an entry with `protocol: "a2a"` is spoken to.
     pub a2a: Option<Obj<RawA2a>>,
+    /// Which tools clients of an entry of kind `mcp` may list and call, and
+    /// how often.
+    pub mcp: Option<Obj<RawMcp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +301,66 @@ pub struct RawA2a {
     /// them). Default `false`.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = false)))]
     pub rewrite_signed_cards: Option<bool>,
+}
+
+/// Tool rules of an MCP server entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Mcp"))]
+pub struct RawMcp {
+    /// Tools a client may list and call.
+    pub tools: Option<Obj<RawToolRules>>,
+    /// Token buckets per tool name (each tool a pattern matches has its own
+    /// bucket), shared by every worker of this Envoy.
+    pub tool_limits: Option<Vec<Obj<RawToolLimit>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "ToolRules"))]
+pub struct RawToolRules {
+    /// Tool names a client may list and call (`*` as a suffix wildcard:
+    /// `fetch_*`, `*`). Default: all.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(length(min = 1, max = 256), pattern(r"^[^*\u0000-\u001F\u007F]*\*?$")))
+    )]
+    pub allow: Option<Vec<String>>,
+    /// Tool names refused even when allowed (same patterns). Default: none.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(length(min = 1, max = 256), pattern(r"^[^*\u0000-\u001F\u007F]*\*?$")))
+    )]
+    pub deny: Option<Vec<String>>,
+}
+
+/// A token bucket for each tool one of `tools` matches.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "ToolLimit"))]
+pub struct RawToolLimit {
+    /// Tool name patterns (`*` as a suffix wildcard); the first limit whose
+    /// pattern matches a tool is its limit.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(
+            length(min = 1),
+            inner(length(min = 1, max = 256), pattern(r"^[^*\u0000-\u001F\u007F]*\*?$"))
+        )
+    )]
+    pub tools: Vec<String>,
+    /// Refill rate per tool (may be below 1).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("exclusiveMinimum" = 0)))]
+    pub requests_per_second: f64,
+    /// Bucket capacity (default: one second's worth, at least 1).
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(range(min = 1, max = 4294967295u64))
+    )]
+    pub burst: Option<u64>,
 }
 
 /// A JSON object read into `T`. Serde's derived structs also accept an

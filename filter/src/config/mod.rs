@@ -6,6 +6,7 @@
 
 mod compile;
 pub mod contract;
+mod mcp;
 pub mod models;
 /// The JSON Schema of the contract: native only, the filter never links it.
 #[cfg(not(target_arch = "wasm32"))]
@@ -151,6 +152,9 @@ pub struct Entry {
     pub protocol: Protocol,
     /// Rewrite agent cards that carry `signatures` too.
     pub rewrite_signed_cards: bool,
+    /// Tool rules of an MCP server: calls and tool lists are read and
+    /// judged. `None` (no rules) leaves its traffic untouched.
+    pub mcp: Option<Box<crate::mcp::rules::ToolRules>>,
     /// `namespace/name`: the entry's identity in logs, model ids, bucket
     /// keys and rate limit descriptors.
     pub id: String,
