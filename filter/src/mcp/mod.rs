@@ -3,4 +3,5 @@
 //! with it ([`judge`]), and `tools/list` answers with the tools a client may
 //! not call removed ([`list`]). Pure logic; the host glue lives in `host`.
 
+pub mod rpc;
 pub mod rules;
