@@ -3,5 +3,6 @@
 //! with it ([`judge`]), and `tools/list` answers with the tools a client may
 //! not call removed ([`list`]). Pure logic; the host glue lives in `host`.
 
+pub mod list;
 pub mod rpc;
 pub mod rules;
