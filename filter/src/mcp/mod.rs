@@ -3,6 +3,7 @@
 //! with it ([`judge`]), and `tools/list` answers with the tools a client may
 //! not call removed ([`list`]). Pure logic; the host glue lives in `host`.
 
+pub mod judge;
 pub mod list;
 pub mod rpc;
 pub mod rules;
