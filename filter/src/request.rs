@@ -43,6 +43,9 @@ pub struct Flags {
     pub sent_accept_encoding: bool,
     /// `range` or `if-range`: a partial card could not be rewritten.
     pub sent_range: bool,
+    /// `last-event-id`: an MCP client resuming an event stream, which may
+    /// replay a `tools/list` answer.
+    pub sent_last_event_id: bool,
 }
 
 impl<'h> RequestHead<'h> {
@@ -66,6 +69,7 @@ impl<'h> RequestHead<'h> {
                 }
                 "accept-encoding" => head.flags.sent_accept_encoding = true,
                 "range" | "if-range" => head.flags.sent_range = true,
+                "last-event-id" => head.flags.sent_last_event_id = true,
                 ":protocol" | "upgrade" => head.flags.upgrade = true,
                 HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
                     head.flags.sent_identity = true
@@ -148,6 +152,28 @@ pub struct Forward<'a> {
     pub card: Option<CardAddress>,
     /// A chat completion for an A2A agent: the body is translated.
     pub translate: Option<A2aVersion>,
+    /// An MCP entry with tool rules: what the filter must do first.
+    pub mcp: Option<McpStep>,
+}
+
+/// What a request to an MCP entry with tool rules needs before it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpStep {
+    /// A POST: its JSON-RPC message is read (body or metadata) and judged.
+    ReadMessage,
+    /// A GET resuming an event stream: a replayed `tools/list` answer is
+    /// filtered like a fresh one.
+    FilterReplay,
+}
+
+/// The MCP step of a request to `entry`, if it has tool rules.
+fn mcp_step(plan: &Plan, entry: usize, head: &RequestHead<'_>) -> Option<McpStep> {
+    plan.entries.get(entry)?.mcp.as_ref()?;
+    match head.method {
+        "POST" => Some(McpStep::ReadMessage),
+        "GET" if head.flags.sent_last_event_id => Some(McpStep::FilterReplay),
+        _ => None,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -221,6 +247,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         ops,
         card,
         translate: None,
+        mcp: mcp_step(plan, m.entry, head),
     })
 }
 
@@ -333,6 +360,7 @@ pub fn decide_model<'a>(
         ops,
         card: None,
         translate,
+        mcp: None,
     })
 }
 
@@ -413,6 +441,7 @@ fn pass<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         ops,
         card: None,
         translate: None,
+        mcp: None,
     })
 }
 
@@ -926,6 +955,30 @@ mod tests {
             Decision::Forward(Forward { entry: Some(1), .. })
         ));
         assert!(!openai::models_body(&p).contains("prod/bot"));
+    }
+
+    #[test]
+    fn mcp_entries_with_tool_rules_read_posts_and_watch_replays() {
+        let p = plan(
+            r#"{"agents": [
+            {"name": "ruled", "kind": "mcp", "backend": "r", "mcp": {"tools": {"deny": ["rm"]}}},
+            {"name": "open", "kind": "mcp", "backend": "o"}]}"#,
+        );
+        let step = |method: &'static str, path: &'static str, resume: bool| {
+            let mut pairs = vec![(":method", method), (":path", path)];
+            if resume {
+                pairs.push(("last-event-id", "7"));
+            }
+            forward(&p, &pairs).mcp
+        };
+        assert_eq!(
+            step("POST", "/ruled/mcp", false),
+            Some(McpStep::ReadMessage)
+        );
+        assert_eq!(step("GET", "/ruled/mcp", true), Some(McpStep::FilterReplay));
+        assert_eq!(step("GET", "/ruled/mcp", false), None);
+        assert_eq!(step("DELETE", "/ruled/mcp", false), None);
+        assert_eq!(step("POST", "/open/mcp", false), None, "no rules, no cost");
     }
 
     #[test]

@@ -70,3 +70,39 @@ impl Stat {
         )
     }
 }
+
+/// Per-tool stats of an MCP entry with tool rules. The `tool` tag is one
+/// of the entry's configured names or wildcard patterns, or `other`
+/// (`mcp::rules::ToolRules::labels`): bounded by the configuration, never
+/// by the names clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolStat {
+    /// `tools/call` requests forwarded to the server.
+    Calls,
+    /// Calls of a tool not allowed, answered by the filter.
+    Refused,
+    /// Calls refused 429 by the tool's limit.
+    Limited,
+}
+
+impl ToolStat {
+    fn base(self) -> &'static str {
+        match self {
+            ToolStat::Calls => "agentroute_mcp_tool_calls_total",
+            ToolStat::Refused => "agentroute_mcp_tool_refused_total",
+            ToolStat::Limited => "agentroute_mcp_tool_limited_total",
+        }
+    }
+
+    /// `agentroute_mcp_tool_calls_total.namespace.N.agent.A.kind.mcp.tool.T`.
+    pub fn name(self, entry: &Entry, label: &str) -> String {
+        format!(
+            "{}.namespace.{}.agent.{}.kind.{}.tool.{}",
+            self.base(),
+            entry.namespace,
+            entry.name,
+            entry.kind.as_str(),
+            label
+        )
+    }
+}

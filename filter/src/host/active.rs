@@ -13,7 +13,7 @@ use proxy_wasm::types::Status;
 use super::abi;
 use crate::config::Plan;
 use crate::ratelimit::Secret;
-use crate::stats::Stat;
+use crate::stats::{Stat, ToolStat};
 
 pub struct Active {
     pub plan: Plan,
@@ -27,6 +27,10 @@ pub struct Active {
     /// for a counter measurably slows the hot path, so counters are summed
     /// here and flushed once a second (`on_tick`).
     pending: RefCell<HashMap<(usize, Stat), i64>>,
+    /// Per-tool counters of MCP entries, by (entry, label, stat): metric
+    /// ids once defined, and increments not yet handed to Envoy.
+    tool_metrics: RefCell<HashMap<(usize, usize, ToolStat), Option<u32>>>,
+    pending_tools: RefCell<HashMap<(usize, usize, ToolStat), i64>>,
     /// The per-client hash key, read from shared data on first use.
     secret: Cell<Option<Secret>>,
     /// The rate limit service as `proxy_grpc_call` takes it.
@@ -55,6 +59,8 @@ impl Active {
             metrics,
             key_prefix,
             pending: RefCell::new(HashMap::new()),
+            tool_metrics: RefCell::new(HashMap::new()),
+            pending_tools: RefCell::new(HashMap::new()),
             secret: Cell::new(None),
             limit_service,
         }
@@ -74,6 +80,35 @@ impl Active {
         for ((entry, stat), delta) in pending {
             self.record(entry, stat, delta);
         }
+        let pending = std::mem::take(&mut *self.pending_tools.borrow_mut());
+        for (key, delta) in pending {
+            if let Some(id) = self.tool_metric(key) {
+                let _ = hostcalls::increment_metric(id, delta);
+            }
+        }
+    }
+
+    /// Counts one call, refusal or limit of a tool (by its label), at the
+    /// next flush.
+    pub fn bump_tool(&self, entry: usize, label: usize, stat: ToolStat) {
+        *self
+            .pending_tools
+            .borrow_mut()
+            .entry((entry, label, stat))
+            .or_default() += 1;
+    }
+
+    fn tool_metric(&self, key: (usize, usize, ToolStat)) -> Option<u32> {
+        let (entry, label, stat) = key;
+        let mut metrics = self.tool_metrics.borrow_mut();
+        if let Some(id) = metrics.get(&key) {
+            return *id;
+        }
+        let e = self.plan.entries.get(entry)?;
+        let label = e.mcp.as_ref()?.labels.get(label)?;
+        let id = abi::define_metric(0, &stat.name(e, label)).ok();
+        metrics.insert(key, id);
+        id
     }
 
     fn record(&self, entry: usize, stat: Stat, delta: i64) {

@@ -70,7 +70,7 @@ pub(super) fn create_entry_buckets(active: &Active) {
     }
 }
 
-fn request_spec(rate: &RequestRate) -> BucketSpec {
+pub(super) fn request_spec(rate: &RequestRate) -> BucketSpec {
     BucketSpec {
         capacity: f64::from(rate.burst),
         rate_per_second: rate.requests_per_second,
@@ -403,13 +403,13 @@ impl Stream {
     }
 }
 
-fn count_conflicts(active: &Active, entry: usize, conflicts: u32) {
+pub(super) fn count_conflicts(active: &Active, entry: usize, conflicts: u32) {
     if conflicts > 0 {
         active.bump(entry, Stat::CasRetries, i64::from(conflicts));
     }
 }
 
-fn status_of(limit: u64, o: &ratelimit::Outcome) -> LimitStatus {
+pub(super) fn status_of(limit: u64, o: &ratelimit::Outcome) -> LimitStatus {
     LimitStatus {
         limit,
         remaining: o.remaining,
@@ -451,7 +451,7 @@ pub(super) fn client_value(per: &Per, pairs: &[(&str, &[u8])]) -> Option<Vec<u8>
 }
 
 /// Proxy-Wasm shared data: one store per VM id, shared by every worker.
-struct HostStore;
+pub(super) struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {

@@ -7,6 +7,7 @@
 mod abi;
 mod active;
 mod limits;
+mod mcp;
 mod request;
 mod response;
 mod root;
@@ -108,6 +109,12 @@ struct Stream {
     held_headers: Option<Vec<u8>>,
     /// The OpenAI request body is being buffered to read its model.
     reading_model: bool,
+    /// An MCP request body is being buffered to read its JSON-RPC message.
+    reading_message: bool,
+    /// The message read from the body, for the decision made on it.
+    rpc_message: Option<crate::mcp::rpc::Message>,
+    /// A `tools/list` answer to filter.
+    tool_list: Option<mcp::ToolList>,
     /// Bytes of an OpenAI body counted as they pass (model from metadata):
     /// past `max_body_bytes` the request is refused.
     counting_body: Option<u64>,
@@ -186,6 +193,9 @@ impl Stream {
             vm,
             held_headers: None,
             reading_model: false,
+            reading_message: false,
+            rpc_message: None,
+            tool_list: None,
             counting_body: None,
             awaiting_limit: None,
             resume_after_body: false,

@@ -7,9 +7,13 @@ use super::active::Active;
 use super::{abi, fail, now, reply, Stream, Translation};
 use crate::a2a::chat::{self, ChunkStream};
 use crate::config::{ModelSource, Plan};
+use crate::mcp::judge as mcp_judge;
+use crate::mcp::rpc::{self, Invalid, Message};
 use crate::openai::{self, BodyFacts, ModelError};
 use crate::reply::{self as replies, LocalReply};
-use crate::request::{apply_to, decide, decide_model, Decision, Forward, HeaderOp, RequestHead};
+use crate::request::{
+    apply_to, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
+};
 use crate::stats::Stat;
 use crate::wire;
 
@@ -41,7 +45,7 @@ impl Stream {
             }
         };
         let plan = &active.plan;
-        let read_body = {
+        let read_model = {
             let Some(pairs) = wire::parse(&raw) else {
                 return fail("malformed request header map");
             };
@@ -65,12 +69,31 @@ impl Stream {
                     }
                     ModelSource::Body => true,
                 },
+                Decision::Forward(Forward {
+                    entry: Some(entry),
+                    mcp: Some(McpStep::ReadMessage),
+                    ..
+                }) if plan.openai.model_from == ModelSource::Body => {
+                    // An MCP message to judge, read from the body.
+                    if let Err(r) =
+                        mcp_judge::check_head(head.content_encoding, head.content_length)
+                    {
+                        active.bump(entry, Stat::Refused, 1);
+                        return reply(&r);
+                    }
+                    if end_of_stream {
+                        self.rpc_message = Some(Message::Invalid(Invalid::NotAnObject));
+                        let decision = decide(plan, &head);
+                        return self.carry_out(&active, decision, &pairs, None);
+                    }
+                    false
+                }
                 decision => return self.carry_out(&active, decision, &pairs, None),
             }
         };
-        debug_assert!(read_body);
         self.held_headers = Some(raw);
-        self.reading_model = true;
+        self.reading_model = read_model;
+        self.reading_message = !read_model;
         if let Some(t) = now() {
             self.vm.waiting.borrow_mut().insert(self.id, t);
         }
@@ -137,6 +160,18 @@ impl Stream {
             }
             return self.dispatch_body(&active, body_size);
         }
+        if self.reading_message {
+            self.vm.waiting.borrow_mut().remove(&self.id);
+            self.vm.saw_body(&active);
+            if body_size as u64 > mcp_judge::MAX_BODY_BYTES {
+                self.reading_message = false;
+                return reply(&mcp_judge::too_large());
+            }
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            return self.dispatch_message(&active, body_size);
+        }
         if let Some(translation) = &self.translation {
             if translation.awaiting_body {
                 // Model from metadata: the chat is translated once it is whole.
@@ -180,6 +215,9 @@ impl Stream {
         };
         if self.reading_model {
             return self.dispatch_body(&active, usize::MAX);
+        }
+        if self.reading_message {
+            return self.dispatch_message(&active, usize::MAX);
         }
         if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
             return self.translate_buffered_body(usize::MAX);
@@ -225,6 +263,27 @@ impl Stream {
         self.carry_out(active, decision, &pairs, Some(&body))
     }
 
+    /// Reads the JSON-RPC message from the buffered body (up to `size`
+    /// bytes) and decides the paused MCP request on it.
+    fn dispatch_message(&mut self, active: &Active, size: usize) -> Action {
+        self.reading_message = false;
+        let Some(raw) = self.held_headers.take() else {
+            return Action::Continue;
+        };
+        let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(body) => body,
+            Err(status) => return fail(&format!("cannot read request body: host status {status}")),
+        };
+        self.rpc_message = Some(rpc::read(&body));
+        let Some(pairs) = wire::parse(&raw) else {
+            return fail("malformed request header map");
+        };
+        let plan = &active.plan;
+        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+        let decision = decide(plan, &head);
+        self.carry_out(active, decision, &pairs, None)
+    }
+
     /// Applies a decision: admission, header changes, then go on (or wait for
     /// the rate limit service); or a local reply.
     fn carry_out(
@@ -250,7 +309,13 @@ impl Stream {
             ops,
             card,
             translate,
+            mcp,
         } = forward;
+        if let (Some(step), Some(entry)) = (mcp, entry) {
+            if let Err(answered) = self.judge_mcp(active, entry, pairs, step) {
+                return answered;
+            }
+        }
         if let Some(version) = translate {
             let translation = match self.start_translation(&active.plan, version, pairs, body) {
                 Ok(t) => t,

@@ -43,7 +43,8 @@ impl Stream {
         let watch = self.budget.is_some()
             || self.upgrade
             || self.card.is_some()
-            || self.translation.is_some();
+            || self.translation.is_some()
+            || self.tool_list.is_some();
         if !watch {
             return Action::Continue;
         }
@@ -55,6 +56,9 @@ impl Stream {
         }
         if self.budget.is_some() && self.translation.is_none() {
             self.start_meter();
+        }
+        if self.tool_list.is_some() {
+            self.watch_tool_list(status);
         }
         if let Some(CardState::Asked(address)) = self.card.take() {
             self.card = self.watch_card(status, address);
@@ -71,6 +75,9 @@ impl Stream {
         }
         if self.card.is_some() {
             return self.card_body(body_size, end_of_stream);
+        }
+        if self.tool_list.is_some() {
+            return self.tool_list_body(body_size, end_of_stream);
         }
         if self.translation.is_some() {
             return self.translation_body(body_size, end_of_stream);
