@@ -425,7 +425,8 @@ impl GatewayConfig {
             "stats_config": { "stats_tags": [
                 { "tag_name": "namespace", "regex": "^wasmcustom\\.agentroute_\\w+(\\.namespace\\.([^.]+))" },
                 { "tag_name": "agent", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+(\\.agent\\.([^.]+))" },
-                { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" }
+                { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" },
+                { "tag_name": "tool", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+\\.kind\\.[^.]+(\\.tool\\.([^.]+))" }
             ] },
             "static_resources": {
                 "listeners": [ {
@@ -1025,6 +1026,134 @@ impl Drop for A2aAgent {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// The MCP test server (tests/python/mcp_server.py, on the official `mcp`
+/// SDK) on an ephemeral loopback port. It records every JSON-RPC message it
+/// gets ([`McpServer::calls`]). Dropping it kills the process.
+pub struct McpServer {
+    child: tokio::process::Child,
+    log: tempfile::NamedTempFile,
+    pub addr: SocketAddr,
+}
+
+impl McpServer {
+    /// Starts the server with extra `args` (`--replica b`, `--json`,
+    /// `--page-size 3`) and waits for its `listening on` line.
+    pub async fn start(args: &[&str]) -> McpServer {
+        use tokio::io::AsyncBufReadExt;
+        let log = tempfile::NamedTempFile::new().expect("server log");
+        let mut child = tokio::process::Command::new(venv_python())
+            .arg(workspace_root().join("tests/python/mcp_server.py"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().expect("server log handle"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the MCP server (make setup installs mcp): {e}"));
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return addr.trim().parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("MCP server {args:?} did not start:\n{}", log_text()));
+        McpServer { child, log, addr }
+    }
+
+    /// Every message the server got: `{"method", "tool", "session"}`.
+    pub async fn calls(&self) -> Vec<Value> {
+        let r = send(self.addr, "GET", "/calls", &[], "").await;
+        serde_json::from_slice(&r.body).expect("calls")
+    }
+
+    /// Forgets the messages recorded so far.
+    pub async fn clear_calls(&self) {
+        send(self.addr, "DELETE", "/calls", &[], "").await;
+    }
+
+    /// The tools the server was asked to call, in order.
+    pub async fn tools_called(&self) -> Vec<String> {
+        self.calls()
+            .await
+            .iter()
+            .filter_map(|c| c["tool"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Stops the server now (a replica going away).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Runs tests/python/mcp_client.py (the official `mcp` client) against
+/// `url` in `mode` (`legacy` or `2026-07-28`) with `actions`; its JSON line.
+pub async fn mcp_client(url: &str, mode: &str, actions: &[&str]) -> Value {
+    let mut args = vec![
+        "--url".to_string(),
+        url.to_string(),
+        "--mode".to_string(),
+        mode.to_string(),
+    ];
+    args.extend(actions.iter().map(|a| a.to_string()));
+    let out = run_python("mcp_client.py", args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "mcp_client.py {mode} {actions:?}: {e}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Envoy's `json_to_metadata` with the rules MCP tool rules read under
+/// `model_from: "metadata"` (the ones envoy/, istio/ and envoy/gateway/
+/// ship), beside the OpenAI model rule.
+pub fn json_to_metadata_mcp(namespace: &str) -> Value {
+    let mut filter = json_to_metadata(namespace);
+    let rules = filter["typed_config"]["request_rules"]["rules"]
+        .as_array_mut()
+        .expect("rules");
+    rules.extend(mcp_metadata_rules(namespace));
+    filter
+}
+
+/// The json_to_metadata rules of MCP messages.
+pub fn mcp_metadata_rules(namespace: &str) -> Vec<Value> {
+    vec![
+        json!({ "selectors": [ { "key": "method" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_method" },
+                "on_error": { "metadata_namespace": namespace, "key": "mcp_error", "value": "invalid_json" } }),
+        json!({ "selectors": [ { "key": "params" }, { "key": "name" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_tool", "type": "STRING" } }),
+        json!({ "selectors": [ { "key": "id" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_id" } }),
+        json!({ "selectors": [ { "key": "id" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_id_text", "type": "STRING" } }),
+        json!({ "selectors": [ { "key": "jsonrpc" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_answer", "value": "1" } }),
+    ]
 }
 
 /// The `rls-server` test binary (tests/rls-server: a rate limit service on

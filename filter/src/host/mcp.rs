@@ -65,7 +65,10 @@ impl Stream {
         }
         let message = match self.rpc_message.take() {
             Some(m) => m,
-            None => metadata_message(&active.plan.openai.metadata_namespace),
+            None => {
+                self.batch_watch = true;
+                metadata_message(&active.plan.openai.metadata_namespace)
+            }
         };
         let headers = McpHeaders {
             method: header_text(pairs, "mcp-method"),
@@ -93,6 +96,33 @@ impl Stream {
                 Ok(())
             }
         }
+    }
+
+    /// A request judged from metadata: its body passes here, and a batch
+    /// (an array: json_to_metadata reads keys out of it as from an object)
+    /// is refused before any of it reaches the server. `Some` is the action
+    /// of the refusal.
+    pub(super) fn watch_for_batch(
+        &mut self,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Option<Action> {
+        const LOOK: usize = 64;
+        let head = abi::get_buffer(BufferType::HttpRequestBody, 0, body_size.min(LOOK)).ok()?;
+        let first = head.iter().find(|b| !b" \t\r\n".contains(b));
+        match first {
+            None if !end_of_stream && body_size <= LOOK => return None,
+            Some(b'[') => {
+                self.batch_watch = false;
+                if let (Some(entry), Some(active)) = (self.entry, &self.active) {
+                    active.bump(entry, Stat::Refused, 1);
+                }
+                return Some(reply(&judge::batch_refused()));
+            }
+            _ => {}
+        }
+        self.batch_watch = false;
+        None
     }
 
     /// A tool list must come back uncompressed to be filtered.

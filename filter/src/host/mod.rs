@@ -113,6 +113,10 @@ struct Stream {
     reading_message: bool,
     /// The message read from the body, for the decision made on it.
     rpc_message: Option<crate::mcp::rpc::Message>,
+    /// The message was judged from metadata: the body's first byte still
+    /// has to show it is no batch (json_to_metadata reads keys out of an
+    /// array as if it were an object).
+    batch_watch: bool,
     /// A `tools/list` answer to filter.
     tool_list: Option<mcp::ToolList>,
     /// Bytes of an OpenAI body counted as they pass (model from metadata):
@@ -195,6 +199,7 @@ impl Stream {
             reading_model: false,
             reading_message: false,
             rpc_message: None,
+            batch_watch: false,
             tool_list: None,
             counting_body: None,
             awaiting_limit: None,

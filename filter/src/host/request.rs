@@ -184,6 +184,11 @@ impl Stream {
                 return self.translate_buffered_body(body_size);
             }
         }
+        if self.batch_watch {
+            if let Some(answered) = self.watch_for_batch(body_size, end_of_stream) {
+                return answered;
+            }
+        }
         if let Some(counted) = self.counting_body.as_mut() {
             *counted += body_size as u64;
             if *counted > max {

@@ -78,13 +78,10 @@ pub fn judge(rules: &ToolRules, message: &Message, headers: McpHeaders<'_>) -> V
         Message::Call { method, name, .. } => (method.as_str(), name),
         Message::Response => return forward(None, false),
         Message::Batch => {
-            return refuse(
-                400,
-                "null",
-                INVALID_REQUEST,
-                "Invalid Request: JSON-RPC batches are not accepted here (tool rules judge one message at a time)",
-                Refusal::Batch,
-            )
+            return Verdict::Refuse {
+                reply: batch_refused(),
+                why: Refusal::Batch,
+            }
         }
         Message::Invalid(Invalid::NotJson) => {
             return refuse(400, "null", PARSE_ERROR, "Parse error", Refusal::Invalid)
@@ -168,6 +165,16 @@ pub fn rpc_error(status: u32, id: &str, code: i64, message: &str) -> LocalReply 
     let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
     let body = json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } });
     LocalReply::json(status, body.to_string())
+}
+
+/// The answer to a JSON-RPC batch on an entry with tool rules.
+pub fn batch_refused() -> LocalReply {
+    rpc_error(
+        400,
+        "null",
+        INVALID_REQUEST,
+        "Invalid Request: JSON-RPC batches are not accepted here (tool rules judge one message at a time)",
+    )
 }
 
 /// A tool over its limit: 429 with `retry-after` and `x-ratelimit-*`, and a

@@ -193,11 +193,7 @@ pub fn filter_with_serde(body: &[u8], allows: &dyn Fn(&str) -> bool) -> Filtered
         return Filtered::Unchanged;
     };
     let before = tools.len();
-    tools.retain(|tool| {
-        tool.get("name")
-            .and_then(Value::as_str)
-            .is_some_and(allows)
-    });
+    tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(allows));
     if tools.len() == before {
         return Filtered::Unchanged;
     }
