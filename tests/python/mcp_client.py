@@ -11,6 +11,7 @@ request). Actions run in order on one connection (one session):
     call:NAME[:JSON]  one tools/call with JSON arguments
     repeat:N:NAME     N sequential calls of NAME ({"session": <id>} as
                       arguments), stopping at the first error
+    pause:SECONDS     wait (the test changes something meanwhile)
 
 Prints one JSON line and exits 0:
     {"pages": <tools/list pages>,
@@ -46,7 +47,7 @@ async def main() -> int:
 
     out = {"pages": 0, "tools": [], "results": []}
     try:
-        async with Client(args.url, mode=args.mode, read_timeout_seconds=20) as client:
+        async with Client(args.url, mode=args.mode, read_timeout_seconds=10) as client:
             for action in args.actions:
                 kind, _, rest = action.partition(":")
                 if kind == "list":
@@ -69,6 +70,9 @@ async def main() -> int:
                         out["results"].append(result)
                         if not result["ok"]:
                             break
+                elif kind == "pause":
+                    print(json.dumps({"paused": True}), flush=True)
+                    await asyncio.sleep(float(rest))
                 else:
                     raise ValueError(f"unknown action {action!r}")
     except BaseException as e:  # noqa: BLE001 - report anything, the test reads it

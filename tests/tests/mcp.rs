@@ -274,3 +274,199 @@ async fn headers_that_disagree_with_the_body_and_batches_are_refused() {
         );
     }
 }
+
+/// Envoy's stateful session filter with the envelope session state on
+/// `mcp-session-id`: what envoy/mcp-sessions.yaml, the Istio EnvoyFilter
+/// and the Envoy Gateway EnvoyPatchPolicy ship.
+fn session_envelope() -> Value {
+    json!({
+        "name": "envoy.filters.http.stateful_session",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
+            "session_state": {
+                "name": "envoy.http.stateful_session.envelope",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.stateful_session.envelope.v3.EnvelopeSessionState",
+                    "header": { "name": "mcp-session-id" }
+                }
+            }
+        }
+    })
+}
+
+/// One Envoy cluster `mcp-ruled` over every replica, round robin.
+async fn replicated(replicas: &[&McpServer], sticky: bool) -> Gateway {
+    let endpoints: Vec<Value> = replicas
+        .iter()
+        .map(|r| {
+            json!({ "endpoint": { "address": { "socket_address": {
+            "address": r.addr.ip().to_string(), "port_value": r.addr.port() } } } })
+        })
+        .collect();
+    let mut config = GatewayConfig::new(plugin_config("body"))
+        .cluster("mcp-ruled", replicas[0].addr)
+        .cluster("mcp-open", replicas[0].addr)
+        .patch_bootstrap(move |b| {
+            for cluster in b["static_resources"]["clusters"].as_array_mut().unwrap() {
+                if cluster["name"] == "mcp-ruled" {
+                    cluster["lb_policy"] = json!("ROUND_ROBIN");
+                    // What Kubernetes does by readiness and EDS: a replica
+                    // that went away leaves the cluster's healthy hosts.
+                    cluster["health_checks"] = json!([{
+                        "timeout": "2s", "interval": "0.3s", "no_traffic_interval": "0.3s",
+                        "unhealthy_threshold": 1, "healthy_threshold": 1,
+                        "http_health_check": { "path": "/calls" }
+                    }]);
+                    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = json!(endpoints);
+                }
+            }
+        });
+    config.allow_stop_iteration = true;
+    if sticky {
+        config.filters_before.push(session_envelope());
+    }
+    let gw = Gateway::start(config).await;
+    // Sessions start once the health checker has seen every replica: a
+    // host not yet checked is no override target.
+    for _ in 0..100 {
+        let r = agentroute_tests::send(gw.admin, "GET", "/clusters", &[], "").await;
+        let healthy = r
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("mcp-ruled::") && l.ends_with("::health_flags::healthy"))
+            .count();
+        if healthy == replicas.len() {
+            return gw;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "replicas never healthy:\n{}",
+        agentroute_tests::send(gw.admin, "GET", "/clusters", &[], "")
+            .await
+            .text()
+    );
+}
+
+/// Which replica a whoami answer came from, and its session count.
+fn whoami(result: &Value) -> (String, u64) {
+    let v: Value =
+        serde_json::from_str(result["text"].as_str().unwrap_or("{}")).unwrap_or_default();
+    (
+        v["replica"].as_str().unwrap_or("?").to_string(),
+        v["count"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_stay_on_their_replica_with_the_envelope() {
+    let a = McpServer::start(&["--replica", "a"]).await;
+    let b = McpServer::start(&["--replica", "b"]).await;
+    let url = |gw: &Gateway| format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+
+    // Without it, round robin sends the session's second request to the
+    // other replica: "Session not found".
+    let gw = replicated(&[&a, &b], false).await;
+    let out = mcp_client(&url(&gw), "legacy", &["repeat:50:whoami"]).await;
+    let failed = out.get("error").is_some()
+        || out["results"]
+            .as_array()
+            .is_some_and(|r| r.len() < 50 || r.iter().any(|x| x["ok"] != json!(true)));
+    assert!(
+        failed,
+        "round robin without session affinity cannot keep a session: {out}"
+    );
+    drop(gw);
+
+    // With the envelope: 50 calls, one replica, no "session not found".
+    let gw = replicated(&[&a, &b], true).await;
+    for _ in 0..2 {
+        let out = mcp_client(&url(&gw), "legacy", &["list", "repeat:50:whoami"]).await;
+        assert_eq!(out.get("error"), None, "{out}");
+        let results = out["results"].as_array().unwrap();
+        assert_eq!(results.len(), 50, "{out}");
+        let (replica, _) = whoami(&results[0]);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(whoami(r), (replica.clone(), i as u64 + 1), "call {i}: {r}");
+        }
+        assert_eq!(
+            out["tools"],
+            json!(LISTED),
+            "lists are filtered on either replica"
+        );
+    }
+    // The stateless generation needs no affinity and gets none.
+    let out = mcp_client(&url(&gw), "2026-07-28", &["repeat:10:whoami"]).await;
+    assert_eq!(out.get("error"), None, "{out}");
+    let replicas: std::collections::HashSet<String> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| whoami(r).0)
+        .collect();
+    assert_eq!(replicas.len(), 2, "stateless calls are balanced: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_whose_replica_goes_away_must_start_again() {
+    let mut a = McpServer::start(&["--replica", "a"]).await;
+    let mut b = McpServer::start(&["--replica", "b"]).await;
+    let gw = replicated(&[&a, &b], true).await;
+    let url = format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+    let client = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            mcp_client(
+                &url,
+                "legacy",
+                &[
+                    "repeat:3:whoami",
+                    "pause:4",
+                    "call:whoami:{\"session\":\"s\"}",
+                ],
+            )
+            .await
+        })
+    };
+    // Find the session's replica once its calls arrived, and stop it.
+    let mut owner = None;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let on_a = a.tools_called().await.len();
+        let on_b = b.tools_called().await.len();
+        if on_a + on_b >= 3 {
+            owner = Some(if on_a >= 3 { 'a' } else { 'b' });
+            break;
+        }
+    }
+    let (gone, survivor) = match owner.expect("the session's first calls arrived") {
+        'a' => (&mut a, &b),
+        _ => (&mut b, &a),
+    };
+    gone.kill().await;
+    let out = client.await.unwrap();
+    let results = out["results"].as_array().cloned().unwrap_or_default();
+    assert!(
+        results.iter().take(3).all(|r| r["ok"] == json!(true)),
+        "{out}"
+    );
+    // The session's next request goes to the surviving replica (the
+    // envelope is not strict), which does not know the session.
+    let last_ok = results.get(3).is_some_and(|r| r["ok"] == json!(true));
+    assert!(!last_ok, "a lost session cannot go on: {out}");
+    assert!(
+        survivor.calls().await.iter().any(|c| c["method"] == json!("tools/call")),
+        "the session's request reached the survivor, which refused it (404 Session not found): {out}"
+    );
+    // A new session works, on the survivor.
+    let out = mcp_client(&url, "legacy", &["repeat:5:whoami"]).await;
+    assert_eq!(out.get("error"), None, "{out}");
+    assert!(
+        out["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["ok"] == json!(true)),
+        "{out}"
+    );
+}
