@@ -14,7 +14,11 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use agentroute::config::{ConfigError, Plan};
-use agentroute::request::{decide, decide_model, Decision, HeaderOp, RequestHead};
+use agentroute::mcp::judge::{judge, McpHeaders, Verdict};
+use agentroute::mcp::rpc::{Message, Name, TOOLS_CALL};
+use agentroute::request::{
+    decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
+};
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -668,6 +672,8 @@ pub struct ExplainRequest {
     pub host: String,
     /// The `model` an OpenAI request body names.
     pub model: Option<String>,
+    /// The tool a `tools/call` to an MCP entry names (`params.name`).
+    pub mcp_tool: Option<String>,
     /// Other request headers, names as sent (lowercased before use).
     pub headers: Vec<(String, String)>,
 }
@@ -734,7 +740,7 @@ impl Explanation {
 /// Runs one request through the filter's decision code.
 pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
     let method = if request.method.is_empty() {
-        if request.model.is_some() {
+        if request.model.is_some() || request.mcp_tool.is_some() {
             "POST"
         } else {
             "GET"
@@ -754,8 +760,10 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         (":scheme", b"http"),
     ];
     pairs.extend(lowered.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-    // A client naming a model sends JSON.
-    if request.model.is_some() && !lowered.iter().any(|(k, _)| k == "content-type") {
+    // A client naming a model or a tool sends JSON.
+    if (request.model.is_some() || request.mcp_tool.is_some())
+        && !lowered.iter().any(|(k, _)| k == "content-type")
+    {
         pairs.push(("content-type", b"application/json"));
     }
     let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
@@ -796,37 +804,20 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         })
     };
     let (entry, outcome) = match decision {
+        Decision::Forward(f) if f.mcp == Some(McpStep::ReadMessage) => {
+            match judge_tool_call(plan, &f, request, &lowered, &mut notes) {
+                Some(reply) => (f.entry, reply),
+                None => forward_outcome(f, request, &mut notes),
+            }
+        }
         Decision::Forward(f) => {
-            let mut path = request.path.clone();
-            let mut rewritten = false;
-            let mut headers = Vec::new();
-            for op in &f.ops {
-                match op {
-                    HeaderOp::Set(":path", to) => {
-                        path = to.to_string();
-                        rewritten = true;
-                    }
-                    HeaderOp::Set(name, value) => {
-                        headers.push((name.to_string(), Some(value.to_string())))
-                    }
-                    HeaderOp::Remove(name) => headers.push((name.to_string(), None)),
-                }
+            if request.mcp_tool.is_some() {
+                notes.push(
+                    "--mcp-tool is not used: this request is no POST to an MCP entry with tool rules"
+                        .into(),
+                );
             }
-            let translate = f.translate.map(|v| v.as_str());
-            if translate.is_some() {
-                notes.push("the chat completion body is translated to an A2A message".into());
-            }
-            let card = f
-                .card
-                .map(|c| format!("{}://{}{}", c.scheme, c.authority, c.prefix));
-            let outcome = Outcome::Forward {
-                path,
-                rewritten,
-                headers,
-                translate,
-                card,
-            };
-            (f.entry, outcome)
+            forward_outcome(f, request, &mut notes)
         }
         Decision::Reply { entry, reply } => {
             let error = serde_json::from_str::<Value>(&reply.body)
@@ -870,11 +861,115 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
     }
 }
 
+/// A forwarded request's upstream path, header changes and extras.
+fn forward_outcome(
+    f: Forward<'_>,
+    request: &ExplainRequest,
+    notes: &mut Vec<String>,
+) -> (Option<usize>, Outcome) {
+    let mut path = request.path.clone();
+    let mut rewritten = false;
+    let mut headers = Vec::new();
+    for op in &f.ops {
+        match op {
+            HeaderOp::Set(":path", to) => {
+                path = to.to_string();
+                rewritten = true;
+            }
+            HeaderOp::Set(name, value) => headers.push((name.to_string(), Some(value.to_string()))),
+            HeaderOp::Remove(name) => headers.push((name.to_string(), None)),
+        }
+    }
+    let translate = f.translate.map(|v| v.as_str());
+    if translate.is_some() {
+        notes.push("the chat completion body is translated to an A2A message".into());
+    }
+    let card = f
+        .card
+        .map(|c| format!("{}://{}{}", c.scheme, c.authority, c.prefix));
+    let outcome = Outcome::Forward {
+        path,
+        rewritten,
+        headers,
+        translate,
+        card,
+    };
+    (f.entry, outcome)
+}
+
+/// A POST to an MCP entry with tool rules: what the rules do with a
+/// `tools/call` of `--mcp-tool` (and the `mcp-method` / `mcp-name`
+/// headers given); `Some` when the filter answers it itself.
+fn judge_tool_call(
+    plan: &Plan,
+    f: &Forward<'_>,
+    request: &ExplainRequest,
+    headers: &[(String, &str)],
+    notes: &mut Vec<String>,
+) -> Option<Outcome> {
+    let rules = f
+        .entry
+        .and_then(|i| plan.entries.get(i))
+        .and_then(|e| e.mcp.as_deref())?;
+    let Some(tool) = &request.mcp_tool else {
+        notes.push(
+            "the entry has tool rules: the filter reads the JSON-RPC message of the body and judges it; pass --mcp-tool NAME for a tools/call"
+                .into(),
+        );
+        return None;
+    };
+    let message = Message::Call {
+        id: Some("1".to_string()),
+        method: TOOLS_CALL.to_string(),
+        name: Name::Text(tool.clone()),
+    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let mcp_headers = McpHeaders {
+        method: header("mcp-method"),
+        name: header("mcp-name"),
+    };
+    match judge(rules, &message, mcp_headers) {
+        Verdict::Refuse { reply, .. } => {
+            let error = serde_json::from_str::<Value>(&reply.body)
+                .ok()
+                .and_then(|v| v.get("error").cloned())
+                .unwrap_or_default();
+            Some(Outcome::Reply {
+                status: reply.status,
+                code: error.get("code").map(|c| format!("JSON-RPC {c}")),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            })
+        }
+        Verdict::Forward { call, .. } => {
+            if let Some(call) = call {
+                let label = rules.labels.get(call.label).map_or("other", String::as_str);
+                notes.push(format!(
+                    "tool {tool} is allowed; counted as tool=\"{label}\" in agentroute_mcp_tool_calls_total"
+                ));
+                if let Some(limit) = call
+                    .limit
+                    .and_then(|(i, _)| rules.limits.get(i).map(|l| (i, l)))
+                {
+                    let (index, limit) = limit;
+                    notes.push(format!(
+                        "tool_limits[{index}] applies: {} request(s)/s, burst {}, a bucket for this tool alone shared by every worker (over it: 429, not simulated here)",
+                        limit.rate.requests_per_second, limit.rate.burst
+                    ));
+                }
+            }
+            None
+        }
+    }
+}
+
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.request;
         let method = if r.method.is_empty() {
-            if r.model.is_some() {
+            if r.model.is_some() || r.mcp_tool.is_some() {
                 "POST"
             } else {
                 "GET"
@@ -888,6 +983,9 @@ impl fmt::Display for Explanation {
         }
         if let Some(model) = &r.model {
             write!(f, " (model {model})")?;
+        }
+        if let Some(tool) = &r.mcp_tool {
+            write!(f, " (tools/call {tool})")?;
         }
         writeln!(f)?;
         match &self.entry {
@@ -1331,6 +1429,46 @@ static_resources:
         assert!(
             matches!(e.outcome, Outcome::Reply { status: 404, ref code, .. } if code.as_deref() == Some("agent_not_found"))
         );
+    }
+
+    #[test]
+    fn explain_mcp_tool_calls_by_the_entry_rules() {
+        let plan = Plan::from_json(
+            br#"{"agents":[{"name":"t","namespace":"p","kind":"mcp","backend":"t","mcp":{
+                "tools":{"allow":["search","fetch_*"],"deny":["fetch_secrets"]},
+                "tool_limits":[{"tools":["fetch_*"],"requests_per_second":1}]}}]}"#,
+        )
+        .unwrap();
+        let mut r = request("/p/mcp/t/mcp");
+        r.mcp_tool = Some("fetch_secrets".into());
+        let e = explain(&plan, &r);
+        assert_eq!(
+            e.outcome,
+            Outcome::Reply {
+                status: 200,
+                code: Some("JSON-RPC -32602".into()),
+                message: Some("Unknown tool: fetch_secrets".into())
+            }
+        );
+        r.mcp_tool = Some("fetch_url".into());
+        let e = explain(&plan, &r);
+        assert_eq!(e.upstream_path(), Some("/mcp"));
+        assert!(
+            e.notes.iter().any(|n| n.contains("tool_limits[0] applies")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("(tools/call fetch_url)"));
+        r.headers = vec![("Mcp-Name".into(), "search".into())];
+        assert!(matches!(
+            explain(&plan, &r).outcome,
+            Outcome::Reply { status: 400, .. }
+        ));
+        r.mcp_tool = None;
+        r.method = "POST".into();
+        assert!(explain(&plan, &r)
+            .notes
+            .iter()
+            .any(|n| n.contains("pass --mcp-tool")));
     }
 
     #[test]

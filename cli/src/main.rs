@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! agentroute check [FILE|-]... [--explain PATH [--host H] [--method M]
-//!                  [--model ID] [--header NAME:VALUE]...]
+//!                  [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]...]
 //! agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
 //!                     [--tls-secret NAME] [FILE|-]...
 //! agentroute schema
@@ -21,7 +21,7 @@ use agentroute_cli::rules::{self, Input};
 
 const USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--header NAME:VALUE]...]
+                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]...]
        agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
                            [--tls-secret NAME] [FILE|-]...
        agentroute schema
@@ -60,7 +60,7 @@ Exit status: 0 written, 1 an error, 2 a usage error.
 
 const CHECK_USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--header NAME:VALUE]...]
+                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]...]
 
 Reads each FILE (JSON or YAML; `-` or none: standard input) and finds the
 agentroute configurations in it: a bare configuration, an Istio WasmPlugin
@@ -78,8 +78,11 @@ deployment's directory at once.
 --explain PATH
          for each valid configuration, what the filter does with a request for
          PATH: the entry, the upstream path and header changes, or its own
-         reply. --method defaults to GET (POST with --model); --model is the
-         `model` an OpenAI request body names.
+         reply. --method defaults to GET (POST with --model or --mcp-tool);
+         --model is the `model` an OpenAI request body names; --mcp-tool the
+         tool a tools/call to an MCP entry names (its tool rules judge it;
+         add --header mcp-method:tools/call --header mcp-name:NAME for a
+         2026-07-28 client).
 
 Exit status: 0 all valid (warnings allowed), 1 an error, 2 a usage error.
 ";
@@ -230,6 +233,10 @@ fn parse_check(args: &[String]) -> Result<Args, Usage> {
             "--model" => {
                 request.model = Some(value("--model")?);
                 request_flags.push("--model");
+            }
+            "--mcp-tool" => {
+                request.mcp_tool = Some(value("--mcp-tool")?);
+                request_flags.push("--mcp-tool");
             }
             "--header" => {
                 let header = value("--header")?;

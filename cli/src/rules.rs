@@ -264,7 +264,12 @@ fn body_without_stop_iteration(
         Origin::ExtensionPolicy { .. } => Platform::EnvoyGateway,
         _ => return,
     };
-    if plan.openai.model_from != ModelSource::Body || plan.models.is_empty() || patched(platform) {
+    // MCP entries with tool rules read their messages the same way.
+    let ruled = plan.entries.iter().filter(|e| e.mcp.is_some()).count();
+    if plan.openai.model_from != ModelSource::Body
+        || (plan.models.is_empty() && ruled == 0)
+        || patched(platform)
+    {
         return;
     }
     let advice = match platform {
@@ -283,14 +288,22 @@ fn body_without_stop_iteration(
              EnvoyPatchPolicy that sets allow_on_headers_stop_iteration on the Wasm filter"
         }
     };
+    let what = if plan.models.is_empty() {
+        format!(
+            "{ruled} MCP entr{} with tool rules read(s) JSON-RPC messages from the request body \
+             (the same setting)",
+            if ruled == 1 { "y" } else { "ies" }
+        )
+    } else {
+        format!(
+            "{} model id(s) dispatch by the request body",
+            plan.models.len()
+        )
+    };
     report.push(
         at,
         Level::Error,
-        format!(
-            "openai.model_from is \"body\" (the default) and {} model id(s) dispatch by the \
-             request body, but {advice}",
-            plan.models.len()
-        ),
+        format!("openai.model_from is \"body\" (the default) and {what}, but {advice}"),
     );
 }
 
@@ -493,6 +506,26 @@ mod tests {
                 "c.json: warning: agents[4] (m/models): shorthand /models dropped: \"models\" is a segment of the OpenAI paths the gateway serves; the entry keeps its other paths",
             ]
         );
+    }
+
+    #[test]
+    fn mcp_tool_rules_read_like_models() {
+        let body = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: a, namespace: b}\nspec:\n  \
+                    url: oci://x/y:1\n  pluginConfig:\n    agents:\n    - {name: t, kind: mcp, backend: t, mcp: {tools: {deny: [x]}}}\n";
+        let report = run(&[("wasmplugin.yaml", body)]);
+        let errors = lines(&report, Level::Error);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("1 MCP entry with tool rules")),
+            "{report}"
+        );
+        let metadata = body.replace(
+            "  pluginConfig:\n",
+            "  pluginConfig:\n    openai: {model_from: metadata}\n",
+        );
+        let report = run(&[("wasmplugin.yaml", metadata.as_str())]);
+        assert!(report.ok(), "{report}");
     }
 
     #[test]
