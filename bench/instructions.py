@@ -97,7 +97,57 @@ def cases():
                     "/v1/chat/completions", ("body", body)))
         out.append((f"F plain POST {label}", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST",
                     "/v1/chat/completions", ("body", body)))
+    # MCP: a tools/call of ~1 KB on an entry without and with tool rules,
+    # a refused call (answered by the filter), a filtered tools/list.
+    call = mcp_call("search", 1024)
+    mcp_path = "/bench/mcp/tools/mcp"
+    out += [
+        ("G plain POST, MCP tools/call 1KB", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST", mcp_path,
+         ("body", call)),
+        ("G MCP tools/call, no tool rules", c(mcp_config(None)), "POST", mcp_path, ("body", call)),
+        ("G MCP tools/call, tool rules (allowed)", c(mcp_config(MCP_RULES), stop=True), "POST", mcp_path,
+         ("body", call)),
+        ("G MCP tools/call, tool rules and a tool limit", c(mcp_config(MCP_LIMITED), stop=True), "POST",
+         mcp_path, ("body", call)),
+        ("G MCP tools/call, refused tool (filter answers)", c(mcp_config(MCP_RULES), stop=True), "POST",
+         mcp_path, ("body", mcp_call("fetch_secrets", 1024))),
+        ("G plain POST, MCP tools/list (20 tools)", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST",
+         "/tools-list", ("body", mcp_list_request())),
+        ("G MCP tools/list (20 tools), no tool rules", c(mcp_config(None)), "POST",
+         "/bench/mcp/tools/tools-list", ("body", mcp_list_request())),
+        ("G MCP tools/list (20 tools), filtered to 10", c(mcp_config(MCP_RULES), stop=True), "POST",
+         "/bench/mcp/tools/tools-list", ("body", mcp_list_request())),
+    ]
     return out
+
+
+MCP_RULES = {"tools": {"allow": ["search", "fetch_*", "tool_1*"], "deny": ["fetch_secrets"]}}
+MCP_LIMITED = dict(MCP_RULES, tool_limits=[{"tools": ["search"], "requests_per_second": 1e9, "burst": 1000000000}])
+
+
+def mcp_config(rules):
+    entry = {"name": "tools", "namespace": "bench", "kind": "mcp", "backend": "upstream"}
+    if rules:
+        entry["mcp"] = rules
+    return {"agents": run.agents(10) + [entry]}
+
+
+def mcp_call(tool, size):
+    head = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"' + tool + '","arguments":{"q":"'
+    tail = '"}}}'
+    return head + "x" * (size - len(head) - len(tail)) + tail
+
+
+def mcp_list_request():
+    return '{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}'
+
+
+def mcp_list_answer():
+    """20 tools (names tool_0..tool_19, a small schema each): the rules keep
+    tool_1* (tool_1, tool_10..tool_19) and drop the other 9."""
+    tools = [{"name": f"tool_{i}", "description": "a tool", "inputSchema": {
+        "type": "object", "properties": {"q": {"type": "string"}}}} for i in range(20)]
+    return json.dumps({"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
 
 
 def drive(port, method, path, extra, n):
@@ -182,8 +232,13 @@ def main():
     workdir = tempfile.mkdtemp(prefix="agentroute-instr-")
     rows = []
     try:
-        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, [{"match": {"prefix": "/"},
-                             "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]),
+        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, [
+                             {"match": {"prefix": "/tools-list"},
+                              "direct_response": {"status": 200, "body": {"inline_string": mcp_list_answer()}},
+                              "response_headers_to_add": [{"header": {"key": "content-type",
+                                                                      "value": "application/json"}}]},
+                             {"match": {"prefix": "/"},
+                              "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]),
                              UPSTREAM_PORT, workdir, core=1)
         run.wait_ready(up)
         for name, config, method, path, extra in cases():
