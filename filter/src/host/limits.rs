@@ -50,6 +50,7 @@ pub(super) fn create_entry_buckets(active: &Active) {
         return;
     };
     for e in &active.plan.entries {
+        create_tool_buckets(active, e, now);
         let Some(limit) = &e.rate_limit else {
             continue;
         };
@@ -65,6 +66,29 @@ pub(super) fn create_entry_buckets(active: &Active) {
             let key = format!("{base}/{what}");
             if let Err(e) = ratelimit::create_full(&HostStore, &key, spec, now) {
                 log::warn!("cannot create the bucket {key}: {e:?}");
+            }
+        }
+    }
+}
+
+/// The buckets of tools a limit names exactly (`…/tools/{limit}/e{i}`):
+/// known up front, so created full before any call, like an entry's. Tools a
+/// wildcard matches get their slot's bucket on first use.
+fn create_tool_buckets(active: &Active, e: &crate::config::Entry, now: u64) {
+    let Some(rules) = e.mcp.as_deref() else {
+        return;
+    };
+    for (index, limit) in rules.limits.iter().enumerate() {
+        let spec = request_spec(&limit.rate);
+        for (i, _) in limit
+            .patterns
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.wildcard)
+        {
+            let key = format!("{}/{}/tools/{index}/e{i}", active.key_prefix, e.id);
+            if let Err(err) = ratelimit::create_full(&HostStore, &key, spec, now) {
+                log::warn!("cannot create the bucket {key}: {err:?}");
             }
         }
     }

@@ -154,7 +154,7 @@ impl Root {
             } else {
                 if !self.vm.warned_no_body.replace(true) {
                     log::error!(
-                        "openai.model_from is \"body\" but Envoy never delivered a request body to the filter: \
+                        "openai.model_from is \"body\" (model dispatch and MCP tool rules read bodies) but Envoy never delivered a request body to the filter: \
                          set allow_on_headers_stop_iteration: true in the Wasm PluginConfig (Envoy >= 1.35), \
                          or place json_to_metadata before agentroute and use openai.model_from: \"metadata\""
                     );
