@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(params.get("name"), Some(&Value::String(n.clone())));
             }
         }
-        (Message::Invalid(Invalid::Duplicate("params.name")), Some(_)) => {}
+        (Message::Invalid(Invalid::Duplicate("params.name")), _) => {}
         (Message::Invalid(Invalid::MethodNotAString | Invalid::BadId), Some(_)) => {}
         (Message::Response | Message::Invalid(Invalid::NoMethod), None) => {}
         (other, method) => panic!("read {other:?} for method {method:?}"),

@@ -284,6 +284,12 @@ impl SseFilter {
             self.line_start = end;
             i = end;
             if blank {
+                // The bound holds for an event that arrives whole too, so
+                // that it is kept or refused whatever the chunking.
+                if end - event_start > self.max_event {
+                    self.pending = Vec::new();
+                    return Err(TooLong);
+                }
                 let event = self.pending.get(event_start..end).unwrap_or_default();
                 emit(event, allows, &mut out);
                 event_start = end;
@@ -500,10 +506,16 @@ mod tests {
     }
 
     #[test]
-    fn an_event_over_the_bound_ends_the_filter() {
+    fn an_event_over_the_bound_ends_the_filter_whatever_the_chunking() {
         let mut f = SseFilter::new(100);
         assert_eq!(f.feed(&[b'x'; 60], &allows), Ok(Vec::new()));
         assert_eq!(f.feed(&[b'x'; 60], &allows), Err(TooLong));
         assert_eq!(f.held(), 0);
+        let long = format!("data: {}\n\n", "x".repeat(100));
+        assert_eq!(SseFilter::new(100).feed(long.as_bytes(), &allows), Err(TooLong));
+        let mut f = SseFilter::new(100);
+        let (a, b) = long.split_at(100);
+        assert_eq!(f.feed(a.as_bytes(), &allows), Ok(Vec::new()));
+        assert_eq!(f.feed(b.as_bytes(), &allows), Err(TooLong));
     }
 }
