@@ -32,10 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the bench's configs and helpers)
 
 ROOT = run.ROOT
-PORT = 19650
-ADMIN_PORT = 19651
+# BENCH_INSTR_PORT moves all three (another run on the same machine).
+PORT = int(os.environ.get("BENCH_INSTR_PORT", "19650"))
+ADMIN_PORT = PORT + 1
 # Its own upstream, apart from bench/run.py's, so both can run at once.
-UPSTREAM_PORT = 19652
+UPSTREAM_PORT = PORT + 2
 UP = [run.cluster("upstream", UPSTREAM_PORT)]
 
 

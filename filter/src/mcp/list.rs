@@ -210,6 +210,11 @@ pub fn filters_agree(body: &[u8], allows: &dyn Fn(&str) -> bool) -> Result<(), S
     let Some(fast) = scan(body, allows) else {
         return Ok(());
     };
+    // A body serde_json refuses (the UTF-8, escapes, number range or depth
+    // of values the scanner skips unchecked) is one clients refuse too.
+    if serde_json::from_slice::<Value>(body).is_err() {
+        return Ok(());
+    }
     let reference = filter_with_serde(body, allows);
     let value = |f: &Filtered| match f {
         Filtered::Unchanged => serde_json::from_slice::<Value>(body).ok(),

@@ -144,11 +144,12 @@ fn scan(body: &[u8]) -> Option<Message> {
                 }
                 "params" => {
                     once(&mut seen.params)?;
-                    if s.peek() == Some(b'{') {
-                        name = scan_params(&mut s)?;
-                    } else {
-                        s.value(1)?;
+                    // Other `params` (arrays, strings: no MCP method takes
+                    // them) go to serde_json, which reads them as a value.
+                    if s.peek() != Some(b'{') {
+                        return None;
                     }
+                    name = scan_params(&mut s)?;
                 }
                 "result" | "error" => {
                     seen.answer = true;
@@ -197,7 +198,9 @@ fn plain_id(s: &mut Scanner<'_>) -> Option<String> {
         b'-' | b'0'..=b'9' => {
             s.number()?;
             let text = s.bytes.get(start..s.at)?;
-            if text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+            // An integer serde_json reads as one (no fraction, exponent or
+            // digits past a 64-bit integer's).
+            if text.len() > 19 || text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
                 return None;
             }
         }
