@@ -51,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         (Message::Invalid(Invalid::Duplicate("params.name")), _) => {}
-        (Message::Invalid(Invalid::MethodNotAString | Invalid::BadId), Some(_)) => {}
+        (Message::Invalid(Invalid::MethodNotAString), Some(_)) => {}
+        (Message::Invalid(Invalid::BadId), _) => {
+            assert!(!matches!(object.get("id"), Some(Value::String(_) | Value::Number(_) | Value::Null)));
+        }
         (Message::Response | Message::Invalid(Invalid::NoMethod), None) => {}
         (other, method) => panic!("read {other:?} for method {method:?}"),
     }

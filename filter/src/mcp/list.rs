@@ -245,6 +245,9 @@ pub struct SseFilter {
     max_event: usize,
 }
 
+/// Room kept between chunks without shrinking.
+const KEPT_CAPACITY: usize = 4096;
+
 /// An event outgrew the bound: the answer cannot be filtered.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooLong;
@@ -309,6 +312,11 @@ impl SseFilter {
         }
         if self.pending.is_empty() {
             self.pending = Vec::new();
+        } else if self.pending.capacity() > KEPT_CAPACITY
+            && self.pending.len() < self.pending.capacity() / 4
+        {
+            // A large chunk's room is not kept for a small remainder.
+            self.pending.shrink_to_fit();
         }
         Ok(out)
     }
