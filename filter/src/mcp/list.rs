@@ -525,7 +525,10 @@ mod tests {
         assert_eq!(f.feed(&[b'x'; 60], &allows), Err(TooLong));
         assert_eq!(f.held(), 0);
         let long = format!("data: {}\n\n", "x".repeat(100));
-        assert_eq!(SseFilter::new(100).feed(long.as_bytes(), &allows), Err(TooLong));
+        assert_eq!(
+            SseFilter::new(100).feed(long.as_bytes(), &allows),
+            Err(TooLong)
+        );
         let mut f = SseFilter::new(100);
         let (a, b) = long.split_at(100);
         assert_eq!(f.feed(a.as_bytes(), &allows), Ok(Vec::new()));
