@@ -192,7 +192,8 @@ def measure(elf, name, config, method, path, extra, n, workdir):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run.procs.append(proc)
     try:
-        deadline = time.time() + 180
+        # Under valgrind on a busy machine Envoy may take minutes to start.
+        deadline = time.time() + 600
         while True:
             if proc.poll() is not None:
                 run.die(f"{name}: Envoy exited:\n{open(log.name).read()[-3000:]}")
