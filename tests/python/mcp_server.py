@@ -109,6 +109,10 @@ def recording(app):
         more = True
         while more:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                # The request was reset before its body was whole (a gateway
+                # refusing it mid-body): no message reached the server.
+                return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)

@@ -430,7 +430,7 @@ async fn a_session_whose_replica_goes_away_must_start_again() {
     };
     // Find the session's replica once its calls arrived, and stop it.
     let mut owner = None;
-    for _ in 0..100 {
+    for _ in 0..300 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let on_a = a.tools_called().await.len();
         let on_b = b.tools_called().await.len();
