@@ -421,7 +421,7 @@ async fn a_session_whose_replica_goes_away_must_start_again() {
                 "legacy",
                 &[
                     "repeat:3:whoami",
-                    "pause:4",
+                    "pause:8",
                     "call:whoami:{\"session\":\"s\"}",
                 ],
             )
