@@ -37,6 +37,9 @@ pub struct Active {
     pub limit_service: Option<Vec<u8>>,
     /// Some entry keeps per-client buckets.
     client_slots: bool,
+    /// Pages of client slots per per-client limit (fewer when the plan has
+    /// many such limits; see `ratelimit::pages_per_limit`).
+    client_pages: u32,
 }
 
 impl Active {
@@ -48,13 +51,21 @@ impl Active {
             .map(|s| crate::rls::grpc_service(&s.cluster));
         let key_prefix = key_prefix();
         ensure_secret(&key_prefix);
-        let client_slots = plan.entries.iter().any(|e| {
-            e.rate_limit
-                .as_ref()
-                .is_some_and(|l| l.per != crate::config::Per::Entry)
-        });
+        let per_client_limits: usize = plan
+            .entries
+            .iter()
+            .filter_map(|e| e.rate_limit.as_ref())
+            .filter(|l| l.per != crate::config::Per::Entry)
+            .map(|l| match &l.scope {
+                crate::config::Scope::Local { requests, tokens } => {
+                    usize::from(requests.is_some()) + usize::from(tokens.is_some())
+                }
+                crate::config::Scope::Global { .. } => 0,
+            })
+            .sum();
         Active {
-            client_slots,
+            client_slots: per_client_limits > 0,
+            client_pages: crate::ratelimit::pages_per_limit(per_client_limits),
             plan,
             metrics,
             key_prefix,
@@ -156,6 +167,11 @@ impl Active {
     /// Whether any entry keeps per-client buckets (and so needs the secret).
     pub fn uses_client_slots(&self) -> bool {
         self.client_slots
+    }
+
+    /// Pages of client slots for each per-client limit of this plan.
+    pub fn client_pages(&self) -> u32 {
+        self.client_pages
     }
 
     /// Shared-data key saying that Envoy delivers paused requests' bodies.
