@@ -91,6 +91,21 @@ def cases():
         ("E agentroute, rate-limited entry", c({"agents": run.agents(10, limited=True)}), "GET",
          run.agent_path(0), None),
     ]
+    # The plain-Envoy baseline of the shaped cases below: one cluster_header
+    # route, whatever the number of agents.
+    for n in (10, 1000, 10000):
+        for which, i in (("first", 0), ("last", n - 1)):
+            out.append((f"C agentroute, cluster_header, {n:,} agents, {which} agent", c({"agents": run.agents(n)}),
+                        "GET", run.agent_path(i), None))
+    out.append(("C agentroute, 10 agents, early header removal", run.early_removal(c(agents10)), "GET",
+                run.agent_path(0), None))
+    for shape, label in (("istio", "I Istio-shaped"), ("eg", "J Envoy Gateway-shaped")):
+        for wiring in run.WIRINGS:
+            for n in (10, 1000, 10000):
+                for which, i in (("first", 0), ("last", n - 1)):
+                    out.append((f"{label}, {wiring}, {n:,} agents, {which} agent",
+                                run.shaped_bootstrap(PORT, shape, wiring, n, [i], UPSTREAM_PORT), "GET",
+                                run.agent_path(i), None))
     for size, label in ((1024, "1KB"), (65536, "64KB"), (1 << 20, "1MB")):
         body = run.chat_body(size)
         out.append((f"F OpenAI body {label} (model from body)", c(run.openai_config(), stop=True), "POST",
@@ -141,7 +156,8 @@ def measure(elf, name, config, method, path, extra, n, workdir):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run.procs.append(proc)
     try:
-        deadline = time.time() + 180
+        # 10,000 routes of a shaped case take minutes to load under valgrind.
+        deadline = time.time() + 1800
         while True:
             if proc.poll() is not None:
                 run.die(f"{name}: Envoy exited:\n{open(log.name).read()[-3000:]}")
