@@ -2,12 +2,15 @@
 """Validate the Kubernetes manifests the project ships against upstream CRD schemas.
 
 Usage:
-    python tests/validate_manifests.py [--crds DIR] [PATH ...]
-    python tests/validate_manifests.py [--crds DIR] --self-test
+    python tests/validate_manifests.py [--crds DIR]... [PATH ...]
+    python tests/validate_manifests.py [--crds DIR]... --self-test
 
 PATH is a file or a directory (searched recursively for *.yaml / *.yml);
 the defaults are the repository's `istio` and `envoy` directories. DIR
-defaults to `<repo>/../shared/crds` and holds CustomResourceDefinitions.
+holds CustomResourceDefinitions; the defaults are `<repo>/../shared/crds`
+and `<repo>/tests/crds` (CRDs vendored here for kinds the shared directory
+does not have: tests/crds/README.md). A kind defined in both is taken from
+the first directory.
 
 Every YAML document with `apiVersion` and `kind` is a Kubernetes object. If a
 CRD in DIR defines that group and kind, the whole object is validated against
@@ -25,7 +28,7 @@ the served version's `openAPIV3Schema` the way the API server would see it:
 
 Documents without apiVersion/kind (Envoy bootstraps) are skipped silently;
 Kubernetes objects of a kind no CRD in DIR defines (Service, Namespace, ...)
-are reported as skipped. Without DIR the run is a notice and exit 0.
+are reported as skipped. Without the first DIR the run is a notice and exit 0.
 
 The last line is `manifests: N passed, M failed`; the exit status is 1 when
 M > 0 (or a file cannot be read or parsed).
@@ -54,7 +57,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     sys.exit(2)
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CRDS = REPO.parent / "shared" / "crds"
+DEFAULT_CRDS = [REPO.parent / "shared" / "crds", REPO / "tests" / "crds"]
 DEFAULT_PATHS = [REPO / "istio", REPO / "envoy"]
 
 # API groups served by Kubernetes itself (no CRD): "" is the core group.
@@ -197,15 +200,16 @@ def format_checker() -> "jsonschema.FormatChecker":
 
 
 class Crds:
-    """CRD schemas by (group, kind) and version."""
+    """CRD schemas by (group, kind) and version, from one or more
+    directories; a kind defined twice is taken from the first."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directories: list[Path]):
+        self.directory = ", ".join(str(d) for d in directories)
         self.schemas: dict[tuple[str, str], dict[str, dict]] = {}
         self.groups: set[str] = set()
         self.checker = format_checker()
         self._validators: dict[tuple[str, str, str], jsonschema.Draft7Validator] = {}
-        files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+        files = [p for d in directories for p in sorted(d.rglob("*")) if p.suffix in (".yaml", ".yml", ".json")]
         for path in files:
             with path.open(encoding="utf-8") as f:
                 docs = list(yaml.safe_load_all(f))
@@ -218,7 +222,7 @@ class Crds:
                 for v in spec.get("versions") or []:
                     schema = ((v.get("schema") or {}).get("openAPIV3Schema")) or {}
                     versions[v["name"]] = {"schema": schema, "served": v.get("served", True)}
-                self.schemas[(group, kind)] = versions
+                self.schemas.setdefault((group, kind), versions)
                 self.groups.add(group)
 
     def validator(self, group: str, version: str, kind: str):
@@ -380,24 +384,51 @@ def self_test(crds: Crds) -> int:
         else:
             ok = False
             print(f"self-test: FAIL a WasmPlugin with {what} was NOT rejected")
+    ok = self_test_vendored(crds) and ok
     print(f"self-test: {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1
 
 
+SELF_TEST_CTP = """
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: { name: selftest, namespace: eg }
+spec:
+  targetRefs: [ { group: gateway.networking.k8s.io, kind: Gateway, name: agents } ]
+  headers: { earlyRequestHeaders: { remove: [ x-agent-backend ] } }
+"""
+
+
+def self_test_vendored(crds: Crds) -> bool:
+    """The CRDs vendored in tests/crds are read too: a ClientTrafficPolicy
+    passes, and one with a misspelt field does not."""
+    if ("gateway.envoyproxy.io", "ClientTrafficPolicy") not in crds.schemas:
+        print(f"self-test: FAIL no ClientTrafficPolicy CRD in {crds.directory} (tests/crds has one)")
+        return False
+    good = validate_object(crds, yaml.safe_load(SELF_TEST_CTP))[0] == "ok"
+    bad = validate_object(crds, yaml.safe_load(SELF_TEST_CTP.replace("earlyRequestHeaders", "earlyRequestHeader")))[0]
+    print(f"self-test: {'ok  ' if good else 'FAIL'} a valid ClientTrafficPolicy passes")
+    print(f"self-test: {'ok  ' if bad == 'fail' else 'FAIL'} a ClientTrafficPolicy with a misspelt field is rejected")
+    return good and bad == "fail"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--crds", type=Path, default=DEFAULT_CRDS, help=f"CRD directory (default: {DEFAULT_CRDS})")
-    parser.add_argument("--self-test", action="store_true", help="prove that a broken WasmPlugin is rejected")
+    parser.add_argument("--crds", type=Path, action="append",
+                        help=f"a CRD directory, repeatable (default: {' and '.join(map(str, DEFAULT_CRDS))})")
+    parser.add_argument("--self-test", action="store_true", help="prove that broken manifests are rejected")
     parser.add_argument("paths", nargs="*", type=Path, help="manifest files or directories (default: istio envoy)")
     args = parser.parse_args(argv)
 
-    crd_dir = args.crds.resolve()
-    if not crd_dir.is_dir():
-        print(f"CRD schemas not found at {crd_dir}: manifest validation skipped")
+    crd_dirs = [d.resolve() for d in (args.crds or DEFAULT_CRDS)]
+    if not crd_dirs[0].is_dir():
+        print(f"CRD schemas not found at {crd_dirs[0]}: manifest validation skipped")
         return 0
-    crds = Crds(crd_dir)
+    for missing in [d for d in crd_dirs[1:] if not d.is_dir()]:
+        print(f"note: no CRD directory {missing}: its kinds are skipped")
+    crds = Crds([d for d in crd_dirs if d.is_dir()])
     if not crds.schemas:
-        print(f"CRD schemas not found at {crd_dir} (no CustomResourceDefinition in it): manifest validation skipped")
+        print(f"CRD schemas not found at {crds.directory} (no CustomResourceDefinition in it): manifest validation skipped")
         return 0
     if args.self_test:
         return self_test(crds)
