@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,10 +33,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the bench's configs and helpers)
 
 ROOT = run.ROOT
-PORT = 19650
-ADMIN_PORT = 19651
-# Its own upstream, apart from bench/run.py's, so both can run at once.
-UPSTREAM_PORT = 19652
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Ports free when the run starts, so that two runs at once (two checkouts on
+# one machine) never share one: Envoy's listeners set SO_REUSEPORT, so a
+# second Envoy on a taken port does not fail but takes some of the first
+# one's connections, and each would count the other's requests. Its own
+# upstream, apart from bench/run.py's, so both can run at once too.
+PORT, ADMIN_PORT, UPSTREAM_PORT = free_port(), free_port(), free_port()
 UP = [run.cluster("upstream", UPSTREAM_PORT)]
 
 
@@ -51,6 +62,10 @@ def envoy_elf():
 
 def with_admin(config):
     config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}}
+    # No periodic stats flush (every 5 s by default): it walks every stat,
+    # and how many flushes fall into a batch depends on how long the batch
+    # takes, i.e. on the machine's load. Per-request work is what is counted.
+    config["stats_flush_on_admin"] = True
     return config
 
 
