@@ -380,7 +380,9 @@ impl GatewayConfig {
             })
             .collect();
         let mut fallback = match &self.fallback_cluster {
-            Some(cluster) => json!({ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "0s" } }),
+            Some(cluster) => {
+                json!({ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "0s" } })
+            }
             None => json!({ "match": { "prefix": "/" },
                             "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } } }),
         };
@@ -398,9 +400,7 @@ impl GatewayConfig {
             .dispatch_route
             .clone()
             .unwrap_or_else(|| cluster_header_route.clone());
-        let vhost = |name: &str, domain: &str, routes: Vec<Value>| {
-            json!({ "name": name, "domains": [domain], "routes": routes })
-        };
+        let vhost = |name: &str, domain: &str, routes: Vec<Value>| json!({ "name": name, "domains": [domain], "routes": routes });
         let virtual_hosts = match (self.shape, self.dispatch) {
             (Shape::Plain | Shape::Ecds, _) => {
                 vec![vhost("all", "*", vec![cluster_header_route, fallback])]

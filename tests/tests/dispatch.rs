@@ -128,7 +128,11 @@ fn large(shape: Shape) -> Large {
             let op = &patch[0]["spec"]["jsonPatches"][0]["operation"];
             assert_eq!(
                 (&op["op"], &op["jsonPath"], &op["path"]),
-                (&json!("add"), &json!("$.virtual_hosts[*]"), &json!("/routes/0"))
+                (
+                    &json!("add"),
+                    &json!("$.virtual_hosts[*]"),
+                    &json!("/routes/0")
+                )
             );
             // Envoy Gateway writes `remove` as one HeaderMutation rule each
             // (internal/xds/translator: buildEarlyHeaderMutation).
@@ -185,7 +189,10 @@ fn large_wiring_backends_are_the_controllers_cluster_names() {
             );
         }
     }
-    for file in ["istio/large/httproutes.yaml", "envoy/gateway/large/httproutes.yaml"] {
+    for file in [
+        "istio/large/httproutes.yaml",
+        "envoy/gateway/large/httproutes.yaml",
+    ] {
         for route in kind(&manifest(file), "HTTPRoute") {
             let has_header_rules = route["spec"]["rules"]
                 .as_array()
@@ -256,7 +263,11 @@ async fn the_cluster_header_route_dispatches_to_the_controllers_clusters() {
                 r.text()
             );
             // Unclaimed requests are Envoy's (no agent route).
-            assert_eq!(outcome(&gw, "/nothing/here", &[]).await, (404, None), "{label}");
+            assert_eq!(
+                outcome(&gw, "/nothing/here", &[]).await,
+                (404, None),
+                "{label}"
+            );
         }
     }
 }
@@ -400,8 +411,18 @@ fn fail_open_cases() -> Vec<(Shape, Dispatch, Failure, Value)> {
         demo_early_removal(),
     )];
     for dispatch in [Dispatch::HeaderRules, Dispatch::ClusterHeaderOwnHost] {
-        out.push((Shape::Istio, dispatch, Failure::Policy("FAIL_OPEN"), istio.clone()));
-        out.push((Shape::EnvoyGateway, dispatch, Failure::FailOpen(true), eg.clone()));
+        out.push((
+            Shape::Istio,
+            dispatch,
+            Failure::Policy("FAIL_OPEN"),
+            istio.clone(),
+        ));
+        out.push((
+            Shape::EnvoyGateway,
+            dispatch,
+            Failure::FailOpen(true),
+            eg.clone(),
+        ));
     }
     out
 }
