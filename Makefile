@@ -167,7 +167,7 @@ SCHEMA          := schema/agentroute.schema.json
 # Every shipped file that holds a plugin configuration (or points at one):
 # a WasmPlugin, an EnvoyExtensionPolicy, Envoy's Wasm filter (comments aside).
 SHIPPED_CONFIGS  = $(shell grep -lE '^[^\#]*(pluginConfig:|filters\.http\.wasm\.v3\.Wasm|kind: EnvoyExtensionPolicy)' \
-                     envoy/*.yaml envoy/*/*.yaml istio/*.yaml)
+                     envoy/*.yaml envoy/*/*.yaml envoy/gateway/large/*.yaml istio/*.yaml istio/large/*.yaml)
 
 check:
 	@test -n "$(CONFIG)" || { echo "usage: make check CONFIG=file [ARGS='--explain /path']"; exit 2; }
@@ -191,6 +191,10 @@ check-shipped:
 	$(AGENTROUTE_CLI) check $(SHIPPED_CONFIGS)
 	$(AGENTROUTE_CLI) check istio/*.yaml
 	$(AGENTROUTE_CLI) check envoy/gateway/*.yaml
+	@# the large-deployment wiring: its files instead of the ones they replace
+	$(AGENTROUTE_CLI) check istio/gateway.yaml istio/envoyfilter-*.yaml istio/large/*.yaml
+	$(AGENTROUTE_CLI) check envoy/gateway/gateway.yaml envoy/gateway/clienttrafficpolicy-*.yaml \
+	  envoy/gateway/patchpolicy-json-to-metadata.yaml envoy/gateway/large/*.yaml
 
 integration: setup build build-test-filters rls-server
 	$(CARGO) test -p agentroute-rls-server -p rocksdb

@@ -78,6 +78,47 @@ pub struct HeaderRoute {
     /// Lowercase header name.
     pub header: String,
     pub value: String,
+    /// The HTTPRoute's `hostnames` (none: every host of the listener, the
+    /// virtual host clients' requests land in).
+    pub hostnames: Vec<String>,
+    /// The Envoy cluster each controller makes of the rule: what a
+    /// `cluster_header` route needs as the agent's backend.
+    pub clusters: RuleClusters,
+}
+
+/// The cluster names Istio and Envoy Gateway give an HTTPRoute rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleClusters {
+    /// `outbound|PORT||SERVICE.NAMESPACE.svc.cluster.local`, for a rule whose
+    /// (first) backendRef is a Service with a port.
+    pub istio: Option<String>,
+    /// `httproute/NAMESPACE/ROUTE/rule/INDEX`.
+    pub envoy_gateway: String,
+    /// How many backendRefs the rule has: a header names one cluster.
+    pub backend_refs: usize,
+}
+
+impl RuleClusters {
+    pub fn on(&self, platform: Platform) -> Option<&str> {
+        match platform {
+            Platform::Istio => self.istio.as_deref(),
+            Platform::EnvoyGateway => Some(&self.envoy_gateway),
+        }
+    }
+}
+
+/// An EnvoyFilter (Istio) or EnvoyPatchPolicy (Envoy Gateway) that adds a
+/// route sending requests to the cluster a header names (`cluster_header`):
+/// the agents' backends must then be the controller's cluster names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRoute {
+    pub location: String,
+    pub platform: Platform,
+    /// The Gateways it patches (none: a selector this tool cannot follow,
+    /// taken as any Gateway).
+    pub gateways: Vec<GatewayRef>,
+    /// Lowercase header name.
+    pub header: String,
 }
 
 /// An EnvoyFilter (Istio) or EnvoyPatchPolicy (Envoy Gateway) that sets
@@ -116,6 +157,8 @@ pub struct Scan {
     /// HTTPRoute rules matching a header exactly.
     pub routes: Vec<HeaderRoute>,
     pub stop_iteration: Vec<StopIterationPatch>,
+    /// Patches adding a `cluster_header` route.
+    pub dispatch_routes: Vec<DispatchRoute>,
     /// The input holds nothing at all (whitespace, comments, empty documents).
     pub empty_input: bool,
 }
@@ -280,15 +323,27 @@ fn scan_document(doc: &Value, raw: Option<&str>, prefix: &str, scan: &mut Scan) 
             }
             ("networking.istio.io", "EnvoyFilter")
             | ("gateway.envoyproxy.io", "EnvoyPatchPolicy") => {
+                let platform = if group == "networking.istio.io" {
+                    Platform::Istio
+                } else {
+                    Platform::EnvoyGateway
+                };
                 if sets_stop_iteration(doc) {
-                    let platform = if group == "networking.istio.io" {
-                        Platform::Istio
-                    } else {
-                        Platform::EnvoyGateway
-                    };
                     scan.stop_iteration.push(StopIterationPatch {
                         location: join(prefix, &object),
                         platform,
+                    });
+                }
+                let mut headers = Vec::new();
+                cluster_headers(doc.get("spec").unwrap_or(&Value::Null), &mut headers);
+                headers.sort();
+                headers.dedup();
+                for header in headers {
+                    scan.dispatch_routes.push(DispatchRoute {
+                        location: join(prefix, &object),
+                        platform,
+                        gateways: patched_gateways(doc),
+                        header,
                     });
                 }
                 walk(
@@ -388,12 +443,89 @@ fn target_gateways(doc: &Value) -> Vec<GatewayRef> {
         .collect()
 }
 
+/// The Gateways an EnvoyFilter or EnvoyPatchPolicy patches: its targets, or
+/// an Istio `workloadSelector` on the label Istio puts on a Gateway's pods.
+fn patched_gateways(doc: &Value) -> Vec<GatewayRef> {
+    let mut gateways = target_gateways(doc);
+    if let Some(name) = doc
+        .pointer("/spec/workloadSelector/labels")
+        .and_then(|l| l.get("gateway.networking.k8s.io/gateway-name"))
+        .and_then(Value::as_str)
+    {
+        gateways.push(GatewayRef {
+            namespace: doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            name: name.to_string(),
+        });
+    }
+    gateways
+}
+
+/// The headers of every route action below `v` that takes its cluster from
+/// a header (`route: { cluster_header: NAME }`), lowercase.
+fn cluster_headers(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(header) = o
+                .get("route")
+                .and_then(|r| r.get("cluster_header"))
+                .and_then(Value::as_str)
+            {
+                out.push(header.to_ascii_lowercase());
+            }
+            o.values().for_each(|child| cluster_headers(child, out));
+        }
+        Value::Array(items) => items.iter().for_each(|child| cluster_headers(child, out)),
+        _ => {}
+    }
+}
+
+/// The clusters each controller makes of rule `index` of HTTPRoute
+/// `namespace/name`.
+fn rule_clusters(rule: &Value, namespace: &str, name: &str, index: usize) -> RuleClusters {
+    let refs = rule.get("backendRefs").and_then(Value::as_array);
+    let istio = refs.and_then(|r| r.first()).and_then(|b| {
+        let core = b
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+        let service = b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service";
+        let port = b.get("port").and_then(Value::as_u64)?;
+        let service_name = b.get("name").and_then(Value::as_str)?;
+        let ns = b
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(namespace);
+        (core && service).then(|| format!("outbound|{port}||{service_name}.{ns}.svc.cluster.local"))
+    });
+    RuleClusters {
+        istio,
+        envoy_gateway: format!("httproute/{namespace}/{name}/rule/{index}"),
+        backend_refs: refs.map_or(0, Vec::len),
+    }
+}
+
 /// The exact header matches of an HTTPRoute's rules.
 fn header_routes(doc: &Value, object: &str) -> Vec<HeaderRoute> {
     let namespace = doc
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_string);
+    let route_name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let hostnames: Vec<String> = doc
+        .pointer("/spec/hostnames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     let gateways: Vec<GatewayRef> = doc
         .pointer("/spec/parentRefs")
         .and_then(Value::as_array)
@@ -440,6 +572,13 @@ fn header_routes(doc: &Value, object: &str) -> Vec<HeaderRoute> {
                     gateways: gateways.clone(),
                     header: name.to_ascii_lowercase(),
                     value: value.to_string(),
+                    hostnames: hostnames.clone(),
+                    clusters: rule_clusters(
+                        rule,
+                        namespace.as_deref().unwrap_or("default"),
+                        route_name,
+                        i,
+                    ),
                 });
             }
         }

@@ -72,8 +72,10 @@ field path (the first error of each configuration), then warnings (no
 entries, shorthands dropped because of another entry) and errors where the
 configuration is deployed (no configuration at all, a misspelt pluginConfig,
 model_from: body on Istio or Envoy Gateway without the stop-iteration patch,
-a backend no HTTPRoute of the run leads to). All FILEs are one run: check a
-deployment's directory at once.
+a backend no HTTPRoute of the run leads to; with an EnvoyFilter or
+EnvoyPatchPolicy adding a cluster_header route, a backend that is not the
+cluster the controller makes of one of the run's HTTPRoute rules). All FILEs
+are one run: check a deployment's directory at once.
 
 --explain PATH
          for each valid configuration, what the filter does with a request for
