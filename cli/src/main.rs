@@ -4,7 +4,7 @@
 //! agentroute check [FILE|-]... [--explain PATH [--host H] [--method M]
 //!                  [--model ID] [--header NAME:VALUE]...]
 //! agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-//!                     [--tls-secret NAME] [FILE|-]...
+//!                     [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
 //! agentroute schema
 //! ```
 //!
@@ -23,7 +23,7 @@ const USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
                         [--model ID] [--header NAME:VALUE]...]
        agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-                           [--tls-secret NAME] [FILE|-]...
+                           [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
        agentroute schema
        agentroute COMMAND --help
 
@@ -34,7 +34,7 @@ schema    prints the JSON Schema of the configuration (draft 2020-12)
 
 const GENERATE_USAGE: &str = "\
 usage: agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-                           [--tls-secret NAME] [FILE|-]...
+                           [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
 
 Reads Kubernetes resources (multi-document YAML or JSON, `kind: List` as
 `kubectl get -o yaml` prints it; `-` or no FILE: standard input) of
@@ -52,6 +52,14 @@ Omnia (AgentRuntime) and writes, sorted (the same input gives the same bytes):
 --tls-secret NAME       an HTTPS listener too: the Gateway's certificateRefs
                         Secret, or for envoy the certificate in
                         /etc/agentroute/tls/NAME/tls.crt and tls.key
+--dispatch cluster-header
+                        istio and envoy-gateway: dispatch that does not grow
+                        with the number of agents, as istio/large/ and
+                        envoy/gateway/large/: a cluster_header route patched
+                        in first (EnvoyFilter / EnvoyPatchPolicy), each
+                        backend the controller's cluster name, the HTTPRoutes
+                        on a host of their own. The default, header-rules:
+                        one HTTPRoute rule per backend token
 
 Other kinds are skipped (one line on standard error); a malformed resource is
 an error naming the document, the resource and the field.
@@ -112,6 +120,7 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
     let mut target = generate::Target::Config;
     let mut base = None;
     let mut tls_secret = None;
+    let mut dispatch = generate::Dispatch::HeaderRules;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| {
@@ -129,6 +138,14 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
                 })?;
             }
             "--base" => base = Some(value("--base")?),
+            "--dispatch" => {
+                let name = value("--dispatch")?;
+                dispatch = generate::Dispatch::parse(&name).ok_or_else(|| {
+                    Usage(format!(
+                        "--dispatch {name:?}: expected header-rules or cluster-header"
+                    ))
+                })?;
+            }
             "--tls-secret" => tls_secret = Some(value("--tls-secret")?),
             "-" => files.push(arg.clone()),
             flag if flag.starts_with('-') => return Err(Usage(format!("unknown option {flag}"))),
@@ -152,6 +169,16 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
             )));
         }
     }
+    if dispatch == generate::Dispatch::ClusterHeader
+        && !matches!(
+            target,
+            generate::Target::Istio | generate::Target::EnvoyGateway
+        )
+    {
+        return Err(Usage(
+            "--dispatch cluster-header goes with --target istio or envoy-gateway".to_string(),
+        ));
+    }
     if files.is_empty() {
         files.push("-".to_string());
     }
@@ -159,6 +186,7 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
         files,
         options: generate::Options {
             target,
+            dispatch,
             base: None,
             tls_secret,
         },

@@ -155,6 +155,54 @@ fn large(shape: Shape) -> Large {
     }
 }
 
+/// What `agentroute generate --dispatch cluster-header` writes for the
+/// KAOS multi-agent sample, read as the shipped wiring is.
+fn generated(shape: Shape) -> Large {
+    use agentroute_cli::generate::{self, Dispatch, Options, Target};
+    let file = "cli/tests/fixtures/kaos/multi-agent-mcp.yaml";
+    let text = std::fs::read_to_string(workspace_root().join(file)).expect("fixture");
+    let target = if shape == Shape::Istio {
+        Target::Istio
+    } else {
+        Target::EnvoyGateway
+    };
+    let options = Options {
+        target,
+        dispatch: Dispatch::ClusterHeader,
+        base: None,
+        tls_secret: None,
+    };
+    let out = generate::generate(&[(file.to_string(), text)], &options).expect("generate");
+    let docs = agentroute_cli::check::documents(&out.text).expect("YAML");
+    let named = |name: &str| {
+        docs.iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in\n{}", out.text))
+            .clone()
+    };
+    if shape == Shape::Istio {
+        let early = named("agentroute-early-header-removal");
+        Large {
+            config: named("agentroute")["spec"]["pluginConfig"].to_string(),
+            route: named("agentroute-dispatch-route")["spec"]["configPatches"][0]["patch"]["value"]
+                .clone(),
+            rules: rules(&docs, shape),
+            early: early["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
+                ["early_header_mutation_extensions"]
+                .clone(),
+        }
+    } else {
+        Large {
+            config: named("agentroute")["spec"]["wasm"][0]["config"].to_string(),
+            route: named("agentroute-dispatch-route")["spec"]["jsonPatches"][0]["operation"]
+                ["value"]
+                .clone(),
+            rules: rules(&docs, shape),
+            early: early_header_removal("x-agent-backend"),
+        }
+    }
+}
+
 const SHAPES: [Shape; 2] = [Shape::Istio, Shape::EnvoyGateway];
 
 /// What a client got: status and the agent that answered.
@@ -212,7 +260,10 @@ fn large_wiring_backends_are_the_controllers_cluster_names() {
 }
 
 async fn large_gateway(shape: Shape, dispatch: Dispatch) -> (Gateway, Large) {
-    let large = large(shape);
+    wired_gateway(large(shape), shape, dispatch).await
+}
+
+async fn wired_gateway(large: Large, shape: Shape, dispatch: Dispatch) -> (Gateway, Large) {
     let mut cfg = GatewayConfig::new(large.config.clone())
         .shape(shape)
         .dispatch(dispatch);
@@ -269,6 +320,39 @@ async fn the_cluster_header_route_dispatches_to_the_controllers_clusters() {
                 "{label}"
             );
         }
+    }
+}
+
+/// What `agentroute generate --dispatch cluster-header` writes routes the
+/// same way: each backend is a cluster the controller makes.
+#[tokio::test]
+async fn generated_cluster_header_wiring_dispatches() {
+    for shape in SHAPES {
+        let (gw, _) = wired_gateway(generated(shape), shape, Dispatch::ClusterHeaderOwnHost).await;
+        gw.assert_routes(
+            &format!("{shape:?} generated"),
+            &[
+                (
+                    "gw",
+                    "/agentic-multi/agent/coordinator/x",
+                    "agent-coordinator",
+                    "/x",
+                ),
+                (
+                    "gw",
+                    "/agentic-multi/mcp/multi-echo-mcp/mcp",
+                    "mcpserver-multi-echo-mcp",
+                    "/mcp",
+                ),
+            ],
+        )
+        .await;
+        let spoof = [("x-agent-backend", "secret")];
+        assert_eq!(
+            outcome(&gw, "/nothing", &spoof).await,
+            (404, None),
+            "{shape:?}"
+        );
     }
 }
 
