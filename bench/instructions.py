@@ -114,10 +114,14 @@ def cases():
                         "GET", run.agent_path(i), None))
     out.append(("C agentroute, 10 agents, early header removal", run.early_removal(c(agents10)), "GET",
                 run.agent_path(0), None))
+    # Own host: the route a request takes does not depend on the agent (the
+    # cluster_header route, first), so the first agent only at 10,000.
     for shape, label in (("istio", "I Istio-shaped"), ("eg", "J Envoy Gateway-shaped")):
         for wiring in run.WIRINGS:
             for n in (10, 1000, 10000):
                 for which, i in (("first", 0), ("last", n - 1)):
+                    if wiring == "own host" and which == "first" and n != 10000:
+                        continue
                     out.append((f"{label}, {wiring}, {n:,} agents, {which} agent",
                                 run.shaped_bootstrap(PORT, shape, wiring, n, [i], UPSTREAM_PORT), "GET",
                                 run.agent_path(i), None))
