@@ -18,8 +18,9 @@ CARGO         ?= cargo
 # (Limitador's engine on Redis). The benchmark uses a release build of it.
 RLS_SERVER    := target/debug/rls-server
 # Debian packages: redis-server (the counters of the global-limit tests and
-# `make run-global`).
-DEBIAN_PACKAGES := redis-server
+# `make run-global`); chromium and chromium-driver (the browser that runs
+# the CORS test, tests/tests/browser.rs, headless).
+DEBIAN_PACKAGES := redis-server chromium chromium-driver
 
 .PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped tls-cert
 .PHONY: debian-deps rls-server run-global
@@ -107,7 +108,7 @@ unit-wasm: .wasm-target
 ## Crashing inputs land in fuzz/artifacts/TARGET/.
 FUZZ_SECONDS      ?= 60
 FUZZ_JOBS         ?= 1
-FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request
+FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request cors
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_HOST         := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # What cargo-fuzz instruments with (libFuzzer's coverage, --cfg fuzzing).

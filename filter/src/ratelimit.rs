@@ -278,7 +278,7 @@ pub fn client_key(entry_key: &str, client_value: &[u8], secret: &Secret) -> Stri
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::{Cell, RefCell};
     use std::collections::{HashMap, HashSet};
@@ -288,7 +288,7 @@ mod tests {
     pub(crate) struct Memory {
         data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         /// Writes to fail with a conflict before succeeding.
-        conflicts: Cell<u32>,
+        pub(crate) conflicts: Cell<u32>,
     }
 
     impl SharedStore for Memory {
