@@ -200,9 +200,13 @@ integration: setup build build-test-filters rls-server
 	  $(CARGO) test -p agentroute-tests -- --test-threads 4
 
 # bench/floors, whose `trap` mode traps the VM on demand for the fail-mode
-# tests (tests/tests/fail_modes.rs).
+# tests (tests/tests/fail_modes.rs); and the plugin built with
+# `fault-injection`, which traps on demand holding in-flight slots
+# (tests/tests/concurrency.rs). Test builds only.
 build-test-filters: .wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-floors
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib --features fault-injection \
+	  --target-dir target/fault-injection
 
 ## soak: SOAK_REQUESTS (1,000,000) mixed requests through two Envoys
 ## (--concurrency 2) with the plugin; fails on any unexpected answer, a trap,

@@ -1462,6 +1462,88 @@ static_resources:
     }
 
     #[test]
+    fn explain_says_which_side_of_a_split_a_value_lands_on() {
+        let p = Plan::from_json(
+            br#"{"cors":{"allow_origins":["https://dash.example.com"]},"agents":[
+                {"name":"a","backend":"v1","canary":{"backend":"v2","weight":50,"by":"cookie:uid","header":"x-canary"}},
+                {"name":"b","backend":"w1","canary":{"backend":"w2","weight":25,"by":"client_ip"}}]}"#,
+        )
+        .unwrap();
+        let with = |path: &str, headers: &[(&str, &str)], ip: Option<&str>| {
+            let mut r = request(path);
+            r.headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            r.client_ip = ip.map(str::to_string);
+            explain(&p, &r)
+        };
+        let dispatch = |e: &Explanation| match &e.outcome {
+            Outcome::Forward { headers, .. } => headers
+                .iter()
+                .find(|(k, _)| k == "x-agent-backend")
+                .and_then(|(_, v)| v.clone()),
+            _ => None,
+        };
+        let cohort = agentroute::canary::cohort("default/a", b"u-1");
+        let e = with("/a/x", &[("cookie", "x=1; uid=u-1")], None);
+        let line = e.canary.clone().unwrap();
+        assert!(
+            line.contains(&format!("cookie uid \"u-1\" is cohort {cohort} of 10000")),
+            "{line}"
+        );
+        let side = if cohort < 5_000 { "v2" } else { "v1" };
+        assert_eq!(dispatch(&e).as_deref(), Some(side), "{line}");
+        assert!(e.to_string().contains("canary   side "), "{e}");
+        let e = with("/a/x", &[("X-Canary", "always")], None);
+        assert_eq!(
+            e.canary.as_deref(),
+            Some("side canary (backend v2): forced by x-canary")
+        );
+        assert_eq!(dispatch(&e).as_deref(), Some("v2"));
+        let e = with("/a/x", &[], None);
+        assert!(e.canary.clone().unwrap().starts_with(
+            "decided at random per request (no uid cookie): 50% to the canary (backend v2)"
+        ));
+        assert_eq!(
+            dispatch(&e).as_deref(),
+            Some("v1"),
+            "shown as the stable side"
+        );
+        let e = with("/b/x", &[], Some("10.1.2.3"));
+        assert!(e.canary.unwrap().contains("client IP 10.1.2.3 is cohort"));
+        // CORS: the answer's headers, or the preflight's.
+        let e = with("/a/x", &[("origin", "https://dash.example.com")], None);
+        assert!(e.cors.unwrap().starts_with(
+            "origin allowed: the answer gets access-control-allow-origin: https://dash.example.com"
+        ));
+        let e = with("/a/x", &[("origin", "https://evil.example.com")], None);
+        assert!(e.cors.unwrap().starts_with("origin not allowed"));
+        let mut r = request("/a/x");
+        r.method = "OPTIONS".into();
+        r.headers = vec![
+            ("origin".into(), "https://dash.example.com".into()),
+            ("access-control-request-method".into(), "POST".into()),
+        ];
+        let e = explain(&p, &r);
+        assert_eq!(
+            e.outcome,
+            Outcome::Reply {
+                status: 204,
+                code: None,
+                message: None
+            }
+        );
+        assert!(
+            e.notes[0].starts_with(
+                "preflight answer headers: access-control-allow-origin: https://dash.example.com"
+            ),
+            "{:?}",
+            e.notes
+        );
+    }
+
+    #[test]
     fn explain_openai_requests_by_model() {
         let p = plan();
         let e = explain(&p, &request("/v1/chat/completions"));

@@ -425,7 +425,8 @@ impl GatewayConfig {
             "stats_config": { "stats_tags": [
                 { "tag_name": "namespace", "regex": "^wasmcustom\\.agentroute_\\w+(\\.namespace\\.([^.]+))" },
                 { "tag_name": "agent", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+(\\.agent\\.([^.]+))" },
-                { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" }
+                { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" },
+                { "tag_name": "side", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+\\.kind\\.[^.]+(\\.side\\.([^.]+))" }
             ] },
             "static_resources": {
                 "listeners": [ {

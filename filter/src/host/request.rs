@@ -24,6 +24,14 @@ pub(super) struct Body<'b> {
 impl Stream {
     pub(super) fn request_headers(&mut self, end_of_stream: bool) -> Action {
         self.request_complete = end_of_stream;
+        #[cfg(feature = "fault-injection")]
+        if abi::get_header(MapType::HttpRequestHeaders, "x-agentroute-trap")
+            .is_ok_and(|v| v.is_some())
+        {
+            // The test build's fault on demand: the VM stops here, as on a
+            // bug, with whatever it holds.
+            core::arch::wasm32::unreachable();
+        }
         let Some(active) = self.active.clone() else {
             // Unreachable when Envoy honours a failed on_configure; fail closed.
             return reply(&LocalReply::error(
