@@ -285,14 +285,18 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
     })
 }
 
-/// The filter's answer to a preflight for an entry (by path or host) or
-/// the OpenAI surface with CORS; `None` leaves it to be routed as usual
-/// (to an entry without CORS, whose backend may answer it).
+/// The filter's answer to a preflight for an entry (by path or host), the
+/// OpenAI surface, or (`unmatched: reject`) a path of no entry, with CORS;
+/// `None` leaves it to be routed as usual (to an entry without CORS, whose
+/// backend may answer it, or to the gateway's other routes).
 fn preflight(plan: &Plan, head: &RequestHead<'_>) -> Option<LocalReply> {
     let policy = match plan.router.route(head.authority, head.path) {
         Some(m) => plan.entry_cors(m.entry)?,
+        // The filter answers these paths itself: their 404s must be
+        // readable by the script that asked.
         None if plan.router.serves(head.authority)
-            && is_surface_path(head.path, plan.openai.unversioned_paths) =>
+            && (plan.unmatched == Unmatched::Reject
+                || is_surface_path(head.path, plan.openai.unversioned_paths)) =>
         {
             plan.surface_cors()?
         }
@@ -1204,9 +1208,11 @@ mod tests {
             ("/prod/own/mcp", dash, "gw", Some(403)),
             ("/v1/chat/completions", dash, "gw", Some(204)),
             ("/v1/models", dash, "gw", Some(204)),
+            // No entry (`unmatched: reject`): the filter answers the
+            // preflight of what it answers 404.
+            ("/nothing", dash, "gw", Some(204)),
             // No policy: routed as usual (the backend may answer it).
             ("/prod/closed/x", dash, "gw", None),
-            ("/nothing", dash, "gw", None),
         ] {
             assert_eq!(
                 status(preflight_of(&p, path, origin, host)),
@@ -1226,6 +1232,12 @@ mod tests {
         assert!(matches!(
             d,
             Decision::Forward(Forward { entry: Some(0), .. })
+        ));
+        // Passed on to the gateway's other routes: theirs to answer.
+        let pass = plan(&CORS.replace("\"reject\"", "\"pass\""));
+        assert!(matches!(
+            preflight_of(&pass, "/nothing", dash, "gw"),
+            Decision::Forward(_)
         ));
         // Without any cors, nothing is a preflight.
         let plain = plan(CONFIG);
