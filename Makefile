@@ -168,7 +168,7 @@ SCHEMA          := schema/agentroute.schema.json
 # Every shipped file that holds a plugin configuration (or points at one):
 # a WasmPlugin, an EnvoyExtensionPolicy, Envoy's Wasm filter (comments aside).
 SHIPPED_CONFIGS  = $(shell grep -lE '^[^\#]*(pluginConfig:|filters\.http\.wasm\.v3\.Wasm|kind: EnvoyExtensionPolicy)' \
-                     envoy/*.yaml envoy/*/*.yaml istio/*.yaml)
+                     envoy/*.yaml envoy/*/*.yaml istio/*.yaml istio/*/*.yaml)
 
 check:
 	@test -n "$(CONFIG)" || { echo "usage: make check CONFIG=file [ARGS='--explain /path']"; exit 2; }
@@ -191,6 +191,9 @@ schema-check: setup
 check-shipped:
 	$(AGENTROUTE_CLI) check $(SHIPPED_CONFIGS)
 	$(AGENTROUTE_CLI) check istio/*.yaml
+	$(AGENTROUTE_CLI) check istio/global-limits/*.yaml istio/gateway.yaml istio/httproutes.yaml \
+	  istio/envoyfilter-json-to-metadata.yaml
+	$(AGENTROUTE_CLI) check istio/body-mode/*.yaml istio/gateway.yaml istio/httproutes.yaml
 	$(AGENTROUTE_CLI) check envoy/gateway/*.yaml
 
 integration: setup build build-test-filters rls-server

@@ -2,12 +2,15 @@
 """Validate the Kubernetes manifests the project ships against upstream CRD schemas.
 
 Usage:
-    python tests/validate_manifests.py [--crds DIR] [PATH ...]
-    python tests/validate_manifests.py [--crds DIR] --self-test
+    python tests/validate_manifests.py [--crds DIR ...] [PATH ...]
+    python tests/validate_manifests.py [--crds DIR ...] --self-test
 
 PATH is a file or a directory (searched recursively for *.yaml / *.yml);
 the defaults are the repository's `istio` and `envoy` directories. DIR
-defaults to `<repo>/../shared/crds` and holds CustomResourceDefinitions.
+(repeatable) holds CustomResourceDefinitions: by default the upstream CRDs
+in `<repo>/../shared/crds` and the project's own schemas in
+`<repo>/tests/schemas` (kinds no upstream CRD here covers, such as Istio's
+AuthorizationPolicy, written by the project for the fields it ships).
 
 Every YAML document with `apiVersion` and `kind` is a Kubernetes object. If a
 CRD in DIR defines that group and kind, the whole object is validated against
@@ -54,7 +57,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     sys.exit(2)
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CRDS = REPO.parent / "shared" / "crds"
+DEFAULT_CRDS = [REPO.parent / "shared" / "crds", REPO / "tests" / "schemas"]
 DEFAULT_PATHS = [REPO / "istio", REPO / "envoy"]
 
 # API groups served by Kubernetes itself (no CRD): "" is the core group.
@@ -199,13 +202,15 @@ def format_checker() -> "jsonschema.FormatChecker":
 class Crds:
     """CRD schemas by (group, kind) and version."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directories: list[Path]):
+        self.directory = ", ".join(str(d) for d in directories)
         self.schemas: dict[tuple[str, str], dict[str, dict]] = {}
         self.groups: set[str] = set()
         self.checker = format_checker()
         self._validators: dict[tuple[str, str, str], jsonschema.Draft7Validator] = {}
-        files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+        files = sorted(
+            p for d in directories for p in d.rglob("*") if p.suffix in (".yaml", ".yml", ".json")
+        )
         for path in files:
             with path.open(encoding="utf-8") as f:
                 docs = list(yaml.safe_load_all(f))
@@ -386,18 +391,20 @@ def self_test(crds: Crds) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--crds", type=Path, default=DEFAULT_CRDS, help=f"CRD directory (default: {DEFAULT_CRDS})")
+    parser.add_argument(
+        "--crds", type=Path, action="append", help=f"CRD directory, repeatable (default: {DEFAULT_CRDS})"
+    )
     parser.add_argument("--self-test", action="store_true", help="prove that a broken WasmPlugin is rejected")
     parser.add_argument("paths", nargs="*", type=Path, help="manifest files or directories (default: istio envoy)")
     args = parser.parse_args(argv)
 
-    crd_dir = args.crds.resolve()
-    if not crd_dir.is_dir():
-        print(f"CRD schemas not found at {crd_dir}: manifest validation skipped")
-        return 0
-    crds = Crds(crd_dir)
+    crd_dirs = [d.resolve() for d in (args.crds or DEFAULT_CRDS)]
+    present = [d for d in crd_dirs if d.is_dir()]
+    for missing in sorted(set(crd_dirs) - set(present)):
+        print(f"CRD schemas not found at {missing}")
+    crds = Crds(present)
     if not crds.schemas:
-        print(f"CRD schemas not found at {crd_dir} (no CustomResourceDefinition in it): manifest validation skipped")
+        print(f"no CustomResourceDefinition in {crds.directory}: manifest validation skipped")
         return 0
     if args.self_test:
         return self_test(crds)

@@ -273,7 +273,7 @@ fn body_without_stop_iteration(
              would stall and fail. Set `openai: {model_from: metadata}` and apply the \
              json_to_metadata EnvoyFilter (istio/envoyfilter-json-to-metadata.yaml), or check \
              this together with an EnvoyFilter that sets allow_on_headers_stop_iteration \
-             (istio/envoyfilter-stop-iteration.yaml)"
+             (istio/body-mode/envoyfilter-agentroute.yaml)"
         }
         Platform::EnvoyGateway => {
             "an EnvoyExtensionPolicy cannot set allow_on_headers_stop_iteration, so every \

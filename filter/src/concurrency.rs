@@ -16,7 +16,7 @@
 //! never the limit, so the key set stays bounded and a changed limit keeps
 //! its count.
 
-use crate::ratelimit::{SharedStore, StoreError, MAX_CAS_RETRIES};
+use crate::ratelimit::{Secret, SharedStore, StoreError, MAX_CAS_RETRIES};
 
 /// Rows older than this are a stopped VM's: they count for nothing.
 pub const STALE_AFTER_MS: u64 = 10_000;
@@ -51,6 +51,24 @@ pub struct Admission {
     pub in_flight: u64,
     /// Compare-and-swap conflicts with other workers, retried.
     pub cas_retries: u32,
+}
+
+/// Tables per per-client limit: clients are spread over this many keys by a
+/// keyed hash (the process's secret), so that memory stays bounded
+/// whatever the number of clients. Two clients whose hashes share a table
+/// share its `max_in_flight` (one pair in 1,024).
+pub const CLIENT_TABLES: u64 = 1024;
+
+/// The table of one client of a per-client limit: `{limit_key}/c/{n}`.
+/// Only a keyed hash of the client value (which may be an API key) picks
+/// it; the value itself is never stored. Made by the first request that
+/// needs it: two workers making it at once may each write it, one row lost
+/// until its VM's next refresh (at most [`REFRESH_AFTER_MS`]).
+pub fn client_table(limit_key: &str, client_value: &[u8], secret: &Secret) -> String {
+    format!(
+        "{limit_key}/c/{}",
+        secret.keyed_hash(client_value) % CLIENT_TABLES
+    )
 }
 
 /// Admits a request if the limit's fresh rows, with `mine` (what this VM
@@ -273,6 +291,19 @@ mod tests {
         let o = admit(&store, "k", 1_000, 9_999, 0, T).unwrap();
         assert!(!o.admitted);
         assert_eq!(o.in_flight, MAX_ROWS as u64);
+    }
+
+    #[test]
+    fn client_tables_are_bounded_keyed_and_hide_the_value() {
+        let secret = Secret(*b"0123456789abcdef");
+        let key = client_table("p/ns/a/inflight", b"sk-secret-1", &secret);
+        assert!(key.starts_with("p/ns/a/inflight/c/") && !key.contains("secret"));
+        assert_eq!(key, client_table("p/ns/a/inflight", b"sk-secret-1", &secret));
+        let tables: std::collections::HashSet<String> = (0..20_000)
+            .map(|i| client_table("k", format!("client-{i}").as_bytes(), &secret))
+            .collect();
+        assert!(tables.len() as u64 <= CLIENT_TABLES);
+        assert!(tables.len() as u64 > CLIENT_TABLES * 9 / 10, "spread: {}", tables.len());
     }
 
     #[test]

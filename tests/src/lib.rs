@@ -131,6 +131,9 @@ pub struct GatewayConfig {
     pub allow_stop_iteration: bool,
     /// HTTP filters placed before agentroute (e.g. json_to_metadata).
     pub filters_before: Vec<Value>,
+    /// HTTP filters placed between agentroute and the router (e.g. the RBAC
+    /// filter Istio puts after a WasmPlugin of phase AUTHZ).
+    pub filters_after: Vec<Value>,
     pub vm_id: String,
     pub dispatch_header: String,
     /// HCM `use_remote_address`: the client is the TCP peer, and
@@ -161,6 +164,7 @@ impl GatewayConfig {
             concurrency: 2,
             allow_stop_iteration: false,
             filters_before: Vec::new(),
+            filters_after: Vec::new(),
             vm_id: "agentroute".to_string(),
             dispatch_header: "x-agent-backend".to_string(),
             use_remote_address: false,
@@ -384,6 +388,7 @@ impl GatewayConfig {
         }
         let mut filters = self.filters_before.clone();
         filters.push(wasm);
+        filters.extend(self.filters_after.iter().cloned());
         filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }

@@ -33,6 +33,9 @@ pub struct Active {
     pub limit_service: Option<Vec<u8>>,
     /// Some entry keeps per-client buckets or in-flight limits.
     client_slots: bool,
+    /// Pages of client slots per per-client limit (fewer when the plan has
+    /// many such limits; see `ratelimit::pages_per_limit`).
+    client_pages: u32,
     /// Entries with an in-flight limit, whose gauge the tick records.
     limited: Vec<usize>,
     /// Where the next tick's round of gauges starts.
@@ -50,16 +53,30 @@ impl Active {
             .map(|s| crate::rls::grpc_service(&s.cluster));
         let key_prefix = key_prefix();
         ensure_secret(&key_prefix);
-        let client_slots = plan.entries.iter().any(|e| {
-            let per_client = |per: &crate::config::Per| *per != crate::config::Per::Entry;
-            e.rate_limit.as_ref().is_some_and(|l| per_client(&l.per))
-                || e.concurrency.as_ref().is_some_and(|c| per_client(&c.per))
+        let per_client_limits: usize = plan
+            .entries
+            .iter()
+            .filter_map(|e| e.rate_limit.as_ref())
+            .filter(|l| l.per != crate::config::Per::Entry)
+            .map(|l| match &l.scope {
+                crate::config::Scope::Local { requests, tokens } => {
+                    usize::from(requests.is_some()) + usize::from(tokens.is_some())
+                }
+                crate::config::Scope::Global { .. } => 0,
+            })
+            .sum();
+        // Per-client in-flight limits hash clients with the secret too.
+        let per_client_concurrency = plan.entries.iter().any(|e| {
+            e.concurrency
+                .as_ref()
+                .is_some_and(|c| c.per != crate::config::Per::Entry)
         });
         let limited = (0..plan.entries.len())
             .filter(|&i| plan.entries.get(i).is_some_and(|e| e.concurrency.is_some()))
             .collect();
         Active {
-            client_slots,
+            client_slots: per_client_limits > 0 || per_client_concurrency,
+            client_pages: crate::ratelimit::pages_per_limit(per_client_limits),
             limited,
             gauge_cursor: Cell::new(0),
             recorded: RefCell::new(HashMap::new()),
@@ -159,6 +176,11 @@ impl Active {
     /// Whether any entry keeps per-client buckets (and so needs the secret).
     pub fn uses_client_slots(&self) -> bool {
         self.client_slots
+    }
+
+    /// Pages of client slots for each per-client limit of this plan.
+    pub fn client_pages(&self) -> u32 {
+        self.client_pages
     }
 
     /// Shared-data key saying that Envoy delivers paused requests' bodies.

@@ -114,7 +114,7 @@ pub(super) fn hold(
     };
     let base = format!("{}/{}/inflight", active.key_prefix, e.id);
     let key = match (client_value(&limit.per, pairs), active.secret()) {
-        (Some(client), Some(secret)) => ratelimit::client_key(&base, &client, &secret),
+        (Some(client), Some(secret)) => concurrency::client_table(&base, &client, &secret),
         _ => base.clone(),
     };
     VM.with(|vm| {
