@@ -133,7 +133,11 @@ proptest! {
         prop_assert!(matches(&pattern, &origin(&sub)));
         prop_assert!(matches(&pattern, &shout(&origin(&sub), mask)));
         prop_assert!(!matches(&pattern, &origin(&suffix)), "the bare suffix");
-        prop_assert!(!matches(&pattern, &origin(&format!("{sub}.{other}"))), "a longer host");
+        let longer = format!("{sub}.{other}");
+        // Unless it ends in the suffix again (`a.3.3` is below `3`).
+        if !longer.ends_with(&format!(".{suffix}")) {
+            prop_assert!(!matches(&pattern, &origin(&longer)), "a longer host");
+        }
         prop_assert!(!matches(&pattern, &origin(&format!("{other}{suffix}"))), "no dot before the suffix");
         prop_assert!(!matches(&pattern, &format!("http://{sub}{port}")), "another scheme");
         let wrong_port = if port.is_empty() { ":8443" } else { "" };
