@@ -298,12 +298,19 @@ mod tests {
         let secret = Secret(*b"0123456789abcdef");
         let key = client_table("p/ns/a/inflight", b"sk-secret-1", &secret);
         assert!(key.starts_with("p/ns/a/inflight/c/") && !key.contains("secret"));
-        assert_eq!(key, client_table("p/ns/a/inflight", b"sk-secret-1", &secret));
+        assert_eq!(
+            key,
+            client_table("p/ns/a/inflight", b"sk-secret-1", &secret)
+        );
         let tables: std::collections::HashSet<String> = (0..20_000)
             .map(|i| client_table("k", format!("client-{i}").as_bytes(), &secret))
             .collect();
         assert!(tables.len() as u64 <= CLIENT_TABLES);
-        assert!(tables.len() as u64 > CLIENT_TABLES * 9 / 10, "spread: {}", tables.len());
+        assert!(
+            tables.len() as u64 > CLIENT_TABLES * 9 / 10,
+            "spread: {}",
+            tables.len()
+        );
     }
 
     #[test]
