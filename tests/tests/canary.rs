@@ -321,7 +321,7 @@ async fn gateway_api_shapes_route_the_canary_token_by_its_own_rule() {
 #[tokio::test]
 async fn refused_configurations_name_the_field() {
     for (canary, want) in [
-        (json!({ "backend": "v2", "weight": 120 }), "agents[0].canary.weight: must be between 0 and 100, found 120"),
+        (json!({ "backend": "v2", "weight": 120 }), "agents[0].canary.weight: must be between 0 and 100"),
         (json!({ "backend": "v1", "weight": 10 }), "agents[0].canary.backend: \"v1\" is the entry's own backend"),
         (json!({ "backend": "v2", "weight": 10, "by": "session" }), "agents[0].canary.by: \"session\" is not \"random\", \"client_ip\", \"header:<name>\" or \"cookie:<name>\""),
     ] {
