@@ -102,7 +102,8 @@ impl Origin {
             return Err(bad("the scheme"));
         }
         let scheme = scheme.to_ascii_lowercase();
-        let (host, port) = if rest.starts_with('[') {
+        let literal = rest.starts_with('[');
+        let (host, port) = if literal {
             let end = rest
                 .find(']')
                 .ok_or_else(|| bad("an unclosed IPv6 literal"))?;
@@ -147,7 +148,8 @@ impl Origin {
         } else {
             host
         };
-        let host_ok = name.starts_with('[') || (!name.is_empty() && name.split('.').all(is_label));
+        // An IPv6 literal was checked above; anything else is DNS labels.
+        let host_ok = literal || (!name.is_empty() && name.split('.').all(is_label));
         if !host_ok {
             return Err(bad(if host.contains(['/', '?', '#']) {
                 "an origin has no path"
@@ -442,6 +444,8 @@ mod tests {
             "https://*",
             "1http://a",
             "https://[zz]",
+            "https://*.[vil.example",
+            "https://[::1",
         ] {
             assert!(OriginPattern::parse(bad).is_err(), "{bad}");
         }
