@@ -15,7 +15,11 @@ exactly: what a host call costs, what the filter's own code costs, what a
 header more or less costs Envoy.
 
 Usage: bench/instructions.py [--only REGEX] [--requests N] [--out FILE]
-(uses the artifacts `make bench-deps` builds; valgrind from Debian)
+                             [--wasm PATH --label TEXT]
+(uses the artifacts `make bench-deps` builds; valgrind from Debian).
+--wasm measures another build of agentroute (say, the main branch's) in
+the agentroute cases, named with --label: the same cases of two builds in
+one session compare exactly.
 """
 
 import argparse
@@ -32,11 +36,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the bench's configs and helpers)
 
 ROOT = run.ROOT
-PORT = 19650
-ADMIN_PORT = 19651
-# Its own upstream, apart from bench/run.py's, so both can run at once.
-UPSTREAM_PORT = 19652
-UP = [run.cluster("upstream", UPSTREAM_PORT)]
+# BENCH_PORT (default 19650): the Envoy under test; +1 its admin, +2 its
+# upstream (apart from bench/run.py's, so both can run at once). Another
+# BENCH_PORT runs two of these side by side on one machine.
+PORT = int(os.environ.get("BENCH_PORT", "19650"))
+ADMIN_PORT = PORT + 1
+UPSTREAM_PORT = PORT + 2
+UP = [run.cluster("upstream", UPSTREAM_PORT),
+      # A canary's backend: the same upstream under another cluster name.
+      run.cluster("upstream-canary", UPSTREAM_PORT)]
+ORIGIN = "https://dash.example.com"
+# A browser's preflight and its answer (204, from the filter).
+PREFLIGHT = {"headers": {"origin": ORIGIN, "access-control-request-method": "POST",
+                         "access-control-request-headers": "content-type"}, "status": 204}
 
 
 def envoy_elf():
@@ -91,6 +103,24 @@ def cases():
         ("E agentroute, rate-limited entry", c({"agents": run.agents(10, limited=True)}), "GET",
          run.agent_path(0), None),
     ]
+    def with_first(**fields):
+        config = {"agents": run.agents(10)}
+        config["agents"][0].update(fields)
+        return config
+
+    cors = dict(agents10, cors={"allow_origins": [ORIGIN]})
+    canary = {"backend": "upstream-canary", "weight": 50, "by": "header:x-user"}
+    out += [
+        # The traffic policies (issue 18): each one's own cost next to C.
+        ("H canary split by header, layout path", c(with_first(canary=canary)), "GET", run.agent_path(0),
+         {"headers": {"x-user": "user-1"}}),
+        ("H CORS configured, request without Origin", c(cors), "GET", run.agent_path(0), None),
+        ("H CORS, request with an allowed Origin", c(cors), "GET", run.agent_path(0),
+         {"headers": {"origin": ORIGIN}}),
+        ("H CORS preflight, answered by the filter", c(cors), "OPTIONS", run.agent_path(0), PREFLIGHT),
+        ("H in-flight limit, layout path", c(with_first(concurrency={"max_in_flight": 1000000})), "GET",
+         run.agent_path(0), None),
+    ]
     for size, label in ((1024, "1KB"), (65536, "64KB"), (1 << 20, "1MB")):
         body = run.chat_body(size)
         out.append((f"F OpenAI body {label} (model from body)", c(run.openai_config(), stop=True), "POST",
@@ -98,6 +128,10 @@ def cases():
         out.append((f"F plain POST {label}", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST",
                     "/v1/chat/completions", ("body", body)))
     return out
+
+
+def expected_status(extra):
+    return extra.get("status", 200) if isinstance(extra, dict) else 200
 
 
 def drive(port, method, path, extra, n):
@@ -108,6 +142,8 @@ def drive(port, method, path, extra, n):
     if isinstance(extra, tuple):
         body = extra[1].encode()
         headers["content-type"] = "application/json"
+    elif isinstance(extra, dict):
+        headers.update(extra["headers"])
     elif extra:
         headers["host"] = extra
     status = None
@@ -141,12 +177,14 @@ def measure(elf, name, config, method, path, extra, n, workdir):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run.procs.append(proc)
     try:
-        deadline = time.time() + 180
+        # V8 compiling the plugin under valgrind takes minutes on a busy
+        # machine.
+        deadline = time.time() + 900
         while True:
             if proc.poll() is not None:
                 run.die(f"{name}: Envoy exited:\n{open(log.name).read()[-3000:]}")
             try:
-                if drive(PORT, method, path, extra, 1) == 200:
+                if drive(PORT, method, path, extra, 1) == expected_status(extra):
                     break
             except OSError:
                 pass
@@ -159,7 +197,7 @@ def measure(elf, name, config, method, path, extra, n, workdir):
         for _ in range(2):
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
             status = drive(PORT, method, path, extra, n)
-            if status != 200:
+            if status != expected_status(extra):
                 run.die(f"{name}: status {status}")
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
             time.sleep(0.5)
@@ -175,7 +213,11 @@ def main():
     parser.add_argument("--only", help="only the cases whose name matches this regex")
     parser.add_argument("--requests", type=int, default=1000, help="counted requests per batch")
     parser.add_argument("--out", help="write the markdown table here")
+    parser.add_argument("--wasm", help="another build of agentroute for the agentroute cases")
+    parser.add_argument("--label", default="", help="appended to the names of cases measured with --wasm")
     args = parser.parse_args()
+    if args.wasm:
+        run.AGENTROUTE = os.path.abspath(args.wasm)
     if not shutil.which("valgrind"):
         run.die("valgrind is missing (Debian: apt-get install valgrind)")
     elf = envoy_elf()
@@ -192,6 +234,8 @@ def main():
             # Big bodies go slowly through valgrind: fewer of them.
             n = args.requests if not isinstance(extra, tuple) or len(extra[1]) < 100_000 else 100
             counts = measure(elf, name, config, method, path, extra, n, workdir)
+            if args.wasm and args.label and run.AGENTROUTE in json.dumps(config):
+                name = f"{name} [{args.label}]"
             rows.append((name, counts))
             print(f"{name}: {counts[0]:,.0f} / {counts[1]:,.0f} instructions per request", file=sys.stderr)
     finally:

@@ -332,24 +332,34 @@ fn backends_without_routes(
         return;
     }
     for (i, entry) in plan.entries.iter().enumerate() {
-        let routed = candidates
-            .iter()
-            .any(|r| r.header == plan.dispatch_header && r.value == entry.backend);
-        if !routed {
-            report.push(
-                at,
-                Level::Error,
-                format!(
-                    "{}: backend {:?} has no HTTPRoute rule matching {}: {} in this run: the \
-                     requests the filter sends it would match no agent route",
-                    entry_name(plan, i),
-                    entry.backend,
-                    plan.dispatch_header,
-                    entry.backend
-                ),
-            );
+        for (what, token) in dispatch_tokens(entry) {
+            let routed = candidates
+                .iter()
+                .any(|r| r.header == plan.dispatch_header && r.value == token);
+            if !routed {
+                report.push(
+                    at,
+                    Level::Error,
+                    format!(
+                        "{}: {what} {token:?} has no HTTPRoute rule matching {}: {token} in this \
+                         run: the requests the filter sends it would match no agent route",
+                        entry_name(plan, i),
+                        plan.dispatch_header,
+                    ),
+                );
+            }
         }
     }
+}
+
+/// The values an entry writes to the dispatch header: its backend, and its
+/// canary's, which needs a rule of its own.
+fn dispatch_tokens(entry: &agentroute::config::Entry) -> Vec<(&'static str, &str)> {
+    let mut tokens = vec![("backend", entry.backend.as_str())];
+    if let Some(canary) = &entry.canary {
+        tokens.push(("canary backend", canary.backend.as_str()));
+    }
+    tokens
 }
 
 /// An HTTPRoute rule on a dispatch header whose value no entry has.
@@ -363,9 +373,11 @@ fn orphan_route(report: &mut Report, name: &str, route: &HeaderRoute, compiled: 
                 .then_some(plan)
         })
         .collect();
-    let claimed = relevant
-        .iter()
-        .any(|plan| plan.entries.iter().any(|e| e.backend == route.value));
+    let claimed = relevant.iter().any(|plan| {
+        plan.entries
+            .iter()
+            .any(|e| dispatch_tokens(e).iter().any(|(_, t)| *t == route.value))
+    });
     if relevant.is_empty() || claimed {
         return;
     }
@@ -562,5 +574,27 @@ mod tests {
         assert!(run(&[("wp.yaml", WASMPLUGIN), ("r.yaml", &elsewhere)]).ok());
         // Without a configuration in the run, HTTPRoutes alone are no input.
         assert!(!run(&[("r.yaml", ROUTES)]).ok());
+    }
+
+    #[test]
+    fn a_canary_backend_is_a_token_of_its_own() {
+        let split = WASMPLUGIN.replace(
+            "backend: prod-a}",
+            "backend: prod-a, canary: {backend: prod-a-v2, weight: 10}}",
+        );
+        let report = run(&[("wp.yaml", &split), ("r.yaml", ROUTES)]);
+        assert_eq!(
+            lines(&report, Level::Error),
+            ["wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[0] (prod/a): canary backend \"prod-a-v2\" has no HTTPRoute rule matching x-agent-backend: prod-a-v2 in this run: the requests the filter sends it would match no agent route"],
+            "{report}"
+        );
+        // With its rule the run is clean, and the rule is no leftover.
+        let routes = format!(
+            "{ROUTES}  - name: a-v2\n    matches: [{{headers: [{{name: x-agent-backend, value: prod-a-v2}}]}}]\n    \
+             backendRefs: [{{name: a-v2, port: 8000}}]\n"
+        );
+        let report = run(&[("wp.yaml", &split), ("r.yaml", &routes)]);
+        assert!(report.ok(), "{report}");
+        assert_eq!(report.count(Level::Warning), 0, "{report}");
     }
 }
