@@ -15,7 +15,11 @@ exactly: what a host call costs, what the filter's own code costs, what a
 header more or less costs Envoy.
 
 Usage: bench/instructions.py [--only REGEX] [--requests N] [--out FILE]
-(uses the artifacts `make bench-deps` builds; valgrind from Debian)
+                             [--wasm PATH --label TEXT]
+(uses the artifacts `make bench-deps` builds; valgrind from Debian).
+--wasm measures another build of agentroute (say, the main branch's) in
+the agentroute cases, named with --label: the same cases of two builds in
+one session compare exactly.
 """
 
 import argparse
@@ -46,8 +50,20 @@ def free_port():
 # second Envoy on a taken port does not fail but takes some of the first
 # one's connections, and each would count the other's requests. Its own
 # upstream, apart from bench/run.py's, so both can run at once too.
-PORT, ADMIN_PORT, UPSTREAM_PORT = free_port(), free_port(), free_port()
-UP = [run.cluster("upstream", UPSTREAM_PORT)]
+# BENCH_PORT pins them instead: the Envoy under test, +1 its admin, +2 its
+# upstream.
+if os.environ.get("BENCH_PORT"):
+    PORT = int(os.environ["BENCH_PORT"])
+    ADMIN_PORT, UPSTREAM_PORT = PORT + 1, PORT + 2
+else:
+    PORT, ADMIN_PORT, UPSTREAM_PORT = free_port(), free_port(), free_port()
+UP = [run.cluster("upstream", UPSTREAM_PORT),
+      # A canary's backend: the same upstream under another cluster name.
+      run.cluster("upstream-canary", UPSTREAM_PORT)]
+ORIGIN = "https://dash.example.com"
+# A browser's preflight and its answer (204, from the filter).
+PREFLIGHT = {"headers": {"origin": ORIGIN, "access-control-request-method": "POST",
+                         "access-control-request-headers": "content-type"}, "status": 204}
 
 
 def envoy_elf():
@@ -106,6 +122,24 @@ def cases():
         ("E agentroute, rate-limited entry", c({"agents": run.agents(10, limited=True)}), "GET",
          run.agent_path(0), None),
     ]
+    def with_first(**fields):
+        config = {"agents": run.agents(10)}
+        config["agents"][0].update(fields)
+        return config
+
+    cors = dict(agents10, cors={"allow_origins": [ORIGIN]})
+    canary = {"backend": "upstream-canary", "weight": 50, "by": "header:x-user"}
+    out += [
+        # The traffic policies (issue 18): each one's own cost next to C.
+        ("H canary split by header, layout path", c(with_first(canary=canary)), "GET", run.agent_path(0),
+         {"headers": {"x-user": "user-1"}}),
+        ("H CORS configured, request without Origin", c(cors), "GET", run.agent_path(0), None),
+        ("H CORS, request with an allowed Origin", c(cors), "GET", run.agent_path(0),
+         {"headers": {"origin": ORIGIN}}),
+        ("H CORS preflight, answered by the filter", c(cors), "OPTIONS", run.agent_path(0), PREFLIGHT),
+        ("H in-flight limit, layout path", c(with_first(concurrency={"max_in_flight": 1000000})), "GET",
+         run.agent_path(0), None),
+    ]
     # The plain-Envoy baseline of the shaped cases below: one cluster_header
     # route, whatever the number of agents.
     for n in (10, 1000, 10000):
@@ -134,6 +168,10 @@ def cases():
     return out
 
 
+def expected_status(extra):
+    return extra.get("status", 200) if isinstance(extra, dict) else 200
+
+
 def drive(port, method, path, extra, n):
     """n requests on one keep-alive connection; the last status."""
     import http.client
@@ -142,6 +180,8 @@ def drive(port, method, path, extra, n):
     if isinstance(extra, tuple):
         body = extra[1].encode()
         headers["content-type"] = "application/json"
+    elif isinstance(extra, dict):
+        headers.update(extra["headers"])
     elif extra:
         headers["host"] = extra
     status = None
@@ -175,13 +215,14 @@ def measure(elf, name, config, method, path, extra, n, workdir):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run.procs.append(proc)
     try:
-        # 10,000 routes of a shaped case take minutes to load under valgrind.
+        # 10,000 routes of a shaped case, or V8 compiling the plugin on a
+        # busy machine, take minutes under valgrind.
         deadline = time.time() + 1800
         while True:
             if proc.poll() is not None:
                 run.die(f"{name}: Envoy exited:\n{open(log.name).read()[-3000:]}")
             try:
-                if drive(PORT, method, path, extra, 1) == 200:
+                if drive(PORT, method, path, extra, 1) == expected_status(extra):
                     break
             except OSError:
                 pass
@@ -194,7 +235,7 @@ def measure(elf, name, config, method, path, extra, n, workdir):
         for _ in range(2):
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
             status = drive(PORT, method, path, extra, n)
-            if status != 200:
+            if status != expected_status(extra):
                 run.die(f"{name}: status {status}")
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
             time.sleep(0.5)
@@ -210,7 +251,11 @@ def main():
     parser.add_argument("--only", help="only the cases whose name matches this regex")
     parser.add_argument("--requests", type=int, default=1000, help="counted requests per batch")
     parser.add_argument("--out", help="write the markdown table here")
+    parser.add_argument("--wasm", help="another build of agentroute for the agentroute cases")
+    parser.add_argument("--label", default="", help="appended to the names of cases measured with --wasm")
     args = parser.parse_args()
+    if args.wasm:
+        run.AGENTROUTE = os.path.abspath(args.wasm)
     if not shutil.which("valgrind"):
         run.die("valgrind is missing (Debian: apt-get install valgrind)")
     elf = envoy_elf()
@@ -227,6 +272,8 @@ def main():
             # Big bodies go slowly through valgrind: fewer of them.
             n = args.requests if not isinstance(extra, tuple) or len(extra[1]) < 100_000 else 100
             counts = measure(elf, name, config, method, path, extra, n, workdir)
+            if args.wasm and args.label and run.AGENTROUTE in json.dumps(config):
+                name = f"{name} [{args.label}]"
             rows.append((name, counts))
             print(f"{name}: {counts[0]:,.0f} / {counts[1]:,.0f} instructions per request", file=sys.stderr)
     finally:

@@ -21,7 +21,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for port in 9101 9102 9103 9104 9105 9106 10000 9901; do
+for port in 9101 9102 9103 9104 9105 9106 9107 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop what holds it (another 'make run'?) and retry" >&2
     exit 1
@@ -29,6 +29,7 @@ for port in 9101 9102 9103 9104 9105 9106 10000 9901; do
 done
 
 "$AGENT" coordinator=127.0.0.1:9101 researcher=127.0.0.1:9102 llm=127.0.0.1:9103 tools=127.0.0.1:9104 embedder=127.0.0.1:9105 \
+  coordinator-next=127.0.0.1:9107 \
   >"$LOGS/agents.log" 2>&1 &
 pids+=($!)
 # An A2A agent (official a2a-sdk) whose card names its in-cluster address:
@@ -58,8 +59,9 @@ done
 cat <<'TXT'
 
 agentroute demo gateway on http://localhost:10000 (Envoy admin: http://localhost:9901)
-agents: prod/coordinator, prod/researcher, prod/tools (mcp), models/llm and models/embedder (modelapi),
-        prod/assistant (A2A, official a2a-sdk)
+agents: prod/coordinator (20 % canary: coordinator-next), prod/researcher (2 in flight at most),
+        prod/tools (mcp), models/llm and models/embedder (modelapi), prod/assistant (A2A, official a2a-sdk);
+        CORS for pages on http://localhost:3000 (and *.localhost:3000)
 
 Try:
   curl -s localhost:10000/prod/agent/coordinator/hello?x=1     # kind layout: /{ns}/{kind}/{name}/...
@@ -80,7 +82,20 @@ Try:
                                                                # A2A card: interface URLs point at the gateway
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"prod/assistant","messages":[{"role":"user","content":"hi"}]}'  # OpenAI chat with the A2A agent
-  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats
+  for u in alice bob trent carol dave; do curl -s -H "x-user-id: $u" localhost:10000/prod/coordinator/x \
+       -o /dev/null -w "$u: %header{x-served-by}\n"; done      # canary by user: each always on the same side
+  curl -s -H 'x-canary: always' -o /dev/null -w '%header{x-served-by}\n' localhost:10000/prod/coordinator/x
+                                                               # forced canary: coordinator-next
+  curl -si -X OPTIONS localhost:10000/prod/researcher/x -H 'origin: http://localhost:3000' \
+       -H 'access-control-request-method: POST' -H 'access-control-request-headers: content-type' \
+       | grep -i -E '^(HTTP|access-control|vary)'              # CORS preflight, answered by the gateway: 204
+  curl -si localhost:10000/prod/researcher/x -H 'origin: http://localhost:3000' | grep -i -E '^(HTTP|access-control|vary)'
+                                                               # the actual request: CORS on the answer
+  curl -s -o /dev/null 'localhost:10000/prod/researcher/slow?delay_ms=3000' & \
+  curl -s -o /dev/null 'localhost:10000/prod/researcher/slow?delay_ms=3000' & sleep 0.5; \
+  curl -si localhost:10000/prod/researcher/x | grep -E '^HTTP|^retry-after|"code"'; wait
+                                                               # 2 in flight: the third gets 429 concurrency_limit_exceeded
+  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats (canary sides, in-flight gauge)
 
 Logs in .run/ — Ctrl-C stops everything.
 TXT

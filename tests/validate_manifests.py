@@ -2,15 +2,15 @@
 """Validate the Kubernetes manifests the project ships against upstream CRD schemas.
 
 Usage:
-    python tests/validate_manifests.py [--crds DIR]... [PATH ...]
-    python tests/validate_manifests.py [--crds DIR]... --self-test
+    python tests/validate_manifests.py [--crds DIR ...] [PATH ...]
+    python tests/validate_manifests.py [--crds DIR ...] --self-test
 
 PATH is a file or a directory (searched recursively for *.yaml / *.yml);
 the defaults are the repository's `istio` and `envoy` directories. DIR
-holds CustomResourceDefinitions; the defaults are `<repo>/../shared/crds`
-and `<repo>/tests/crds` (CRDs vendored here for kinds the shared directory
-does not have: tests/crds/README.md). A kind defined in both is taken from
-the first directory.
+(repeatable) holds CustomResourceDefinitions: by default the upstream CRDs
+in `<repo>/../shared/crds` and the project's own schemas in
+`<repo>/tests/schemas` (kinds no upstream CRD here covers, such as Istio's
+AuthorizationPolicy, written by the project for the fields it ships).
 
 Every YAML document with `apiVersion` and `kind` is a Kubernetes object. If a
 CRD in DIR defines that group and kind, the whole object is validated against
@@ -57,7 +57,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     sys.exit(2)
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CRDS = [REPO.parent / "shared" / "crds", REPO / "tests" / "crds"]
+DEFAULT_CRDS = [REPO.parent / "shared" / "crds", REPO / "tests" / "schemas"]
 DEFAULT_PATHS = [REPO / "istio", REPO / "envoy"]
 
 # API groups served by Kubernetes itself (no CRD): "" is the core group.
@@ -209,7 +209,9 @@ class Crds:
         self.groups: set[str] = set()
         self.checker = format_checker()
         self._validators: dict[tuple[str, str, str], jsonschema.Draft7Validator] = {}
-        files = [p for d in directories for p in sorted(d.rglob("*")) if p.suffix in (".yaml", ".yml", ".json")]
+        files = sorted(
+            p for d in directories for p in d.rglob("*") if p.suffix in (".yaml", ".yml", ".json")
+        )
         for path in files:
             with path.open(encoding="utf-8") as f:
                 docs = list(yaml.safe_load_all(f))
@@ -400,10 +402,10 @@ spec:
 
 
 def self_test_vendored(crds: Crds) -> bool:
-    """The CRDs vendored in tests/crds are read too: a ClientTrafficPolicy
+    """The project's schemas in tests/schemas are read too: a ClientTrafficPolicy
     passes, and one with a misspelt field does not."""
     if ("gateway.envoyproxy.io", "ClientTrafficPolicy") not in crds.schemas:
-        print(f"self-test: FAIL no ClientTrafficPolicy CRD in {crds.directory} (tests/crds has one)")
+        print(f"self-test: FAIL no ClientTrafficPolicy CRD in {crds.directory} (tests/schemas has one)")
         return False
     good = validate_object(crds, yaml.safe_load(SELF_TEST_CTP))[0] == "ok"
     bad = validate_object(crds, yaml.safe_load(SELF_TEST_CTP.replace("earlyRequestHeaders", "earlyRequestHeader")))[0]
@@ -414,21 +416,20 @@ def self_test_vendored(crds: Crds) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--crds", type=Path, action="append",
-                        help=f"a CRD directory, repeatable (default: {' and '.join(map(str, DEFAULT_CRDS))})")
-    parser.add_argument("--self-test", action="store_true", help="prove that broken manifests are rejected")
+    parser.add_argument(
+        "--crds", type=Path, action="append", help=f"CRD directory, repeatable (default: {DEFAULT_CRDS})"
+    )
+    parser.add_argument("--self-test", action="store_true", help="prove that a broken WasmPlugin is rejected")
     parser.add_argument("paths", nargs="*", type=Path, help="manifest files or directories (default: istio envoy)")
     args = parser.parse_args(argv)
 
     crd_dirs = [d.resolve() for d in (args.crds or DEFAULT_CRDS)]
-    if not crd_dirs[0].is_dir():
-        print(f"CRD schemas not found at {crd_dirs[0]}: manifest validation skipped")
-        return 0
-    for missing in [d for d in crd_dirs[1:] if not d.is_dir()]:
-        print(f"note: no CRD directory {missing}: its kinds are skipped")
-    crds = Crds([d for d in crd_dirs if d.is_dir()])
+    present = [d for d in crd_dirs if d.is_dir()]
+    for missing in sorted(set(crd_dirs) - set(present)):
+        print(f"CRD schemas not found at {missing}")
+    crds = Crds(present)
     if not crds.schemas:
-        print(f"CRD schemas not found at {crds.directory} (no CustomResourceDefinition in it): manifest validation skipped")
+        print(f"no CustomResourceDefinition in {crds.directory}: manifest validation skipped")
         return 0
     if args.self_test:
         return self_test(crds)

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! agentroute check [FILE|-]... [--explain PATH [--host H] [--method M]
-//!                  [--model ID] [--header NAME:VALUE]...]
+//!                  [--model ID] [--header NAME:VALUE]... [--client-ip IP]]
 //! agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
 //!                     [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
 //! agentroute schema
@@ -21,7 +21,7 @@ use agentroute_cli::rules::{self, Input};
 
 const USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--header NAME:VALUE]...]
+                        [--model ID] [--header NAME:VALUE]... [--client-ip IP]]
        agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
                            [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
        agentroute schema
@@ -68,7 +68,7 @@ Exit status: 0 written, 1 an error, 2 a usage error.
 
 const CHECK_USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--header NAME:VALUE]...]
+                        [--model ID] [--header NAME:VALUE]... [--client-ip IP]]
 
 Reads each FILE (JSON or YAML; `-` or none: standard input) and finds the
 agentroute configurations in it: a bare configuration, an Istio WasmPlugin
@@ -89,7 +89,12 @@ are one run: check a deployment's directory at once.
          for each valid configuration, what the filter does with a request for
          PATH: the entry, the upstream path and header changes, or its own
          reply. --method defaults to GET (POST with --model); --model is the
-         `model` an OpenAI request body names.
+         `model` an OpenAI request body names. For an entry with a canary:
+         which side the request lands on and why (a --header or `cookie`
+         header carrying the `by` value, or --client-ip, gives its cohort;
+         the forcing header forces). With an `origin` header: the CORS
+         headers of the answer, or of a preflight (--method OPTIONS and an
+         `access-control-request-method` header).
 
 Exit status: 0 all valid (warnings allowed), 1 an error, 2 a usage error.
 ";
@@ -260,6 +265,10 @@ fn parse_check(args: &[String]) -> Result<Args, Usage> {
             "--model" => {
                 request.model = Some(value("--model")?);
                 request_flags.push("--model");
+            }
+            "--client-ip" => {
+                request.client_ip = Some(value("--client-ip")?);
+                request_flags.push("--client-ip");
             }
             "--header" => {
                 let header = value("--header")?;

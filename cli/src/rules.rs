@@ -290,7 +290,7 @@ fn body_without_stop_iteration(
              would stall and fail. Set `openai: {model_from: metadata}` and apply the \
              json_to_metadata EnvoyFilter (istio/envoyfilter-json-to-metadata.yaml), or check \
              this together with an EnvoyFilter that sets allow_on_headers_stop_iteration \
-             (istio/envoyfilter-stop-iteration.yaml)"
+             (istio/body-mode/envoyfilter-agentroute.yaml)"
         }
         Platform::EnvoyGateway => {
             "an EnvoyExtensionPolicy cannot set allow_on_headers_stop_iteration, so every \
@@ -396,53 +396,56 @@ fn backends_without_clusters(
         return;
     }
     for (i, entry) in plan.entries.iter().enumerate() {
-        if let Some(rule) = candidates
-            .iter()
-            .find(|r| r.clusters.on(platform) == Some(entry.backend.as_str()))
-        {
-            if rule.clusters.backend_refs > 1 {
-                report.push(
-                    at,
-                    Level::Warning,
-                    format!(
-                        "{}: {} has {} backendRefs, but the cluster_header route of {} sends \
-                         every request to one cluster, {:?}",
-                        entry_name(plan, i),
-                        rule.location,
-                        rule.clusters.backend_refs,
-                        first.location,
-                        entry.backend
-                    ),
-                );
+        for (what, token) in dispatch_tokens(entry) {
+            if let Some(rule) = candidates
+                .iter()
+                .find(|r| r.clusters.on(platform) == Some(token))
+            {
+                if rule.clusters.backend_refs > 1 {
+                    report.push(
+                        at,
+                        Level::Warning,
+                        format!(
+                            "{}: {} has {} backendRefs, but the cluster_header route of {} sends \
+                             every request to one cluster, {:?}",
+                            entry_name(plan, i),
+                            rule.location,
+                            rule.clusters.backend_refs,
+                            first.location,
+                            token
+                        ),
+                    );
+                }
+                continue;
             }
-            continue;
+            let hint = candidates
+                .iter()
+                .find(|r| r.header == plan.dispatch_header && r.value == token)
+                .and_then(|r| Some((r, r.clusters.on(platform)?)));
+            let text = match hint {
+                Some((rule, cluster)) => format!(
+                    "{}: {what} {:?} is the header value of {}, but the cluster_header route of {} \
+                     sends requests to the cluster the header names: the backend must be that \
+                     rule's cluster, {cluster:?}",
+                    entry_name(plan, i),
+                    token,
+                    rule.location,
+                    first.location
+                ),
+                None => format!(
+                    "{}: {what} {:?} is the cluster of no HTTPRoute rule in this run: the \
+                     cluster_header route of {} sends requests to the cluster the header names \
+                     ({}), and a cluster that does not exist answers 503",
+                    entry_name(plan, i),
+                    token,
+                    first.location,
+                    cluster_pattern(platform)
+                ),
+            };
+            report.push(at, Level::Error, text);
         }
-        let hint = candidates
-            .iter()
-            .find(|r| r.header == plan.dispatch_header && r.value == entry.backend)
-            .and_then(|r| Some((r, r.clusters.on(platform)?)));
-        let text = match hint {
-            Some((rule, cluster)) => format!(
-                "{}: backend {:?} is the header value of {}, but the cluster_header route of {} \
-                 sends requests to the cluster the header names: the backend must be that \
-                 rule's cluster, {cluster:?}",
-                entry_name(plan, i),
-                entry.backend,
-                rule.location,
-                first.location
-            ),
-            None => format!(
-                "{}: backend {:?} is the cluster of no HTTPRoute rule in this run: the \
-                 cluster_header route of {} sends requests to the cluster the header names \
-                 ({}), and a cluster that does not exist answers 503",
-                entry_name(plan, i),
-                entry.backend,
-                first.location,
-                cluster_pattern(platform)
-            ),
-        };
-        report.push(at, Level::Error, text);
     }
+
     let shared: Vec<&&&HeaderRoute> = candidates
         .iter()
         .filter(|r| r.header == plan.dispatch_header && r.hostnames.is_empty())
@@ -486,24 +489,34 @@ fn backends_without_routes(
         return;
     }
     for (i, entry) in plan.entries.iter().enumerate() {
-        let routed = candidates
-            .iter()
-            .any(|r| r.header == plan.dispatch_header && r.value == entry.backend);
-        if !routed {
-            report.push(
-                at,
-                Level::Error,
-                format!(
-                    "{}: backend {:?} has no HTTPRoute rule matching {}: {} in this run: the \
-                     requests the filter sends it would match no agent route",
-                    entry_name(plan, i),
-                    entry.backend,
-                    plan.dispatch_header,
-                    entry.backend
-                ),
-            );
+        for (what, token) in dispatch_tokens(entry) {
+            let routed = candidates
+                .iter()
+                .any(|r| r.header == plan.dispatch_header && r.value == token);
+            if !routed {
+                report.push(
+                    at,
+                    Level::Error,
+                    format!(
+                        "{}: {what} {token:?} has no HTTPRoute rule matching {}: {token} in this \
+                         run: the requests the filter sends it would match no agent route",
+                        entry_name(plan, i),
+                        plan.dispatch_header,
+                    ),
+                );
+            }
         }
     }
+}
+
+/// The values an entry writes to the dispatch header: its backend, and its
+/// canary's, which needs a rule of its own.
+fn dispatch_tokens(entry: &agentroute::config::Entry) -> Vec<(&'static str, &str)> {
+    let mut tokens = vec![("backend", entry.backend.as_str())];
+    if let Some(canary) = &entry.canary {
+        tokens.push(("canary backend", canary.backend.as_str()));
+    }
+    tokens
 }
 
 /// An HTTPRoute rule on a dispatch header whose value no entry has (nor,
@@ -528,9 +541,11 @@ fn orphan_route(
         })
         .collect();
     let claimed = relevant.iter().any(|(plan, cluster)| {
-        plan.entries
-            .iter()
-            .any(|e| e.backend == route.value || Some(e.backend.as_str()) == *cluster)
+        plan.entries.iter().any(|e| {
+            dispatch_tokens(e)
+                .iter()
+                .any(|(_, t)| *t == route.value || Some(*t) == *cluster)
+        })
     });
     if relevant.is_empty() || claimed {
         return;
@@ -869,5 +884,27 @@ mod tests {
             )),
             "{report}"
         );
+    }
+
+    #[test]
+    fn a_canary_backend_is_a_token_of_its_own() {
+        let split = WASMPLUGIN.replace(
+            "backend: prod-a}",
+            "backend: prod-a, canary: {backend: prod-a-v2, weight: 10}}",
+        );
+        let report = run(&[("wp.yaml", &split), ("r.yaml", ROUTES)]);
+        assert_eq!(
+            lines(&report, Level::Error),
+            ["wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[0] (prod/a): canary backend \"prod-a-v2\" has no HTTPRoute rule matching x-agent-backend: prod-a-v2 in this run: the requests the filter sends it would match no agent route"],
+            "{report}"
+        );
+        // With its rule the run is clean, and the rule is no leftover.
+        let routes = format!(
+            "{ROUTES}  - name: a-v2\n    matches: [{{headers: [{{name: x-agent-backend, value: prod-a-v2}}]}}]\n    \
+             backendRefs: [{{name: a-v2, port: 8000}}]\n"
+        );
+        let report = run(&[("wp.yaml", &split), ("r.yaml", &routes)]);
+        assert!(report.ok(), "{report}");
+        assert_eq!(report.count(Level::Warning), 0, "{report}");
     }
 }

@@ -93,7 +93,7 @@ fn every_shipped_configuration_is_ok() {
         (code, out.as_str()),
         (
             0,
-            "istio/wasmplugin.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: ok: 4 entries, 14 routes, 4 models\n"
+            "istio/wasmplugin.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: ok: 7 entries, 23 routes, 8 models\n"
         )
     );
 }
@@ -240,11 +240,11 @@ fn each_shipped_deployment_checks_as_one_run() {
     let (code, out) = agentroute(&["check", "istio/wasmplugin.yaml", "-"], &routes);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("error: agents[2] (prod/tools): backend \"prod-tools\" has no HTTPRoute rule matching x-agent-backend: prod-tools"),
+        out.contains("error: agents[4] (prod/tools): backend \"prod-tools\" has no HTTPRoute rule matching x-agent-backend: prod-tools"),
         "{out}"
     );
     assert!(
-        out.contains("<stdin>: document 1: HTTPRoute prod/agents rules[2] (tools): warning: x-agent-backend: \"prod-tool\" is the backend of no entry"),
+        out.contains("<stdin>: document 1: HTTPRoute prod/agents rules[5] (tools): warning: x-agent-backend: \"prod-tool\" is the backend of no entry"),
         "{out}"
     );
 }

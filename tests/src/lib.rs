@@ -153,6 +153,9 @@ pub struct GatewayConfig {
     pub allow_stop_iteration: bool,
     /// HTTP filters placed before agentroute (e.g. json_to_metadata).
     pub filters_before: Vec<Value>,
+    /// HTTP filters placed between agentroute and the router (e.g. the RBAC
+    /// filter Istio puts after a WasmPlugin of phase AUTHZ).
+    pub filters_after: Vec<Value>,
     pub vm_id: String,
     pub dispatch_header: String,
     /// HCM `use_remote_address`: the client is the TCP peer, and
@@ -192,6 +195,7 @@ impl GatewayConfig {
             concurrency: 2,
             allow_stop_iteration: false,
             filters_before: Vec::new(),
+            filters_after: Vec::new(),
             vm_id: "agentroute".to_string(),
             dispatch_header: "x-agent-backend".to_string(),
             use_remote_address: false,
@@ -459,6 +463,7 @@ impl GatewayConfig {
         }
         let mut filters = self.filters_before.clone();
         filters.push(wasm);
+        filters.extend(self.filters_after.iter().cloned());
         filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
@@ -500,7 +505,8 @@ impl GatewayConfig {
             "stats_config": { "stats_tags": [
                 { "tag_name": "namespace", "regex": "^wasmcustom\\.agentroute_\\w+(\\.namespace\\.([^.]+))" },
                 { "tag_name": "agent", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+(\\.agent\\.([^.]+))" },
-                { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" }
+                { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" },
+                { "tag_name": "side", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+\\.kind\\.[^.]+(\\.side\\.([^.]+))" }
             ] },
             "static_resources": {
                 "listeners": [ {
@@ -1036,6 +1042,40 @@ fn response_complete(raw: &[u8]) -> bool {
         }
     }
     head.contains(" 204 ") || head.contains(" 304 ")
+}
+
+/// An upstream whose every connection `script` handles: it is handed the
+/// request head (request line and headers, up to the blank line) and the
+/// connection, and writes what it likes, or resets or keeps it. For
+/// answers the demo agent does not give (its own CORS headers, a reset in
+/// mid-answer).
+pub async fn spawn_scripted<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(String, TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let script = std::sync::Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                script(String::from_utf8_lossy(&head).into_owned(), stream).await;
+            });
+        }
+    });
+    addr
 }
 
 /// The project virtualenv's Python (`make setup` installs the openai client

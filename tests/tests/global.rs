@@ -369,7 +369,7 @@ fn shipped(file: &str, expr: &str) -> String {
 
 /// The shipped pieces fit together: the Limitador limits file
 /// (envoy/ratelimit/limitador-limits.yaml) holds prod/tools to 3 a minute
-/// across a replica configured like istio/wasmplugin-global-limits.yaml
+/// across a replica configured like istio/global-limits/wasmplugin.yaml
 /// (Istio's filter shape, its `outbound|8081||...` cluster name) and one
 /// configured like envoy/global-limits.yaml (what `make run-global` runs).
 #[tokio::test]
@@ -380,7 +380,7 @@ async fn shipped_configs_and_limits_hold_one_limit() {
     .expect("limits file");
     let service = RateLimitService::start(&limits, &["--count-over-limit"]).await;
     let istio_config = shipped(
-        "istio/wasmplugin-global-limits.yaml",
+        "istio/global-limits/wasmplugin.yaml",
         "doc['spec']['pluginConfig']",
     );
     // The manifest's 50 ms is for a production service; the debug-built

@@ -893,7 +893,8 @@ fn envoy(
         "stats_config": { "stats_tags": [
             tag("namespace", r"^wasmcustom\.agentroute_\w+(\.namespace\.([^.]+))"),
             tag("agent", r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+(\.agent\.([^.]+))"),
-            tag("kind", r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+(\.kind\.([^.]+))")
+            tag("kind", r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+(\.kind\.([^.]+))"),
+            tag("side", r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.side\.([^.]+))")
         ] },
         "static_resources": { "listeners": listeners, "clusters": clusters }
     }))

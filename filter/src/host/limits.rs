@@ -9,9 +9,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, Status};
 
 use super::active::Active;
-use super::{abi, now_nanos, reply, Stream};
+use super::{abi, now_nanos, Stream};
 use crate::config::{FailureMode, Per, RequestRate, Scope, TokenBudget};
-use crate::ratelimit::{self, BucketSpec, SharedStore, StoreError};
+use crate::ratelimit::{self, Bucket, BucketSpec, ClientSlot, SharedStore, StoreError};
 use crate::reply::{self as replies, LimitStatus, Limited, LocalReply};
 use crate::rls::{self, Subject, Verdict};
 use crate::stats::Stat;
@@ -22,7 +22,7 @@ pub enum Budget {
     /// A local bucket: `held` tokens were taken at admission.
     Local {
         entry: usize,
-        key: String,
+        bucket: LocalBucket,
         spec: BucketSpec,
         held: u64,
         /// Prompt estimate (a quarter of the body read, else 0).
@@ -38,13 +38,29 @@ pub enum Budget {
     },
 }
 
-/// Creates, full, the local buckets shared by a whole entry that do not
-/// exist yet, when a configuration is applied. Shared data has no
+/// A local bucket: an entry's own (also what requests without a client
+/// value of a per-client entry share), or a client's slot.
+pub enum LocalBucket {
+    Key(String),
+    Client(ClientSlot),
+}
+
+impl LocalBucket {
+    fn bucket(&self) -> Bucket<'_> {
+        match self {
+            LocalBucket::Key(key) => Bucket::Key(key),
+            LocalBucket::Client(slot) => Bucket::Client(slot),
+        }
+    }
+}
+
+/// Makes the local buckets of every entry that do not exist yet, when a
+/// configuration is applied: the entry's own buckets, full, and for a
+/// per-client entry its pages of client slots. Shared data has no
 /// create-if-absent: workers racing on a bucket's very first request could
-/// each write it, the later write wiping what the earlier admitted. Created
+/// each write it, the later write wiping what the earlier admitted. Made
 /// here, before any request, a bucket is only ever changed by
-/// compare-and-swap. (Per-client buckets, up to 1,024 per entry, are
-/// created on first use; README: Rate limiting.)
+/// compare-and-swap (README: Rate limiting).
 pub(super) fn create_entry_buckets(active: &Active) {
     let Some(now) = now_nanos() else {
         return;
@@ -53,7 +69,7 @@ pub(super) fn create_entry_buckets(active: &Active) {
         let Some(limit) = &e.rate_limit else {
             continue;
         };
-        let (Per::Entry, Scope::Local { requests, tokens }) = (&limit.per, &limit.scope) else {
+        let Scope::Local { requests, tokens } = &limit.scope else {
             continue;
         };
         let base = format!("{}/{}", active.key_prefix, e.id);
@@ -65,6 +81,12 @@ pub(super) fn create_entry_buckets(active: &Active) {
             let key = format!("{base}/{what}");
             if let Err(e) = ratelimit::create_full(&HostStore, &key, spec, now) {
                 log::warn!("cannot create the bucket {key}: {e:?}");
+            }
+            if limit.per != Per::Entry {
+                let pages = active.client_pages();
+                if let Err(e) = ratelimit::create_client_pages(&HostStore, &key, pages, spec) {
+                    log::warn!("cannot create the client pages of {key}: {e:?}");
+                }
             }
         }
     }
@@ -108,20 +130,23 @@ impl Stream {
             return Ok(());
         };
         let client = client_value(&limit.per, pairs);
-        let key_of = |what: &str| {
-            let base = format!("{}/{}/{what}", active.key_prefix, e.id);
+        let bucket_of = |what: &str| {
+            let key = format!("{}/{}/{what}", active.key_prefix, e.id);
             match (&client, active.secret()) {
-                (Some(c), Some(secret)) => ratelimit::client_key(&base, c, &secret),
-                _ => base,
+                (Some(c), Some(secret)) => LocalBucket::Client(ratelimit::client_slot(
+                    &key,
+                    c,
+                    &secret,
+                    active.client_pages(),
+                )),
+                _ => LocalBucket::Key(key),
             }
         };
-        let mut held = None;
         if let Some(budget) = tokens {
             let spec = token_spec(budget);
             let tokens = estimate.unwrap_or(budget.reserve).min(budget.per_minute);
-            let amount = tokens as f64;
-            let key = key_of("tokens");
-            match ratelimit::hold(&HostStore, &key, spec, amount, now) {
+            let bucket = bucket_of("tokens");
+            match ratelimit::hold(&HostStore, bucket.bucket(), spec, tokens as f64, now) {
                 Ok(o) => {
                     count_conflicts(active, entry, o.cas_retries);
                     if !o.allowed {
@@ -130,11 +155,10 @@ impl Stream {
                             &status_of(budget.per_minute, &o),
                         ));
                     }
-                    held = Some((key.clone(), spec, amount));
                     self.token_status = Some(status_of(budget.per_minute, &o));
                     self.budget = Some(Budget::Local {
                         entry,
-                        key,
+                        bucket,
                         spec,
                         held: tokens,
                         prompt,
@@ -145,13 +169,19 @@ impl Stream {
         }
         if let Some(rate) = requests {
             let spec = request_spec(rate);
-            match ratelimit::acquire(&HostStore, &key_of("requests"), spec, 1.0, now) {
+            let bucket = bucket_of("requests");
+            match ratelimit::acquire(&HostStore, bucket.bucket(), spec, 1.0, now) {
                 Ok(o) => {
                     count_conflicts(active, entry, o.cas_retries);
                     if !o.allowed {
                         // A refused request takes nothing: give the hold back.
-                        if let Some((key, spec, amount)) = held {
-                            let _ = ratelimit::debit(&HostStore, &key, spec, -amount, now);
+                        if let Some(Budget::Local {
+                            bucket, spec, held, ..
+                        }) = &self.budget
+                        {
+                            let refund = -(*held as f64);
+                            let _ =
+                                ratelimit::debit(&HostStore, bucket.bucket(), *spec, refund, now);
                         }
                         self.budget = None;
                         self.token_status = None;
@@ -270,8 +300,10 @@ impl Stream {
                 retry_after_secs,
             } => {
                 self.budget = None;
+                // A request the service refuses holds no in-flight slot.
+                self.release_slot();
                 active.bump(entry, Stat::RateLimited, 1);
-                reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
+                self.reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
             }
             Verdict::Failed(why) => {
                 if self.limit_service_failed(&active, entry, &why) == Action::Continue {
@@ -317,7 +349,8 @@ impl Stream {
         );
         if deny {
             self.budget = None;
-            return reply(&replies::limit_service_unavailable());
+            self.release_slot();
+            return self.reply(&replies::limit_service_unavailable());
         }
         Action::Continue
     }
@@ -341,7 +374,7 @@ impl Stream {
         match budget {
             Budget::Local {
                 entry,
-                key,
+                bucket,
                 spec,
                 held,
                 prompt,
@@ -352,7 +385,8 @@ impl Stream {
                 let Some(now) = now_nanos() else {
                     return;
                 };
-                match ratelimit::debit(&HostStore, &key, spec, tokens as f64 - held as f64, now) {
+                let cost = tokens as f64 - held as f64;
+                match ratelimit::debit(&HostStore, bucket.bucket(), spec, cost, now) {
                     Ok(o) => {
                         active.bump(
                             entry,
@@ -438,20 +472,24 @@ pub(super) fn client_value(per: &Per, pairs: &[(&str, &[u8])]) -> Option<Vec<u8>
             }
             value
         }
-        Per::ClientIp => {
-            let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
-            let addr = String::from_utf8(addr).ok()?;
-            let ip = match addr.rsplit_once(':') {
-                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
-                _ => addr.as_str(),
-            };
-            Some(ip.as_bytes().to_vec())
-        }
+        Per::ClientIp => client_ip(),
     }
 }
 
+/// The downstream address without its port, as Envoy sees the client
+/// (with `use_remote_address`, the TCP peer).
+pub(super) fn client_ip() -> Option<Vec<u8>> {
+    let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
+    let addr = String::from_utf8(addr).ok()?;
+    let ip = match addr.rsplit_once(':') {
+        Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => addr.as_str(),
+    };
+    Some(ip.as_bytes().to_vec())
+}
+
 /// Proxy-Wasm shared data: one store per VM id, shared by every worker.
-struct HostStore;
+pub(super) struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {

@@ -8,8 +8,15 @@
 //! limit's numbers. The numbers live in the value, and a bucket whose
 //! numbers changed is reset in place.
 
+mod clients;
+
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
+
+pub use clients::{
+    client_slot, create_client_pages, pages_per_limit, ClientSlot, MAX_PAGES, PAGE_BUDGET,
+    SLOTS_PER_PAGE,
+};
 
 /// Process-wide key/value store with versions (Proxy-Wasm shared data).
 pub trait SharedStore {
@@ -58,17 +65,49 @@ pub const MAX_CAS_RETRIES: u32 = 32;
 /// until the clock catches up.
 pub const CLOCK_TOLERANCE_NANOS: u64 = 1_000_000_000;
 
+/// Where a bucket lives: under a key of its own (an entry's buckets), or in
+/// a slot of a page of per-client buckets.
+#[derive(Debug, Clone, Copy)]
+pub enum Bucket<'a> {
+    Key(&'a str),
+    Client(&'a ClientSlot),
+}
+
+impl<'a> From<&'a str> for Bucket<'a> {
+    fn from(key: &'a str) -> Self {
+        Bucket::Key(key)
+    }
+}
+
+impl<'a> From<&'a String> for Bucket<'a> {
+    fn from(key: &'a String) -> Self {
+        Bucket::Key(key)
+    }
+}
+
+impl<'a> From<&'a ClientSlot> for Bucket<'a> {
+    fn from(slot: &'a ClientSlot) -> Self {
+        Bucket::Client(slot)
+    }
+}
+
 /// Takes `cost` tokens if the bucket holds them. A new bucket starts full.
-pub fn acquire(
+pub fn acquire<'a>(
     store: &dyn SharedStore,
-    key: &str,
+    bucket: impl Into<Bucket<'a>>,
     spec: BucketSpec,
     cost: f64,
     now_nanos: u64,
 ) -> Result<Outcome, StoreError> {
-    update(store, key, spec, now_nanos, cost, |tokens| {
-        (tokens >= cost).then_some(tokens - cost)
-    })
+    update(
+        store,
+        bucket.into(),
+        Claim::Yes,
+        spec,
+        now_nanos,
+        cost,
+        |tokens| (tokens >= cost).then_some(tokens - cost),
+    )
 }
 
 /// Writes a full bucket under `key` if there is none; `Ok(true)` if it did.
@@ -93,7 +132,7 @@ pub fn create_full(
 /// and never for ever.
 pub const MAX_DEBT_CAPACITIES: f64 = 10.0;
 
-fn debt_floor(spec: BucketSpec) -> f64 {
+pub(crate) fn debt_floor(spec: BucketSpec) -> f64 {
     -MAX_DEBT_CAPACITIES * spec.capacity
 }
 
@@ -101,31 +140,52 @@ fn debt_floor(spec: BucketSpec) -> f64 {
 /// once, like a hold on a card: the balance may go below zero. LLM token
 /// budgets hold an estimate at admission and settle with [`debit`] once the
 /// answer reports its usage, so concurrent requests see each other's holds.
-pub fn hold(
+pub fn hold<'a>(
     store: &dyn SharedStore,
-    key: &str,
+    bucket: impl Into<Bucket<'a>>,
     spec: BucketSpec,
     amount: f64,
     now_nanos: u64,
 ) -> Result<Outcome, StoreError> {
-    update(store, key, spec, now_nanos, 1.0, |tokens| {
-        (tokens >= 1.0).then(|| (tokens - amount).max(debt_floor(spec)))
-    })
+    update(
+        store,
+        bucket.into(),
+        Claim::Yes,
+        spec,
+        now_nanos,
+        1.0,
+        |tokens| (tokens >= 1.0).then(|| (tokens - amount).max(debt_floor(spec))),
+    )
 }
 
 /// Takes `cost` tokens whatever the balance (a negative cost gives tokens
 /// back, up to the capacity). The balance may go negative, down to
-/// [`MAX_DEBT_CAPACITIES`] budgets of debt.
-pub fn debit(
+/// [`MAX_DEBT_CAPACITIES`] budgets of debt. A client slot is never claimed
+/// for this: a client whose slot went to another (it was idle, so full)
+/// has nothing left to settle.
+pub fn debit<'a>(
     store: &dyn SharedStore,
-    key: &str,
+    bucket: impl Into<Bucket<'a>>,
     spec: BucketSpec,
     cost: f64,
     now_nanos: u64,
 ) -> Result<Outcome, StoreError> {
-    update(store, key, spec, now_nanos, 1.0, |tokens| {
-        Some((tokens - cost).clamp(debt_floor(spec), spec.capacity))
-    })
+    update(
+        store,
+        bucket.into(),
+        Claim::No,
+        spec,
+        now_nanos,
+        1.0,
+        |tokens| Some((tokens - cost).clamp(debt_floor(spec), spec.capacity)),
+    )
+}
+
+/// Whether an update may give a client a slot of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Yes,
+    No,
 }
 
 /// One read-modify-write of a bucket; `take` returns the new balance, or
@@ -133,12 +193,19 @@ pub fn debit(
 /// request waits for (`retry-after`).
 fn update(
     store: &dyn SharedStore,
-    key: &str,
+    bucket: Bucket<'_>,
+    claim: Claim,
     spec: BucketSpec,
     now_nanos: u64,
     needed: f64,
     take: impl Fn(f64) -> Option<f64>,
 ) -> Result<Outcome, StoreError> {
+    let key = match bucket {
+        Bucket::Key(key) => key,
+        Bucket::Client(slot) => {
+            return clients::update_slot(store, slot, claim, spec, now_nanos, needed, take)
+        }
+    };
     let mut conflicts = 0;
     loop {
         let (value, version) = store.get(key)?;
@@ -182,6 +249,13 @@ fn refilled(value: Option<&[u8]>, spec: BucketSpec, now_nanos: u64) -> (f64, u64
     } else {
         tokens.clamp(debt_floor(spec), spec.capacity)
     };
+    refill(tokens, last, spec, now_nanos)
+}
+
+/// A balance written at `last`, refilled to `now_nanos`: the balance, the
+/// time it is valid at, and whether the clock stepped back (see
+/// [`refilled`]).
+pub(crate) fn refill(tokens: f64, last: u64, spec: BucketSpec, now_nanos: u64) -> (f64, u64, bool) {
     if last > now_nanos {
         return if last - now_nanos > CLOCK_TOLERANCE_NANOS {
             (tokens.min(spec.capacity), now_nanos, true)
@@ -194,7 +268,13 @@ fn refilled(value: Option<&[u8]>, spec: BucketSpec, now_nanos: u64) -> (f64, u64
     (tokens, now_nanos, false)
 }
 
-fn outcome(spec: BucketSpec, tokens: f64, needed: f64, allowed: bool, cas_retries: u32) -> Outcome {
+pub(crate) fn outcome(
+    spec: BucketSpec,
+    tokens: f64,
+    needed: f64,
+    allowed: bool,
+    cas_retries: u32,
+) -> Outcome {
     let secs_until = |target: f64| {
         let missing = (target - tokens).max(0.0);
         (missing / spec.rate_per_second).ceil().min(u64::MAX as f64) as u64
@@ -246,16 +326,9 @@ fn decode(value: &[u8]) -> Option<(f64, u64, BucketSpec)> {
     ))
 }
 
-/// Bucket slots per entry for per-client limits. Memory stays bounded by
-/// this whatever the number of distinct clients: a flood of random API keys
-/// lands in the same slots. Two clients whose hashes share a slot share a
-/// bucket; that is the price of the bound. Idle slots need no expiry: a slot
-/// idle for `capacity / rate` seconds is simply full again.
-pub const CLIENT_SLOTS: u64 = 1024;
-
 /// The key of a per-client hash. Each Envoy process makes its own at random
 /// (shared by its workers through shared data), so nobody outside can work
-/// out which client values land in a victim's slot.
+/// out which client values land in a victim's page, or forge a fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Secret(pub [u8; 16]);
 
@@ -267,28 +340,25 @@ impl Secret {
     }
 }
 
-/// The key of one client's bucket: `{entry_key}/c/{slot}`. Only a keyed
-/// hash of the client value (which may be an API key) decides the slot; the
-/// value itself is never stored.
-pub fn client_key(entry_key: &str, client_value: &[u8], secret: &Secret) -> String {
-    format!(
-        "{entry_key}/c/{}",
-        secret.keyed_hash(client_value) % CLIENT_SLOTS
-    )
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::{Cell, RefCell};
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
 
     /// In-memory shared data with versions, like Envoy's.
     #[derive(Default)]
     pub(crate) struct Memory {
         data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         /// Writes to fail with a conflict before succeeding.
-        conflicts: Cell<u32>,
+        pub(crate) conflicts: Cell<u32>,
+    }
+
+    impl Memory {
+        /// Keys written.
+        pub(crate) fn len(&self) -> usize {
+            self.data.borrow().len()
+        }
     }
 
     impl SharedStore for Memory {
@@ -559,33 +629,5 @@ mod tests {
         debit(&store, "t", budget, 1e12, 181 * SEC).unwrap();
         let (value, _) = store.get("t").unwrap();
         assert_eq!(decode(&value.unwrap()).unwrap().0, -1000.0);
-    }
-
-    #[test]
-    fn client_keys_are_bounded_keyed_and_hide_the_value() {
-        let secret = Secret(*b"0123456789abcdef");
-        let key = client_key("agentroute/p/ns/a/requests", b"sk-secret-123", &secret);
-        assert_eq!(
-            key,
-            client_key("agentroute/p/ns/a/requests", b"sk-secret-123", &secret)
-        );
-        assert!(!key.contains("secret"));
-        let slots: HashSet<String> = (0..100_000)
-            .map(|i| client_key("e", format!("key-{i}-{}", i * 31).as_bytes(), &secret))
-            .collect();
-        assert!(slots.len() as u64 <= CLIENT_SLOTS);
-        assert!(
-            slots.len() as u64 > CLIENT_SLOTS * 9 / 10,
-            "keys spread over the slots"
-        );
-        // Another process (another secret) puts the same values elsewhere.
-        let other = Secret(*b"fedcba9876543210");
-        let moved = (0..64)
-            .filter(|i| {
-                let v = format!("client-{i}");
-                client_key("e", v.as_bytes(), &secret) != client_key("e", v.as_bytes(), &other)
-            })
-            .count();
-        assert!(moved > 56, "{moved} of 64 moved");
     }
 }
