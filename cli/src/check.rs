@@ -13,11 +13,13 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use agentroute::config::{ConfigError, Plan};
+use agentroute::canary::{self, How, Side, COHORTS};
+use agentroute::config::{CanaryBy, ConfigError, Plan};
+use agentroute::cors::Answer;
 use agentroute::mcp::judge::{judge, McpHeaders, Verdict};
 use agentroute::mcp::rpc::{Message, Name, TOOLS_CALL};
 use agentroute::request::{
-    decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
+    cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
 };
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -82,6 +84,47 @@ pub struct HeaderRoute {
     /// Lowercase header name.
     pub header: String,
     pub value: String,
+    /// The HTTPRoute's `hostnames` (none: every host of the listener, the
+    /// virtual host clients' requests land in).
+    pub hostnames: Vec<String>,
+    /// The Envoy cluster each controller makes of the rule: what a
+    /// `cluster_header` route needs as the agent's backend.
+    pub clusters: RuleClusters,
+}
+
+/// The cluster names Istio and Envoy Gateway give an HTTPRoute rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleClusters {
+    /// `outbound|PORT||SERVICE.NAMESPACE.svc.cluster.local`, for a rule whose
+    /// (first) backendRef is a Service with a port.
+    pub istio: Option<String>,
+    /// `httproute/NAMESPACE/ROUTE/rule/INDEX`.
+    pub envoy_gateway: String,
+    /// How many backendRefs the rule has: a header names one cluster.
+    pub backend_refs: usize,
+}
+
+impl RuleClusters {
+    pub fn on(&self, platform: Platform) -> Option<&str> {
+        match platform {
+            Platform::Istio => self.istio.as_deref(),
+            Platform::EnvoyGateway => Some(&self.envoy_gateway),
+        }
+    }
+}
+
+/// An EnvoyFilter (Istio) or EnvoyPatchPolicy (Envoy Gateway) that adds a
+/// route sending requests to the cluster a header names (`cluster_header`):
+/// the agents' backends must then be the controller's cluster names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRoute {
+    pub location: String,
+    pub platform: Platform,
+    /// The Gateways it patches (none: a selector this tool cannot follow,
+    /// taken as any Gateway).
+    pub gateways: Vec<GatewayRef>,
+    /// Lowercase header name.
+    pub header: String,
 }
 
 /// An EnvoyFilter (Istio) or EnvoyPatchPolicy (Envoy Gateway) that sets
@@ -120,6 +163,8 @@ pub struct Scan {
     /// HTTPRoute rules matching a header exactly.
     pub routes: Vec<HeaderRoute>,
     pub stop_iteration: Vec<StopIterationPatch>,
+    /// Patches adding a `cluster_header` route.
+    pub dispatch_routes: Vec<DispatchRoute>,
     /// The input holds nothing at all (whitespace, comments, empty documents).
     pub empty_input: bool,
 }
@@ -284,15 +329,27 @@ fn scan_document(doc: &Value, raw: Option<&str>, prefix: &str, scan: &mut Scan) 
             }
             ("networking.istio.io", "EnvoyFilter")
             | ("gateway.envoyproxy.io", "EnvoyPatchPolicy") => {
+                let platform = if group == "networking.istio.io" {
+                    Platform::Istio
+                } else {
+                    Platform::EnvoyGateway
+                };
                 if sets_stop_iteration(doc) {
-                    let platform = if group == "networking.istio.io" {
-                        Platform::Istio
-                    } else {
-                        Platform::EnvoyGateway
-                    };
                     scan.stop_iteration.push(StopIterationPatch {
                         location: join(prefix, &object),
                         platform,
+                    });
+                }
+                let mut headers = Vec::new();
+                cluster_headers(doc.get("spec").unwrap_or(&Value::Null), &mut headers);
+                headers.sort();
+                headers.dedup();
+                for header in headers {
+                    scan.dispatch_routes.push(DispatchRoute {
+                        location: join(prefix, &object),
+                        platform,
+                        gateways: patched_gateways(doc),
+                        header,
                     });
                 }
                 walk(
@@ -392,12 +449,89 @@ fn target_gateways(doc: &Value) -> Vec<GatewayRef> {
         .collect()
 }
 
+/// The Gateways an EnvoyFilter or EnvoyPatchPolicy patches: its targets, or
+/// an Istio `workloadSelector` on the label Istio puts on a Gateway's pods.
+fn patched_gateways(doc: &Value) -> Vec<GatewayRef> {
+    let mut gateways = target_gateways(doc);
+    if let Some(name) = doc
+        .pointer("/spec/workloadSelector/labels")
+        .and_then(|l| l.get("gateway.networking.k8s.io/gateway-name"))
+        .and_then(Value::as_str)
+    {
+        gateways.push(GatewayRef {
+            namespace: doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            name: name.to_string(),
+        });
+    }
+    gateways
+}
+
+/// The headers of every route action below `v` that takes its cluster from
+/// a header (`route: { cluster_header: NAME }`), lowercase.
+fn cluster_headers(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(header) = o
+                .get("route")
+                .and_then(|r| r.get("cluster_header"))
+                .and_then(Value::as_str)
+            {
+                out.push(header.to_ascii_lowercase());
+            }
+            o.values().for_each(|child| cluster_headers(child, out));
+        }
+        Value::Array(items) => items.iter().for_each(|child| cluster_headers(child, out)),
+        _ => {}
+    }
+}
+
+/// The clusters each controller makes of rule `index` of HTTPRoute
+/// `namespace/name`.
+fn rule_clusters(rule: &Value, namespace: &str, name: &str, index: usize) -> RuleClusters {
+    let refs = rule.get("backendRefs").and_then(Value::as_array);
+    let istio = refs.and_then(|r| r.first()).and_then(|b| {
+        let core = b
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+        let service = b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service";
+        let port = b.get("port").and_then(Value::as_u64)?;
+        let service_name = b.get("name").and_then(Value::as_str)?;
+        let ns = b
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(namespace);
+        (core && service).then(|| format!("outbound|{port}||{service_name}.{ns}.svc.cluster.local"))
+    });
+    RuleClusters {
+        istio,
+        envoy_gateway: format!("httproute/{namespace}/{name}/rule/{index}"),
+        backend_refs: refs.map_or(0, Vec::len),
+    }
+}
+
 /// The exact header matches of an HTTPRoute's rules.
 fn header_routes(doc: &Value, object: &str) -> Vec<HeaderRoute> {
     let namespace = doc
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_string);
+    let route_name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let hostnames: Vec<String> = doc
+        .pointer("/spec/hostnames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     let gateways: Vec<GatewayRef> = doc
         .pointer("/spec/parentRefs")
         .and_then(Value::as_array)
@@ -444,6 +578,13 @@ fn header_routes(doc: &Value, object: &str) -> Vec<HeaderRoute> {
                     gateways: gateways.clone(),
                     header: name.to_ascii_lowercase(),
                     value: value.to_string(),
+                    hostnames: hostnames.clone(),
+                    clusters: rule_clusters(
+                        rule,
+                        namespace.as_deref().unwrap_or("default"),
+                        route_name,
+                        i,
+                    ),
                 });
             }
         }
@@ -676,6 +817,24 @@ pub struct ExplainRequest {
     pub mcp_tool: Option<String>,
     /// Other request headers, names as sent (lowercased before use).
     pub headers: Vec<(String, String)>,
+    /// The client's address, for a canary split by `client_ip`.
+    pub client_ip: Option<String>,
+}
+
+/// The client an explanation assumes: `--client-ip`, and no random draw
+/// (a side left to chance is said to be).
+struct ExplainClient<'a>(Option<&'a str>);
+
+impl canary::Client for ExplainClient<'_> {
+    fn ip(&self) -> Option<Vec<u8>> {
+        self.0.map(|ip| ip.as_bytes().to_vec())
+    }
+
+    /// The last cohort: a side left to chance shows as stable (weights
+    /// of 100 never draw).
+    fn random(&self) -> u64 {
+        u64::from(COHORTS) - 1
+    }
 }
 
 /// The entry a request went to.
@@ -723,6 +882,10 @@ pub struct Explanation {
     /// How the entry was chosen: `host`, `path prefix /p`, `model m`.
     pub matched_by: Option<String>,
     pub outcome: Outcome,
+    /// Which side of the entry's canary split the request lands on, and why.
+    pub canary: Option<String>,
+    /// What the answer's CORS headers are, for a request with an `Origin`.
+    pub cors: Option<String>,
     /// What the explanation could not take into account.
     pub notes: Vec<String>,
 }
@@ -766,7 +929,8 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
     {
         pairs.push(("content-type", b"application/json"));
     }
-    let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+    let client = ExplainClient(request.client_ip.as_deref());
+    let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
     let mut notes = Vec::new();
     let mut matched_by = plan.router.route(head.authority, head.path).map(|m| {
         if m.prefix.is_empty() {
@@ -776,6 +940,22 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         }
     });
     let mut decision = decide(plan, &head);
+    let cors = head.origin.map(|origin| {
+        match cors_policy(plan, &head, &decision).map(|p| p.answer(origin)) {
+            _ if matches!(decision, Decision::Preflight(_)) => {
+                "a preflight: answered by the filter with the policy's headers (below), never forwarded"
+                    .to_string()
+            }
+            Some(Answer::Allowed(headers)) => {
+                let list: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                format!("origin allowed: the answer gets {}", list.join(", "))
+            }
+            Some(Answer::Disallowed) => {
+                "origin not allowed: the answer gets no access-control-* header (the backend's are removed), and vary: origin".to_string()
+            }
+            None => "no CORS policy applies: the answer is left as it is".to_string(),
+        }
+    });
     if decision == Decision::ReadModel {
         match &request.model {
             Some(model) => {
@@ -788,6 +968,8 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
                     entry: None,
                     matched_by: None,
                     outcome: Outcome::NeedsModel,
+                    canary: None,
+                    cors: None,
                     notes,
                 }
             }
@@ -803,6 +985,12 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             backend: e.backend.clone(),
         })
     };
+    let mut canary_line = None;
+    if let Decision::Forward(f) = &decision {
+        if let (Some(choice), Some(e)) = (&f.canary, f.entry.and_then(|i| plan.entries.get(i))) {
+            canary_line = e.canary.as_ref().map(|c| describe_canary(c, choice, &head));
+        }
+    }
     let (entry, outcome) = match decision {
         Decision::Forward(f) if f.mcp == Some(McpStep::ReadMessage) => {
             match judge_tool_call(plan, &f, request, &lowered, &mut notes) {
@@ -819,34 +1007,36 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             }
             forward_outcome(f, request, &mut notes)
         }
-        Decision::Reply { entry, reply } => {
-            let error = serde_json::from_str::<Value>(&reply.body)
-                .ok()
-                .and_then(|v| v.get("error").cloned());
-            let field = |k: &str| {
-                error
-                    .as_ref()
-                    .and_then(|e| e.get(k))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            let outcome = Outcome::Reply {
-                status: reply.status,
-                code: field("code"),
-                message: field("message"),
-            };
-            (entry, outcome)
+        Decision::Reply { entry, reply } => (entry, reply_outcome(&reply)),
+        Decision::Preflight(reply) => {
+            let headers: Vec<String> = reply
+                .headers
+                .iter()
+                .filter(|(k, _)| k.starts_with("access-control-"))
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            if !headers.is_empty() {
+                notes.push(format!("preflight answer headers: {}", headers.join(", ")));
+            }
+            (None, reply_outcome(&reply))
         }
         Decision::ReadModel => (None, Outcome::NeedsModel),
     };
-    let limited = entry
-        .and_then(|i| plan.entries.get(i))
-        .is_some_and(|e| e.rate_limit.is_some());
-    if limited && matches!(outcome, Outcome::Forward { .. }) {
-        notes.push(
-            "the entry's rate_limit applies: over it, the answer is 429 (not simulated here)"
-                .into(),
-        );
+    let limits = entry.and_then(|i| plan.entries.get(i));
+    if let (Some(e), Outcome::Forward { .. }) = (limits, &outcome) {
+        if e.rate_limit.is_some() {
+            notes.push(
+                "the entry's rate_limit applies: over it, the answer is 429 (not simulated here)"
+                    .into(),
+            );
+        }
+        if let Some(c) = &e.concurrency {
+            notes.push(format!(
+                "the entry's concurrency limit applies: with {} request(s) in flight{}, the answer is 429 (not simulated here)",
+                c.max_in_flight,
+                if c.per == agentroute::config::Per::Entry { "" } else { " for this client" }
+            ));
+        }
     }
     let entry = entry.and_then(entry_ref);
     if entry.is_none() {
@@ -857,6 +1047,8 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         entry,
         matched_by,
         outcome,
+        canary: canary_line,
+        cors,
         notes,
     }
 }
@@ -965,6 +1157,76 @@ fn judge_tool_call(
     }
 }
 
+fn reply_outcome(reply: &agentroute::reply::LocalReply) -> Outcome {
+    let error = serde_json::from_str::<Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
+    let field = |k: &str| {
+        error
+            .as_ref()
+            .and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Outcome::Reply {
+        status: reply.status,
+        code: field("code"),
+        message: field("message"),
+    }
+}
+
+/// Which side of a split the request lands on, and why: the forcing
+/// header, the weight, the `by` value's cohort, or chance.
+fn describe_canary(
+    c: &agentroute::config::Canary,
+    choice: &canary::Choice,
+    head: &RequestHead<'_>,
+) -> String {
+    let weight = format!("{}%", f64::from(c.threshold) / 100.0);
+    let side = match choice.side {
+        Side::Canary => format!("canary (backend {})", c.backend),
+        Side::Stable => "stable".to_string(),
+    };
+    let why = match &choice.how {
+        How::Forced => {
+            let name = c.header.as_deref().unwrap_or_default();
+            format!("forced by {name}")
+        }
+        How::Weight => format!("weight {weight}: every request"),
+        How::Cohort(cohort) => {
+            let value = match &c.by {
+                CanaryBy::Header(name) => canary::header_value(head.pairs, name)
+                    .map(|v| format!("header {name} {:?}", String::from_utf8_lossy(&v))),
+                CanaryBy::Cookie(name) => canary::cookie(head.pairs, name)
+                    .map(|v| format!("cookie {name} {:?}", String::from_utf8_lossy(v))),
+                CanaryBy::ClientIp => head
+                    .client
+                    .ip()
+                    .map(|ip| format!("client IP {}", String::from_utf8_lossy(&ip))),
+                CanaryBy::Random => None,
+            }
+            .unwrap_or_default();
+            format!(
+                "{value} is cohort {cohort} of {COHORTS}; cohorts below {} (weight {weight}) go to the canary, on every replica and after restarts",
+                c.threshold
+            )
+        }
+        How::Random => {
+            let missing = match &c.by {
+                CanaryBy::Random => "by random".to_string(),
+                CanaryBy::ClientIp => "no client IP given (--client-ip)".to_string(),
+                CanaryBy::Header(name) => format!("no {name} header"),
+                CanaryBy::Cookie(name) => format!("no {name} cookie"),
+            };
+            return format!(
+                "decided at random per request ({missing}): {weight} to the canary (backend {}), the rest stable; the headers below show the stable side",
+                c.backend
+            );
+        }
+    };
+    format!("side {side}: {why}")
+}
+
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.request;
@@ -1045,6 +1307,12 @@ impl fmt::Display for Explanation {
                 f,
                 "model    an OpenAI request: the `model` of its body picks the entry; pass --model ID"
             )?,
+        }
+        if let Some(canary) = &self.canary {
+            writeln!(f, "canary   {canary}")?;
+        }
+        if let Some(cors) = &self.cors {
+            writeln!(f, "cors     {cors}")?;
         }
         for note in &self.notes {
             writeln!(f, "note     {note}")?;
@@ -1469,6 +1737,88 @@ static_resources:
             .notes
             .iter()
             .any(|n| n.contains("pass --mcp-tool")));
+    }
+
+    #[test]
+    fn explain_says_which_side_of_a_split_a_value_lands_on() {
+        let p = Plan::from_json(
+            br#"{"cors":{"allow_origins":["https://dash.example.com"]},"agents":[
+                {"name":"a","backend":"v1","canary":{"backend":"v2","weight":50,"by":"cookie:uid","header":"x-canary"}},
+                {"name":"b","backend":"w1","canary":{"backend":"w2","weight":25,"by":"client_ip"}}]}"#,
+        )
+        .unwrap();
+        let with = |path: &str, headers: &[(&str, &str)], ip: Option<&str>| {
+            let mut r = request(path);
+            r.headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            r.client_ip = ip.map(str::to_string);
+            explain(&p, &r)
+        };
+        let dispatch = |e: &Explanation| match &e.outcome {
+            Outcome::Forward { headers, .. } => headers
+                .iter()
+                .find(|(k, _)| k == "x-agent-backend")
+                .and_then(|(_, v)| v.clone()),
+            _ => None,
+        };
+        let cohort = agentroute::canary::cohort("default/a", b"u-1");
+        let e = with("/a/x", &[("cookie", "x=1; uid=u-1")], None);
+        let line = e.canary.clone().unwrap();
+        assert!(
+            line.contains(&format!("cookie uid \"u-1\" is cohort {cohort} of 10000")),
+            "{line}"
+        );
+        let side = if cohort < 5_000 { "v2" } else { "v1" };
+        assert_eq!(dispatch(&e).as_deref(), Some(side), "{line}");
+        assert!(e.to_string().contains("canary   side "), "{e}");
+        let e = with("/a/x", &[("X-Canary", "always")], None);
+        assert_eq!(
+            e.canary.as_deref(),
+            Some("side canary (backend v2): forced by x-canary")
+        );
+        assert_eq!(dispatch(&e).as_deref(), Some("v2"));
+        let e = with("/a/x", &[], None);
+        assert!(e.canary.clone().unwrap().starts_with(
+            "decided at random per request (no uid cookie): 50% to the canary (backend v2)"
+        ));
+        assert_eq!(
+            dispatch(&e).as_deref(),
+            Some("v1"),
+            "shown as the stable side"
+        );
+        let e = with("/b/x", &[], Some("10.1.2.3"));
+        assert!(e.canary.unwrap().contains("client IP 10.1.2.3 is cohort"));
+        // CORS: the answer's headers, or the preflight's.
+        let e = with("/a/x", &[("origin", "https://dash.example.com")], None);
+        assert!(e.cors.unwrap().starts_with(
+            "origin allowed: the answer gets access-control-allow-origin: https://dash.example.com"
+        ));
+        let e = with("/a/x", &[("origin", "https://evil.example.com")], None);
+        assert!(e.cors.unwrap().starts_with("origin not allowed"));
+        let mut r = request("/a/x");
+        r.method = "OPTIONS".into();
+        r.headers = vec![
+            ("origin".into(), "https://dash.example.com".into()),
+            ("access-control-request-method".into(), "POST".into()),
+        ];
+        let e = explain(&p, &r);
+        assert_eq!(
+            e.outcome,
+            Outcome::Reply {
+                status: 204,
+                code: None,
+                message: None
+            }
+        );
+        assert!(
+            e.notes[0].starts_with(
+                "preflight answer headers: access-control-allow-origin: https://dash.example.com"
+            ),
+            "{:?}",
+            e.notes
+        );
     }
 
     #[test]

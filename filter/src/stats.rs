@@ -32,17 +32,26 @@ pub enum Stat {
     /// Translated A2A streams cut short (an error event) because the VM's
     /// memory for translated streams was spent.
     TranslationsCut,
+    /// Requests of a split entry sent to its stable backend.
+    CanaryStable,
+    /// Requests of a split entry sent to its canary backend.
+    CanaryCanary,
+    /// Requests of the entry in flight now, across the workers of this
+    /// Envoy (recorded from the shared count on each tick).
+    InFlight,
+    /// Requests answered 429 by the entry's in-flight limit.
+    ConcurrencyLimited,
 }
 
 impl Stat {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 14;
 
     pub fn index(self) -> usize {
         self as usize
     }
 
     pub fn is_gauge(self) -> bool {
-        self == Stat::ConnectionsActive
+        matches!(self, Stat::ConnectionsActive | Stat::InFlight)
     }
 
     fn base(self) -> &'static str {
@@ -57,17 +66,43 @@ impl Stat {
             Stat::LimitServiceFailures => "agentroute_ratelimit_service_failures_total",
             Stat::TokensUnmetered => "agentroute_tokens_unmetered_total",
             Stat::TranslationsCut => "agentroute_translations_cut_total",
+            Stat::CanaryStable | Stat::CanaryCanary => "agentroute_canary_requests_total",
+            Stat::InFlight => "agentroute_in_flight",
+            Stat::ConcurrencyLimited => "agentroute_concurrency_limited_total",
+        }
+    }
+
+    /// The side tag of a canary stat (`side="stable"`), as the bootstrap's
+    /// fourth `stats_tags` rule reads it.
+    fn side(self) -> Option<&'static str> {
+        match self {
+            Stat::CanaryStable => Some("stable"),
+            Stat::CanaryCanary => Some("canary"),
+            _ => None,
         }
     }
 
     pub fn name(self, entry: &Entry) -> String {
-        format!(
+        let mut name = format!(
             "{}.namespace.{}.agent.{}.kind.{}",
             self.base(),
             entry.namespace,
             entry.name,
             entry.kind.as_str()
-        )
+        );
+        if let Some(side) = self.side() {
+            name.push_str(".side.");
+            name.push_str(side);
+        }
+        name
+    }
+
+    /// The canary stat of a side.
+    pub fn canary(side: crate::canary::Side) -> Stat {
+        match side {
+            crate::canary::Side::Stable => Stat::CanaryStable,
+            crate::canary::Side::Canary => Stat::CanaryCanary,
+        }
     }
 }
 

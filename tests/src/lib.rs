@@ -113,6 +113,28 @@ pub enum Failure {
     Unset,
 }
 
+/// How Envoy finds the cluster of a request agentroute has dispatched, on
+/// [`Shape::Istio`] and [`Shape::EnvoyGateway`] (the plain shapes always
+/// have one `cluster_header` route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// One route per backend matching the dispatch header exactly: what each
+    /// controller generates from istio/httproutes.yaml or
+    /// envoy/gateway/httproutes.yaml.
+    HeaderRules,
+    /// Those routes, with a `cluster_header` route inserted first in the
+    /// same virtual host (an EnvoyFilter or EnvoyPatchPolicy adding it).
+    ClusterHeaderFirst,
+    /// The `cluster_header` route first in every virtual host, the
+    /// per-backend routes in a virtual host of their own ([`BACKENDS_HOST`]):
+    /// istio/large/ and envoy/gateway/large/.
+    ClusterHeaderOwnHost,
+}
+
+/// The host istio/large/httproutes.yaml and envoy/gateway/large/httproutes.yaml
+/// attach the agents' rules to.
+pub const BACKENDS_HOST: &str = "backends.agentroute.invalid";
+
 /// An edit of a generated bootstrap ([`GatewayConfig::patch_bootstrap`]).
 pub type BootstrapPatch = Box<dyn Fn(&mut Value) + Send + Sync>;
 
@@ -152,6 +174,15 @@ pub struct GatewayConfig {
     /// A last edit of the whole bootstrap, for what no field covers (what a
     /// controller puts in place of a module it could not fetch, say).
     pub patch: Option<BootstrapPatch>,
+    /// How dispatched requests find their cluster (Istio and Envoy Gateway).
+    pub dispatch: Dispatch,
+    /// The `cluster_header` route the [`Dispatch::ClusterHeaderFirst`] and
+    /// [`Dispatch::ClusterHeaderOwnHost`] wirings insert: a shipped patch's
+    /// route, or `None` for a minimal one.
+    pub dispatch_route: Option<Value>,
+    /// HCM `early_header_mutation_extensions`: what Envoy removes before
+    /// routing and before any filter (`None`: nothing).
+    pub early_header_mutation: Option<Value>,
 }
 
 impl GatewayConfig {
@@ -174,7 +205,22 @@ impl GatewayConfig {
             failure: Failure::FailOpen(false),
             delivery: Delivery::Static,
             patch: None,
+            dispatch: Dispatch::HeaderRules,
+            dispatch_route: None,
+            early_header_mutation: None,
         }
+    }
+
+    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = dispatch;
+        self
+    }
+
+    /// Envoy removes the dispatch header before routing and before any
+    /// filter, as the shipped configurations have it do.
+    pub fn early_header_removal(mut self) -> Self {
+        self.early_header_mutation = Some(early_header_removal(&self.dispatch_header));
+        self
     }
 
     /// Loads `module` instead of the plugin under test.
@@ -211,7 +257,7 @@ impl GatewayConfig {
 
     /// The filter's name and VM id as each shape's author writes them.
     fn filter_identity(&self) -> (String, String) {
-        const EG_POLICY: &str = "envoyextensionpolicy/default/agentroute/wasm/0";
+        const EG_POLICY: &str = "envoyextensionpolicy/envoy-gateway/agentroute/wasm/0";
         match self.shape {
             Shape::Plain | Shape::Ecds => ("agentroute".to_string(), self.vm_id.clone()),
             Shape::Istio => ("istio-ingress.agentroute".to_string(), String::new()),
@@ -321,37 +367,66 @@ impl GatewayConfig {
     /// filter, after [`GatewayConfig::patch`].
     fn full_bootstrap(&self, dir: &Path, plugin_config: &str) -> Value {
         let (filter_name, vm_id) = self.filter_identity();
-        let mut routes = match self.shape {
-            Shape::Plain | Shape::Ecds => vec![json!({
-                "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
-                "route": { "cluster_header": self.dispatch_header, "timeout": "0s" }
-            })],
-            // Gateway API: one HTTPRoute rule per backend, matching the header.
-            Shape::Istio | Shape::EnvoyGateway => self
-                .clusters
-                .iter()
-                .map(|(name, _)| {
-                    json!({
-                        "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header,
-                                   "string_match": { "exact": name } } ] },
-                        "route": { "cluster": name, "timeout": "0s" }
-                    })
+        let cluster_header_route = json!({
+            "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
+            "route": { "cluster_header": self.dispatch_header, "timeout": "0s" }
+        });
+        // Gateway API: one HTTPRoute rule per backend, matching the header.
+        let mut rules: Vec<Value> = self
+            .clusters
+            .iter()
+            .map(|(name, _)| {
+                json!({
+                    "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header,
+                               "string_match": { "exact": name } } ] },
+                    "route": { "cluster": name, "timeout": "0s" }
                 })
-                .collect(),
-        };
-        routes.push(match &self.fallback_cluster {
-            Some(cluster) => json!({ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "0s" } }),
+            })
+            .collect();
+        let mut fallback = match &self.fallback_cluster {
+            Some(cluster) => {
+                json!({ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "0s" } })
+            }
             None => json!({ "match": { "prefix": "/" },
                             "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } } }),
-        });
+        };
         if self.shape == Shape::EnvoyGateway {
-            // The filter is off on the listener and switched on per route.
-            for route in &mut routes {
+            // The filter is off on the listener and switched on per route
+            // (on the routes Envoy Gateway generates; a patched-in route
+            // says for itself).
+            for route in rules.iter_mut().chain(std::iter::once(&mut fallback)) {
                 route["typed_per_filter_config"] = json!({ filter_name.clone(): {
                     "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}
                 } });
             }
         }
+        let patched = self
+            .dispatch_route
+            .clone()
+            .unwrap_or_else(|| cluster_header_route.clone());
+        let vhost = |name: &str, domain: &str, routes: Vec<Value>| json!({ "name": name, "domains": [domain], "routes": routes });
+        let virtual_hosts = match (self.shape, self.dispatch) {
+            (Shape::Plain | Shape::Ecds, _) => {
+                vec![vhost("all", "*", vec![cluster_header_route, fallback])]
+            }
+            (_, Dispatch::HeaderRules) => {
+                rules.push(fallback);
+                vec![vhost("all", "*", rules)]
+            }
+            (_, Dispatch::ClusterHeaderFirst) => {
+                rules.insert(0, patched);
+                rules.push(fallback);
+                vec![vhost("all", "*", rules)]
+            }
+            // Both patches insert the route into every virtual host.
+            (_, Dispatch::ClusterHeaderOwnHost) => {
+                rules.insert(0, patched.clone());
+                vec![
+                    vhost("backends", BACKENDS_HOST, rules),
+                    vhost("all", "*", vec![patched, fallback]),
+                ]
+            }
+        };
         let mut typed_config = self.wasm_typed_config(&filter_name, &vm_id);
         typed_config["config"]["configuration"]["value"] = json!(plugin_config);
         let mut wasm = json!({
@@ -431,7 +506,8 @@ impl GatewayConfig {
                 { "tag_name": "namespace", "regex": "^wasmcustom\\.agentroute_\\w+(\\.namespace\\.([^.]+))" },
                 { "tag_name": "agent", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+(\\.agent\\.([^.]+))" },
                 { "tag_name": "kind", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+(\\.kind\\.([^.]+))" },
-                { "tag_name": "tool", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+\\.kind\\.[^.]+(\\.tool\\.([^.]+))" }
+                { "tag_name": "tool", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+\\.kind\\.[^.]+(\\.tool\\.([^.]+))" },
+                { "tag_name": "side", "regex": "^wasmcustom\\.agentroute_\\w+\\.namespace\\.[^.]+\\.agent\\.[^.]+\\.kind\\.[^.]+(\\.side\\.([^.]+))" }
             ] },
             "static_resources": {
                 "listeners": [ {
@@ -446,11 +522,7 @@ impl GatewayConfig {
                             "http2_protocol_options": { "allow_connect": self.http2_connect },
                             "upgrade_configs": [ { "upgrade_type": "websocket" } ],
                             "http_protocol_options": { "enable_trailers": true },
-                            "route_config": { "name": "agents", "virtual_hosts": [ {
-                                "name": "all",
-                                "domains": ["*"],
-                                "routes": routes
-                            } ] },
+                            "route_config": { "name": "agents", "virtual_hosts": virtual_hosts },
                             "http_filters": filters
                         }
                     } ] } ]
@@ -458,11 +530,28 @@ impl GatewayConfig {
                 "clusters": clusters
             }
         });
+        if let Some(mutation) = &self.early_header_mutation {
+            bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["early_header_mutation_extensions"] = mutation.clone();
+        }
         if let Some(patch) = &self.patch {
             patch(&mut bootstrap);
         }
         bootstrap
     }
+}
+
+/// HCM `early_header_mutation_extensions` removing `header`: what the
+/// shipped envoy/*.yaml, istio/envoyfilter-early-header-removal.yaml and
+/// envoy/gateway/clienttrafficpolicy-early-header-removal.yaml give Envoy.
+pub fn early_header_removal(header: &str) -> Value {
+    json!([ {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations": [ { "remove": header } ]
+        }
+    } ])
 }
 
 /// Envoy's native `json_to_metadata` filter configured the way
@@ -954,6 +1043,40 @@ fn response_complete(raw: &[u8]) -> bool {
         }
     }
     head.contains(" 204 ") || head.contains(" 304 ")
+}
+
+/// An upstream whose every connection `script` handles: it is handed the
+/// request head (request line and headers, up to the blank line) and the
+/// connection, and writes what it likes, or resets or keeps it. For
+/// answers the demo agent does not give (its own CORS headers, a reset in
+/// mid-answer).
+pub async fn spawn_scripted<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(String, TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let script = std::sync::Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                script(String::from_utf8_lossy(&head).into_owned(), stream).await;
+            });
+        }
+    });
+    addr
 }
 
 /// The project virtualenv's Python (`make setup` installs the openai client

@@ -35,11 +35,17 @@ pub struct Active {
     secret: Cell<Option<Secret>>,
     /// The rate limit service as `proxy_grpc_call` takes it.
     pub limit_service: Option<Vec<u8>>,
-    /// Some entry keeps per-client buckets.
+    /// Some entry keeps per-client buckets or in-flight limits.
     client_slots: bool,
     /// Pages of client slots per per-client limit (fewer when the plan has
     /// many such limits; see `ratelimit::pages_per_limit`).
     client_pages: u32,
+    /// Entries with an in-flight limit, whose gauge the tick records.
+    limited: Vec<usize>,
+    /// Where the next tick's round of gauges starts.
+    gauge_cursor: Cell<usize>,
+    /// Gauge values this VM last recorded, by entry.
+    recorded: RefCell<HashMap<usize, u64>>,
 }
 
 impl Active {
@@ -63,9 +69,21 @@ impl Active {
                 crate::config::Scope::Global { .. } => 0,
             })
             .sum();
+        // Per-client in-flight limits hash clients with the secret too.
+        let per_client_concurrency = plan.entries.iter().any(|e| {
+            e.concurrency
+                .as_ref()
+                .is_some_and(|c| c.per != crate::config::Per::Entry)
+        });
+        let limited = (0..plan.entries.len())
+            .filter(|&i| plan.entries.get(i).is_some_and(|e| e.concurrency.is_some()))
+            .collect();
         Active {
-            client_slots: per_client_limits > 0,
+            client_slots: per_client_limits > 0 || per_client_concurrency,
             client_pages: crate::ratelimit::pages_per_limit(per_client_limits),
+            limited,
+            gauge_cursor: Cell::new(0),
+            recorded: RefCell::new(HashMap::new()),
             plan,
             metrics,
             key_prefix,
@@ -120,6 +138,32 @@ impl Active {
         let id = abi::define_metric(0, &stat.name(e, label)).ok();
         metrics.insert(key, id);
         id
+    }
+
+    /// Sets a gauge to `value` (a count read from shared data), unless this
+    /// VM last set it to the same.
+    pub fn set_gauge(&self, entry: usize, stat: Stat, value: u64) {
+        if self.recorded.borrow().get(&entry) == Some(&value) {
+            return;
+        }
+        if let Some(id) = self.metric(entry, stat) {
+            if hostcalls::record_metric(id, value).is_ok() {
+                self.recorded.borrow_mut().insert(entry, value);
+            }
+        }
+    }
+
+    /// Entries with an in-flight limit.
+    pub fn limited_entries(&self) -> &[usize] {
+        &self.limited
+    }
+
+    /// Where this round of `budget` gauges (of `len`) starts; the next
+    /// round starts after it.
+    pub fn next_gauge(&self, len: usize, budget: usize) -> usize {
+        let start = self.gauge_cursor.get() % len.max(1);
+        self.gauge_cursor.set((start + budget) % len.max(1));
+        start
     }
 
     fn record(&self, entry: usize, stat: Stat, delta: i64) {

@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, Status};
 
 use super::active::Active;
-use super::{abi, now_nanos, reply, Stream};
+use super::{abi, now_nanos, Stream};
 use crate::config::{FailureMode, Per, RequestRate, Scope, TokenBudget};
 use crate::ratelimit::{self, Bucket, BucketSpec, ClientSlot, SharedStore, StoreError};
 use crate::reply::{self as replies, LimitStatus, Limited, LocalReply};
@@ -324,8 +324,10 @@ impl Stream {
                 retry_after_secs,
             } => {
                 self.budget = None;
+                // A request the service refuses holds no in-flight slot.
+                self.release_slot();
                 active.bump(entry, Stat::RateLimited, 1);
-                reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
+                self.reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
             }
             Verdict::Failed(why) => {
                 if self.limit_service_failed(&active, entry, &why) == Action::Continue {
@@ -371,7 +373,8 @@ impl Stream {
         );
         if deny {
             self.budget = None;
-            return reply(&replies::limit_service_unavailable());
+            self.release_slot();
+            return self.reply(&replies::limit_service_unavailable());
         }
         Action::Continue
     }
@@ -493,16 +496,20 @@ pub(super) fn client_value(per: &Per, pairs: &[(&str, &[u8])]) -> Option<Vec<u8>
             }
             value
         }
-        Per::ClientIp => {
-            let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
-            let addr = String::from_utf8(addr).ok()?;
-            let ip = match addr.rsplit_once(':') {
-                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
-                _ => addr.as_str(),
-            };
-            Some(ip.as_bytes().to_vec())
-        }
+        Per::ClientIp => client_ip(),
     }
+}
+
+/// The downstream address without its port, as Envoy sees the client
+/// (with `use_remote_address`, the TCP peer).
+pub(super) fn client_ip() -> Option<Vec<u8>> {
+    let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
+    let addr = String::from_utf8(addr).ok()?;
+    let ip = match addr.rsplit_once(':') {
+        Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => addr.as_str(),
+    };
+    Some(ip.as_bytes().to_vec())
 }
 
 /// Proxy-Wasm shared data: one store per VM id, shared by every worker.

@@ -80,7 +80,7 @@ impl Stream {
                 if let Refusal::ToolDenied { label } = why {
                     active.bump_tool(entry, label, ToolStat::Refused);
                 }
-                Err(reply(&r))
+                Err(self.reply(&r))
             }
             Verdict::Forward { call, list } => {
                 if list {
@@ -117,7 +117,7 @@ impl Stream {
                 if let (Some(entry), Some(active)) = (self.entry, &self.active) {
                     active.bump(entry, Stat::Refused, 1);
                 }
-                return Some(reply(&judge::batch_refused()));
+                return Some(self.reply(&judge::batch_refused()));
             }
             _ => {}
         }
@@ -164,7 +164,7 @@ impl Stream {
                     active.bump(entry, Stat::RateLimited, 1);
                     active.bump_tool(entry, call.label, ToolStat::Limited);
                     let status = status_of(u64::from(limit.rate.burst), &o);
-                    return Err(reply(&judge::limited(id, &call.name, &status)));
+                    return Err(self.reply(&judge::limited(id, &call.name, &status)));
                 }
                 Ok(())
             }
