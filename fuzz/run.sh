@@ -17,6 +17,7 @@ dict_of() {
     usage|sse_lines|a2a_stream) echo dict/sse.dict ;;
     model_body|a2a_chat) echo dict/model_body.dict ;;
     route|host) echo dict/route.dict ;;
+    mcp_message|mcp_list) echo dict/mcp.dict ;;
     *) echo "dict/$1.dict" ;;
   esac
 }

@@ -21,7 +21,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for port in 9101 9102 9103 9104 9105 9106 10000 9901; do
+for port in 9101 9102 9103 9104 9105 9106 9107 9108 9109 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop what holds it (another 'make run'?) and retry" >&2
     exit 1
@@ -29,6 +29,7 @@ for port in 9101 9102 9103 9104 9105 9106 10000 9901; do
 done
 
 "$AGENT" coordinator=127.0.0.1:9101 researcher=127.0.0.1:9102 llm=127.0.0.1:9103 tools=127.0.0.1:9104 embedder=127.0.0.1:9105 \
+  coordinator-next=127.0.0.1:9107 \
   >"$LOGS/agents.log" 2>&1 &
 pids+=($!)
 # An A2A agent (official a2a-sdk) whose card names its in-cluster address:
@@ -36,6 +37,12 @@ pids+=($!)
 "$PYTHON" tests/python/a2a_agent.py --port 9106 --name assistant \
   --base-url http://assistant.prod.svc.cluster.local:8000/ >"$LOGS/a2a-agent.log" 2>&1 &
 pids+=($!)
+# An MCP server (official mcp SDK), two replicas of it behind one cluster.
+for replica in 1 2; do
+  "$PYTHON" tests/python/mcp_server.py --port $((9107 + replica)) --replica "replica-$replica" \
+    >"$LOGS/mcp-$replica.log" 2>&1 &
+  pids+=($!)
+done
 # Envoy's log goes to stderr, the access log (envoy/demo.yaml: JSON, one
 # line per request) to stdout.
 : >"$LOGS/access.log"
@@ -45,7 +52,7 @@ pids+=($!)
 
 for _ in $(seq 1 100); do
   if curl -fs -o /dev/null http://127.0.0.1:9901/ready 2>/dev/null; then break; fi
-  if ! kill -0 "${pids[2]}" 2>/dev/null; then
+  if ! kill -0 "${pids[4]}" 2>/dev/null; then
     echo "Envoy exited; its log ($LOGS/envoy.log):" >&2; cat "$LOGS/envoy.log" >&2; exit 1
   fi
   sleep 0.1
@@ -61,8 +68,10 @@ done
 cat <<'TXT'
 
 agentroute demo gateway on http://localhost:10000 (Envoy admin: http://localhost:9901)
-agents: prod/coordinator, prod/researcher, prod/tools (mcp), models/llm and models/embedder (modelapi),
-        prod/assistant (A2A, official a2a-sdk)
+agents: prod/coordinator (20 % canary: coordinator-next), prod/researcher (2 in flight at most),
+        prod/tools (mcp), models/llm and models/embedder (modelapi), prod/assistant (A2A, official a2a-sdk),
+        prod/search (mcp, official mcp SDK, two replicas, tool rules);
+        CORS for pages on http://localhost:3000 (and *.localhost:3000)
 
 Try:
   curl -s localhost:10000/prod/agent/coordinator/hello?x=1     # kind layout: /{ns}/{kind}/{name}/...
@@ -83,10 +92,34 @@ Try:
                                                                # A2A card: interface URLs point at the gateway
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"prod/assistant","messages":[{"role":"user","content":"hi"}]}'  # OpenAI chat with the A2A agent
+  for u in alice bob trent carol dave; do curl -s -H "x-user-id: $u" localhost:10000/prod/coordinator/x \
+       -o /dev/null -w "$u: %header{x-served-by}\n"; done      # canary by user: each always on the same side
+  curl -s -H 'x-canary: always' -o /dev/null -w '%header{x-served-by}\n' localhost:10000/prod/coordinator/x
+                                                               # forced canary: coordinator-next
+  curl -si -X OPTIONS localhost:10000/prod/researcher/x -H 'origin: http://localhost:3000' \
+       -H 'access-control-request-method: POST' -H 'access-control-request-headers: content-type' \
+       | grep -i -E '^(HTTP|access-control|vary)'              # CORS preflight, answered by the gateway: 204
+  curl -si localhost:10000/prod/researcher/x -H 'origin: http://localhost:3000' | grep -i -E '^(HTTP|access-control|vary)'
+                                                               # the actual request: CORS on the answer
+  curl -s -o /dev/null 'localhost:10000/prod/researcher/slow?delay_ms=3000' & \
+  curl -s -o /dev/null 'localhost:10000/prod/researcher/slow?delay_ms=3000' & sleep 0.5; \
+  curl -si localhost:10000/prod/researcher/x | grep -E '^HTTP|^retry-after|"code"'; wait
+                                                               # 2 in flight: the third gets 429 concurrency_limit_exceeded
+  # MCP (prod/search allows search, fetch_*, whoami; denies fetch_secrets; fetch_* 0.2/s, burst 2):
+  META='"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}'
+  MCP=(-H 'content-type: application/json' -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28')
+  curl -s localhost:10000/prod/mcp/search/mcp "${MCP[@]}" -H 'mcp-method: tools/list' \
+       -d '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{'"$META"'}}'      # list without fetch_secrets, delete_all
+  curl -s localhost:10000/prod/mcp/search/mcp "${MCP[@]}" -H 'mcp-method: tools/call' -H 'mcp-name: fetch_secrets' \
+       -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fetch_secrets",'"$META"'}}'  # Unknown tool (-32602)
+  curl -s localhost:10000/prod/mcp/search/mcp "${MCP[@]}" -H 'mcp-method: tools/call' -H 'mcp-name: search' \
+       -d '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch_url",'"$META"'}}'      # header mismatch: 400
+  .venv/bin/python tests/python/mcp_client.py --url http://localhost:10000/prod/mcp/search/mcp \
+       --mode legacy list repeat:5:whoami                      # one session, one replica (Mcp-Session-Id envelope)
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"gpt-demo","stream":true,"stream_options":{"include_usage":true},"messages":[]}'
                                                                # a stream: its usage lands in the access log and stats
-  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats, tokens per model, upstream stats per agent
+  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats: canary sides, in-flight, per tool, tokens per model, upstream
 
 Access log: one JSON line per request in .run/access.log (entry, kind, backend,
 model, tokens, the limit that refused it), printed below as requests come in.

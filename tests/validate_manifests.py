@@ -28,7 +28,7 @@ the served version's `openAPIV3Schema` the way the API server would see it:
 
 Documents without apiVersion/kind (Envoy bootstraps) are skipped silently;
 Kubernetes objects of a kind no CRD in DIR defines (Service, Namespace, ...)
-are reported as skipped. Without DIR the run is a notice and exit 0.
+are reported as skipped. Without the first DIR the run is a notice and exit 0.
 
 The last line is `manifests: N passed, M failed`; the exit status is 1 when
 M > 0 (or a file cannot be read or parsed).
@@ -200,7 +200,8 @@ def format_checker() -> "jsonschema.FormatChecker":
 
 
 class Crds:
-    """CRD schemas by (group, kind) and version."""
+    """CRD schemas by (group, kind) and version, from one or more
+    directories; a kind defined twice is taken from the first."""
 
     def __init__(self, directories: list[Path]):
         self.directory = ", ".join(str(d) for d in directories)
@@ -223,7 +224,7 @@ class Crds:
                 for v in spec.get("versions") or []:
                     schema = ((v.get("schema") or {}).get("openAPIV3Schema")) or {}
                     versions[v["name"]] = {"schema": schema, "served": v.get("served", True)}
-                self.schemas[(group, kind)] = versions
+                self.schemas.setdefault((group, kind), versions)
                 self.groups.add(group)
 
     def validator(self, group: str, version: str, kind: str):
@@ -385,8 +386,32 @@ def self_test(crds: Crds) -> int:
         else:
             ok = False
             print(f"self-test: FAIL a WasmPlugin with {what} was NOT rejected")
+    ok = self_test_vendored(crds) and ok
     print(f"self-test: {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1
+
+
+SELF_TEST_CTP = """
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: { name: selftest, namespace: eg }
+spec:
+  targetRefs: [ { group: gateway.networking.k8s.io, kind: Gateway, name: agents } ]
+  headers: { earlyRequestHeaders: { remove: [ x-agent-backend ] } }
+"""
+
+
+def self_test_vendored(crds: Crds) -> bool:
+    """The project's schemas in tests/schemas are read too: a ClientTrafficPolicy
+    passes, and one with a misspelt field does not."""
+    if ("gateway.envoyproxy.io", "ClientTrafficPolicy") not in crds.schemas:
+        print(f"self-test: FAIL no ClientTrafficPolicy CRD in {crds.directory} (tests/schemas has one)")
+        return False
+    good = validate_object(crds, yaml.safe_load(SELF_TEST_CTP))[0] == "ok"
+    bad = validate_object(crds, yaml.safe_load(SELF_TEST_CTP.replace("earlyRequestHeaders", "earlyRequestHeader")))[0]
+    print(f"self-test: {'ok  ' if good else 'FAIL'} a valid ClientTrafficPolicy passes")
+    print(f"self-test: {'ok  ' if bad == 'fail' else 'FAIL'} a ClientTrafficPolicy with a misspelt field is rejected")
+    return good and bad == "fail"
 
 
 def main(argv: list[str] | None = None) -> int:

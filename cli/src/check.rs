@@ -13,8 +13,14 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use agentroute::config::{ConfigError, Plan};
-use agentroute::request::{decide, decide_model, Decision, HeaderOp, RequestHead};
+use agentroute::canary::{self, How, Side, COHORTS};
+use agentroute::config::{CanaryBy, ConfigError, Plan};
+use agentroute::cors::Answer;
+use agentroute::mcp::judge::{judge, McpHeaders, Verdict};
+use agentroute::mcp::rpc::{Message, Name, TOOLS_CALL};
+use agentroute::request::{
+    cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
+};
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -78,6 +84,47 @@ pub struct HeaderRoute {
     /// Lowercase header name.
     pub header: String,
     pub value: String,
+    /// The HTTPRoute's `hostnames` (none: every host of the listener, the
+    /// virtual host clients' requests land in).
+    pub hostnames: Vec<String>,
+    /// The Envoy cluster each controller makes of the rule: what a
+    /// `cluster_header` route needs as the agent's backend.
+    pub clusters: RuleClusters,
+}
+
+/// The cluster names Istio and Envoy Gateway give an HTTPRoute rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleClusters {
+    /// `outbound|PORT||SERVICE.NAMESPACE.svc.cluster.local`, for a rule whose
+    /// (first) backendRef is a Service with a port.
+    pub istio: Option<String>,
+    /// `httproute/NAMESPACE/ROUTE/rule/INDEX`.
+    pub envoy_gateway: String,
+    /// How many backendRefs the rule has: a header names one cluster.
+    pub backend_refs: usize,
+}
+
+impl RuleClusters {
+    pub fn on(&self, platform: Platform) -> Option<&str> {
+        match platform {
+            Platform::Istio => self.istio.as_deref(),
+            Platform::EnvoyGateway => Some(&self.envoy_gateway),
+        }
+    }
+}
+
+/// An EnvoyFilter (Istio) or EnvoyPatchPolicy (Envoy Gateway) that adds a
+/// route sending requests to the cluster a header names (`cluster_header`):
+/// the agents' backends must then be the controller's cluster names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRoute {
+    pub location: String,
+    pub platform: Platform,
+    /// The Gateways it patches (none: a selector this tool cannot follow,
+    /// taken as any Gateway).
+    pub gateways: Vec<GatewayRef>,
+    /// Lowercase header name.
+    pub header: String,
 }
 
 /// An EnvoyFilter (Istio) or EnvoyPatchPolicy (Envoy Gateway) that sets
@@ -116,6 +163,8 @@ pub struct Scan {
     /// HTTPRoute rules matching a header exactly.
     pub routes: Vec<HeaderRoute>,
     pub stop_iteration: Vec<StopIterationPatch>,
+    /// Patches adding a `cluster_header` route.
+    pub dispatch_routes: Vec<DispatchRoute>,
     /// The input holds nothing at all (whitespace, comments, empty documents).
     pub empty_input: bool,
 }
@@ -280,15 +329,27 @@ fn scan_document(doc: &Value, raw: Option<&str>, prefix: &str, scan: &mut Scan) 
             }
             ("networking.istio.io", "EnvoyFilter")
             | ("gateway.envoyproxy.io", "EnvoyPatchPolicy") => {
+                let platform = if group == "networking.istio.io" {
+                    Platform::Istio
+                } else {
+                    Platform::EnvoyGateway
+                };
                 if sets_stop_iteration(doc) {
-                    let platform = if group == "networking.istio.io" {
-                        Platform::Istio
-                    } else {
-                        Platform::EnvoyGateway
-                    };
                     scan.stop_iteration.push(StopIterationPatch {
                         location: join(prefix, &object),
                         platform,
+                    });
+                }
+                let mut headers = Vec::new();
+                cluster_headers(doc.get("spec").unwrap_or(&Value::Null), &mut headers);
+                headers.sort();
+                headers.dedup();
+                for header in headers {
+                    scan.dispatch_routes.push(DispatchRoute {
+                        location: join(prefix, &object),
+                        platform,
+                        gateways: patched_gateways(doc),
+                        header,
                     });
                 }
                 walk(
@@ -388,12 +449,89 @@ fn target_gateways(doc: &Value) -> Vec<GatewayRef> {
         .collect()
 }
 
+/// The Gateways an EnvoyFilter or EnvoyPatchPolicy patches: its targets, or
+/// an Istio `workloadSelector` on the label Istio puts on a Gateway's pods.
+fn patched_gateways(doc: &Value) -> Vec<GatewayRef> {
+    let mut gateways = target_gateways(doc);
+    if let Some(name) = doc
+        .pointer("/spec/workloadSelector/labels")
+        .and_then(|l| l.get("gateway.networking.k8s.io/gateway-name"))
+        .and_then(Value::as_str)
+    {
+        gateways.push(GatewayRef {
+            namespace: doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            name: name.to_string(),
+        });
+    }
+    gateways
+}
+
+/// The headers of every route action below `v` that takes its cluster from
+/// a header (`route: { cluster_header: NAME }`), lowercase.
+fn cluster_headers(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(header) = o
+                .get("route")
+                .and_then(|r| r.get("cluster_header"))
+                .and_then(Value::as_str)
+            {
+                out.push(header.to_ascii_lowercase());
+            }
+            o.values().for_each(|child| cluster_headers(child, out));
+        }
+        Value::Array(items) => items.iter().for_each(|child| cluster_headers(child, out)),
+        _ => {}
+    }
+}
+
+/// The clusters each controller makes of rule `index` of HTTPRoute
+/// `namespace/name`.
+fn rule_clusters(rule: &Value, namespace: &str, name: &str, index: usize) -> RuleClusters {
+    let refs = rule.get("backendRefs").and_then(Value::as_array);
+    let istio = refs.and_then(|r| r.first()).and_then(|b| {
+        let core = b
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+        let service = b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service";
+        let port = b.get("port").and_then(Value::as_u64)?;
+        let service_name = b.get("name").and_then(Value::as_str)?;
+        let ns = b
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(namespace);
+        (core && service).then(|| format!("outbound|{port}||{service_name}.{ns}.svc.cluster.local"))
+    });
+    RuleClusters {
+        istio,
+        envoy_gateway: format!("httproute/{namespace}/{name}/rule/{index}"),
+        backend_refs: refs.map_or(0, Vec::len),
+    }
+}
+
 /// The exact header matches of an HTTPRoute's rules.
 fn header_routes(doc: &Value, object: &str) -> Vec<HeaderRoute> {
     let namespace = doc
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_string);
+    let route_name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let hostnames: Vec<String> = doc
+        .pointer("/spec/hostnames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     let gateways: Vec<GatewayRef> = doc
         .pointer("/spec/parentRefs")
         .and_then(Value::as_array)
@@ -440,6 +578,13 @@ fn header_routes(doc: &Value, object: &str) -> Vec<HeaderRoute> {
                     gateways: gateways.clone(),
                     header: name.to_ascii_lowercase(),
                     value: value.to_string(),
+                    hostnames: hostnames.clone(),
+                    clusters: rule_clusters(
+                        rule,
+                        namespace.as_deref().unwrap_or("default"),
+                        route_name,
+                        i,
+                    ),
                 });
             }
         }
@@ -668,8 +813,28 @@ pub struct ExplainRequest {
     pub host: String,
     /// The `model` an OpenAI request body names.
     pub model: Option<String>,
+    /// The tool a `tools/call` to an MCP entry names (`params.name`).
+    pub mcp_tool: Option<String>,
     /// Other request headers, names as sent (lowercased before use).
     pub headers: Vec<(String, String)>,
+    /// The client's address, for a canary split by `client_ip`.
+    pub client_ip: Option<String>,
+}
+
+/// The client an explanation assumes: `--client-ip`, and no random draw
+/// (a side left to chance is said to be).
+struct ExplainClient<'a>(Option<&'a str>);
+
+impl canary::Client for ExplainClient<'_> {
+    fn ip(&self) -> Option<Vec<u8>> {
+        self.0.map(|ip| ip.as_bytes().to_vec())
+    }
+
+    /// The last cohort: a side left to chance shows as stable (weights
+    /// of 100 never draw).
+    fn random(&self) -> u64 {
+        u64::from(COHORTS) - 1
+    }
 }
 
 /// The entry a request went to.
@@ -717,6 +882,10 @@ pub struct Explanation {
     /// How the entry was chosen: `host`, `path prefix /p`, `model m`.
     pub matched_by: Option<String>,
     pub outcome: Outcome,
+    /// Which side of the entry's canary split the request lands on, and why.
+    pub canary: Option<String>,
+    /// What the answer's CORS headers are, for a request with an `Origin`.
+    pub cors: Option<String>,
     /// What the explanation could not take into account.
     pub notes: Vec<String>,
 }
@@ -734,7 +903,7 @@ impl Explanation {
 /// Runs one request through the filter's decision code.
 pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
     let method = if request.method.is_empty() {
-        if request.model.is_some() {
+        if request.model.is_some() || request.mcp_tool.is_some() {
             "POST"
         } else {
             "GET"
@@ -754,11 +923,14 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         (":scheme", b"http"),
     ];
     pairs.extend(lowered.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-    // A client naming a model sends JSON.
-    if request.model.is_some() && !lowered.iter().any(|(k, _)| k == "content-type") {
+    // A client naming a model or a tool sends JSON.
+    if (request.model.is_some() || request.mcp_tool.is_some())
+        && !lowered.iter().any(|(k, _)| k == "content-type")
+    {
         pairs.push(("content-type", b"application/json"));
     }
-    let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+    let client = ExplainClient(request.client_ip.as_deref());
+    let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
     let mut notes = Vec::new();
     let mut matched_by = plan.router.route(head.authority, head.path).map(|m| {
         if m.prefix.is_empty() {
@@ -768,6 +940,22 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         }
     });
     let mut decision = decide(plan, &head);
+    let cors = head.origin.map(|origin| {
+        match cors_policy(plan, &head, &decision).map(|p| p.answer(origin)) {
+            _ if matches!(decision, Decision::Preflight(_)) => {
+                "a preflight: answered by the filter with the policy's headers (below), never forwarded"
+                    .to_string()
+            }
+            Some(Answer::Allowed(headers)) => {
+                let list: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                format!("origin allowed: the answer gets {}", list.join(", "))
+            }
+            Some(Answer::Disallowed) => {
+                "origin not allowed: the answer gets no access-control-* header (the backend's are removed), and vary: origin".to_string()
+            }
+            None => "no CORS policy applies: the answer is left as it is".to_string(),
+        }
+    });
     if decision == Decision::ReadModel {
         match &request.model {
             Some(model) => {
@@ -780,6 +968,8 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
                     entry: None,
                     matched_by: None,
                     outcome: Outcome::NeedsModel,
+                    canary: None,
+                    cors: None,
                     notes,
                 }
             }
@@ -795,67 +985,58 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             backend: e.backend.clone(),
         })
     };
-    let (entry, outcome) = match decision {
-        Decision::Forward(f) => {
-            let mut path = request.path.clone();
-            let mut rewritten = false;
-            let mut headers = Vec::new();
-            for op in &f.ops {
-                match op {
-                    HeaderOp::Set(":path", to) => {
-                        path = to.to_string();
-                        rewritten = true;
-                    }
-                    HeaderOp::Set(name, value) => {
-                        headers.push((name.to_string(), Some(value.to_string())))
-                    }
-                    HeaderOp::Remove(name) => headers.push((name.to_string(), None)),
-                }
-            }
-            let translate = f.translate.map(|v| v.as_str());
-            if translate.is_some() {
-                notes.push("the chat completion body is translated to an A2A message".into());
-            }
-            let card = f
-                .card
-                .map(|c| format!("{}://{}{}", c.scheme, c.authority, c.prefix));
-            let outcome = Outcome::Forward {
-                path,
-                rewritten,
-                headers,
-                translate,
-                card,
-            };
-            (f.entry, outcome)
+    let mut canary_line = None;
+    if let Decision::Forward(f) = &decision {
+        if let (Some(choice), Some(e)) = (&f.canary, f.entry.and_then(|i| plan.entries.get(i))) {
+            canary_line = e.canary.as_ref().map(|c| describe_canary(c, choice, &head));
         }
-        Decision::Reply { entry, reply } => {
-            let error = serde_json::from_str::<Value>(&reply.body)
-                .ok()
-                .and_then(|v| v.get("error").cloned());
-            let field = |k: &str| {
-                error
-                    .as_ref()
-                    .and_then(|e| e.get(k))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            let outcome = Outcome::Reply {
-                status: reply.status,
-                code: field("code"),
-                message: field("message"),
-            };
-            (entry, outcome)
+    }
+    let (entry, outcome) = match decision {
+        Decision::Forward(f) if f.mcp == Some(McpStep::ReadMessage) => {
+            match judge_tool_call(plan, &f, request, &lowered, &mut notes) {
+                Some(reply) => (f.entry, reply),
+                None => forward_outcome(f, request, &mut notes),
+            }
+        }
+        Decision::Forward(f) => {
+            if request.mcp_tool.is_some() {
+                notes.push(
+                    "--mcp-tool is not used: this request is no POST to an MCP entry with tool rules"
+                        .into(),
+                );
+            }
+            forward_outcome(f, request, &mut notes)
+        }
+        Decision::Reply { entry, reply } => (entry, reply_outcome(&reply)),
+        Decision::Preflight(reply) => {
+            let headers: Vec<String> = reply
+                .headers
+                .iter()
+                .filter(|(k, _)| k.starts_with("access-control-"))
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            if !headers.is_empty() {
+                notes.push(format!("preflight answer headers: {}", headers.join(", ")));
+            }
+            (None, reply_outcome(&reply))
         }
         Decision::ReadModel => (None, Outcome::NeedsModel),
     };
-    let limited = entry
-        .and_then(|i| plan.entries.get(i))
-        .is_some_and(|e| e.rate_limit.is_some());
-    if limited && matches!(outcome, Outcome::Forward { .. }) {
-        notes.push(
-            "the entry's rate_limit applies: over it, the answer is 429 (not simulated here)"
-                .into(),
-        );
+    let limits = entry.and_then(|i| plan.entries.get(i));
+    if let (Some(e), Outcome::Forward { .. }) = (limits, &outcome) {
+        if e.rate_limit.is_some() {
+            notes.push(
+                "the entry's rate_limit applies: over it, the answer is 429 (not simulated here)"
+                    .into(),
+            );
+        }
+        if let Some(c) = &e.concurrency {
+            notes.push(format!(
+                "the entry's concurrency limit applies: with {} request(s) in flight{}, the answer is 429 (not simulated here)",
+                c.max_in_flight,
+                if c.per == agentroute::config::Per::Entry { "" } else { " for this client" }
+            ));
+        }
     }
     let entry = entry.and_then(entry_ref);
     if entry.is_none() {
@@ -866,15 +1047,191 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         entry,
         matched_by,
         outcome,
+        canary: canary_line,
+        cors,
         notes,
     }
+}
+
+/// A forwarded request's upstream path, header changes and extras.
+fn forward_outcome(
+    f: Forward<'_>,
+    request: &ExplainRequest,
+    notes: &mut Vec<String>,
+) -> (Option<usize>, Outcome) {
+    let mut path = request.path.clone();
+    let mut rewritten = false;
+    let mut headers = Vec::new();
+    for op in &f.ops {
+        match op {
+            HeaderOp::Set(":path", to) => {
+                path = to.to_string();
+                rewritten = true;
+            }
+            HeaderOp::Set(name, value) => headers.push((name.to_string(), Some(value.to_string()))),
+            HeaderOp::Remove(name) => headers.push((name.to_string(), None)),
+        }
+    }
+    let translate = f.translate.map(|v| v.as_str());
+    if translate.is_some() {
+        notes.push("the chat completion body is translated to an A2A message".into());
+    }
+    let card = f
+        .card
+        .map(|c| format!("{}://{}{}", c.scheme, c.authority, c.prefix));
+    let outcome = Outcome::Forward {
+        path,
+        rewritten,
+        headers,
+        translate,
+        card,
+    };
+    (f.entry, outcome)
+}
+
+/// A POST to an MCP entry with tool rules: what the rules do with a
+/// `tools/call` of `--mcp-tool` (and the `mcp-method` / `mcp-name`
+/// headers given); `Some` when the filter answers it itself.
+fn judge_tool_call(
+    plan: &Plan,
+    f: &Forward<'_>,
+    request: &ExplainRequest,
+    headers: &[(String, &str)],
+    notes: &mut Vec<String>,
+) -> Option<Outcome> {
+    let rules = f
+        .entry
+        .and_then(|i| plan.entries.get(i))
+        .and_then(|e| e.mcp.as_deref())?;
+    let Some(tool) = &request.mcp_tool else {
+        notes.push(
+            "the entry has tool rules: the filter reads the JSON-RPC message of the body and judges it; pass --mcp-tool NAME for a tools/call"
+                .into(),
+        );
+        return None;
+    };
+    let message = Message::Call {
+        id: Some("1".to_string()),
+        method: TOOLS_CALL.to_string(),
+        name: Name::Text(tool.clone()),
+    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let mcp_headers = McpHeaders {
+        method: header("mcp-method"),
+        name: header("mcp-name"),
+    };
+    match judge(rules, &message, mcp_headers) {
+        Verdict::Refuse { reply, .. } => {
+            let error = serde_json::from_str::<Value>(&reply.body)
+                .ok()
+                .and_then(|v| v.get("error").cloned())
+                .unwrap_or_default();
+            Some(Outcome::Reply {
+                status: reply.status,
+                code: error.get("code").map(|c| format!("JSON-RPC {c}")),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            })
+        }
+        Verdict::Forward { call, .. } => {
+            if let Some(call) = call {
+                let label = rules.labels.get(call.label).map_or("other", String::as_str);
+                notes.push(format!(
+                    "tool {tool} is allowed; counted as tool=\"{label}\" in agentroute_mcp_tool_calls_total"
+                ));
+                if let Some(limit) = call
+                    .limit
+                    .and_then(|(i, _)| rules.limits.get(i).map(|l| (i, l)))
+                {
+                    let (index, limit) = limit;
+                    notes.push(format!(
+                        "tool_limits[{index}] applies: {} request(s)/s, burst {}, a bucket for this tool alone shared by every worker (over it: 429, not simulated here)",
+                        limit.rate.requests_per_second, limit.rate.burst
+                    ));
+                }
+            }
+            None
+        }
+    }
+}
+
+fn reply_outcome(reply: &agentroute::reply::LocalReply) -> Outcome {
+    let error = serde_json::from_str::<Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
+    let field = |k: &str| {
+        error
+            .as_ref()
+            .and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Outcome::Reply {
+        status: reply.status,
+        code: field("code"),
+        message: field("message"),
+    }
+}
+
+/// Which side of a split the request lands on, and why: the forcing
+/// header, the weight, the `by` value's cohort, or chance.
+fn describe_canary(
+    c: &agentroute::config::Canary,
+    choice: &canary::Choice,
+    head: &RequestHead<'_>,
+) -> String {
+    let weight = format!("{}%", f64::from(c.threshold) / 100.0);
+    let side = match choice.side {
+        Side::Canary => format!("canary (backend {})", c.backend),
+        Side::Stable => "stable".to_string(),
+    };
+    let why = match &choice.how {
+        How::Forced => {
+            let name = c.header.as_deref().unwrap_or_default();
+            format!("forced by {name}")
+        }
+        How::Weight => format!("weight {weight}: every request"),
+        How::Cohort(cohort) => {
+            let value = match &c.by {
+                CanaryBy::Header(name) => canary::header_value(head.pairs, name)
+                    .map(|v| format!("header {name} {:?}", String::from_utf8_lossy(&v))),
+                CanaryBy::Cookie(name) => canary::cookie(head.pairs, name)
+                    .map(|v| format!("cookie {name} {:?}", String::from_utf8_lossy(v))),
+                CanaryBy::ClientIp => head
+                    .client
+                    .ip()
+                    .map(|ip| format!("client IP {}", String::from_utf8_lossy(&ip))),
+                CanaryBy::Random => None,
+            }
+            .unwrap_or_default();
+            format!(
+                "{value} is cohort {cohort} of {COHORTS}; cohorts below {} (weight {weight}) go to the canary, on every replica and after restarts",
+                c.threshold
+            )
+        }
+        How::Random => {
+            let missing = match &c.by {
+                CanaryBy::Random => "by random".to_string(),
+                CanaryBy::ClientIp => "no client IP given (--client-ip)".to_string(),
+                CanaryBy::Header(name) => format!("no {name} header"),
+                CanaryBy::Cookie(name) => format!("no {name} cookie"),
+            };
+            return format!(
+                "decided at random per request ({missing}): {weight} to the canary (backend {}), the rest stable; the headers below show the stable side",
+                c.backend
+            );
+        }
+    };
+    format!("side {side}: {why}")
 }
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.request;
         let method = if r.method.is_empty() {
-            if r.model.is_some() {
+            if r.model.is_some() || r.mcp_tool.is_some() {
                 "POST"
             } else {
                 "GET"
@@ -888,6 +1245,9 @@ impl fmt::Display for Explanation {
         }
         if let Some(model) = &r.model {
             write!(f, " (model {model})")?;
+        }
+        if let Some(tool) = &r.mcp_tool {
+            write!(f, " (tools/call {tool})")?;
         }
         writeln!(f)?;
         match &self.entry {
@@ -947,6 +1307,12 @@ impl fmt::Display for Explanation {
                 f,
                 "model    an OpenAI request: the `model` of its body picks the entry; pass --model ID"
             )?,
+        }
+        if let Some(canary) = &self.canary {
+            writeln!(f, "canary   {canary}")?;
+        }
+        if let Some(cors) = &self.cors {
+            writeln!(f, "cors     {cors}")?;
         }
         for note in &self.notes {
             writeln!(f, "note     {note}")?;
@@ -1330,6 +1696,128 @@ static_resources:
         let e = explain(&reject, &request("/nobody"));
         assert!(
             matches!(e.outcome, Outcome::Reply { status: 404, ref code, .. } if code.as_deref() == Some("agent_not_found"))
+        );
+    }
+
+    #[test]
+    fn explain_mcp_tool_calls_by_the_entry_rules() {
+        let plan = Plan::from_json(
+            br#"{"agents":[{"name":"t","namespace":"p","kind":"mcp","backend":"t","mcp":{
+                "tools":{"allow":["search","fetch_*"],"deny":["fetch_secrets"]},
+                "tool_limits":[{"tools":["fetch_*"],"requests_per_second":1}]}}]}"#,
+        )
+        .unwrap();
+        let mut r = request("/p/mcp/t/mcp");
+        r.mcp_tool = Some("fetch_secrets".into());
+        let e = explain(&plan, &r);
+        assert_eq!(
+            e.outcome,
+            Outcome::Reply {
+                status: 200,
+                code: Some("JSON-RPC -32602".into()),
+                message: Some("Unknown tool: fetch_secrets".into())
+            }
+        );
+        r.mcp_tool = Some("fetch_url".into());
+        let e = explain(&plan, &r);
+        assert_eq!(e.upstream_path(), Some("/mcp"));
+        assert!(
+            e.notes.iter().any(|n| n.contains("tool_limits[0] applies")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("(tools/call fetch_url)"));
+        r.headers = vec![("Mcp-Name".into(), "search".into())];
+        assert!(matches!(
+            explain(&plan, &r).outcome,
+            Outcome::Reply { status: 400, .. }
+        ));
+        r.mcp_tool = None;
+        r.method = "POST".into();
+        assert!(explain(&plan, &r)
+            .notes
+            .iter()
+            .any(|n| n.contains("pass --mcp-tool")));
+    }
+
+    #[test]
+    fn explain_says_which_side_of_a_split_a_value_lands_on() {
+        let p = Plan::from_json(
+            br#"{"cors":{"allow_origins":["https://dash.example.com"]},"agents":[
+                {"name":"a","backend":"v1","canary":{"backend":"v2","weight":50,"by":"cookie:uid","header":"x-canary"}},
+                {"name":"b","backend":"w1","canary":{"backend":"w2","weight":25,"by":"client_ip"}}]}"#,
+        )
+        .unwrap();
+        let with = |path: &str, headers: &[(&str, &str)], ip: Option<&str>| {
+            let mut r = request(path);
+            r.headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            r.client_ip = ip.map(str::to_string);
+            explain(&p, &r)
+        };
+        let dispatch = |e: &Explanation| match &e.outcome {
+            Outcome::Forward { headers, .. } => headers
+                .iter()
+                .find(|(k, _)| k == "x-agent-backend")
+                .and_then(|(_, v)| v.clone()),
+            _ => None,
+        };
+        let cohort = agentroute::canary::cohort("default/a", b"u-1");
+        let e = with("/a/x", &[("cookie", "x=1; uid=u-1")], None);
+        let line = e.canary.clone().unwrap();
+        assert!(
+            line.contains(&format!("cookie uid \"u-1\" is cohort {cohort} of 10000")),
+            "{line}"
+        );
+        let side = if cohort < 5_000 { "v2" } else { "v1" };
+        assert_eq!(dispatch(&e).as_deref(), Some(side), "{line}");
+        assert!(e.to_string().contains("canary   side "), "{e}");
+        let e = with("/a/x", &[("X-Canary", "always")], None);
+        assert_eq!(
+            e.canary.as_deref(),
+            Some("side canary (backend v2): forced by x-canary")
+        );
+        assert_eq!(dispatch(&e).as_deref(), Some("v2"));
+        let e = with("/a/x", &[], None);
+        assert!(e.canary.clone().unwrap().starts_with(
+            "decided at random per request (no uid cookie): 50% to the canary (backend v2)"
+        ));
+        assert_eq!(
+            dispatch(&e).as_deref(),
+            Some("v1"),
+            "shown as the stable side"
+        );
+        let e = with("/b/x", &[], Some("10.1.2.3"));
+        assert!(e.canary.unwrap().contains("client IP 10.1.2.3 is cohort"));
+        // CORS: the answer's headers, or the preflight's.
+        let e = with("/a/x", &[("origin", "https://dash.example.com")], None);
+        assert!(e.cors.unwrap().starts_with(
+            "origin allowed: the answer gets access-control-allow-origin: https://dash.example.com"
+        ));
+        let e = with("/a/x", &[("origin", "https://evil.example.com")], None);
+        assert!(e.cors.unwrap().starts_with("origin not allowed"));
+        let mut r = request("/a/x");
+        r.method = "OPTIONS".into();
+        r.headers = vec![
+            ("origin".into(), "https://dash.example.com".into()),
+            ("access-control-request-method".into(), "POST".into()),
+        ];
+        let e = explain(&p, &r);
+        assert_eq!(
+            e.outcome,
+            Outcome::Reply {
+                status: 204,
+                code: None,
+                message: None
+            }
+        );
+        assert!(
+            e.notes[0].starts_with(
+                "preflight answer headers: access-control-allow-origin: https://dash.example.com"
+            ),
+            "{:?}",
+            e.notes
         );
     }
 

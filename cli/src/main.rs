@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! agentroute check [FILE|-]... [--explain PATH [--host H] [--method M]
-//!                  [--model ID] [--header NAME:VALUE]...]
+//!                  [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
 //! agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-//!                     [--tls-secret NAME] [FILE|-]...
+//!                     [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
 //! agentroute schema
 //! ```
 //!
@@ -21,9 +21,9 @@ use agentroute_cli::rules::{self, Input};
 
 const USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--header NAME:VALUE]...]
+                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
        agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-                           [--tls-secret NAME] [FILE|-]...
+                           [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
        agentroute schema
        agentroute COMMAND --help
 
@@ -34,7 +34,7 @@ schema    prints the JSON Schema of the configuration (draft 2020-12)
 
 const GENERATE_USAGE: &str = "\
 usage: agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-                           [--tls-secret NAME] [FILE|-]...
+                           [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
 
 Reads Kubernetes resources (multi-document YAML or JSON, `kind: List` as
 `kubectl get -o yaml` prints it; `-` or no FILE: standard input) of
@@ -52,6 +52,14 @@ Omnia (AgentRuntime) and writes, sorted (the same input gives the same bytes):
 --tls-secret NAME       an HTTPS listener too: the Gateway's certificateRefs
                         Secret, or for envoy the certificate in
                         /etc/agentroute/tls/NAME/tls.crt and tls.key
+--dispatch cluster-header
+                        istio and envoy-gateway: dispatch that does not grow
+                        with the number of agents, as istio/large/ and
+                        envoy/gateway/large/: a cluster_header route patched
+                        in first (EnvoyFilter / EnvoyPatchPolicy), each
+                        backend the controller's cluster name, the HTTPRoutes
+                        on a host of their own. The default, header-rules:
+                        one HTTPRoute rule per backend token
 
 Other kinds are skipped (one line on standard error); a malformed resource is
 an error naming the document, the resource and the field.
@@ -60,7 +68,7 @@ Exit status: 0 written, 1 an error, 2 a usage error.
 
 const CHECK_USAGE: &str = "\
 usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--header NAME:VALUE]...]
+                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
 
 Reads each FILE (JSON or YAML; `-` or none: standard input) and finds the
 agentroute configurations in it: a bare configuration, an Istio WasmPlugin
@@ -72,14 +80,24 @@ field path (the first error of each configuration), then warnings (no
 entries, shorthands dropped because of another entry) and errors where the
 configuration is deployed (no configuration at all, a misspelt pluginConfig,
 model_from: body on Istio or Envoy Gateway without the stop-iteration patch,
-a backend no HTTPRoute of the run leads to). All FILEs are one run: check a
-deployment's directory at once.
+a backend no HTTPRoute of the run leads to; with an EnvoyFilter or
+EnvoyPatchPolicy adding a cluster_header route, a backend that is not the
+cluster the controller makes of one of the run's HTTPRoute rules). All FILEs
+are one run: check a deployment's directory at once.
 
 --explain PATH
          for each valid configuration, what the filter does with a request for
          PATH: the entry, the upstream path and header changes, or its own
-         reply. --method defaults to GET (POST with --model); --model is the
-         `model` an OpenAI request body names.
+         reply. --method defaults to GET (POST with --model or --mcp-tool);
+         --model is the `model` an OpenAI request body names; --mcp-tool the
+         tool a tools/call to an MCP entry names (its tool rules judge it;
+         add --header mcp-method:tools/call --header mcp-name:NAME for a
+         2026-07-28 client). For an entry with a canary: which side the
+         request lands on and why (a --header or `cookie` header carrying
+         the `by` value, or --client-ip, gives its cohort; the forcing
+         header forces). With an `origin` header: the CORS headers of the
+         answer, or of a preflight (--method OPTIONS and an
+         `access-control-request-method` header).
 
 Exit status: 0 all valid (warnings allowed), 1 an error, 2 a usage error.
 ";
@@ -110,6 +128,7 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
     let mut target = generate::Target::Config;
     let mut base = None;
     let mut tls_secret = None;
+    let mut dispatch = generate::Dispatch::HeaderRules;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| {
@@ -127,6 +146,14 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
                 })?;
             }
             "--base" => base = Some(value("--base")?),
+            "--dispatch" => {
+                let name = value("--dispatch")?;
+                dispatch = generate::Dispatch::parse(&name).ok_or_else(|| {
+                    Usage(format!(
+                        "--dispatch {name:?}: expected header-rules or cluster-header"
+                    ))
+                })?;
+            }
             "--tls-secret" => tls_secret = Some(value("--tls-secret")?),
             "-" => files.push(arg.clone()),
             flag if flag.starts_with('-') => return Err(Usage(format!("unknown option {flag}"))),
@@ -150,6 +177,16 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
             )));
         }
     }
+    if dispatch == generate::Dispatch::ClusterHeader
+        && !matches!(
+            target,
+            generate::Target::Istio | generate::Target::EnvoyGateway
+        )
+    {
+        return Err(Usage(
+            "--dispatch cluster-header goes with --target istio or envoy-gateway".to_string(),
+        ));
+    }
     if files.is_empty() {
         files.push("-".to_string());
     }
@@ -157,6 +194,7 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
         files,
         options: generate::Options {
             target,
+            dispatch,
             base: None,
             tls_secret,
         },
@@ -230,6 +268,14 @@ fn parse_check(args: &[String]) -> Result<Args, Usage> {
             "--model" => {
                 request.model = Some(value("--model")?);
                 request_flags.push("--model");
+            }
+            "--mcp-tool" => {
+                request.mcp_tool = Some(value("--mcp-tool")?);
+                request_flags.push("--mcp-tool");
+            }
+            "--client-ip" => {
+                request.client_ip = Some(value("--client-ip")?);
+                request_flags.push("--client-ip");
             }
             "--header" => {
                 let header = value("--header")?;

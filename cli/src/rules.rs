@@ -6,7 +6,9 @@
 //! - `openai.model_from: body` where the platform cannot let the filter
 //!   pause for the body (an Istio WasmPlugin, an Envoy Gateway
 //!   EnvoyExtensionPolicy) and no patch in the run does;
-//! - dispatch tokens against the HTTPRoutes that lead them to Services.
+//! - dispatch tokens against the HTTPRoutes that lead them to Services; with
+//!   a `cluster_header` route patched in (istio/large/, envoy/gateway/large/),
+//!   backends against the cluster names the controller gives those rules.
 //!
 //! All inputs of one run are one deployment for the rules across objects: a
 //! WasmPlugin in one file and its HTTPRoutes in another are checked together.
@@ -15,7 +17,9 @@ use std::fmt;
 
 use agentroute::config::{ModelSource, Plan, ShorthandLoss};
 
-use crate::check::{self, ExplainRequest, Found, HeaderRoute, Origin, Platform, Scan};
+use crate::check::{
+    self, DispatchRoute, ExplainRequest, Found, HeaderRoute, Origin, Platform, Scan,
+};
 
 /// One input of the run: a file name (`<stdin>` for standard input) and what
 /// was found in it, or why it could not be read.
@@ -124,6 +128,7 @@ pub fn check_run(inputs: &[Input], explain: Option<&ExplainRequest>) -> Report {
     }
     let scans = || inputs.iter().filter_map(|i| i.scan.as_ref().ok());
     let routes: Vec<&HeaderRoute> = scans().flat_map(|s| &s.routes).collect();
+    let dispatch_routes: Vec<&DispatchRoute> = scans().flat_map(|s| &s.dispatch_routes).collect();
     let patched = |platform: Platform| {
         scans()
             .flat_map(|s| &s.stop_iteration)
@@ -170,10 +175,15 @@ pub fn check_run(inputs: &[Input], explain: Option<&ExplainRequest>) -> Report {
             }
             dropped_shorthands(&mut report, &c.at, plan);
             body_without_stop_iteration(&mut report, &c.at, c.found, plan, &patched);
-            backends_without_routes(&mut report, &c.at, c.found, plan, &routes);
+            let fast = cluster_header_routes(c.found, plan, &dispatch_routes);
+            if fast.is_empty() {
+                backends_without_routes(&mut report, &c.at, c.found, plan, &routes);
+            } else {
+                backends_without_clusters(&mut report, &c.at, c.found, plan, &routes, &fast);
+            }
         }
         for route in &scan.routes {
-            orphan_route(&mut report, name, route, &compiled);
+            orphan_route(&mut report, name, route, &compiled, &dispatch_routes);
         }
     }
     report
@@ -191,6 +201,13 @@ fn no_configuration(report: &mut Report, name: &str, scan: &Scan, any_config: bo
                  with the configurations of this run",
                 scan.routes.len(),
                 scan.stop_iteration.len()
+            ));
+        }
+        for d in &scan.dispatch_routes {
+            text.push_str(&format!(
+                "; its cluster_header route on {} makes the backends of this run's \
+                 configurations for its Gateway cluster names",
+                d.header
             ));
         }
         report.push(name, Level::Note, text);
@@ -264,7 +281,12 @@ fn body_without_stop_iteration(
         Origin::ExtensionPolicy { .. } => Platform::EnvoyGateway,
         _ => return,
     };
-    if plan.openai.model_from != ModelSource::Body || plan.models.is_empty() || patched(platform) {
+    // MCP entries with tool rules read their messages the same way.
+    let ruled = plan.entries.iter().filter(|e| e.mcp.is_some()).count();
+    if plan.openai.model_from != ModelSource::Body
+        || (plan.models.is_empty() && ruled == 0)
+        || patched(platform)
+    {
         return;
     }
     let advice = match platform {
@@ -283,14 +305,22 @@ fn body_without_stop_iteration(
              EnvoyPatchPolicy that sets allow_on_headers_stop_iteration on the Wasm filter"
         }
     };
+    let what = if plan.models.is_empty() {
+        format!(
+            "{ruled} MCP entr{} with tool rules read(s) JSON-RPC messages from the request body \
+             (the same setting)",
+            if ruled == 1 { "y" } else { "ies" }
+        )
+    } else {
+        format!(
+            "{} model id(s) dispatch by the request body",
+            plan.models.len()
+        )
+    };
     report.push(
         at,
         Level::Error,
-        format!(
-            "openai.model_from is \"body\" (the default) and {} model id(s) dispatch by the \
-             request body, but {advice}",
-            plan.models.len()
-        ),
+        format!("openai.model_from is \"body\" (the default) and {what}, but {advice}"),
     );
 }
 
@@ -305,11 +335,151 @@ fn policy_gateways(found: &Found) -> Option<&[check::GatewayRef]> {
 }
 
 fn on_same_gateway(policy: &[check::GatewayRef], route: &HeaderRoute) -> bool {
-    policy.is_empty()
-        || route.gateways.is_empty()
-        || policy
-            .iter()
-            .any(|p| route.gateways.iter().any(|r| p.matches(r)))
+    gateways_meet(policy, &route.gateways)
+}
+
+/// Two lists of Gateways name one in common (an empty list: any Gateway).
+fn gateways_meet(a: &[check::GatewayRef], b: &[check::GatewayRef]) -> bool {
+    a.is_empty() || b.is_empty() || a.iter().any(|x| b.iter().any(|y| x.matches(y)))
+}
+
+/// The platform a WasmPlugin or EnvoyExtensionPolicy configuration runs on.
+fn platform(found: &Found) -> Option<Platform> {
+    match found.origin {
+        Origin::WasmPlugin { .. } => Some(Platform::Istio),
+        Origin::ExtensionPolicy { .. } => Some(Platform::EnvoyGateway),
+        _ => None,
+    }
+}
+
+/// The patched-in `cluster_header` routes this configuration's requests
+/// take: same platform, same Gateway, on its dispatch header.
+fn cluster_header_routes<'a>(
+    found: &Found,
+    plan: &Plan,
+    dispatch_routes: &[&'a DispatchRoute],
+) -> Vec<&'a DispatchRoute> {
+    let (Some(platform), Some(gateways)) = (platform(found), policy_gateways(found)) else {
+        return Vec::new();
+    };
+    dispatch_routes
+        .iter()
+        .filter(|d| {
+            d.platform == platform
+                && d.header == plan.dispatch_header
+                && gateways_meet(gateways, &d.gateways)
+        })
+        .copied()
+        .collect()
+}
+
+fn cluster_pattern(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Istio => {
+            "Istio names a rule's cluster outbound|PORT||SERVICE.NAMESPACE.svc.cluster.local"
+        }
+        Platform::EnvoyGateway => {
+            "Envoy Gateway names a rule's cluster httproute/NAMESPACE/ROUTE/rule/INDEX"
+        }
+    }
+}
+
+/// With a `cluster_header` route, every entry's backend must be the cluster
+/// the controller makes of one of the run's HTTPRoute rules for the policy's
+/// Gateway (when the run holds any); and the rules on the dispatch header
+/// belong on a host of their own, or every request still scans them.
+fn backends_without_clusters(
+    report: &mut Report,
+    at: &str,
+    found: &Found,
+    plan: &Plan,
+    routes: &[&HeaderRoute],
+    fast: &[&DispatchRoute],
+) {
+    let (Some(platform), Some(gateways), Some(first)) =
+        (platform(found), policy_gateways(found), fast.first())
+    else {
+        return;
+    };
+    let candidates: Vec<&&HeaderRoute> = routes
+        .iter()
+        .filter(|r| on_same_gateway(gateways, r))
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    for (i, entry) in plan.entries.iter().enumerate() {
+        for (what, token) in dispatch_tokens(entry) {
+            if let Some(rule) = candidates
+                .iter()
+                .find(|r| r.clusters.on(platform) == Some(token))
+            {
+                if rule.clusters.backend_refs > 1 {
+                    report.push(
+                        at,
+                        Level::Warning,
+                        format!(
+                            "{}: {} has {} backendRefs, but the cluster_header route of {} sends \
+                             every request to one cluster, {:?}",
+                            entry_name(plan, i),
+                            rule.location,
+                            rule.clusters.backend_refs,
+                            first.location,
+                            token
+                        ),
+                    );
+                }
+                continue;
+            }
+            let hint = candidates
+                .iter()
+                .find(|r| r.header == plan.dispatch_header && r.value == token)
+                .and_then(|r| Some((r, r.clusters.on(platform)?)));
+            let text = match hint {
+                Some((rule, cluster)) => format!(
+                    "{}: {what} {:?} is the header value of {}, but the cluster_header route of {} \
+                     sends requests to the cluster the header names: the backend must be that \
+                     rule's cluster, {cluster:?}",
+                    entry_name(plan, i),
+                    token,
+                    rule.location,
+                    first.location
+                ),
+                None => format!(
+                    "{}: {what} {:?} is the cluster of no HTTPRoute rule in this run: the \
+                     cluster_header route of {} sends requests to the cluster the header names \
+                     ({}), and a cluster that does not exist answers 503",
+                    entry_name(plan, i),
+                    token,
+                    first.location,
+                    cluster_pattern(platform)
+                ),
+            };
+            report.push(at, Level::Error, text);
+        }
+    }
+
+    let shared: Vec<&&&HeaderRoute> = candidates
+        .iter()
+        .filter(|r| r.header == plan.dispatch_header && r.hostnames.is_empty())
+        .collect();
+    if let Some(example) = shared.first() {
+        report.push(
+            at,
+            Level::Warning,
+            format!(
+                "{} HTTPRoute rule(s) matching {} attach to every host (e.g. {}): Envoy tries \
+                 them on every request's arrival, before the filter sets the header, so \
+                 dispatch still grows with their number despite the cluster_header route of {}; \
+                 give their HTTPRoutes a host of their own (hostnames: \
+                 [backends.agentroute.invalid], as istio/large/httproutes.yaml)",
+                shared.len(),
+                plan.dispatch_header,
+                example.location,
+                first.location
+            ),
+        );
+    }
 }
 
 /// Every entry's backend must be matched by some HTTPRoute rule on the
@@ -332,40 +502,64 @@ fn backends_without_routes(
         return;
     }
     for (i, entry) in plan.entries.iter().enumerate() {
-        let routed = candidates
-            .iter()
-            .any(|r| r.header == plan.dispatch_header && r.value == entry.backend);
-        if !routed {
-            report.push(
-                at,
-                Level::Error,
-                format!(
-                    "{}: backend {:?} has no HTTPRoute rule matching {}: {} in this run: the \
-                     requests the filter sends it would match no agent route",
-                    entry_name(plan, i),
-                    entry.backend,
-                    plan.dispatch_header,
-                    entry.backend
-                ),
-            );
+        for (what, token) in dispatch_tokens(entry) {
+            let routed = candidates
+                .iter()
+                .any(|r| r.header == plan.dispatch_header && r.value == token);
+            if !routed {
+                report.push(
+                    at,
+                    Level::Error,
+                    format!(
+                        "{}: {what} {token:?} has no HTTPRoute rule matching {}: {token} in this \
+                         run: the requests the filter sends it would match no agent route",
+                        entry_name(plan, i),
+                        plan.dispatch_header,
+                    ),
+                );
+            }
         }
     }
 }
 
-/// An HTTPRoute rule on a dispatch header whose value no entry has.
-fn orphan_route(report: &mut Report, name: &str, route: &HeaderRoute, compiled: &[Compiled]) {
-    let relevant: Vec<&Plan> = compiled
+/// The values an entry writes to the dispatch header: its backend, and its
+/// canary's, which needs a rule of its own.
+fn dispatch_tokens(entry: &agentroute::config::Entry) -> Vec<(&'static str, &str)> {
+    let mut tokens = vec![("backend", entry.backend.as_str())];
+    if let Some(canary) = &entry.canary {
+        tokens.push(("canary backend", canary.backend.as_str()));
+    }
+    tokens
+}
+
+/// An HTTPRoute rule on a dispatch header whose value no entry has (nor,
+/// behind a `cluster_header` route, its cluster).
+fn orphan_route(
+    report: &mut Report,
+    name: &str,
+    route: &HeaderRoute,
+    compiled: &[Compiled],
+    dispatch_routes: &[&DispatchRoute],
+) {
+    let relevant: Vec<(&Plan, Option<&str>)> = compiled
         .iter()
         .filter_map(|c| {
             let plan = c.plan.as_ref().ok()?;
             let gateways = policy_gateways(c.found)?;
+            let cluster = platform(c.found)
+                .filter(|_| !cluster_header_routes(c.found, plan, dispatch_routes).is_empty())
+                .and_then(|p| route.clusters.on(p));
             (plan.dispatch_header == route.header && on_same_gateway(gateways, route))
-                .then_some(plan)
+                .then_some((plan, cluster))
         })
         .collect();
-    let claimed = relevant
-        .iter()
-        .any(|plan| plan.entries.iter().any(|e| e.backend == route.value));
+    let claimed = relevant.iter().any(|(plan, cluster)| {
+        plan.entries.iter().any(|e| {
+            dispatch_tokens(e)
+                .iter()
+                .any(|(_, t)| *t == route.value || Some(*t) == *cluster)
+        })
+    });
     if relevant.is_empty() || claimed {
         return;
     }
@@ -496,6 +690,26 @@ mod tests {
     }
 
     #[test]
+    fn mcp_tool_rules_read_like_models() {
+        let body = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: a, namespace: b}\nspec:\n  \
+                    url: oci://x/y:1\n  pluginConfig:\n    agents:\n    - {name: t, kind: mcp, backend: t, mcp: {tools: {deny: [x]}}}\n";
+        let report = run(&[("wasmplugin.yaml", body)]);
+        let errors = lines(&report, Level::Error);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("1 MCP entry with tool rules")),
+            "{report}"
+        );
+        let metadata = body.replace(
+            "  pluginConfig:\n",
+            "  pluginConfig:\n    openai: {model_from: metadata}\n",
+        );
+        let report = run(&[("wasmplugin.yaml", metadata.as_str())]);
+        assert!(report.ok(), "{report}");
+    }
+
+    #[test]
     fn model_from_body_in_a_wasm_plugin_fails_unless_patched() {
         let body = WASMPLUGIN.replace("    openai: {model_from: metadata}\n", "");
         let report = run(&[("wp.yaml", &body)]);
@@ -562,5 +776,168 @@ mod tests {
         assert!(run(&[("wp.yaml", WASMPLUGIN), ("r.yaml", &elsewhere)]).ok());
         // Without a configuration in the run, HTTPRoutes alone are no input.
         assert!(!run(&[("r.yaml", ROUTES)]).ok());
+    }
+
+    /// An Istio EnvoyFilter inserting the cluster_header route for Gateway
+    /// `agents` (istio/large/envoyfilter-dispatch-route.yaml).
+    const ISTIO_DISPATCH_ROUTE: &str =
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n\
+        metadata: {name: dispatch, namespace: istio-ingress}\n\
+        spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agents}]\n  \
+        configPatches:\n  - applyTo: HTTP_ROUTE\n    match: {context: GATEWAY}\n    \
+        patch: {operation: INSERT_FIRST, value: {name: d, match: {prefix: /}, \
+        route: {cluster_header: X-Agent-Backend}}}\n";
+
+    /// The cluster names Istio gives ROUTES' rules.
+    const ISTIO_A: &str = "outbound|8000||a.prod.svc.cluster.local";
+    const ISTIO_B: &str = "outbound|8000||b.prod.svc.cluster.local";
+
+    #[test]
+    fn with_a_cluster_header_route_backends_are_the_controllers_cluster_names() {
+        let clusters = WASMPLUGIN
+            .replace("backend: prod-a", &format!("backend: \"{ISTIO_A}\""))
+            .replace("backend: prod-b", &format!("backend: \"{ISTIO_B}\""));
+        let own_host = ROUTES.replace(
+            "  parentRefs:",
+            "  hostnames: [backends.agentroute.invalid]\n  parentRefs:",
+        );
+        let report = run(&[
+            ("wp.yaml", &clusters),
+            ("ef.yaml", ISTIO_DISPATCH_ROUTE),
+            ("r.yaml", &own_host),
+        ]);
+        assert!(report.ok(), "{report}");
+        assert_eq!(report.count(Level::Warning), 0, "{report}");
+        assert!(
+            report.to_string().contains(
+                "ef.yaml: no agentroute configuration in this file; its cluster_header route on \
+                 x-agent-backend makes the backends"
+            ),
+            "{report}"
+        );
+
+        // Tokens left as they were: each names the cluster the rule makes.
+        let report = run(&[
+            ("wp.yaml", WASMPLUGIN),
+            ("ef.yaml", ISTIO_DISPATCH_ROUTE),
+            ("r.yaml", &own_host),
+        ]);
+        assert_eq!(
+            lines(&report, Level::Error),
+            [
+                format!("wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[0] (prod/a): backend \"prod-a\" is the header value of HTTPRoute prod/agents rules[0] (a), but the cluster_header route of EnvoyFilter istio-ingress/dispatch sends requests to the cluster the header names: the backend must be that rule's cluster, \"{ISTIO_A}\""),
+                format!("wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[1] (prod/b): backend \"prod-b\" is the header value of HTTPRoute prod/agents rules[1] (b), but the cluster_header route of EnvoyFilter istio-ingress/dispatch sends requests to the cluster the header names: the backend must be that rule's cluster, \"{ISTIO_B}\""),
+            ],
+            "{report}"
+        );
+
+        // A misspelt cluster; and the rules next to the cluster_header route.
+        let wrong = clusters.replace("||b.prod", "||bb.prod");
+        let report = run(&[
+            ("wp.yaml", &wrong),
+            ("ef.yaml", ISTIO_DISPATCH_ROUTE),
+            ("r.yaml", ROUTES),
+        ]);
+        let errors = lines(&report, Level::Error);
+        assert_eq!(errors.len(), 1, "{report}");
+        assert!(
+            errors[0].contains("agents[1] (prod/b): backend \"outbound|8000||bb.prod.svc.cluster.local\" is the cluster of no HTTPRoute rule in this run"),
+            "{report}"
+        );
+        let warnings = lines(&report, Level::Warning);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w
+                    .contains("2 HTTPRoute rule(s) matching x-agent-backend attach to every host")),
+            "{report}"
+        );
+        // Rule a is no leftover: its cluster is agents[0]'s backend.
+        assert!(
+            warnings
+                .iter()
+                .all(|w| !w.contains("rules[0] (a): warning")),
+            "{report}"
+        );
+
+        // Another Gateway's patch, or an Envoy Gateway one, changes nothing.
+        let elsewhere = ISTIO_DISPATCH_ROUTE.replace("name: agents}", "name: other}");
+        let report = run(&[
+            ("wp.yaml", &clusters),
+            ("ef.yaml", &elsewhere),
+            ("r.yaml", ROUTES),
+        ]);
+        assert!(!report.ok(), "{report}");
+        assert!(
+            report
+                .to_string()
+                .contains("has no HTTPRoute rule matching"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn envoy_gateway_clusters_are_named_after_route_and_rule_index() {
+        let policy = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\n\
+            metadata: {name: agentroute, namespace: istio-ingress}\nspec:\n  \
+            targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agents}]\n  \
+            wasm:\n  - name: agentroute\n    config:\n      openai: {model_from: metadata}\n      agents:\n      \
+            - {name: a, namespace: prod, backend: httproute/prod/agents/rule/0}\n      \
+            - {name: b, namespace: prod, kind: mcp, backend: httproute/prod/agents/rule/2}\n";
+        let patch = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyPatchPolicy\n\
+            metadata: {name: dispatch, namespace: istio-ingress}\nspec:\n  \
+            targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: agents}\n  \
+            type: JSONPatch\n  jsonPatches:\n  - type: type.googleapis.com/envoy.config.route.v3.RouteConfiguration\n    \
+            name: istio-ingress/agents/http\n    operation: {op: add, jsonPath: \"$.virtual_hosts[*]\", path: /routes/0, \
+            value: {match: {prefix: /}, route: {cluster_header: x-agent-backend}}}\n";
+        let report = run(&[("p.yaml", policy), ("epp.yaml", patch), ("r.yaml", ROUTES)]);
+        assert_eq!(
+            lines(&report, Level::Error),
+            ["p.yaml: EnvoyExtensionPolicy istio-ingress/agentroute spec.wasm[0].config (agentroute): error: agents[1] (prod/b): backend \"httproute/prod/agents/rule/2\" is the cluster of no HTTPRoute rule in this run: the cluster_header route of EnvoyPatchPolicy istio-ingress/dispatch sends requests to the cluster the header names (Envoy Gateway names a rule's cluster httproute/NAMESPACE/ROUTE/rule/INDEX), and a cluster that does not exist answers 503"],
+            "{report}"
+        );
+        // An Istio patch is not Envoy Gateway's: the tokens are checked.
+        let report = run(&[
+            ("p.yaml", policy),
+            ("ef.yaml", ISTIO_DISPATCH_ROUTE),
+            ("r.yaml", ROUTES),
+        ]);
+        assert_eq!(lines(&report, Level::Error).len(), 2, "{report}");
+        // Two backendRefs in the rule an entry's cluster comes from.
+        let split = ROUTES.replace(
+            "backendRefs: [{name: a, port: 8000}]",
+            "backendRefs: [{name: a, port: 8000}, {name: a2, port: 8000}]",
+        );
+        let fixed = policy.replace("rule/2", "rule/1");
+        let report = run(&[("p.yaml", &fixed), ("epp.yaml", patch), ("r.yaml", &split)]);
+        assert!(report.ok(), "{report}");
+        assert!(
+            lines(&report, Level::Warning).iter().any(|w| w.contains(
+                "agents[0] (prod/a): HTTPRoute prod/agents rules[0] (a) has 2 backendRefs"
+            )),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_canary_backend_is_a_token_of_its_own() {
+        let split = WASMPLUGIN.replace(
+            "backend: prod-a}",
+            "backend: prod-a, canary: {backend: prod-a-v2, weight: 10}}",
+        );
+        let report = run(&[("wp.yaml", &split), ("r.yaml", ROUTES)]);
+        assert_eq!(
+            lines(&report, Level::Error),
+            ["wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[0] (prod/a): canary backend \"prod-a-v2\" has no HTTPRoute rule matching x-agent-backend: prod-a-v2 in this run: the requests the filter sends it would match no agent route"],
+            "{report}"
+        );
+        // With its rule the run is clean, and the rule is no leftover.
+        let routes = format!(
+            "{ROUTES}  - name: a-v2\n    matches: [{{headers: [{{name: x-agent-backend, value: prod-a-v2}}]}}]\n    \
+             backendRefs: [{{name: a-v2, port: 8000}}]\n"
+        );
+        let report = run(&[("wp.yaml", &split), ("r.yaml", &routes)]);
+        assert!(report.ok(), "{report}");
+        assert_eq!(report.count(Level::Warning), 0, "{report}");
     }
 }

@@ -244,7 +244,7 @@ fn each_shipped_deployment_checks_as_one_run() {
         "{out}"
     );
     assert!(
-        out.contains("<stdin>: document 1: HTTPRoute prod/agents rules[4] (tools): warning: x-agent-backend: \"prod-tool\" is the backend of no entry"),
+        out.contains("<stdin>: document 1: HTTPRoute prod/agents rules[5] (tools): warning: x-agent-backend: \"prod-tool\" is the backend of no entry"),
         "{out}"
     );
 }

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use agentroute_cli::check;
-use agentroute_cli::generate::{self, Options, Target};
+use agentroute_cli::generate::{self, Dispatch, Options, Target};
 use agentroute_cli::rules::{self, Input, Level};
 
 const PLATFORMS: [&str; 3] = ["agentic-layer", "kaos", "omnia"];
@@ -53,6 +53,7 @@ fn all_fixtures() -> Vec<(String, String)> {
 fn options(target: Target) -> Options {
     Options {
         target,
+        dispatch: Dispatch::HeaderRules,
         base: None,
         tls_secret: None,
     }
@@ -124,6 +125,93 @@ fn tls_goldens_add_an_https_listener() {
             assert!(out.text.contains("name: agents-tls"), "{}", out.text);
             assert!(out.text.contains("protocol: HTTPS"));
         }
+    }
+}
+
+/// `--dispatch cluster-header`: the wiring of istio/large/ and
+/// envoy/gateway/large/, every backend a cluster the controller makes of
+/// one of the generated HTTPRoute rules (check cross-checks them), the rules
+/// on a host of their own (else check warns), a patch per listener.
+#[test]
+fn cluster_header_goldens_name_the_controllers_clusters() {
+    for target in [Target::Istio, Target::EnvoyGateway] {
+        let mut opts = options(target);
+        opts.dispatch = Dispatch::ClusterHeader;
+        opts.tls_secret = Some("agents-tls".into());
+        let out = generate::generate(&all_fixtures(), &opts).unwrap();
+        let file = format!("all.{}.cluster-header.tls.yaml", target.as_str());
+        golden(&file, &out.text);
+        let report = assert_checks(&file, &out.text);
+        // (The fixtures' two weather-agents lose their shorthand: warned.)
+        let dispatch_warnings = report
+            .lines
+            .iter()
+            .filter(|l| l.level == Level::Warning && !l.text.contains("shorthand"))
+            .count();
+        assert_eq!(dispatch_warnings, 0, "{report}");
+        let text = &out.text;
+        let needles: &[&str] = if target == Target::Istio {
+            &[
+                "backend: outbound|8000||agent-coordinator.agentic-multi.svc.cluster.local",
+                "value: outbound|8000||agent-coordinator.agentic-multi.svc.cluster.local",
+                "cluster_header: x-agent-backend",
+                "operation: INSERT_FIRST",
+                "name: agentroute-virtual-host",
+            ]
+        } else {
+            &[
+                "backend: httproute/agentic-multi/agentroute/rule/0",
+                "value: httproute/agentic-multi/agentroute/rule/0",
+                "cluster_header: x-agent-backend",
+                "name: envoy-gateway/agents/http\n",
+                "name: envoy-gateway/agents/https\n",
+                "jsonPath: $.virtual_hosts[*]",
+                "envoy.filters.http.wasm/envoyextensionpolicy/envoy-gateway/agentroute/wasm/0",
+            ]
+        };
+        for needle in needles {
+            assert!(text.contains(needle), "{needle:?} in {file}");
+        }
+        assert!(text.contains("- backends.agentroute.invalid"), "{file}");
+        // Without the patch in the run, the same backends would be checked
+        // as header values, which the rules match too: still consistent.
+        let without: Vec<&str> = text
+            .split("\n---\n")
+            .filter(|d| !d.contains("agentroute-dispatch-route"))
+            .collect();
+        assert_checks(&file, &without.join("\n---\n"));
+    }
+    // The default writes no cluster_header route, and tokens.
+    let out = generate::generate(&all_fixtures(), &options(Target::Istio)).unwrap();
+    assert!(!out.text.contains("cluster_header"));
+    assert!(!out.text.contains("outbound|"));
+    // Only for Istio and Envoy Gateway.
+    for target in [Target::Config, Target::Envoy] {
+        let mut opts = options(target);
+        opts.dispatch = Dispatch::ClusterHeader;
+        let err = generate::generate(&all_fixtures(), &opts).unwrap_err();
+        assert!(
+            err.contains("--dispatch cluster-header is for --target istio"),
+            "{err}"
+        );
+    }
+}
+
+/// Every Kubernetes and Envoy target has Envoy remove a client's dispatch
+/// header before routing, as the shipped configurations do.
+#[test]
+fn every_target_removes_the_dispatch_header_early() {
+    for (target, needle) in [
+        (Target::Istio, "early_header_mutation_extensions"),
+        (Target::EnvoyGateway, "earlyRequestHeaders"),
+        (Target::Envoy, "early_header_mutation_extensions"),
+    ] {
+        let out = generate::generate(&all_fixtures(), &options(target)).unwrap();
+        assert!(out.text.contains(needle), "{target:?}");
+        assert!(
+            out.text.contains("remove: x-agent-backend") || out.text.contains("- x-agent-backend"),
+            "{target:?}"
+        );
     }
 }
 
@@ -257,6 +345,15 @@ fn the_binary_writes_stdout_notes_on_stderr_and_exits_as_check() {
         &["generate", "--target", "istio", "--tls-secret", "Bad_Name"],
         &["generate", "--base"],
         &["generate", "--frobnicate"],
+        &["generate", "--dispatch", "fast"],
+        &["generate", "--dispatch", "cluster-header"],
+        &[
+            "generate",
+            "--target",
+            "envoy",
+            "--dispatch",
+            "cluster-header",
+        ],
     ] {
         let (code, _, err) = agentroute(args, "");
         assert_eq!(code, 2, "{args:?}: {err}");

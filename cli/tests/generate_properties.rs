@@ -92,7 +92,7 @@ proptest! {
         }
         let other = other.join("---\n");
         for target in [Target::Config, Target::Istio, Target::EnvoyGateway, Target::Envoy] {
-            let options = Options { target, base: None, tls_secret: None };
+            let options = Options { target, dispatch: Default::default(), base: None, tls_secret: None };
             let first = generate::generate(&[("in.yaml".into(), text.clone())], &options);
             let Ok(first) = first else {
                 // The only refusal possible here: names the filter refuses

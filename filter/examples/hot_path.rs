@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
+use agentroute::canary::{self, By, Canary, NoClient};
+use agentroute::concurrency;
 use agentroute::config::Plan;
 use agentroute::openai::read_body;
 use agentroute::ratelimit::{acquire, BucketSpec, SharedStore, StoreError};
@@ -166,6 +168,56 @@ fn main() -> Result<(), String> {
         time(rounds, iters, || {
             now += 1000;
             black_box(acquire(&store, "agentroute/p/ns/a/requests", spec, 1.0, now).ok());
+        }),
+    );
+    // The traffic policies' own steps.
+    let split = Canary {
+        backend: "v2".into(),
+        threshold: 1_000,
+        by: By::Header("x-user-id".into()),
+        header: Some("x-canary".into()),
+    };
+    let user: [(&str, &[u8]); 2] = [("x-user-id", b"user-1234"), ("accept", b"*/*")];
+    report(
+        "canary side of a request (by header)",
+        time(rounds, iters, || {
+            black_box(canary::choose(
+                &split,
+                "prod/agent",
+                black_box(&user),
+                &NoClient,
+            ));
+        }),
+    );
+    let cors = Plan::from_json(
+        br#"{"cors":{"allow_origins":["https://dash.example.com","https://*.apps.example.com"]},
+            "agents":[{"name":"a","backend":"b"}]}"#,
+    )
+    .map_err(|e| e.to_string())?;
+    let policy = cors.entry_cors(0).ok_or("a policy")?;
+    report(
+        "CORS headers of an answer (wildcard origin)",
+        time(rounds, iters, || {
+            black_box(policy.answer(black_box("https://x.apps.example.com")));
+        }),
+    );
+    report(
+        "CORS preflight answer",
+        time(rounds, iters, || {
+            black_box(policy.preflight(
+                black_box("https://dash.example.com"),
+                "POST",
+                Some("content-type"),
+            ));
+        }),
+    );
+    let tables = Memory::default();
+    report(
+        "in-flight admit + release (in-memory store)",
+        time(rounds, iters, || {
+            let key = "agentroute/p/ns/a/inflight";
+            black_box(concurrency::admit(&tables, key, 1_000, 7, 0, 1_000).ok());
+            black_box(concurrency::publish(&tables, key, 7, 0, 1_000).ok());
         }),
     );
     Ok(())

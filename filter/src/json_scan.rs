@@ -87,44 +87,51 @@ pub fn scan(body: &[u8]) -> Option<Fields<'_>> {
     (s.at == body.len()).then_some(fields)
 }
 
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A validating JSON reader over a byte slice, shared with the MCP
+/// message reader (`mcp::rpc`): every method answers `None` on anything it
+/// is not sure of.
+pub(crate) struct Scanner<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Scanner { bytes, at: 0 }
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
 
-    fn next(&mut self) -> Option<u8> {
+    pub(crate) fn next(&mut self) -> Option<u8> {
         let byte = self.peek()?;
         self.at += 1;
         Some(byte)
     }
 
-    fn expect(&mut self, byte: u8) -> Option<()> {
+    pub(crate) fn expect(&mut self, byte: u8) -> Option<()> {
         (self.next()? == byte).then_some(())
     }
 
     /// JSON's whitespace: space, tab, line feed, carriage return.
-    fn whitespace(&mut self) {
+    pub(crate) fn whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.at += 1;
         }
     }
 
-    fn null(&mut self) -> bool {
+    pub(crate) fn null(&mut self) -> bool {
         self.literal(b"null").is_some()
     }
 
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
+    pub(crate) fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at.checked_add(word.len())?;
         (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
     }
 
     /// A string with no escape, valid UTF-8 (a key or `model`).
-    fn plain_string(&mut self) -> Option<&'a str> {
+    pub(crate) fn plain_string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let rest = self.bytes.get(self.at..)?;
         let len = find_special(rest)?;
@@ -156,7 +163,7 @@ impl<'a> Scanner<'a> {
 
     /// Skips one JSON value, validating it as serde_json does when it
     /// ignores a value.
-    fn value(&mut self, depth: usize) -> Option<()> {
+    pub(crate) fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => {
                 self.at += 1;
@@ -205,7 +212,7 @@ impl<'a> Scanner<'a> {
     /// The rest of a string after its opening quote: escapes as JSON allows
     /// them, no control characters. Other bytes are not checked as UTF-8,
     /// as serde_json does not check the strings it skips.
-    fn skip_string(&mut self) -> Option<()> {
+    pub(crate) fn skip_string(&mut self) -> Option<()> {
         loop {
             self.at += find_special(self.bytes.get(self.at..)?)?;
             match self.next()? {
@@ -232,7 +239,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
-    fn number(&mut self) -> Option<()> {
+    pub(crate) fn number(&mut self) -> Option<()> {
         if self.peek() == Some(b'-') {
             self.at += 1;
         }

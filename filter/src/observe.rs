@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use crate::canary::Side;
 use crate::config::models::ModelId;
 use crate::config::Entry;
 use crate::usage::Usage;
@@ -36,7 +37,7 @@ pub enum Field {
     /// The limit that refused the request ([`Refusal`]).
     Limited,
     /// The canary side a request took, `stable` or `canary`, when the entry
-    /// has a `canary` split (set by that feature, not yet by this filter).
+    /// has a `canary` split.
     Canary,
     /// How many times a failed request was sent on to the next backend,
     /// when the entry has `failover` (set by that feature, not yet here).
@@ -107,12 +108,21 @@ pub fn dispatch_fields<'a>(
     entry: &'a Entry,
     backend: Option<&'a str>,
     model: Option<&'a str>,
+    canary: Option<Side>,
 ) -> Vec<(Field, Cow<'a, str>)> {
-    let mut fields = Vec::with_capacity(4);
+    let mut fields = Vec::with_capacity(5);
     fields.push((Field::Entry, Cow::Borrowed(entry.id.as_str())));
     fields.push((Field::Kind, Cow::Borrowed(entry.kind.as_str())));
     if let Some(backend) = backend {
+        // The side's backend: a canary request went to the canary's.
+        let backend = match (canary, &entry.canary) {
+            (Some(Side::Canary), Some(c)) => c.backend.as_str(),
+            _ => backend,
+        };
         fields.push((Field::Backend, Cow::Borrowed(backend)));
+    }
+    if let Some(side) = canary {
+        fields.push((Field::Canary, Cow::Borrowed(side.as_str())));
     }
     if let Some(model) = model {
         fields.push((
@@ -151,6 +161,10 @@ pub enum Refusal {
     /// The rate limit service could not be asked and `failure_mode` is
     /// `deny`.
     LimitServiceDown,
+    /// The entry's in-flight limit (`concurrency.max_in_flight`).
+    Concurrency,
+    /// An MCP tool's own limit (`mcp.tool_limits`).
+    ToolLimit,
 }
 
 impl Refusal {
@@ -161,6 +175,8 @@ impl Refusal {
             Refusal::GlobalRequests => "global_requests",
             Refusal::GlobalTokens => "global_tokens",
             Refusal::LimitServiceDown => "limit_service_down",
+            Refusal::Concurrency => "concurrency",
+            Refusal::ToolLimit => "tool_limit",
         }
     }
 }
@@ -225,9 +241,10 @@ pub fn upstream_stat_name(entry: &Entry) -> String {
 /// The `stats_tags` rules (Envoy's `stats_config`) that turn the tags in
 /// the filter's stat names, and in the upstream stats it names per entry,
 /// into Prometheus labels: `(tag_name, regex)`. Envoy takes each tag name
-/// once, so one rule covers both kinds of name. The model is the last tag
+/// once, so one rule covers both kinds of name. An MCP tool and a canary
+/// side follow the kind in the filter's own names; the model is the last tag
 /// and is read to the end of the name: a model label may hold dots.
-pub fn stats_tags() -> [(&'static str, &'static str); 4] {
+pub fn stats_tags() -> [(&'static str, &'static str); 6] {
     [
         (
             "namespace",
@@ -240,6 +257,14 @@ pub fn stats_tags() -> [(&'static str, &'static str); 4] {
         (
             "kind",
             r"^(?:wasmcustom\.agentroute_\w+|cluster\..+?\.agentroute)\.namespace\.[^.]+\.agent\.[^.]+(\.kind\.([^.]+))",
+        ),
+        (
+            "tool",
+            r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.tool\.([^.]+))",
+        ),
+        (
+            "side",
+            r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.side\.([^.]+))",
         ),
         (
             "model",
@@ -301,7 +326,7 @@ mod tests {
     fn a_dispatch_names_entry_kind_backend_and_model() {
         let p = plan();
         let llm = &p.entries[1];
-        let fields = dispatch_fields(llm, Some("llm"), Some("gpt-4.1"));
+        let fields = dispatch_fields(llm, Some("llm"), Some("gpt-4.1"), None);
         let got: Vec<(Field, &str)> = fields.iter().map(|(f, v)| (*f, v.as_ref())).collect();
         assert_eq!(
             got,
@@ -312,12 +337,27 @@ mod tests {
                 (Field::Model, "gpt-4.1"),
             ]
         );
-        let refused = dispatch_fields(&p.entries[0], None, None);
+        let refused = dispatch_fields(&p.entries[0], None, None, None);
         assert_eq!(refused.len(), 2, "a refused request: entry and kind only");
         let long = "é".repeat(200);
-        let fields = dispatch_fields(llm, Some("llm"), Some(&long));
+        let fields = dispatch_fields(llm, Some("llm"), Some(&long), None);
         let logged = &fields[3].1;
         assert!(logged.len() <= MAX_LOGGED_MODEL && long.starts_with(logged.as_ref()));
+    }
+
+    #[test]
+    fn a_split_logs_its_side_and_the_sides_backend() {
+        let p = Plan::from_json(
+            br#"{"agents":[{"name":"a","backend":"v1","canary":{"backend":"v2","weight":10}}]}"#,
+        )
+        .unwrap();
+        let e = &p.entries[0];
+        let fields = dispatch_fields(e, Some("v1"), None, Some(Side::Canary));
+        assert!(fields.contains(&(Field::Backend, Cow::Borrowed("v2"))));
+        assert!(fields.contains(&(Field::Canary, Cow::Borrowed("canary"))));
+        let fields = dispatch_fields(e, Some("v1"), None, Some(Side::Stable));
+        assert!(fields.contains(&(Field::Backend, Cow::Borrowed("v1"))));
+        assert!(fields.contains(&(Field::Canary, Cow::Borrowed("stable"))));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! limit with its headers.
 
 /// A response the filter sends itself.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub status: u32,
     pub headers: Vec<(&'static str, String)>,
@@ -91,6 +91,20 @@ pub fn rate_limited(what: Limited, status: &LimitStatus) -> LocalReply {
         .headers
         .push(("retry-after", status.retry_after_secs.max(1).to_string()));
     reply.headers.extend(status.headers());
+    reply
+}
+
+/// The 429 of a request over its entry's in-flight limit: one second is as
+/// good a guess as any for when a slot frees.
+pub fn concurrency_limited() -> LocalReply {
+    let mut reply = LocalReply::error(
+        429,
+        "requests",
+        Some("concurrency_limit_exceeded"),
+        None,
+        "too many requests of this agent in flight: retry later",
+    );
+    reply.headers.push(("retry-after", "1".to_string()));
     reply
 }
 

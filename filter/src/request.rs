@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use crate::a2a::card::{is_card_path, is_plain_authority, CardAddress};
+use crate::canary::{self, Choice, Client, NoClient};
 use crate::config::{
     A2aVersion, Plan, Protocol, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
@@ -13,12 +14,13 @@ use crate::config::{
 /// Envoy's router keeps its upstream stats under this name too.
 pub const HEADER_ALT_STAT_NAME: &str = "x-envoy-upstream-alt-stat-name";
 use crate::config::models::ModelId;
+use crate::cors;
 use crate::openai::{self, Api, Endpoint, ModelError};
 use crate::reply::LocalReply;
 use crate::router::{Match, PathAction};
 
 /// The parts of a request head the filter looks at, read in one host call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestHead<'h> {
     pub method: &'h str,
     pub path: &'h str,
@@ -33,6 +35,39 @@ pub struct RequestHead<'h> {
     /// Client headers that spell a header the filter owns with underscores
     /// (`x_agent_name`): CGI-style backends read them as the real one.
     pub underscored: Vec<&'h str>,
+    /// `Origin`: only a request that has one costs any CORS work.
+    pub origin: Option<&'h str>,
+    /// `Access-Control-Request-Method` and `-Headers` (preflights).
+    pub cors_method: Option<&'h str>,
+    pub cors_headers: Option<&'h str>,
+    /// Every header, for what only some entries look up (a canary's `by`
+    /// header or cookie).
+    pub pairs: &'h [(&'h str, &'h [u8])],
+    /// What the host can tell about the client (a canary by `client_ip`,
+    /// random draws).
+    pub client: &'h dyn Client,
+}
+
+impl Default for RequestHead<'_> {
+    fn default() -> Self {
+        RequestHead {
+            method: "",
+            path: "",
+            authority: "",
+            scheme: "",
+            forwarded_proto: None,
+            content_type: None,
+            content_encoding: None,
+            content_length: None,
+            flags: Flags::default(),
+            underscored: Vec::new(),
+            origin: None,
+            cors_method: None,
+            cors_headers: None,
+            pairs: &[],
+            client: &NoClient,
+        }
+    }
 }
 
 /// Which of the headers the filter owns, or cares about, the client sent.
@@ -51,15 +86,21 @@ pub struct Flags {
     /// `observability.upstream_stats` is on (a client-made name would make
     /// Envoy stats of the client's choosing).
     pub sent_alt_stat_name: bool,
+    /// `last-event-id`: an MCP client resuming an event stream, which may
+    /// replay a `tools/list` answer.
+    pub sent_last_event_id: bool,
 }
 
 impl<'h> RequestHead<'h> {
     /// Reads the head from raw header pairs. A value that is not UTF-8 reads
     /// as absent where the filter needs text (`:path`, ...); presence of the
     /// headers the filter owns counts whatever their bytes.
-    pub fn from_pairs(pairs: &[(&'h str, &'h [u8])], dispatch_header: &str) -> Self {
+    pub fn from_pairs(pairs: &'h [(&'h str, &'h [u8])], dispatch_header: &str) -> Self {
         let text = |v: &'h [u8]| std::str::from_utf8(v).ok();
-        let mut head = RequestHead::default();
+        let mut head = RequestHead {
+            pairs,
+            ..RequestHead::default()
+        };
         for &(name, value) in pairs {
             match name {
                 ":path" => head.path = text(value).unwrap_or_default(),
@@ -75,12 +116,16 @@ impl<'h> RequestHead<'h> {
                 "accept-encoding" => head.flags.sent_accept_encoding = true,
                 "range" | "if-range" => head.flags.sent_range = true,
                 HEADER_ALT_STAT_NAME => head.flags.sent_alt_stat_name = true,
+                "last-event-id" => head.flags.sent_last_event_id = true,
                 ":protocol" | "upgrade" => head.flags.upgrade = true,
                 HEADER_AGENT_NAME | HEADER_AGENT_NAMESPACE | HEADER_AGENT_KIND => {
                     head.flags.sent_identity = true
                 }
                 HEADER_TIMEOUT => head.flags.sent_timeout = true,
                 HEADER_FORWARDED_PREFIX => head.flags.sent_forwarded_prefix = true,
+                "origin" => head.origin = text(value),
+                "access-control-request-method" => head.cors_method = text(value),
+                "access-control-request-headers" => head.cors_headers = text(value),
                 n if n == dispatch_header => head.flags.sent_dispatch = true,
                 n if n.contains('_') && is_owned_underscored(n, dispatch_header) => {
                     head.underscored.push(n)
@@ -89,6 +134,12 @@ impl<'h> RequestHead<'h> {
             }
         }
         head
+    }
+
+    /// The host's view of the client, for canary splits.
+    pub fn with_client(mut self, client: &'h dyn Client) -> Self {
+        self.client = client;
+        self
     }
 }
 
@@ -160,6 +211,30 @@ pub struct Forward<'a> {
     /// The configured model id or pattern an OpenAI request was dispatched
     /// by: the model label of its token counters.
     pub model: Option<ModelId<'a>>,
+    /// The side of the entry's canary split the request goes to.
+    pub canary: Option<Choice>,
+    /// An MCP entry with tool rules: what the filter must do first.
+    pub mcp: Option<McpStep>,
+}
+
+/// What a request to an MCP entry with tool rules needs before it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpStep {
+    /// A POST: its JSON-RPC message is read (body or metadata) and judged.
+    ReadMessage,
+    /// A GET resuming an event stream: a replayed `tools/list` answer is
+    /// filtered like a fresh one.
+    FilterReplay,
+}
+
+/// The MCP step of a request to `entry`, if it has tool rules.
+fn mcp_step(plan: &Plan, entry: usize, head: &RequestHead<'_>) -> Option<McpStep> {
+    plan.entries.get(entry)?.mcp.as_ref()?;
+    match head.method {
+        "POST" => Some(McpStep::ReadMessage),
+        "GET" if head.flags.sent_last_event_id => Some(McpStep::FilterReplay),
+        _ => None,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -173,10 +248,21 @@ pub enum Decision<'a> {
     /// An OpenAI request that dispatches by the `model` it names: the glue
     /// gets the model (from the body or metadata) and calls [`decide_model`].
     ReadModel,
+    /// A CORS preflight the filter answers itself: never forwarded, never
+    /// counted against any limit.
+    Preflight(LocalReply),
 }
 
 /// Routes one request: hosts, then path prefixes, then the OpenAI surface.
 pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
+    if head.origin.is_some()
+        && !plan.cors.is_empty()
+        && cors::is_preflight(head.method, head.origin, head.cors_method)
+    {
+        if let Some(reply) = preflight(plan, head) {
+            return Decision::Preflight(reply);
+        }
+    }
     let Some(m) = plan.router.route(head.authority, head.path) else {
         if !plan.router.serves(head.authority) {
             // Another application's host (`gateway_hosts`): left alone.
@@ -227,14 +313,70 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         ops.push(HeaderOp::Remove("range"));
         ops.push(HeaderOp::Remove("if-range"));
     }
-    dispatch_ops(plan, m.entry, head, rewritten, false, &mut ops);
+    let canary = dispatch_ops(plan, m.entry, head, rewritten, false, &mut ops);
     Decision::Forward(Forward {
         entry: Some(m.entry),
         ops,
         card,
         translate: None,
         model: None,
+        mcp: mcp_step(plan, m.entry, head),
+        canary,
     })
+}
+
+/// The filter's answer to a preflight for an entry (by path or host), the
+/// OpenAI surface, or (`unmatched: reject`) a path of no entry, with CORS;
+/// `None` leaves it to be routed as usual (to an entry without CORS, whose
+/// backend may answer it, or to the gateway's other routes).
+fn preflight(plan: &Plan, head: &RequestHead<'_>) -> Option<LocalReply> {
+    let policy = match plan.router.route(head.authority, head.path) {
+        Some(m) => plan.entry_cors(m.entry)?,
+        // The filter answers these paths itself: their 404s must be
+        // readable by the script that asked.
+        None if plan.router.serves(head.authority)
+            && (plan.unmatched == Unmatched::Reject
+                || is_surface_path(head.path, plan.openai.unversioned_paths)) =>
+        {
+            plan.surface_cors()?
+        }
+        None => return None,
+    };
+    Some(policy.preflight(
+        head.origin.unwrap_or_default(),
+        head.cors_method.unwrap_or_default(),
+        head.cors_headers,
+    ))
+}
+
+/// A path of the OpenAI surface, whatever method a preflight asks for.
+fn is_surface_path(path: &str, unversioned: bool) -> bool {
+    ["GET", "POST"]
+        .into_iter()
+        .any(|method| openai::endpoint(method, path, unversioned).is_some())
+}
+
+/// The CORS policy the answer to a request follows, from what [`decide`]
+/// made of it: an entry reached by path or host has its own (or the
+/// top-level one); the OpenAI surface, and the filter's replies to
+/// requests of no entry on the gateway's hosts, the top-level one. OpenAI
+/// requests follow the surface's whatever entry their model picks: the
+/// preflight, which cannot know the model, already did. Requests passed on
+/// to other routes get none.
+pub fn cors_policy<'p>(
+    plan: &'p Plan,
+    head: &RequestHead<'_>,
+    decision: &Decision<'_>,
+) -> Option<&'p cors::Policy> {
+    match decision {
+        Decision::Forward(Forward { entry: Some(e), .. })
+        | Decision::Reply { entry: Some(e), .. } => plan.entry_cors(*e),
+        Decision::ReadModel => plan.surface_cors(),
+        Decision::Reply { entry: None, .. } if plan.router.serves(head.authority) => {
+            plan.surface_cors()
+        }
+        Decision::Forward(_) | Decision::Reply { .. } | Decision::Preflight(_) => None,
+    }
 }
 
 /// For a `GET` of an agent card: the address the client used, which the
@@ -340,17 +482,20 @@ pub fn decide_model<'a>(
     if head.flags.sent_forwarded_prefix {
         ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
     }
-    dispatch_ops(plan, entry, head, true, true, &mut ops);
+    let canary = dispatch_ops(plan, entry, head, true, true, &mut ops);
     Decision::Forward(Forward {
         entry: Some(entry),
         ops,
         card: None,
         translate,
         model: Some(claim),
+        mcp: None,
+        canary,
     })
 }
 
-/// The headers every dispatched request gets, by path, host or model.
+/// The headers every dispatched request gets, by path, host or model:
+/// both sides of a canary split get the same ones but the dispatch header.
 /// `prefix_handled` says the caller already dealt with `x-forwarded-prefix`;
 /// `by_model`, that the OpenAI surface dispatched it by its model.
 fn dispatch_ops<'a>(
@@ -360,9 +505,21 @@ fn dispatch_ops<'a>(
     prefix_handled: bool,
     by_model: bool,
     ops: &mut Vec<HeaderOp<'a>>,
-) {
-    let Some(e) = plan.entries.get(entry) else {
-        return;
+) -> Option<Choice> {
+    let e = plan.entries.get(entry)?;
+    let choice = e
+        .canary
+        .as_ref()
+        .map(|c| (c, canary::choose(c, &e.id, head.pairs, head.client)));
+    let backend = match &choice {
+        Some((
+            c,
+            Choice {
+                side: canary::Side::Canary,
+                ..
+            },
+        )) => &c.backend,
+        _ => &e.backend,
     };
     strip_owned(plan, head, ops);
     if !prefix_handled && head.flags.sent_forwarded_prefix {
@@ -370,10 +527,7 @@ fn dispatch_ops<'a>(
         // would have the backend build wrong redirects.
         ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
     }
-    ops.push(HeaderOp::Set(
-        &plan.dispatch_header,
-        Cow::Borrowed(&e.backend),
-    ));
+    ops.push(HeaderOp::Set(&plan.dispatch_header, Cow::Borrowed(backend)));
     if plan.identity_headers {
         ops.push(HeaderOp::Set(HEADER_AGENT_NAME, Cow::Borrowed(&e.name)));
         ops.push(HeaderOp::Set(
@@ -405,6 +559,7 @@ fn dispatch_ops<'a>(
     if let (Some(ms), false) = (&e.timeout_ms, head.flags.upgrade) {
         ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Borrowed(ms)));
     }
+    choice.map(|(_, choice)| choice)
 }
 
 fn unmatched<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
@@ -434,6 +589,8 @@ fn pass<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         card: None,
         translate: None,
         model: None,
+        mcp: None,
+        canary: None,
     })
 }
 
@@ -1015,6 +1172,259 @@ mod tests {
             Decision::Forward(Forward { entry: Some(1), .. })
         ));
         assert!(!openai::models_body(&p).contains("prod/bot"));
+    }
+
+    const SPLIT: &str = r#"{
+        "agents": [
+            {"name": "coord", "namespace": "prod", "backend": "v1", "timeout": "30s",
+             "hosts": ["coord.example.com"], "prefixes": [{"prefix": "/cs"}], "models": ["coord-model"],
+             "canary": {"backend": "v2", "weight": 50, "by": "header:x-user", "header": "x-canary"}},
+            {"name": "echo", "namespace": "prod", "backend": "e1", "protocol": "a2a", "models": ["echo-model"],
+             "canary": {"backend": "e2", "weight": 100}}
+        ]
+    }"#;
+
+    /// The ops of a request with the dispatch header left out, and the
+    /// dispatch header's value.
+    fn split_ops(f: &Forward<'_>) -> (Vec<String>, Option<String>) {
+        let others = f
+            .ops
+            .iter()
+            .filter(|op| !matches!(op, HeaderOp::Set("x-agent-backend", _)))
+            .map(|op| format!("{op:?}"))
+            .collect();
+        (others, set(&f.ops, "x-agent-backend").map(str::to_string))
+    }
+
+    #[test]
+    fn a_split_applies_to_every_way_of_reaching_the_entry() {
+        let p = plan(SPLIT);
+        let forced = |side: &'static str| ("x-canary", side);
+        let ways: [&[(&str, &str)]; 3] = [
+            &[(":path", "/prod/agent/coord/x")],
+            &[(":path", "/cs/x")],
+            &[(":path", "/x"), (":authority", "coord.example.com")],
+        ];
+        for way in ways {
+            let mut sides = Vec::new();
+            for side in ["never", "always"] {
+                let mut pairs = way.to_vec();
+                pairs.push(forced(side));
+                let f = forward(&p, &pairs);
+                assert_eq!(
+                    f.canary.as_ref().map(|c| c.how.clone()),
+                    Some(canary::How::Forced)
+                );
+                sides.push(split_ops(&f));
+            }
+            assert_eq!(
+                sides[0].0, sides[1].0,
+                "{way:?}: the same headers on both sides"
+            );
+            assert_eq!(
+                (sides[0].1.as_deref(), sides[1].1.as_deref()),
+                (Some("v1"), Some("v2")),
+                "{way:?}"
+            );
+        }
+        // Model dispatch, and a chat translated for an A2A agent.
+        let h = headers(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("x-canary", "always"),
+        ]);
+        let hd = head(&p, &h);
+        let Decision::Forward(f) = decide_model(&p, &hd, Ok("coord-model")) else {
+            panic!("dispatch");
+        };
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("v2"));
+        let Decision::Forward(f) = decide_model(&p, &hd, Ok("echo-model")) else {
+            panic!("dispatch");
+        };
+        assert_eq!(f.translate, Some(A2aVersion::V1_0));
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("e2"), "weight 100");
+        // Sticky: the same user, the same side, whichever way it comes.
+        let sides: Vec<_> = ways
+            .iter()
+            .map(|way| {
+                let mut pairs = way.to_vec();
+                pairs.push(("x-user", "alice"));
+                let f = forward(&p, &pairs);
+                (
+                    f.canary.map(|c| c.side),
+                    set(&f.ops, "x-agent-backend").map(str::to_string),
+                )
+            })
+            .collect();
+        assert!(sides.windows(2).all(|w| w[0] == w[1]), "{sides:?}");
+        // Entries without a split say nothing about sides.
+        assert_eq!(
+            forward(&plan(CONFIG), &[(":path", "/prod/tools")]).canary,
+            None
+        );
+    }
+
+    const CORS: &str = r#"{
+        "unmatched": "reject",
+        "cors": {"allow_origins": ["https://dash.example.com"]},
+        "agents": [
+            {"name": "open", "namespace": "prod", "backend": "o", "hosts": ["open.example.com"]},
+            {"name": "closed", "namespace": "prod", "backend": "c", "cors": null},
+            {"name": "own", "namespace": "prod", "kind": "mcp", "backend": "m",
+             "cors": {"allow_origins": ["https://*.apps.example.com"]}},
+            {"name": "llm", "namespace": "models", "kind": "modelapi", "backend": "l", "models": ["m"]}
+        ]
+    }"#;
+
+    fn decision<'p>(p: &'p Plan, pairs: &[(&'p str, &'p str)]) -> Decision<'p> {
+        let h: &'p [(&'p str, &'p [u8])] = Box::leak(headers(pairs).into_boxed_slice());
+        decide(p, Box::leak(Box::new(head(p, h))))
+    }
+
+    fn preflight_of<'p>(
+        p: &'p Plan,
+        path: &'p str,
+        origin: &'p str,
+        host: &'p str,
+    ) -> Decision<'p> {
+        decision(
+            p,
+            &[
+                (":method", "OPTIONS"),
+                (":path", path),
+                (":authority", host),
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type"),
+            ],
+        )
+    }
+
+    #[test]
+    fn preflights_are_answered_for_entries_and_the_surface_with_cors() {
+        let p = plan(CORS);
+        let status = |d: Decision<'_>| match d {
+            Decision::Preflight(r) => Some(r.status),
+            _ => None,
+        };
+        let dash = "https://dash.example.com";
+        for (path, origin, host, want) in [
+            ("/prod/agent/open/x", dash, "gw", Some(204)),
+            ("/x", dash, "open.example.com", Some(204)),
+            (
+                "/prod/agent/open/x",
+                "https://evil.example.com",
+                "gw",
+                Some(403),
+            ),
+            (
+                "/prod/own/mcp",
+                "https://a.apps.example.com",
+                "gw",
+                Some(204),
+            ),
+            ("/prod/own/mcp", dash, "gw", Some(403)),
+            ("/v1/chat/completions", dash, "gw", Some(204)),
+            ("/v1/models", dash, "gw", Some(204)),
+            // No entry (`unmatched: reject`): the filter answers the
+            // preflight of what it answers 404.
+            ("/nothing", dash, "gw", Some(204)),
+            // No policy: routed as usual (the backend may answer it).
+            ("/prod/closed/x", dash, "gw", None),
+        ] {
+            assert_eq!(
+                status(preflight_of(&p, path, origin, host)),
+                want,
+                "{host}{path} {origin}"
+            );
+        }
+        // Without Access-Control-Request-Method an OPTIONS is routed.
+        let d = decision(
+            &p,
+            &[
+                (":method", "OPTIONS"),
+                (":path", "/prod/open/x"),
+                ("origin", dash),
+            ],
+        );
+        assert!(matches!(
+            d,
+            Decision::Forward(Forward { entry: Some(0), .. })
+        ));
+        // Passed on to the gateway's other routes: theirs to answer.
+        let pass = plan(&CORS.replace("\"reject\"", "\"pass\""));
+        assert!(matches!(
+            preflight_of(&pass, "/nothing", dash, "gw"),
+            Decision::Forward(_)
+        ));
+        // Without any cors, nothing is a preflight.
+        let plain = plan(CONFIG);
+        let d = preflight_of(&plain, "/prod/tools", dash, "gw");
+        assert!(matches!(d, Decision::Forward(_)));
+    }
+
+    #[test]
+    fn answers_follow_the_policy_of_what_was_reached() {
+        let p = plan(CORS);
+        let dash = "https://dash.example.com";
+        let policy_of = |pairs: &[(&'static str, &'static str)]| {
+            let h: &'static [(&'static str, &'static [u8])] =
+                Box::leak(headers(pairs).into_boxed_slice());
+            let hd: &'static RequestHead<'static> = Box::leak(Box::new(head(&p, h)));
+            let d = decide(&p, hd);
+            cors_policy(&p, hd, &d).map(|policy| policy.allows(dash))
+        };
+        let get = |path: &'static str| [(":path", path), ("origin", "https://dash.example.com")];
+        assert_eq!(policy_of(&get("/prod/open/x")), Some(true));
+        assert_eq!(policy_of(&get("/prod/closed/x")), None, "cors: null");
+        assert_eq!(
+            policy_of(&get("/prod/own/x")),
+            Some(false),
+            "the entry's own policy"
+        );
+        assert_eq!(
+            policy_of(&get("/prod/open/%2e%2e/x")),
+            Some(true),
+            "a refusal of the entry"
+        );
+        assert_eq!(policy_of(&get("/nothing")), Some(true), "the filter's 404");
+        assert_eq!(policy_of(&get("/v1/models")), Some(true), "the surface");
+        assert_eq!(
+            policy_of(&[(":method", "POST"), (":path", "/v1/chat/completions")]),
+            Some(true),
+            "dispatch by model follows the surface"
+        );
+        let pass = plan(&CORS.replace("\"reject\"", "\"pass\""));
+        let h = headers(&[(":path", "/nothing"), ("origin", dash)]);
+        let hd = head(&pass, &h);
+        assert!(
+            cors_policy(&pass, &hd, &decide(&pass, &hd)).is_none(),
+            "passed on: not ours"
+        );
+    }
+
+    #[test]
+    fn mcp_entries_with_tool_rules_read_posts_and_watch_replays() {
+        let p = plan(
+            r#"{"agents": [
+            {"name": "ruled", "kind": "mcp", "backend": "r", "mcp": {"tools": {"deny": ["rm"]}}},
+            {"name": "open", "kind": "mcp", "backend": "o"}]}"#,
+        );
+        let step = |method: &'static str, path: &'static str, resume: bool| {
+            let mut pairs = vec![(":method", method), (":path", path)];
+            if resume {
+                pairs.push(("last-event-id", "7"));
+            }
+            forward(&p, &pairs).mcp
+        };
+        assert_eq!(
+            step("POST", "/ruled/mcp", false),
+            Some(McpStep::ReadMessage)
+        );
+        assert_eq!(step("GET", "/ruled/mcp", true), Some(McpStep::FilterReplay));
+        assert_eq!(step("GET", "/ruled/mcp", false), None);
+        assert_eq!(step("DELETE", "/ruled/mcp", false), None);
+        assert_eq!(step("POST", "/open/mcp", false), None, "no rules, no cost");
     }
 
     #[test]

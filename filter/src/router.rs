@@ -1,7 +1,12 @@
 //! Request → entry lookup and the path rewrite that goes with it.
 //!
-//! Hosts are hash lookups; paths go through a radix tree (matchit), so the
-//! cost of a lookup depends on the path, not on the number of agents.
+//! Hosts are hash lookups; so are paths: a prefix matches by whole
+//! segments, so the prefixes a path could match are the path cut at each
+//! `/`, longest first, each one hash lookup. The cost of a lookup depends on
+//! the path (at most as many lookups as the deepest configured prefix has
+//! segments), not on the number of agents, and the table holds one small
+//! record per prefix (a radix tree of 30,000 routes took ten times the
+//! memory, kept in every worker's VM).
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,8 +27,6 @@ enum Rewrite {
 #[derive(Debug)]
 struct Target {
     entry: u32,
-    /// Length of the prefix, without trailing slash (0 for the root `/`).
-    prefix_len: u32,
     rewrite: Rewrite,
 }
 
@@ -116,9 +119,11 @@ pub struct Router {
     /// `gateway_hosts`: the hosts layouts, prefixes and the OpenAI surface
     /// answer on; `None` for all.
     gateway_hosts: Option<HostTable<()>>,
-    /// One catch-all route per prefix, `{prefix}/{*rest}`; see [`Router::route`].
-    paths: matchit::Router<u32>,
-    targets: Vec<Target>,
+    /// Every prefix without its trailing `/` (the root `/` as ""), and
+    /// where it leads.
+    paths: HashMap<Box<str>, Target>,
+    /// Segments of the deepest prefix: no longer cut of a path can match.
+    max_depth: usize,
 }
 
 #[derive(Debug, Default)]
@@ -158,42 +163,30 @@ impl RouterBuilder {
             hosts.insert(&pattern, entry);
         }
 
-        let too_many = || ConfigError::new("agents", "too many prefixes");
-        let mut paths = matchit::Router::new();
-        let mut targets = Vec::with_capacity(self.prefixes.len());
+        let too_many = || ConfigError::new("agents", "too many agents");
+        let mut paths = HashMap::with_capacity(self.prefixes.len());
+        let mut max_depth = 0;
         for (prefix, rewrite, entry) in self.prefixes {
             let base = prefix.trim_end_matches('/');
-            let id = u32::try_from(targets.len()).map_err(|_| too_many())?;
-            paths.insert(format!("{base}/{{*rest}}"), id).map_err(|e| {
-                ConfigError::new(
-                    format!("agents[{entry}]"),
-                    format!("cannot route prefix {prefix:?}: {e}"),
-                )
-            })?;
-            targets.push(Target {
+            max_depth = max_depth.max(base.matches('/').count());
+            let target = Target {
                 entry: u32::try_from(entry).map_err(|_| too_many())?,
-                prefix_len: u32::try_from(base.len()).map_err(|_| too_many())?,
                 rewrite: match rewrite.as_deref() {
                     None => Rewrite::Keep,
                     Some("/") => Rewrite::Root,
                     Some(to) => Rewrite::To(to.into()),
                 },
-            });
+            };
+            paths.entry(base.into()).or_insert(target);
         }
         Ok(Router {
             hosts,
             gateway_hosts: self.gateway_hosts,
             paths,
-            targets,
+            max_depth,
         })
     }
 }
-
-/// Appended to every path looked up: it makes `{prefix}/{*rest}` match the
-/// prefix itself (`/a` → `/a/\0`) and with a trailing slash (`/a/` →
-/// `/a//\0`), so one route per prefix is enough. No configured prefix holds
-/// a control character, so it can never complete a prefix.
-const SENTINEL: &str = "/\0";
 
 impl Router {
     /// Finds the entry for a request: hosts first, then the longest prefix.
@@ -221,15 +214,8 @@ impl Router {
         if !path_only.starts_with('/') || !self.serves(authority) {
             return None;
         }
-        let mut key = String::with_capacity(path_only.len() + SENTINEL.len());
-        key.push_str(path_only);
-        key.push_str(SENTINEL);
-        let target = self
-            .paths
-            .at(&key)
-            .ok()
-            .and_then(|m| self.targets.get(*m.value as usize))?;
-        let (prefix, rest) = path_only.split_at_checked(target.prefix_len as usize)?;
+        let (prefix_len, target) = self.longest_prefix(path_only)?;
+        let (prefix, rest) = path_only.split_at_checked(prefix_len)?;
         let root = match &target.rewrite {
             Rewrite::Keep => prefix,
             Rewrite::Root => "/",
@@ -244,10 +230,31 @@ impl Router {
         })
     }
 
+    /// The longest configured prefix `path` lies below by whole segments:
+    /// the path itself, then the path cut before each `/`, longest first
+    /// (never more segments than the deepest prefix has), down to the root.
+    fn longest_prefix(&self, path: &str) -> Option<(usize, &Target)> {
+        let mut end = path
+            .match_indices('/')
+            .nth(self.max_depth)
+            .map_or(path.len(), |(i, _)| i);
+        loop {
+            if let Some(target) = self.paths.get(path.get(..end)?) {
+                return Some((end, target));
+            }
+            if end == 0 {
+                return None;
+            }
+            // The next shorter cut: before the last `/` of this one (the
+            // leading `/` gives the root's empty cut).
+            end = path.get(..end)?.rfind('/')?;
+        }
+    }
+
     /// Hosts plus path prefixes (explicit and from layouts) that lead to an
     /// entry: the size `agentroute check` reports.
     pub fn route_count(&self) -> usize {
-        self.hosts.len() + self.targets.len()
+        self.hosts.len() + self.paths.len()
     }
 
     /// Whether layouts, prefixes and the OpenAI surface answer on this host

@@ -35,10 +35,19 @@ pub enum Stat {
     /// Translated A2A streams cut short (an error event) because the VM's
     /// memory for translated streams was spent.
     TranslationsCut,
+    /// Requests of a split entry sent to its stable backend.
+    CanaryStable,
+    /// Requests of a split entry sent to its canary backend.
+    CanaryCanary,
+    /// Requests of the entry in flight now, across the workers of this
+    /// Envoy (recorded from the shared count on each tick).
+    InFlight,
+    /// Requests answered 429 by the entry's in-flight limit.
+    ConcurrencyLimited,
 }
 
 impl Stat {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 14;
 
     pub const ALL: [Stat; Stat::COUNT] = [
         Stat::Requests,
@@ -51,6 +60,10 @@ impl Stat {
         Stat::LimitServiceFailures,
         Stat::TokensUnmetered,
         Stat::TranslationsCut,
+        Stat::CanaryStable,
+        Stat::CanaryCanary,
+        Stat::InFlight,
+        Stat::ConcurrencyLimited,
     ];
 
     pub fn index(self) -> usize {
@@ -58,7 +71,7 @@ impl Stat {
     }
 
     pub fn is_gauge(self) -> bool {
-        self == Stat::ConnectionsActive
+        matches!(self, Stat::ConnectionsActive | Stat::InFlight)
     }
 
     /// The stat's name without tags: its Prometheus name.
@@ -74,16 +87,78 @@ impl Stat {
             Stat::LimitServiceFailures => "agentroute_ratelimit_service_failures_total",
             Stat::TokensUnmetered => "agentroute_tokens_unmetered_total",
             Stat::TranslationsCut => "agentroute_translations_cut_total",
+            Stat::CanaryStable | Stat::CanaryCanary => "agentroute_canary_requests_total",
+            Stat::InFlight => "agentroute_in_flight",
+            Stat::ConcurrencyLimited => "agentroute_concurrency_limited_total",
+        }
+    }
+
+    /// The side tag of a canary stat (`side="stable"`), as the bootstrap's
+    /// fourth `stats_tags` rule reads it.
+    fn side(self) -> Option<&'static str> {
+        match self {
+            Stat::CanaryStable => Some("stable"),
+            Stat::CanaryCanary => Some("canary"),
+            _ => None,
         }
     }
 
     pub fn name(self, entry: &Entry) -> String {
-        format!(
+        let mut name = format!(
             "{}.namespace.{}.agent.{}.kind.{}",
             self.base(),
             entry.namespace,
             entry.name,
             entry.kind.as_str()
+        );
+        if let Some(side) = self.side() {
+            name.push_str(".side.");
+            name.push_str(side);
+        }
+        name
+    }
+
+    /// The canary stat of a side.
+    pub fn canary(side: crate::canary::Side) -> Stat {
+        match side {
+            crate::canary::Side::Stable => Stat::CanaryStable,
+            crate::canary::Side::Canary => Stat::CanaryCanary,
+        }
+    }
+}
+
+/// Per-tool stats of an MCP entry with tool rules. The `tool` tag is one
+/// of the entry's configured names or wildcard patterns, or `other`
+/// (`mcp::rules::ToolRules::labels`): bounded by the configuration, never
+/// by the names clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolStat {
+    /// `tools/call` requests forwarded to the server.
+    Calls,
+    /// Calls of a tool not allowed, answered by the filter.
+    Refused,
+    /// Calls refused 429 by the tool's limit.
+    Limited,
+}
+
+impl ToolStat {
+    fn base(self) -> &'static str {
+        match self {
+            ToolStat::Calls => "agentroute_mcp_tool_calls_total",
+            ToolStat::Refused => "agentroute_mcp_tool_refused_total",
+            ToolStat::Limited => "agentroute_mcp_tool_limited_total",
+        }
+    }
+
+    /// `agentroute_mcp_tool_calls_total.namespace.N.agent.A.kind.mcp.tool.T`.
+    pub fn name(self, entry: &Entry, label: &str) -> String {
+        format!(
+            "{}.namespace.{}.agent.{}.kind.{}.tool.{}",
+            self.base(),
+            entry.namespace,
+            entry.name,
+            entry.kind.as_str(),
+            label
         )
     }
 }
@@ -127,7 +202,10 @@ pub const VM_MEMORY: &str = "agentroute_vm_memory_bytes";
 /// query besides Envoy's own).
 pub fn prometheus_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Stat::ALL.iter().map(|s| s.base()).collect();
+    // The two sides of a canary split share one name.
+    names.dedup();
     names.extend([TokenStat::Input.base(), TokenStat::Output.base(), VM_MEMORY]);
+    names.extend([ToolStat::Calls, ToolStat::Refused, ToolStat::Limited].map(ToolStat::base));
     names
 }
 
@@ -143,8 +221,12 @@ mod tests {
         }
         let mut names = prometheus_names();
         names.sort_unstable();
+        let listed = names.len();
         names.dedup();
-        assert_eq!(names.len(), Stat::COUNT + 3);
+        assert_eq!(names.len(), listed, "a name listed twice");
+        // The canary sides share a name; tokens (2), VM memory and the
+        // MCP tool stats (3) have their own.
+        assert_eq!(names.len(), Stat::COUNT - 1 + 3 + 3);
     }
 
     #[test]

@@ -590,6 +590,7 @@ fn outcome(plan: &Plan, authority: &str, path: &str) -> String {
             unordered_models(&reply.body)
         ),
         Decision::ReadModel => "read model".to_string(),
+        Decision::Preflight(reply) => format!("preflight {}", reply.status),
     };
     format!("{route:?} => {decision}")
 }

@@ -36,7 +36,8 @@ thread_local! {
             CONFIG
                 .replacen(
                     '{',
-                    r#"{"identity_headers": false, "unmatched": "reject", "dispatch_header": "x-route-to","#,
+                    r#"{"identity_headers": false, "unmatched": "reject", "dispatch_header": "x-route-to",
+                        "cors": {"allow_origins": ["https://dash.example.com", "https://*.example.com"]},"#,
                     1,
                 )
                 .as_bytes(),
@@ -80,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
         match decide(plan, &head) {
             Decision::Forward(f) => check_forward(plan, &pairs, &f),
             Decision::Reply { reply, .. } => check_reply(reply.status, &reply.body),
+            Decision::Preflight(reply) => check_preflight(&head, &reply),
             Decision::ReadModel => {
                 let models = plan.models.listed().iter().map(|(id, _)| id.as_str());
                 for model in models.chain(["no-such-model", ""]) {
@@ -90,12 +92,32 @@ fuzz_target!(|data: &[u8]| {
                         }
                         Decision::Reply { reply, .. } => check_reply(reply.status, &reply.body),
                         Decision::ReadModel => panic!("asked for the model twice"),
+                        Decision::Preflight(_) => panic!("a preflight after its model"),
                     }
                 }
             }
         }
     }
 });
+
+/// A preflight is answered 204 echoing its origin, or 403 with no
+/// `access-control-*` header at all.
+fn check_preflight(head: &RequestHead<'_>, reply: &agentroute::reply::LocalReply) {
+    let acao = reply
+        .headers
+        .iter()
+        .find(|(k, _)| *k == "access-control-allow-origin")
+        .map(|(_, v)| v.as_str());
+    match reply.status {
+        204 => assert_eq!(acao, head.origin, "{:?}", reply.headers),
+        403 => assert!(
+            reply.headers.iter().all(|(k, _)| !k.starts_with("access-control-")),
+            "{:?}",
+            reply.headers
+        ),
+        other => panic!("preflight answered {other}"),
+    }
+}
 
 fn check_reply(status: u32, body: &str) {
     assert!(
@@ -116,6 +138,14 @@ fn same_for_cgi(name: &str, owned: &str) -> bool {
             .bytes()
             .zip(owned.bytes())
             .all(|(n, o)| n == o || (o == b'-' && n == b'_'))
+}
+
+/// The backend of the side the request went to.
+fn backend_of<'p>(e: &'p agentroute::config::Entry, f: &Forward<'_>) -> &'p str {
+    match (&e.canary, &f.canary) {
+        (Some(c), Some(choice)) if choice.side == agentroute::canary::Side::Canary => &c.backend,
+        _ => &e.backend,
+    }
 }
 
 fn check_forward(plan: &Plan, pairs: &[(&str, &[u8])], f: &Forward<'_>) {
@@ -156,7 +186,7 @@ fn check_forward(plan: &Plan, pairs: &[(&str, &[u8])], f: &Forward<'_>) {
         }
         let e = entry.unwrap_or_else(|| panic!("client {name:?} passed on an unmatched request"));
         let expected = match *name {
-            n if n == plan.dispatch_header => e.backend.as_str(),
+            n if n == plan.dispatch_header => backend_of(e, f),
             "x-agent-name" if plan.identity_headers => e.name.as_str(),
             "x-agent-namespace" if plan.identity_headers => e.namespace.as_str(),
             "x-agent-kind" if plan.identity_headers => e.kind.as_str(),
@@ -170,7 +200,8 @@ fn check_forward(plan: &Plan, pairs: &[(&str, &[u8])], f: &Forward<'_>) {
             .filter(|(n, _)| *n == plan.dispatch_header)
             .collect();
         assert_eq!(dispatch.len(), 1, "one {}", plan.dispatch_header);
-        assert_eq!(dispatch[0].1, e.backend.as_bytes());
+        assert_eq!(dispatch[0].1, backend_of(e, f).as_bytes());
+        assert_eq!(f.canary.is_some(), e.canary.is_some(), "a split entry says its side");
         let paths = out.iter().filter(|(n, _)| *n == ":path").count();
         assert!(paths <= 1.max(pairs.iter().filter(|(n, _)| *n == ":path").count()));
     }

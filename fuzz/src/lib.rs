@@ -124,7 +124,8 @@ pub fn members(data: &[u8]) -> Option<Members> {
 
 /// A configuration with every kind of route: the three layouts, explicit
 /// prefixes rewritten to `/`, to a path and kept (`rewrite: null`), nested
-/// prefixes, exact and wildcard hosts, models, A2A and rate-limited entries.
+/// prefixes, exact and wildcard hosts, models, A2A and rate-limited
+/// entries, a canary split and an entry's own CORS.
 pub const CONFIG: &str = r#"{
   "agents": [
     { "name": "coordinator", "namespace": "prod", "backend": "coordinator", "timeout": "300s",
@@ -134,7 +135,9 @@ pub const CONFIG: &str = r#"{
                     { "prefix": "/tick", "rewrite": "/tock" },
                     { "prefix": "/raw", "rewrite": null } ] },
     { "name": "researcher", "namespace": "prod", "backend": "researcher",
-      "hosts": ["*.research.example.com", "*.example.com"] },
+      "hosts": ["*.research.example.com", "*.example.com"],
+      "canary": { "backend": "researcher-v2", "weight": 30, "by": "header:x-user", "header": "x-canary" },
+      "cors": { "allow_origins": ["https://research.example.com"], "allow_credentials": true } },
     { "name": "llm", "namespace": "models", "kind": "modelapi", "backend": "llm",
       "models": ["gpt-demo"], "hosts": ["llm.internal"],
       "rate_limit": { "tokens_per_minute": 1000, "per": "header:x-api-key" } },

@@ -113,6 +113,28 @@ pub enum Failure {
     Unset,
 }
 
+/// How Envoy finds the cluster of a request agentroute has dispatched, on
+/// [`Shape::Istio`] and [`Shape::EnvoyGateway`] (the plain shapes always
+/// have one `cluster_header` route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// One route per backend matching the dispatch header exactly: what each
+    /// controller generates from istio/httproutes.yaml or
+    /// envoy/gateway/httproutes.yaml.
+    HeaderRules,
+    /// Those routes, with a `cluster_header` route inserted first in the
+    /// same virtual host (an EnvoyFilter or EnvoyPatchPolicy adding it).
+    ClusterHeaderFirst,
+    /// The `cluster_header` route first in every virtual host, the
+    /// per-backend routes in a virtual host of their own ([`BACKENDS_HOST`]):
+    /// istio/large/ and envoy/gateway/large/.
+    ClusterHeaderOwnHost,
+}
+
+/// The host istio/large/httproutes.yaml and envoy/gateway/large/httproutes.yaml
+/// attach the agents' rules to.
+pub const BACKENDS_HOST: &str = "backends.agentroute.invalid";
+
 /// An edit of a generated bootstrap ([`GatewayConfig::patch_bootstrap`]).
 pub type BootstrapPatch = Box<dyn Fn(&mut Value) + Send + Sync>;
 
@@ -152,6 +174,15 @@ pub struct GatewayConfig {
     /// A last edit of the whole bootstrap, for what no field covers (what a
     /// controller puts in place of a module it could not fetch, say).
     pub patch: Option<BootstrapPatch>,
+    /// How dispatched requests find their cluster (Istio and Envoy Gateway).
+    pub dispatch: Dispatch,
+    /// The `cluster_header` route the [`Dispatch::ClusterHeaderFirst`] and
+    /// [`Dispatch::ClusterHeaderOwnHost`] wirings insert: a shipped patch's
+    /// route, or `None` for a minimal one.
+    pub dispatch_route: Option<Value>,
+    /// HCM `early_header_mutation_extensions`: what Envoy removes before
+    /// routing and before any filter (`None`: nothing).
+    pub early_header_mutation: Option<Value>,
 }
 
 impl GatewayConfig {
@@ -174,7 +205,22 @@ impl GatewayConfig {
             failure: Failure::FailOpen(false),
             delivery: Delivery::Static,
             patch: None,
+            dispatch: Dispatch::HeaderRules,
+            dispatch_route: None,
+            early_header_mutation: None,
         }
+    }
+
+    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = dispatch;
+        self
+    }
+
+    /// Envoy removes the dispatch header before routing and before any
+    /// filter, as the shipped configurations have it do.
+    pub fn early_header_removal(mut self) -> Self {
+        self.early_header_mutation = Some(early_header_removal(&self.dispatch_header));
+        self
     }
 
     /// Loads `module` instead of the plugin under test.
@@ -211,7 +257,7 @@ impl GatewayConfig {
 
     /// The filter's name and VM id as each shape's author writes them.
     fn filter_identity(&self) -> (String, String) {
-        const EG_POLICY: &str = "envoyextensionpolicy/default/agentroute/wasm/0";
+        const EG_POLICY: &str = "envoyextensionpolicy/envoy-gateway/agentroute/wasm/0";
         match self.shape {
             Shape::Plain | Shape::Ecds => ("agentroute".to_string(), self.vm_id.clone()),
             Shape::Istio => ("istio-ingress.agentroute".to_string(), String::new()),
@@ -321,37 +367,66 @@ impl GatewayConfig {
     /// filter, after [`GatewayConfig::patch`].
     fn full_bootstrap(&self, dir: &Path, plugin_config: &str) -> Value {
         let (filter_name, vm_id) = self.filter_identity();
-        let mut routes = match self.shape {
-            Shape::Plain | Shape::Ecds => vec![json!({
-                "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
-                "route": { "cluster_header": self.dispatch_header, "timeout": "0s" }
-            })],
-            // Gateway API: one HTTPRoute rule per backend, matching the header.
-            Shape::Istio | Shape::EnvoyGateway => self
-                .clusters
-                .iter()
-                .map(|(name, _)| {
-                    json!({
-                        "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header,
-                                   "string_match": { "exact": name } } ] },
-                        "route": { "cluster": name, "timeout": "0s" }
-                    })
+        let cluster_header_route = json!({
+            "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header, "present_match": true } ] },
+            "route": { "cluster_header": self.dispatch_header, "timeout": "0s" }
+        });
+        // Gateway API: one HTTPRoute rule per backend, matching the header.
+        let mut rules: Vec<Value> = self
+            .clusters
+            .iter()
+            .map(|(name, _)| {
+                json!({
+                    "match": { "prefix": "/", "headers": [ { "name": self.dispatch_header,
+                               "string_match": { "exact": name } } ] },
+                    "route": { "cluster": name, "timeout": "0s" }
                 })
-                .collect(),
-        };
-        routes.push(match &self.fallback_cluster {
-            Some(cluster) => json!({ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "0s" } }),
+            })
+            .collect();
+        let mut fallback = match &self.fallback_cluster {
+            Some(cluster) => {
+                json!({ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "0s" } })
+            }
             None => json!({ "match": { "prefix": "/" },
                             "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } } }),
-        });
+        };
         if self.shape == Shape::EnvoyGateway {
-            // The filter is off on the listener and switched on per route.
-            for route in &mut routes {
+            // The filter is off on the listener and switched on per route
+            // (on the routes Envoy Gateway generates; a patched-in route
+            // says for itself).
+            for route in rules.iter_mut().chain(std::iter::once(&mut fallback)) {
                 route["typed_per_filter_config"] = json!({ filter_name.clone(): {
                     "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}
                 } });
             }
         }
+        let patched = self
+            .dispatch_route
+            .clone()
+            .unwrap_or_else(|| cluster_header_route.clone());
+        let vhost = |name: &str, domain: &str, routes: Vec<Value>| json!({ "name": name, "domains": [domain], "routes": routes });
+        let virtual_hosts = match (self.shape, self.dispatch) {
+            (Shape::Plain | Shape::Ecds, _) => {
+                vec![vhost("all", "*", vec![cluster_header_route, fallback])]
+            }
+            (_, Dispatch::HeaderRules) => {
+                rules.push(fallback);
+                vec![vhost("all", "*", rules)]
+            }
+            (_, Dispatch::ClusterHeaderFirst) => {
+                rules.insert(0, patched);
+                rules.push(fallback);
+                vec![vhost("all", "*", rules)]
+            }
+            // Both patches insert the route into every virtual host.
+            (_, Dispatch::ClusterHeaderOwnHost) => {
+                rules.insert(0, patched.clone());
+                vec![
+                    vhost("backends", BACKENDS_HOST, rules),
+                    vhost("all", "*", vec![patched, fallback]),
+                ]
+            }
+        };
         let mut typed_config = self.wasm_typed_config(&filter_name, &vm_id);
         typed_config["config"]["configuration"]["value"] = json!(plugin_config);
         let mut wasm = json!({
@@ -441,11 +516,7 @@ impl GatewayConfig {
                             "http2_protocol_options": { "allow_connect": self.http2_connect },
                             "upgrade_configs": [ { "upgrade_type": "websocket" } ],
                             "http_protocol_options": { "enable_trailers": true },
-                            "route_config": { "name": "agents", "virtual_hosts": [ {
-                                "name": "all",
-                                "domains": ["*"],
-                                "routes": routes
-                            } ] },
+                            "route_config": { "name": "agents", "virtual_hosts": virtual_hosts },
                             "http_filters": filters
                         }
                     } ] } ]
@@ -453,6 +524,10 @@ impl GatewayConfig {
                 "clusters": clusters
             }
         });
+        if let Some(mutation) = &self.early_header_mutation {
+            bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["early_header_mutation_extensions"] = mutation.clone();
+        }
         if let Some(patch) = &self.patch {
             patch(&mut bootstrap);
         }
@@ -467,6 +542,19 @@ pub fn stats_tags() -> Value {
         .iter()
         .map(|(tag, regex)| json!({ "tag_name": tag, "regex": regex }))
         .collect()
+}
+
+/// HCM `early_header_mutation_extensions` removing `header`: what the
+/// shipped envoy/*.yaml, istio/envoyfilter-early-header-removal.yaml and
+/// envoy/gateway/clienttrafficpolicy-early-header-removal.yaml give Envoy.
+pub fn early_header_removal(header: &str) -> Value {
+    json!([ {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations": [ { "remove": header } ]
+        }
+    } ])
 }
 
 /// Envoy's native `json_to_metadata` filter configured the way
@@ -960,6 +1048,40 @@ fn response_complete(raw: &[u8]) -> bool {
     head.contains(" 204 ") || head.contains(" 304 ")
 }
 
+/// An upstream whose every connection `script` handles: it is handed the
+/// request head (request line and headers, up to the blank line) and the
+/// connection, and writes what it likes, or resets or keeps it. For
+/// answers the demo agent does not give (its own CORS headers, a reset in
+/// mid-answer).
+pub async fn spawn_scripted<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(String, TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let script = std::sync::Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                script(String::from_utf8_lossy(&head).into_owned(), stream).await;
+            });
+        }
+    });
+    addr
+}
+
 /// The project virtualenv's Python (`make setup` installs the openai client
 /// and the a2a-sdk into it).
 pub fn venv_python() -> PathBuf {
@@ -1035,6 +1157,134 @@ impl Drop for A2aAgent {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// The MCP test server (tests/python/mcp_server.py, on the official `mcp`
+/// SDK) on an ephemeral loopback port. It records every JSON-RPC message it
+/// gets ([`McpServer::calls`]). Dropping it kills the process.
+pub struct McpServer {
+    child: tokio::process::Child,
+    log: tempfile::NamedTempFile,
+    pub addr: SocketAddr,
+}
+
+impl McpServer {
+    /// Starts the server with extra `args` (`--replica b`, `--json`,
+    /// `--page-size 3`) and waits for its `listening on` line.
+    pub async fn start(args: &[&str]) -> McpServer {
+        use tokio::io::AsyncBufReadExt;
+        let log = tempfile::NamedTempFile::new().expect("server log");
+        let mut child = tokio::process::Command::new(venv_python())
+            .arg(workspace_root().join("tests/python/mcp_server.py"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().expect("server log handle"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the MCP server (make setup installs mcp): {e}"));
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return addr.trim().parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("MCP server {args:?} did not start:\n{}", log_text()));
+        McpServer { child, log, addr }
+    }
+
+    /// Every message the server got: `{"method", "tool", "session"}`.
+    pub async fn calls(&self) -> Vec<Value> {
+        let r = send(self.addr, "GET", "/calls", &[], "").await;
+        serde_json::from_slice(&r.body).expect("calls")
+    }
+
+    /// Forgets the messages recorded so far.
+    pub async fn clear_calls(&self) {
+        send(self.addr, "DELETE", "/calls", &[], "").await;
+    }
+
+    /// The tools the server was asked to call, in order.
+    pub async fn tools_called(&self) -> Vec<String> {
+        self.calls()
+            .await
+            .iter()
+            .filter_map(|c| c["tool"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Stops the server now (a replica going away).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Runs tests/python/mcp_client.py (the official `mcp` client) against
+/// `url` in `mode` (`legacy` or `2026-07-28`) with `actions`; its JSON line.
+pub async fn mcp_client(url: &str, mode: &str, actions: &[&str]) -> Value {
+    let mut args = vec![
+        "--url".to_string(),
+        url.to_string(),
+        "--mode".to_string(),
+        mode.to_string(),
+    ];
+    args.extend(actions.iter().map(|a| a.to_string()));
+    let out = run_python("mcp_client.py", args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "mcp_client.py {mode} {actions:?}: {e}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Envoy's `json_to_metadata` with the rules MCP tool rules read under
+/// `model_from: "metadata"` (the ones envoy/, istio/ and envoy/gateway/
+/// ship), beside the OpenAI model rule.
+pub fn json_to_metadata_mcp(namespace: &str) -> Value {
+    let mut filter = json_to_metadata(namespace);
+    let rules = filter["typed_config"]["request_rules"]["rules"]
+        .as_array_mut()
+        .expect("rules");
+    rules.extend(mcp_metadata_rules(namespace));
+    filter
+}
+
+/// The json_to_metadata rules of MCP messages.
+pub fn mcp_metadata_rules(namespace: &str) -> Vec<Value> {
+    vec![
+        json!({ "selectors": [ { "key": "method" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_method" },
+                "on_error": { "metadata_namespace": namespace, "key": "mcp_error", "value": "invalid_json" } }),
+        json!({ "selectors": [ { "key": "params" }, { "key": "name" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_tool", "type": "STRING" } }),
+        json!({ "selectors": [ { "key": "id" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_id" } }),
+        json!({ "selectors": [ { "key": "id" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_id_text", "type": "STRING" } }),
+        json!({ "selectors": [ { "key": "jsonrpc" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "mcp_answer", "value": "1" } }),
+    ]
 }
 
 /// The `rls-server` test binary (tests/rls-server: a rate limit service on

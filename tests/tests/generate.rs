@@ -42,6 +42,7 @@ fn fixtures() -> Vec<(String, String)> {
 fn generated_bootstrap(tls_secret: Option<&str>) -> Value {
     let options = Options {
         target: Target::Envoy,
+        dispatch: Default::default(),
         base: None,
         tls_secret: tls_secret.map(str::to_string),
     };

@@ -38,6 +38,8 @@ async fn shipped_gateway(shape: Shape, config: String) -> Gateway {
     for (backend, agent) in [
         ("prod-coordinator", "coordinator"),
         ("prod-support", "support"),
+        // The canary of `support` (10 %): the same demo agent, its own token.
+        ("prod-support-v2", "support"),
         ("prod-researcher", "researcher"),
         ("prod-writer", "writer"),
         ("prod-tools", "tools"),
@@ -68,6 +70,33 @@ async fn check(shape: Shape, config: String, host: &str) {
         ],
     )
     .await;
+    // The canary of `support` reaches its own route, with the token the
+    // shipped HTTPRoutes match; a browser origin gets CORS.
+    for (force, token) in [("always", "prod-support-v2"), ("never", "prod-support")] {
+        let r = gw
+            .request(
+                "GET",
+                "/customer-service/x?echo",
+                &[
+                    ("host", host),
+                    ("x-canary", force),
+                    ("origin", "https://dashboard.example.com"),
+                ],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{shape:?} {force}: {}", r.text());
+        assert_eq!(
+            r.json()["headers"]["x-agent-backend"],
+            token,
+            "{shape:?} {force}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://dashboard.example.com"),
+            "{shape:?}"
+        );
+    }
     let chat = |model: &str| format!(r#"{{"model":"{model}","messages":[]}}"#);
     let r = gw
         .request(

@@ -46,10 +46,36 @@ impl Target {
     }
 }
 
+/// How the Kubernetes targets lead a dispatched request to its Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// One HTTPRoute rule per Service port matching its token in the
+    /// dispatch header (the shipped istio/ and envoy/gateway/).
+    #[default]
+    HeaderRules,
+    /// A `cluster_header` route patched in first, each backend the
+    /// controller's cluster name, the rules on a host of their own (the
+    /// shipped istio/large/ and envoy/gateway/large/): dispatch that does not
+    /// grow with the number of agents.
+    ClusterHeader,
+}
+
+impl Dispatch {
+    pub fn parse(name: &str) -> Option<Dispatch> {
+        match name {
+            "header-rules" => Some(Dispatch::HeaderRules),
+            "cluster-header" => Some(Dispatch::ClusterHeader),
+            _ => None,
+        }
+    }
+}
+
 /// How to write the target.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub target: Target,
+    /// Istio and Envoy Gateway only.
+    pub dispatch: Dispatch,
     /// A hand-written configuration the generated entries are merged into.
     pub base: Option<Map<String, Value>>,
     /// A TLS Secret (Kubernetes targets) or certificate directory name
@@ -74,23 +100,40 @@ const IMAGE: &str = "ghcr.io/agentroute/agentroute:0.1.0";
 const DISPATCH_HEADER: &str = "x-agent-backend";
 /// Gateway API allows 16 rules per HTTPRoute.
 const RULES_PER_ROUTE: usize = 16;
+/// The host the agents' rules attach to with [`Dispatch::ClusterHeader`],
+/// off the virtual host clients' requests land in (`.invalid`: RFC 2606).
+pub const BACKENDS_HOST: &str = "backends.agentroute.invalid";
+/// The Wasm filter Envoy Gateway makes of the generated
+/// EnvoyExtensionPolicy (its first module), as routes switch it on.
+const EG_WASM_FILTER: &str =
+    "envoy.filters.http.wasm/envoyextensionpolicy/envoy-gateway/agentroute/wasm/0";
 /// Where the `envoy` target reads a TLS Secret mounted as a volume
 /// (`tls.crt`, `tls.key`, as a `kubernetes.io/tls` Secret has them).
 pub const TLS_MOUNT: &str = "/etc/agentroute/tls";
 
 /// Writes `target` for `agents` (sorted by [`super::map_resources`]).
 pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
+    let fast = options.dispatch == Dispatch::ClusterHeader;
+    if fast && !matches!(options.target, Target::Istio | Target::EnvoyGateway) {
+        return Err(format!(
+            "--dispatch cluster-header is for --target istio and envoy-gateway (the {} target \
+             dispatches by cluster_header already)",
+            options.target.as_str()
+        ));
+    }
     let mut notes = Vec::new();
-    let config = plugin_config(agents, options, &mut notes)?;
+    // Base entries keep their own backends: only generated ones get routes.
+    let generated: Vec<&Agent> = agents.iter().filter(|a| !base_has(options, a)).collect();
+    let backends: BTreeSet<Backend> = generated.iter().map(|a| a.backend.clone()).collect();
+    let layout = route_layout(&backends);
+    let names = backend_names(&layout, options);
+    let config = plugin_config(agents, options, &mut notes, &names)?;
     refused_by_the_filter(&config, agents)?;
     let dispatch_header = config
         .get("dispatch_header")
         .and_then(Value::as_str)
         .unwrap_or(DISPATCH_HEADER)
         .to_string();
-    // Base entries keep their own backends: only generated ones get routes.
-    let generated: Vec<&Agent> = agents.iter().filter(|a| !base_has(options, a)).collect();
-    let backends: BTreeSet<Backend> = generated.iter().map(|a| a.backend.clone()).collect();
     if options.base.is_some() && options.target != Target::Config {
         notes.push(
             "entries of --base keep their own backends: their HTTPRoutes or clusters are not generated"
@@ -105,11 +148,11 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         }
         Target::Istio => yaml_documents(
             "istio",
-            &istio(&config, &backends, &dispatch_header, options),
+            &istio(&config, &layout, &names, &dispatch_header, options),
         )?,
         Target::EnvoyGateway => yaml_documents(
             "envoy-gateway",
-            &envoy_gateway(&config, &backends, &dispatch_header, options),
+            &envoy_gateway(&config, &layout, &names, &dispatch_header, options),
         )?,
         Target::Envoy => yaml_documents(
             "envoy",
@@ -166,13 +209,14 @@ fn base_has(options: &Options, agent: &Agent) -> bool {
         })
 }
 
-/// One entry of the configuration, keys in the contract's order.
-fn entry_json(a: &Agent) -> Value {
+/// One entry of the configuration, keys in the contract's order; `backend`
+/// is what the dispatch header carries for its Service port.
+fn entry_json(a: &Agent, backend: &str) -> Value {
     let mut e = Map::new();
     e.insert("name".into(), json!(a.name));
     e.insert("namespace".into(), json!(a.namespace));
     e.insert("kind".into(), json!(a.kind.as_str()));
-    e.insert("backend".into(), json!(a.backend.token()));
+    e.insert("backend".into(), json!(backend));
     if let Some(t) = &a.timeout {
         e.insert("timeout".into(), json!(t));
     }
@@ -200,6 +244,7 @@ fn plugin_config(
     agents: &[Agent],
     options: &Options,
     notes: &mut Vec<String>,
+    names: &BTreeMap<Backend, String>,
 ) -> Result<Map<String, Value>, String> {
     let mut config = options.base.clone().unwrap_or_default();
     if matches!(options.target, Target::Istio | Target::EnvoyGateway) {
@@ -228,7 +273,9 @@ fn plugin_config(
                 a.namespace, a.name, a.source
             ));
         } else {
-            entries.push(entry_json(a));
+            let token = a.backend.token();
+            let backend = names.get(&a.backend).unwrap_or(&token);
+            entries.push(entry_json(a, backend));
         }
     }
     config.insert("agents".into(), Value::Array(entries));
@@ -261,9 +308,69 @@ fn yaml_documents(target: &str, docs: &[Value]) -> Result<String, String> {
 }
 
 /// The namespaces of the generated backends, sorted.
-fn namespaces(backends: &BTreeSet<Backend>) -> Vec<String> {
-    let set: BTreeSet<&str> = backends.iter().map(|b| b.namespace.as_str()).collect();
+fn namespaces(layout: &[RouteGroup]) -> Vec<String> {
+    let set: BTreeSet<&str> = layout.iter().map(|g| g.namespace.as_str()).collect();
     set.into_iter().map(str::to_string).collect()
+}
+
+/// One generated HTTPRoute: its namespace and name, and the Service ports
+/// of its rules in order (rule `i` is `backends[i]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteGroup {
+    pub namespace: String,
+    pub name: String,
+    pub backends: Vec<Backend>,
+}
+
+/// The HTTPRoutes for `backends`: one per namespace (per 16 rules: Gateway
+/// API's limit), `agentroute`, `agentroute-2`, ..., one rule per Service
+/// port, in sorted order.
+pub fn route_layout(backends: &BTreeSet<Backend>) -> Vec<RouteGroup> {
+    let mut by_namespace: BTreeMap<&str, Vec<&Backend>> = BTreeMap::new();
+    for b in backends {
+        by_namespace
+            .entry(b.namespace.as_str())
+            .or_default()
+            .push(b);
+    }
+    let mut out = Vec::new();
+    for (namespace, backends) in by_namespace {
+        for (i, chunk) in backends.chunks(RULES_PER_ROUTE).enumerate() {
+            out.push(RouteGroup {
+                namespace: namespace.to_string(),
+                name: if i == 0 {
+                    "agentroute".to_string()
+                } else {
+                    format!("agentroute-{}", i + 1)
+                },
+                backends: chunk.iter().map(|b| (*b).clone()).collect(),
+            });
+        }
+    }
+    out
+}
+
+/// What the dispatch header carries for each Service port: its token, or
+/// with [`Dispatch::ClusterHeader`] the cluster the controller makes of its
+/// rule (Istio: `outbound|PORT||HOST`; Envoy Gateway:
+/// `httproute/NAMESPACE/ROUTE/rule/INDEX`).
+pub fn backend_names(layout: &[RouteGroup], options: &Options) -> BTreeMap<Backend, String> {
+    let mut out = BTreeMap::new();
+    for group in layout {
+        for (i, b) in group.backends.iter().enumerate() {
+            let name = match (options.dispatch, options.target) {
+                (Dispatch::ClusterHeader, Target::Istio) => {
+                    format!("outbound|{}||{}", b.port, b.host())
+                }
+                (Dispatch::ClusterHeader, Target::EnvoyGateway) => {
+                    format!("httproute/{}/{}/rule/{i}", group.namespace, group.name)
+                }
+                _ => b.token(),
+            };
+            out.insert(b.clone(), name);
+        }
+    }
+    out
 }
 
 fn gateway(
@@ -307,51 +414,80 @@ fn parent_ref(gateway_namespace: &str) -> Value {
     })
 }
 
-/// One HTTPRoute per namespace (per 16 rules), one rule per Service port:
-/// the dispatch header's token to that Service and port. No path rewrite and
-/// no timeout: the filter has done both.
+/// The HTTPRoutes of `layout`, one rule per Service port: the dispatch
+/// header's value for that port (`names`) to that Service and port. No path
+/// rewrite and no timeout: the filter has done both. With
+/// [`Dispatch::ClusterHeader`] they attach to [`BACKENDS_HOST`], off the
+/// virtual host clients' requests land in, which Envoy scans route by route
+/// on every request's arrival.
 fn header_routes(
-    backends: &BTreeSet<Backend>,
+    layout: &[RouteGroup],
+    names: &BTreeMap<Backend, String>,
     header: &str,
     gateway_namespace: &str,
+    dispatch: Dispatch,
 ) -> Vec<Value> {
-    let mut by_namespace: BTreeMap<&str, Vec<&Backend>> = BTreeMap::new();
-    for b in backends {
-        by_namespace
-            .entry(b.namespace.as_str())
-            .or_default()
-            .push(b);
-    }
-    let mut out = Vec::new();
-    for (namespace, backends) in by_namespace {
-        for (i, chunk) in backends.chunks(RULES_PER_ROUTE).enumerate() {
-            let name = if i == 0 {
-                "agentroute".to_string()
-            } else {
-                format!("agentroute-{}", i + 1)
-            };
-            let rules: Vec<Value> = chunk
+    layout
+        .iter()
+        .map(|group| {
+            let rules: Vec<Value> = group
+                .backends
                 .iter()
                 .map(|b| {
+                    let value = names.get(b).cloned().unwrap_or_else(|| b.token());
                     json!({
                         "name": b.rule_name(),
                         "matches": [ {
                             "path": { "type": "PathPrefix", "value": "/" },
-                            "headers": [ { "type": "Exact", "name": header, "value": b.token() } ]
+                            "headers": [ { "type": "Exact", "name": header, "value": value } ]
                         } ],
                         "backendRefs": [ { "name": b.service, "port": b.port } ]
                     })
                 })
                 .collect();
-            out.push(json!({
+            let mut spec = Map::new();
+            spec.insert("parentRefs".into(), json!([parent_ref(gateway_namespace)]));
+            if dispatch == Dispatch::ClusterHeader {
+                spec.insert("hostnames".into(), json!([BACKENDS_HOST]));
+            }
+            spec.insert("rules".into(), Value::Array(rules));
+            json!({
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "HTTPRoute",
-                "metadata": { "name": name, "namespace": namespace },
-                "spec": { "parentRefs": [ parent_ref(gateway_namespace) ], "rules": rules }
-            }));
+                "metadata": { "name": group.name, "namespace": group.namespace },
+                "spec": spec
+            })
+        })
+        .collect()
+}
+
+/// HCM `early_header_mutation_extensions` removing the dispatch header, so
+/// that a client's copy never reaches routing even where the filter does
+/// not run (as the shipped configurations do).
+fn early_header_removal(header: &str) -> Value {
+    json!([ {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations": [ { "remove": header } ]
         }
-    }
-    out
+    } ])
+}
+
+/// The route istio/large/ and envoy/gateway/large/ insert first: requests
+/// carrying the dispatch header go to the cluster it names.
+fn cluster_header_route(header: &str) -> Map<String, Value> {
+    let mut route = Map::new();
+    route.insert("name".into(), json!("agentroute-dispatch"));
+    route.insert(
+        "match".into(),
+        json!({ "prefix": "/", "headers": [ { "name": header, "present_match": true } ] }),
+    );
+    route.insert(
+        "route".into(),
+        json!({ "cluster_header": header, "timeout": "0s" }),
+    );
+    route
 }
 
 /// Envoy's json_to_metadata filter reading the body's `model` for
@@ -390,14 +526,17 @@ fn reads_metadata(config: &Map<String, Value>) -> bool {
 
 fn istio(
     config: &Map<String, Value>,
-    backends: &BTreeSet<Backend>,
+    layout: &[RouteGroup],
+    names: &BTreeMap<Backend, String>,
     header: &str,
     options: &Options,
 ) -> Vec<Value> {
+    let target_refs = json!([ { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME } ]);
+    let route_namespaces = namespaces(layout);
     let mut docs = vec![gateway(
         ISTIO_NAMESPACE,
         "istio",
-        &namespaces(backends),
+        &route_namespaces,
         options.tls_secret.as_deref(),
     )];
     docs.push(json!({
@@ -405,7 +544,7 @@ fn istio(
         "kind": "WasmPlugin",
         "metadata": { "name": "agentroute", "namespace": ISTIO_NAMESPACE },
         "spec": {
-            "targetRefs": [ { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME } ],
+            "targetRefs": target_refs,
             "url": format!("oci://{IMAGE}"),
             "imagePullPolicy": "IfNotPresent",
             "pluginName": "agentroute",
@@ -415,37 +554,119 @@ fn istio(
             "pluginConfig": config
         }
     }));
+    let connection_managers = json!({ "context": "GATEWAY", "listener": { "filterChain": { "filter": {
+        "name": "envoy.filters.network.http_connection_manager" } } } });
     if reads_metadata(config) {
         docs.push(json!({
             "apiVersion": "networking.istio.io/v1alpha3",
             "kind": "EnvoyFilter",
             "metadata": { "name": "agentroute-json-to-metadata", "namespace": ISTIO_NAMESPACE },
             "spec": {
-                "targetRefs": [ { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME } ],
+                "targetRefs": target_refs,
                 "configPatches": [ {
                     "applyTo": "HTTP_FILTER",
-                    "match": { "context": "GATEWAY", "listener": { "filterChain": { "filter": {
-                        "name": "envoy.filters.network.http_connection_manager" } } } },
+                    "match": connection_managers,
                     "patch": { "operation": "INSERT_FIRST", "value": json_to_metadata_filter(&metadata_namespace(config)) }
                 } ]
             }
         }));
     }
-    docs.extend(header_routes(backends, header, ISTIO_NAMESPACE));
+    // istio/envoyfilter-early-header-removal.yaml.
+    docs.push(json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": { "name": "agentroute-early-header-removal", "namespace": ISTIO_NAMESPACE },
+        "spec": {
+            "targetRefs": target_refs,
+            "configPatches": [ {
+                "applyTo": "NETWORK_FILTER",
+                "match": connection_managers,
+                "patch": { "operation": "MERGE", "value": { "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "early_header_mutation_extensions": early_header_removal(header)
+                } } }
+            } ]
+        }
+    }));
+    if options.dispatch == Dispatch::ClusterHeader {
+        // istio/large/envoyfilter-dispatch-route.yaml: first in every
+        // virtual host, with the retries Istio gives its own routes.
+        let mut route = cluster_header_route(header);
+        if let Some(action) = route.get_mut("route").and_then(Value::as_object_mut) {
+            action.insert(
+                "retry_policy".into(),
+                json!({
+                    "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                    "num_retries": 2,
+                    "retriable_status_codes": [503],
+                    "retry_host_predicate": [ {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate" }
+                    } ],
+                    "host_selection_retry_max_attempts": 5
+                }),
+            );
+        }
+        docs.push(json!({
+            "apiVersion": "networking.istio.io/v1alpha3",
+            "kind": "EnvoyFilter",
+            "metadata": { "name": "agentroute-dispatch-route", "namespace": ISTIO_NAMESPACE },
+            "spec": {
+                "targetRefs": target_refs,
+                "configPatches": [ {
+                    "applyTo": "HTTP_ROUTE",
+                    "match": { "context": "GATEWAY" },
+                    "patch": { "operation": "INSERT_FIRST", "value": route }
+                } ]
+            }
+        }));
+    }
+    docs.extend(header_routes(
+        layout,
+        names,
+        header,
+        ISTIO_NAMESPACE,
+        options.dispatch,
+    ));
+    if let (Dispatch::ClusterHeader, Some(namespace)) = (options.dispatch, route_namespaces.first())
+    {
+        // With the agents' rules on their own host, this makes the virtual
+        // host of every other host (`*:80`) that the route is inserted into
+        // (istio/large/httproutes.yaml says why): a header nothing sends, no
+        // backend.
+        docs.push(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": { "name": "agentroute-virtual-host", "namespace": namespace },
+            "spec": {
+                "parentRefs": [ parent_ref(ISTIO_NAMESPACE) ],
+                "rules": [ {
+                    "name": "anchor",
+                    "matches": [ {
+                        "path": { "type": "PathPrefix", "value": "/" },
+                        "headers": [ { "type": "Exact", "name": "x-agentroute-virtual-host", "value": "anchor" } ]
+                    } ]
+                } ]
+            }
+        }));
+    }
     docs
 }
 
 fn envoy_gateway(
     config: &Map<String, Value>,
-    backends: &BTreeSet<Backend>,
+    layout: &[RouteGroup],
+    names: &BTreeMap<Backend, String>,
     header: &str,
     options: &Options,
 ) -> Vec<Value> {
-    let mut route_namespaces = namespaces(backends);
+    let mut route_namespaces = namespaces(layout);
     if !route_namespaces.iter().any(|n| n == EG_NAMESPACE) {
         route_namespaces.push(EG_NAMESPACE.to_string());
         route_namespaces.sort();
     }
+    let gateway_ref =
+        json!({ "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME });
     let mut docs = vec![gateway(
         EG_NAMESPACE,
         "eg",
@@ -457,7 +678,7 @@ fn envoy_gateway(
         "kind": "EnvoyExtensionPolicy",
         "metadata": { "name": "agentroute", "namespace": EG_NAMESPACE },
         "spec": {
-            "targetRefs": [ { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME } ],
+            "targetRefs": [ gateway_ref ],
             "wasm": [ {
                 "name": "agentroute",
                 "rootID": "agentroute",
@@ -467,32 +688,80 @@ fn envoy_gateway(
             } ]
         }
     }));
+    // Envoy Gateway names listeners and their route configurations
+    // `<namespace>/<gateway>/<listener>`.
+    let mut listeners = vec!["http"];
+    if options.tls_secret.is_some() {
+        listeners.push("https");
+    }
     if reads_metadata(config) {
-        // Envoy Gateway names listeners `<namespace>/<gateway>/<listener>`;
-        // a plain HTTP listener has its HCM in default_filter_chain, an
+        // A plain HTTP listener has its HCM in default_filter_chain, an
         // HTTPS one in its (per-certificate) filter_chains.
         let filter = json_to_metadata_filter(&metadata_namespace(config));
-        let mut patches = vec![json!({
-            "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-            "name": format!("{EG_NAMESPACE}/{GATEWAY_NAME}/http"),
-            "operation": { "op": "add", "path": "/default_filter_chain/filters/0/typed_config/http_filters/0", "value": filter }
-        })];
-        if options.tls_secret.is_some() {
-            patches.push(json!({
-                "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-                "name": format!("{EG_NAMESPACE}/{GATEWAY_NAME}/https"),
-                "operation": { "op": "add", "path": "/filter_chains/0/filters/0/typed_config/http_filters/0", "value": filter }
-            }));
-        }
+        let patches: Vec<Value> = listeners
+            .iter()
+            .map(|listener| {
+                let chain = if *listener == "http" {
+                    "default_filter_chain"
+                } else {
+                    "filter_chains/0"
+                };
+                json!({
+                    "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                    "name": format!("{EG_NAMESPACE}/{GATEWAY_NAME}/{listener}"),
+                    "operation": { "op": "add", "path": format!("/{chain}/filters/0/typed_config/http_filters/0"), "value": filter }
+                })
+            })
+            .collect();
         docs.push(json!({
             "apiVersion": "gateway.envoyproxy.io/v1alpha1",
             "kind": "EnvoyPatchPolicy",
             "metadata": { "name": "agentroute-json-to-metadata", "namespace": EG_NAMESPACE },
-            "spec": {
-                "targetRef": { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME },
-                "type": "JSONPatch",
-                "jsonPatches": patches
-            }
+            "spec": { "targetRef": gateway_ref, "type": "JSONPatch", "jsonPatches": patches }
+        }));
+    }
+    // envoy/gateway/clienttrafficpolicy-early-header-removal.yaml.
+    docs.push(json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "ClientTrafficPolicy",
+        "metadata": { "name": "agentroute-early-header-removal", "namespace": EG_NAMESPACE },
+        "spec": {
+            "targetRefs": [ gateway_ref ],
+            "headers": { "earlyRequestHeaders": { "remove": [ header ] } }
+        }
+    }));
+    if options.dispatch == Dispatch::ClusterHeader {
+        // envoy/gateway/large/patchpolicy-dispatch-route.yaml: first in every
+        // virtual host of each listener's route configuration, the Wasm
+        // filter switched on for it as on Envoy Gateway's own routes.
+        let mut route = cluster_header_route(header);
+        if let Some(action) = route.get_mut("route").and_then(Value::as_object_mut) {
+            action.insert(
+                "upgrade_configs".into(),
+                json!([ { "upgrade_type": "websocket" } ]),
+            );
+        }
+        route.insert(
+            "typed_per_filter_config".into(),
+            json!({ EG_WASM_FILTER: {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}
+            } }),
+        );
+        let patches: Vec<Value> = listeners
+            .iter()
+            .map(|listener| {
+                json!({
+                    "type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                    "name": format!("{EG_NAMESPACE}/{GATEWAY_NAME}/{listener}"),
+                    "operation": { "op": "add", "jsonPath": "$.virtual_hosts[*]", "path": "/routes/0", "value": route }
+                })
+            })
+            .collect();
+        docs.push(json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "EnvoyPatchPolicy",
+            "metadata": { "name": "agentroute-dispatch-route", "namespace": EG_NAMESPACE },
+            "spec": { "targetRef": gateway_ref, "type": "JSONPatch", "jsonPatches": patches }
         }));
     }
     // Envoy Gateway enables the Wasm filter per route: every request must
@@ -502,7 +771,7 @@ fn envoy_gateway(
         "kind": "HTTPRoute",
         "metadata": { "name": "agentroute-catch-all", "namespace": EG_NAMESPACE },
         "spec": {
-            "parentRefs": [ { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME } ],
+            "parentRefs": [ gateway_ref ],
             "rules": [ {
                 "name": "catch-all",
                 "matches": [ { "path": { "type": "PathPrefix", "value": "/" } } ],
@@ -510,7 +779,13 @@ fn envoy_gateway(
             } ]
         }
     }));
-    docs.extend(header_routes(backends, header, EG_NAMESPACE));
+    docs.extend(header_routes(
+        layout,
+        names,
+        header,
+        EG_NAMESPACE,
+        options.dispatch,
+    ));
     docs
 }
 
@@ -529,6 +804,8 @@ fn envoy(
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": "gateway",
             "use_remote_address": true,
+            // envoy/demo.yaml: a client's copy never reaches routing.
+            "early_header_mutation_extensions": early_header_removal(header),
             "upgrade_configs": [ { "upgrade_type": "websocket" } ],
             "route_config": {
                 "name": "agents",

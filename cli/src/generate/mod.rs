@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-pub use emit::{emit, Options, Output, Target};
+pub use emit::{emit, Dispatch, Options, Output, Target};
 
 /// A resource the mapping cannot read: which document, which object, which
 /// field, and what is wrong.

@@ -6,13 +6,16 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
+use super::canary::compile_canary;
+use super::concurrency::{client_per, compile_concurrency};
 use super::contract::{
     Obj, ProtocolName, RawA2a, RawAgent, RawConfig, RawDefaults, RawOpenAi, RawPrefix,
     RawRateLimit, RawRateLimitService, ScopeName,
 };
+use super::cors::CorsTable;
 use super::{
     A2aVersion, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout, ModelSource,
-    ModelTable, OpenAi, Per, Plan, Protocol, RateLimit, RateLimitService, RequestRate, Scope,
+    ModelTable, OpenAi, Plan, Protocol, RateLimit, RateLimitService, RequestRate, Scope,
     ShorthandLoss, TokenBudget, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
@@ -68,6 +71,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         rate_limit_service,
         gateway_hosts,
         observability,
+        cors,
         agents,
     } = raw;
 
@@ -88,6 +92,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         .map(|s| compile_service(s.0))
         .transpose()?;
 
+    let mut cors = CorsTable::new(cors)?;
     // Each agent is compiled and its contract form dropped at once: a Wasm
     // VM's memory keeps its peak for good.
     let mut entries = Vec::with_capacity(agents.len());
@@ -99,6 +104,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
             &at,
             &default_timeouts,
             rate_limit_service.is_some(),
+            &mut cors,
         )?;
         entries.push(entry);
         claims.push(routes);
@@ -134,6 +140,7 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
     )?;
     let models = build_models(&entries, openai.agent_models)?;
     let observe = super::observe::compile(observability.map(|o| o.0), usage_metrics, &entries);
+    let (cors, surface_cors) = cors.finish();
 
     Ok(Plan {
         dispatch_header,
@@ -146,6 +153,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         router,
         models,
         dropped_shorthands,
+        cors,
+        surface_cors,
         created: 0,
         models_body: OnceCell::new(),
     })
@@ -269,6 +278,7 @@ fn compile_entry(
     at: &str,
     timeouts: &KindTimeouts,
     has_service: bool,
+    cors: &mut CorsTable,
 ) -> Result<(Entry, Claims)> {
     let path = |field: &str| format!("{at}.{field}");
     let name = dns_label(&raw.name, &path("name"))?;
@@ -316,6 +326,16 @@ fn compile_entry(
         .transpose()?;
     let (protocol, rewrite_signed_cards) =
         compile_protocol(raw.protocol, raw.a2a.map(|a| a.0), at)?;
+    let mcp = super::mcp::compile_mcp(raw.mcp.map(|m| m.0), kind, at)?.map(Box::new);
+    let canary = raw
+        .canary
+        .map(|c| compile_canary(c.0, &path("canary"), &raw.backend))
+        .transpose()?;
+    let cors = cors.for_entry(raw.cors, kind, at)?;
+    let concurrency = raw
+        .concurrency
+        .map(|c| compile_concurrency(c.0, &path("concurrency")))
+        .transpose()?;
 
     let id = format!("{namespace}/{name}");
     Ok((
@@ -329,7 +349,11 @@ fn compile_entry(
             rate_limit,
             protocol,
             rewrite_signed_cards,
+            mcp,
             id,
+            canary,
+            cors,
+            concurrency,
         },
         claims,
     ))
@@ -387,19 +411,7 @@ fn compile_protocol(
 
 fn compile_rate_limit(raw: RawRateLimit, at: &str, has_service: bool) -> Result<RateLimit> {
     let path = |field: &str| format!("{at}.{field}");
-    let per = match raw.per.as_deref() {
-        None | Some("entry") => Per::Entry,
-        Some("client_ip") => Per::ClientIp,
-        Some(p) => match p.strip_prefix("header:") {
-            Some(h) => Per::Header(header_name(h, &path("per"))?),
-            None => {
-                return Err(ConfigError::new(
-                    path("per"),
-                    format!("{p:?} is not \"entry\", \"client_ip\" or \"header:<name>\""),
-                ))
-            }
-        },
-    };
+    let per = client_per(raw.per.as_deref(), &path("per"))?;
     if raw.scope == Some(ScopeName::Global) {
         if !has_service {
             return Err(ConfigError::new(
@@ -701,7 +713,7 @@ fn dns_label(s: &str, path: &str) -> Result<String> {
     }
 }
 
-fn header_name(s: &str, path: &str) -> Result<String> {
+pub(super) fn header_name(s: &str, path: &str) -> Result<String> {
     let lower = s.to_ascii_lowercase();
     let token = !lower.is_empty()
         && lower
@@ -737,7 +749,7 @@ fn header_name(s: &str, path: &str) -> Result<String> {
     Ok(lower)
 }
 
-fn is_header_value(s: &str) -> bool {
+pub(super) fn is_header_value(s: &str) -> bool {
     s.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
@@ -792,7 +804,7 @@ fn route_path(s: &str, path: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_duration_ms;
+    use crate::config::{parse_duration_ms, Per};
 
     fn err(json: &str) -> String {
         Plan::from_json(json.as_bytes()).unwrap_err().to_string()

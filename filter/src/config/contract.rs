@@ -73,6 +73,9 @@ pub struct RawConfig {
     /// What the filter tells access logs and Envoy's upstream stats about
     /// each request (README: Observability).
     pub observability: Option<Obj<RawObservability>>,
+    /// CORS for browser clients: applies to every entry and to the OpenAI
+    /// surface; an entry's own `cors` replaces it for that entry.
+    pub cors: Option<Obj<RawCors>>,
     /// The agents, model APIs and MCP servers the gateway routes to.
     #[serde(default)]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
@@ -252,6 +255,108 @@ pub struct RawAgent {
     pub protocol: Option<ProtocolName>,
     /// How an entry with `protocol: "a2a"` is spoken to.
     pub a2a: Option<Obj<RawA2a>>,
+    /// Which tools clients of an entry of kind `mcp` may list and call, and
+    /// how often.
+    pub mcp: Option<Obj<RawMcp>>,
+    /// Sends part of the entry's requests to a second backend.
+    pub canary: Option<Obj<RawCanary>>,
+    /// CORS for this entry, replacing the top-level `cors`; `null` turns
+    /// CORS off for the entry.
+    #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<RawCors>"))]
+    pub cors: Option<Option<Obj<RawCors>>>,
+    /// How many requests (and WebSockets) of the entry may be in flight at
+    /// once.
+    pub concurrency: Option<Obj<RawConcurrency>>,
+}
+
+/// A second backend taking part of an entry's requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Canary"))]
+pub struct RawCanary {
+    /// The canary's backend (must differ from the entry's `backend`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^[!-~]+$")))]
+    pub backend: String,
+    /// 0–100, in steps of 0.01: the percentage of requests (or of cohorts,
+    /// see `by`) sent to the canary.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 0, max = 100)))]
+    pub weight: f64,
+    /// `random` (each request on its own), `client_ip`, `header:NAME` or
+    /// `cookie:NAME`: a keyed hash of that value decides, so a client stays
+    /// on one side on every replica and after restarts, and raising the
+    /// weight only moves clients to the canary. A request without the value
+    /// is decided at random. Default `random`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "random")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(
+            r"^(random|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+|cookie:[-!#$%&'*+.^_`|~0-9A-Za-z]+)$"
+        ))
+    )]
+    pub by: Option<String>,
+    /// A request header forcing the side: `always` → canary, `never` →
+    /// stable; any other value leaves it to `by` and `weight`.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))
+    )]
+    pub header: Option<String>,
+}
+
+/// Which browser origins may call, and what they may send and read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Cors"))]
+pub struct RawCors {
+    /// Exact origins (`https://dashboard.example.com`, scheme, host and
+    /// port; host case-insensitive), `https://*.example.com` (one or more
+    /// labels in front of example.com), or `"*"` (refused with
+    /// `allow_credentials: true`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(length(min = 1)))]
+    pub allow_origins: Vec<String>,
+    /// Methods a preflight may ask for (default `GET`, `POST`, `PUT`,
+    /// `PATCH`, `DELETE`); `"*"` allows any.
+    pub allow_methods: Option<Vec<String>>,
+    /// Request headers a preflight may ask for (default `authorization`,
+    /// `content-type`, plus the MCP headers for `kind: mcp` and
+    /// `a2a-version` for `kind: agent`); `"*"` allows any requested header
+    /// (echoed back).
+    pub allow_headers: Option<Vec<String>>,
+    /// Response headers a browser may read (default `retry-after` and the
+    /// `x-ratelimit-*` headers, plus `mcp-session-id` for `kind: mcp`).
+    pub expose_headers: Option<Vec<String>>,
+    /// Send `access-control-allow-credentials: true` (default `false`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = false)))]
+    pub allow_credentials: Option<bool>,
+    /// `access-control-max-age` of a preflight answer (default `10m`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "10m")))]
+    pub max_age: Option<DurationMs>,
+}
+
+/// How many requests of an entry run at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Concurrency"))]
+pub struct RawConcurrency {
+    /// Requests (and WebSockets) of the entry in flight at once, shared by
+    /// every worker of one Envoy.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(range(min = 1, max = 4294967295u64))
+    )]
+    pub max_in_flight: u64,
+    /// `entry` (one limit), `client_ip` or `header:<name>` (every client its
+    /// own `max_in_flight`). Default `entry`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "entry")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^(entry|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+)$"))
+    )]
+    pub per: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +434,66 @@ pub struct RawA2a {
     /// them). Default `false`.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = false)))]
     pub rewrite_signed_cards: Option<bool>,
+}
+
+/// Tool rules of an MCP server entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Mcp"))]
+pub struct RawMcp {
+    /// Tools a client may list and call.
+    pub tools: Option<Obj<RawToolRules>>,
+    /// Token buckets per tool name (each tool a pattern matches has its own
+    /// bucket), shared by every worker of this Envoy.
+    pub tool_limits: Option<Vec<Obj<RawToolLimit>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "ToolRules"))]
+pub struct RawToolRules {
+    /// Tool names a client may list and call (`*` as a suffix wildcard:
+    /// `fetch_*`, `*`). Default: all.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(length(min = 1, max = 256), pattern(r"^[^*\u0000-\u001F\u007F]*\*?$")))
+    )]
+    pub allow: Option<Vec<String>>,
+    /// Tool names refused even when allowed (same patterns). Default: none.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(length(min = 1, max = 256), pattern(r"^[^*\u0000-\u001F\u007F]*\*?$")))
+    )]
+    pub deny: Option<Vec<String>>,
+}
+
+/// A token bucket for each tool one of `tools` matches.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "ToolLimit"))]
+pub struct RawToolLimit {
+    /// Tool name patterns (`*` as a suffix wildcard); the first limit whose
+    /// pattern matches a tool is its limit.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(
+            length(min = 1),
+            inner(length(min = 1, max = 256), pattern(r"^[^*\u0000-\u001F\u007F]*\*?$"))
+        )
+    )]
+    pub tools: Vec<String>,
+    /// Refill rate per tool (may be below 1).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("exclusiveMinimum" = 0)))]
+    pub requests_per_second: f64,
+    /// Bucket capacity (default: one second's worth, at least 1).
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(range(min = 1, max = 4294967295u64))
+    )]
+    pub burst: Option<u64>,
 }
 
 /// A JSON object read into `T`. Serde's derived structs also accept an

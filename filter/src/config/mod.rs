@@ -4,8 +4,12 @@
 //! (`agents[3].bakend: unknown field`), which is what an operator reading an
 //! Envoy log needs.
 
+mod canary;
 mod compile;
+mod concurrency;
 pub mod contract;
+mod cors;
+mod mcp;
 pub mod models;
 mod observe;
 /// The JSON Schema of the contract: native only, the filter never links it.
@@ -17,6 +21,8 @@ use std::fmt;
 
 pub use contract::parse_duration_ms;
 
+pub use crate::canary::{By as CanaryBy, Canary};
+use crate::cors::Policy as CorsPolicy;
 use crate::router::Router;
 pub use models::ModelTable;
 pub use observe::Observe;
@@ -153,9 +159,26 @@ pub struct Entry {
     pub protocol: Protocol,
     /// Rewrite agent cards that carry `signatures` too.
     pub rewrite_signed_cards: bool,
+    /// Tool rules of an MCP server: calls and tool lists are read and
+    /// judged. `None` (no rules) leaves its traffic untouched.
+    pub mcp: Option<Box<crate::mcp::rules::ToolRules>>,
     /// `namespace/name`: the entry's identity in logs, model ids, bucket
     /// keys and rate limit descriptors.
     pub id: String,
+    /// A second backend taking part of the requests.
+    pub canary: Option<Canary>,
+    /// The CORS policy (index in [`Plan::cors`]): the entry's own, the
+    /// top-level one, or none.
+    pub cors: Option<usize>,
+    pub concurrency: Option<Concurrency>,
+}
+
+/// An entry's in-flight limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Concurrency {
+    pub max_in_flight: u32,
+    /// One limit for the entry, or one per client value.
+    pub per: Per,
 }
 
 impl Entry {
@@ -208,6 +231,12 @@ pub struct Plan {
     /// surface: routing ignores this (the contract drops a clashing shorthand
     /// silently); `agentroute check` reports it.
     pub dropped_shorthands: Vec<DroppedShorthand>,
+    /// CORS policies, compiled once per entry kind they apply to (the
+    /// default allowed and exposed headers differ by kind).
+    pub cors: Vec<CorsPolicy>,
+    /// The top-level policy as the OpenAI surface and the filter's replies
+    /// to requests of no entry use it.
+    pub surface_cors: Option<usize>,
     /// Unix time the plan was loaded (the `created` of `/v1/models`); the
     /// host sets it, as the core has no clock.
     pub created: u64,
@@ -217,6 +246,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The CORS policy of an entry (its own, the top-level one, or none).
+    pub fn entry_cors(&self, entry: usize) -> Option<&CorsPolicy> {
+        let index = self.entries.get(entry)?.cors?;
+        self.cors.get(index)
+    }
+
+    /// The top-level CORS policy, as the OpenAI surface uses it.
+    pub fn surface_cors(&self) -> Option<&CorsPolicy> {
+        self.cors.get(self.surface_cors?)
+    }
+
     /// Parses and compiles a plugin configuration. Empty input (Istio sends an
     /// empty value when `pluginConfig` is absent) is a valid plan with no
     /// agents.

@@ -13,7 +13,7 @@ use proxy_wasm::types::Status;
 use super::abi;
 use crate::config::Plan;
 use crate::ratelimit::Secret;
-use crate::stats::{Stat, TokenStat};
+use crate::stats::{Stat, TokenStat, ToolStat};
 
 /// A token counter: entry index, model label, input or output.
 type TokenKey = (usize, String, TokenStat);
@@ -35,15 +35,25 @@ pub struct Active {
     /// configuration (`observe::model_label`), so both stay bounded.
     pending_tokens: RefCell<HashMap<TokenKey, i64>>,
     token_metrics: RefCell<HashMap<TokenKey, Option<u32>>>,
+    /// Per-tool counters of MCP entries, by (entry, label, stat): metric
+    /// ids once defined, and increments not yet handed to Envoy.
+    tool_metrics: RefCell<HashMap<(usize, usize, ToolStat), Option<u32>>>,
+    pending_tools: RefCell<HashMap<(usize, usize, ToolStat), i64>>,
     /// The per-client hash key, read from shared data on first use.
     secret: Cell<Option<Secret>>,
     /// The rate limit service as `proxy_grpc_call` takes it.
     pub limit_service: Option<Vec<u8>>,
-    /// Some entry keeps per-client buckets.
+    /// Some entry keeps per-client buckets or in-flight limits.
     client_slots: bool,
     /// Pages of client slots per per-client limit (fewer when the plan has
     /// many such limits; see `ratelimit::pages_per_limit`).
     client_pages: u32,
+    /// Entries with an in-flight limit, whose gauge the tick records.
+    limited: Vec<usize>,
+    /// Where the next tick's round of gauges starts.
+    gauge_cursor: Cell<usize>,
+    /// Gauge values this VM last recorded, by entry.
+    recorded: RefCell<HashMap<usize, u64>>,
 }
 
 impl Active {
@@ -67,15 +77,29 @@ impl Active {
                 crate::config::Scope::Global { .. } => 0,
             })
             .sum();
+        // Per-client in-flight limits hash clients with the secret too.
+        let per_client_concurrency = plan.entries.iter().any(|e| {
+            e.concurrency
+                .as_ref()
+                .is_some_and(|c| c.per != crate::config::Per::Entry)
+        });
+        let limited = (0..plan.entries.len())
+            .filter(|&i| plan.entries.get(i).is_some_and(|e| e.concurrency.is_some()))
+            .collect();
         Active {
-            client_slots: per_client_limits > 0,
+            client_slots: per_client_limits > 0 || per_client_concurrency,
             client_pages: crate::ratelimit::pages_per_limit(per_client_limits),
+            limited,
+            gauge_cursor: Cell::new(0),
+            recorded: RefCell::new(HashMap::new()),
             plan,
             metrics,
             key_prefix,
             pending: RefCell::new(HashMap::new()),
             pending_tokens: RefCell::new(HashMap::new()),
             token_metrics: RefCell::new(HashMap::new()),
+            tool_metrics: RefCell::new(HashMap::new()),
+            pending_tools: RefCell::new(HashMap::new()),
             secret: Cell::new(None),
             limit_service,
         }
@@ -113,6 +137,12 @@ impl Active {
                 let _ = hostcalls::increment_metric(id, delta);
             }
         }
+        let tools = std::mem::take(&mut *self.pending_tools.borrow_mut());
+        for (key, delta) in tools {
+            if let Some(id) = self.tool_metric(key) {
+                let _ = hostcalls::increment_metric(id, delta);
+            }
+        }
     }
 
     fn token_metric(&self, key: TokenKey) -> Option<u32> {
@@ -125,6 +155,55 @@ impl Active {
         let id = abi::define_metric(0, &name).ok();
         metrics.insert(key, id);
         id
+    }
+
+    /// Counts one call, refusal or limit of a tool (by its label), at the
+    /// next flush.
+    pub fn bump_tool(&self, entry: usize, label: usize, stat: ToolStat) {
+        *self
+            .pending_tools
+            .borrow_mut()
+            .entry((entry, label, stat))
+            .or_default() += 1;
+    }
+
+    fn tool_metric(&self, key: (usize, usize, ToolStat)) -> Option<u32> {
+        let (entry, label, stat) = key;
+        let mut metrics = self.tool_metrics.borrow_mut();
+        if let Some(id) = metrics.get(&key) {
+            return *id;
+        }
+        let e = self.plan.entries.get(entry)?;
+        let label = e.mcp.as_ref()?.labels.get(label)?;
+        let id = abi::define_metric(0, &stat.name(e, label)).ok();
+        metrics.insert(key, id);
+        id
+    }
+
+    /// Sets a gauge to `value` (a count read from shared data), unless this
+    /// VM last set it to the same.
+    pub fn set_gauge(&self, entry: usize, stat: Stat, value: u64) {
+        if self.recorded.borrow().get(&entry) == Some(&value) {
+            return;
+        }
+        if let Some(id) = self.metric(entry, stat) {
+            if hostcalls::record_metric(id, value).is_ok() {
+                self.recorded.borrow_mut().insert(entry, value);
+            }
+        }
+    }
+
+    /// Entries with an in-flight limit.
+    pub fn limited_entries(&self) -> &[usize] {
+        &self.limited
+    }
+
+    /// Where this round of `budget` gauges (of `len`) starts; the next
+    /// round starts after it.
+    pub fn next_gauge(&self, len: usize, budget: usize) -> usize {
+        let start = self.gauge_cursor.get() % len.max(1);
+        self.gauge_cursor.set((start + budget) % len.max(1));
+        start
     }
 
     fn record(&self, entry: usize, stat: Stat, delta: i64) {

@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, Status};
 
 use super::active::Active;
-use super::{abi, now_nanos, reply, Stream};
+use super::{abi, now_nanos, Stream};
 use crate::config::{FailureMode, Per, RequestRate, Scope, TokenBudget};
 use crate::observe::Refusal;
 use crate::ratelimit::{self, Bucket, BucketSpec, ClientSlot, SharedStore, StoreError};
@@ -67,6 +67,7 @@ pub(super) fn create_entry_buckets(active: &Active) {
         return;
     };
     for e in &active.plan.entries {
+        create_tool_buckets(active, e, now);
         let Some(limit) = &e.rate_limit else {
             continue;
         };
@@ -93,7 +94,30 @@ pub(super) fn create_entry_buckets(active: &Active) {
     }
 }
 
-fn request_spec(rate: &RequestRate) -> BucketSpec {
+/// The buckets of tools a limit names exactly (`…/tools/{limit}/e{i}`):
+/// known up front, so created full before any call, like an entry's. Tools a
+/// wildcard matches get their slot's bucket on first use.
+fn create_tool_buckets(active: &Active, e: &crate::config::Entry, now: u64) {
+    let Some(rules) = e.mcp.as_deref() else {
+        return;
+    };
+    for (index, limit) in rules.limits.iter().enumerate() {
+        let spec = request_spec(&limit.rate);
+        for (i, _) in limit
+            .patterns
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.wildcard)
+        {
+            let key = format!("{}/{}/tools/{index}/e{i}", active.key_prefix, e.id);
+            if let Err(err) = ratelimit::create_full(&HostStore, &key, spec, now) {
+                log::warn!("cannot create the bucket {key}: {err:?}");
+            }
+        }
+    }
+}
+
+pub(super) fn request_spec(rate: &RequestRate) -> BucketSpec {
     BucketSpec {
         capacity: f64::from(rate.burst),
         rate_per_second: rate.requests_per_second,
@@ -307,12 +331,14 @@ impl Stream {
                 retry_after_secs,
             } => {
                 self.budget = None;
+                // A request the service refuses holds no in-flight slot.
+                self.release_slot();
                 active.bump(entry, Stat::RateLimited, 1);
                 self.log_refusal(match what {
                     Limited::Requests => Refusal::GlobalRequests,
                     Limited::Tokens => Refusal::GlobalTokens,
                 });
-                reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
+                self.reply(&rls::refusal(what, status.as_ref(), retry_after_secs));
             }
             Verdict::Failed(why) => {
                 if self.limit_service_failed(&active, entry, &why) == Action::Continue {
@@ -359,7 +385,8 @@ impl Stream {
         if deny {
             self.budget = None;
             self.log_refusal(Refusal::LimitServiceDown);
-            return reply(&replies::limit_service_unavailable());
+            self.release_slot();
+            return self.reply(&replies::limit_service_unavailable());
         }
         Action::Continue
     }
@@ -444,13 +471,13 @@ impl Stream {
     }
 }
 
-fn count_conflicts(active: &Active, entry: usize, conflicts: u32) {
+pub(super) fn count_conflicts(active: &Active, entry: usize, conflicts: u32) {
     if conflicts > 0 {
         active.bump(entry, Stat::CasRetries, i64::from(conflicts));
     }
 }
 
-fn status_of(limit: u64, o: &ratelimit::Outcome) -> LimitStatus {
+pub(super) fn status_of(limit: u64, o: &ratelimit::Outcome) -> LimitStatus {
     LimitStatus {
         limit,
         remaining: o.remaining,
@@ -479,20 +506,24 @@ pub(super) fn client_value(per: &Per, pairs: &[(&str, &[u8])]) -> Option<Vec<u8>
             }
             value
         }
-        Per::ClientIp => {
-            let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
-            let addr = String::from_utf8(addr).ok()?;
-            let ip = match addr.rsplit_once(':') {
-                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
-                _ => addr.as_str(),
-            };
-            Some(ip.as_bytes().to_vec())
-        }
+        Per::ClientIp => client_ip(),
     }
 }
 
+/// The downstream address without its port, as Envoy sees the client
+/// (with `use_remote_address`, the TCP peer).
+pub(super) fn client_ip() -> Option<Vec<u8>> {
+    let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
+    let addr = String::from_utf8(addr).ok()?;
+    let ip = match addr.rsplit_once(':') {
+        Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => addr.as_str(),
+    };
+    Some(ip.as_bytes().to_vec())
+}
+
 /// Proxy-Wasm shared data: one store per VM id, shared by every worker.
-struct HostStore;
+pub(super) struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {

@@ -6,7 +6,9 @@
 
 mod abi;
 mod active;
+mod inflight;
 mod limits;
+mod mcp;
 mod observe;
 mod request;
 mod response;
@@ -22,12 +24,15 @@ use proxy_wasm::types::{Action, LogLevel};
 
 use crate::a2a::card::CardAddress;
 use crate::a2a::chat::ChunkStream;
+use crate::canary::{self, Rng};
 use crate::config::A2aVersion;
+use crate::cors;
 use crate::reply::{self, LimitStatus, LocalReply};
 use crate::stats::Stat;
 use crate::usage::{Metered, UsageMeter};
 
 use active::Active;
+use inflight::Slot;
 use limits::Budget;
 
 proxy_wasm::main! {{
@@ -41,7 +46,9 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct Vm {
     /// Streams paused for their request body, by context id.
-    waiting: RefCell<HashMap<u32, SystemTime>>,
+    waiting: RefCell<HashMap<u32, Waiting>>,
+    /// Random draws of canary splits (seeded on first use).
+    rng: Cell<Option<Rng>>,
     /// A paused request's body has reached this VM: Envoy's
     /// `allow_on_headers_stop_iteration` is evidently set, so a late body is a
     /// slow client, and a response may be paused too. Shared with the other
@@ -58,7 +65,26 @@ struct Vm {
     warned_translation_memory: Cell<bool>,
 }
 
+/// A stream paused for its body: since when, and the CORS headers a reply
+/// to it carries.
+struct Waiting {
+    since: SystemTime,
+    cors: Vec<(&'static str, String)>,
+}
+
 impl Vm {
+    /// A random draw, without a host call once seeded (std's `RandomState`
+    /// is seeded from the host's random source).
+    fn random(&self) -> u64 {
+        let mut rng = self.rng.get().unwrap_or_else(|| {
+            use std::hash::BuildHasher;
+            Rng(std::collections::hash_map::RandomState::new().hash_one(0u8))
+        });
+        let draw = rng.next_u64();
+        self.rng.set(Some(rng));
+        draw
+    }
+
     /// Whether Envoy delivers the body of a paused request, as seen by this
     /// worker or any other of the process (each worker runs its own VM).
     fn bodies_arrive(&self, active: &Active) -> bool {
@@ -109,6 +135,16 @@ struct Stream {
     held_headers: Option<Vec<u8>>,
     /// The OpenAI request body is being buffered to read its model.
     reading_model: bool,
+    /// An MCP request body is being buffered to read its JSON-RPC message.
+    reading_message: bool,
+    /// The message read from the body, for the decision made on it.
+    rpc_message: Option<crate::mcp::rpc::Message>,
+    /// The message was judged from metadata: the body's first byte still
+    /// has to show it is no batch (json_to_metadata reads keys out of an
+    /// array as if it were an object).
+    batch_watch: bool,
+    /// A `tools/list` answer to filter.
+    tool_list: Option<mcp::ToolList>,
     /// Bytes of an OpenAI body counted as they pass (model from metadata):
     /// past `max_body_bytes` the request is refused.
     counting_body: Option<u64>,
@@ -130,6 +166,11 @@ struct Stream {
     extended_connect: bool,
     /// The upstream's response headers arrived.
     response_started: bool,
+    /// CORS of a request with an `Origin` under a policy: what its answer
+    /// gets. `None` for every other request, whose answer is not touched.
+    cors: Option<cors::Answer>,
+    /// The in-flight slot the stream holds until it ends.
+    slot: Option<Slot>,
     /// Whether this stream counts in the entry's open-connections gauge.
     connected: bool,
     /// `x-ratelimit-*` of an admitted request, for its response.
@@ -192,6 +233,10 @@ impl Stream {
             vm,
             held_headers: None,
             reading_model: false,
+            reading_message: false,
+            rpc_message: None,
+            batch_watch: false,
+            tool_list: None,
             counting_body: None,
             awaiting_limit: None,
             resume_after_body: false,
@@ -201,6 +246,8 @@ impl Stream {
             upgrade: false,
             extended_connect: false,
             response_started: false,
+            cors: None,
+            slot: None,
             connected: false,
             limit_status: None,
             token_status: None,
@@ -219,6 +266,14 @@ impl Stream {
 impl Context for Stream {
     fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
         self.on_limit_answer(token, status_code, response_size);
+    }
+
+    /// The stream is destroyed: its slot goes back if `on_log` has not
+    /// given it back already (every stream gets both; whichever comes
+    /// first releases).
+    fn on_done(&mut self) -> bool {
+        self.release_slot();
+        true
     }
 }
 
@@ -244,7 +299,10 @@ impl HttpContext for Stream {
         self.response_body(body_size, end_of_stream)
     }
 
+    /// The stream ended, whatever ended it (completed, reset by either side,
+    /// timed out, WebSocket closed): its in-flight slot goes back here.
     fn on_log(&mut self) {
+        self.release_slot();
         self.vm.waiting.borrow_mut().remove(&self.id);
         // An answer cut short: Envoy's access log has already run.
         self.finish_meter(false);
@@ -254,6 +312,51 @@ impl HttpContext for Stream {
         if let (true, Some(entry), Some(active)) = (self.connected, self.entry, &self.active) {
             active.bump(entry, Stat::ConnectionsActive, -1);
         }
+    }
+}
+
+impl Stream {
+    /// Sends a local reply with the CORS headers the request's origin gets
+    /// (none without an `Origin`).
+    fn reply(&mut self, r: &LocalReply) -> Action {
+        // The reply is answered here: the response phase, should Envoy run
+        // it for the reply, leaves it alone.
+        match self.cors.take() {
+            Some(answer) => {
+                let mut with_cors = r.clone();
+                with_cors.headers.extend(answer.headers());
+                reply(&with_cors)
+            }
+            None => reply(r),
+        }
+    }
+
+    /// [`fail`], with the request's CORS headers.
+    fn fail(&mut self, message: &str) -> Action {
+        log::error!("{message}");
+        self.reply(&reply::routing_failed())
+    }
+
+    fn release_slot(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            inflight::release(self.active.as_deref(), slot);
+        }
+    }
+}
+
+/// What the canary split may ask about the client: its address (a host
+/// call, only for a split by `client_ip`) and random draws.
+struct HostClient<'v> {
+    vm: &'v Vm,
+}
+
+impl canary::Client for HostClient<'_> {
+    fn ip(&self) -> Option<Vec<u8>> {
+        limits::client_ip()
+    }
+
+    fn random(&self) -> u64 {
+        self.vm.random()
     }
 }
 

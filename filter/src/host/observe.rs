@@ -3,6 +3,7 @@
 //! answer turned into token counters and properties.
 
 use super::Stream;
+use crate::canary::Side;
 use crate::observe::{self, Field, Refusal};
 use crate::stats::TokenStat;
 use crate::usage::{Metered, UsageMeter};
@@ -30,18 +31,23 @@ impl Stream {
 
     /// The entry (and for a forwarded request its backend and model) of a
     /// request, for the access log.
-    pub(super) fn log_dispatch(&self, entry: usize, backend: bool, model: Option<&str>) {
+    pub(super) fn log_dispatch(
+        &self,
+        entry: usize,
+        backend: bool,
+        model: Option<&str>,
+        canary: Option<Side>,
+    ) {
         if !self.logs_fields() {
             return;
         }
         let Some(e) = self.active.as_ref().and_then(|a| a.plan.entries.get(entry)) else {
             return;
         };
-        // Canary and failover (when those features are configured) add the
-        // side and the backends tried here: `Field::Canary`,
+        // Failover (when configured) adds the backends tried here:
         // `Field::FailoverRetries`, `Field::BackendsTried`.
         let backend = backend.then_some(e.backend.as_str());
-        self.set_fields(&observe::dispatch_fields(e, backend, model));
+        self.set_fields(&observe::dispatch_fields(e, backend, model, canary));
     }
 
     /// The limit that refused the request, for the access log.

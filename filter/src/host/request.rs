@@ -4,12 +4,17 @@
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::active::Active;
-use super::{abi, fail, now, reply, Stream, Translation};
+use super::{abi, fail, inflight, now, reply, HostClient, Stream, Translation, Waiting};
 use crate::a2a::chat::{self, ChunkStream};
 use crate::config::{ModelSource, Plan};
+use crate::mcp::judge as mcp_judge;
+use crate::mcp::rpc::{self, Invalid, Message};
+use crate::observe::Refusal;
 use crate::openai::{self, BodyFacts, ModelError};
 use crate::reply::{self as replies, LocalReply};
-use crate::request::{apply_to, decide, decide_model, Decision, Forward, HeaderOp, RequestHead};
+use crate::request::{
+    apply_to, cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
+};
 use crate::stats::Stat;
 use crate::wire;
 
@@ -22,6 +27,14 @@ pub(super) struct Body<'b> {
 impl Stream {
     pub(super) fn request_headers(&mut self, end_of_stream: bool) -> Action {
         self.request_complete = end_of_stream;
+        #[cfg(feature = "fault-injection")]
+        if abi::get_header(MapType::HttpRequestHeaders, "x-agentroute-trap")
+            .is_ok_and(|v| v.is_some())
+        {
+            // The test build's fault on demand: the VM stops here, as on a
+            // bug, with whatever it holds.
+            core::arch::wasm32::unreachable();
+        }
         let Some(active) = self.active.clone() else {
             // Unreachable when Envoy honours a failed on_configure; fail closed.
             return reply(&LocalReply::error(
@@ -41,14 +54,26 @@ impl Stream {
             }
         };
         let plan = &active.plan;
-        let read_body = {
+        let vm = self.vm.clone();
+        let client = HostClient { vm: &vm };
+        let read_model = {
             let Some(pairs) = wire::parse(&raw) else {
                 return fail("malformed request header map");
             };
-            let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+            let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
             self.upgrade = head.flags.upgrade;
             self.extended_connect = head.method == "CONNECT";
-            match decide(plan, &head) {
+            let decision = decide(plan, &head);
+            if let Decision::Preflight(answer) = &decision {
+                // Answered here, with its own CORS headers: never admitted,
+                // never counted.
+                return reply(answer);
+            }
+            // Only a request with an Origin costs any CORS work.
+            if let (Some(origin), false) = (head.origin, plan.cors.is_empty()) {
+                self.cors = cors_policy(plan, &head, &decision).map(|p| p.answer(origin));
+            }
+            match decision {
                 Decision::ReadModel => match plan.openai.model_from {
                     ModelSource::Metadata => {
                         let model = metadata_model(&plan.openai.metadata_namespace);
@@ -66,14 +91,37 @@ impl Stream {
                     }
                     ModelSource::Body => true,
                 },
+                Decision::Forward(Forward {
+                    entry: Some(entry),
+                    mcp: Some(McpStep::ReadMessage),
+                    ..
+                }) if plan.openai.model_from == ModelSource::Body => {
+                    // An MCP message to judge, read from the body.
+                    if let Err(r) =
+                        mcp_judge::check_head(head.content_encoding, head.content_length)
+                    {
+                        active.bump(entry, Stat::Refused, 1);
+                        return self.reply(&r);
+                    }
+                    if end_of_stream {
+                        self.rpc_message = Some(Message::Invalid(Invalid::NotAnObject));
+                        let decision = decide(plan, &head);
+                        return self.carry_out(&active, decision, &pairs, None, None);
+                    }
+                    false
+                }
                 decision => return self.carry_out(&active, decision, &pairs, None, None),
             }
         };
-        debug_assert!(read_body);
         self.held_headers = Some(raw);
-        self.reading_model = true;
-        if let Some(t) = now() {
-            self.vm.waiting.borrow_mut().insert(self.id, t);
+        self.reading_model = read_model;
+        self.reading_message = !read_model;
+        if let Some(since) = now() {
+            let cors = self.cors.as_ref().map(|a| a.headers()).unwrap_or_default();
+            self.vm
+                .waiting
+                .borrow_mut()
+                .insert(self.id, Waiting { since, cors });
         }
         Action::Pause
     }
@@ -130,13 +178,25 @@ impl Stream {
             self.vm.saw_body(&active);
             if body_size as u64 > max {
                 self.reading_model = false;
-                return reply(&openai::too_large(max));
+                return self.reply(&openai::too_large(max));
             }
             if !end_of_stream {
                 // Pause buffers: Envoy calls again with the whole body so far.
                 return Action::Pause;
             }
             return self.dispatch_body(&active, body_size);
+        }
+        if self.reading_message {
+            self.vm.waiting.borrow_mut().remove(&self.id);
+            self.vm.saw_body(&active);
+            if body_size as u64 > mcp_judge::MAX_BODY_BYTES {
+                self.reading_message = false;
+                return self.reply(&mcp_judge::too_large());
+            }
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            return self.dispatch_message(&active, body_size);
         }
         if let Some(translation) = &self.translation {
             if translation.awaiting_body {
@@ -148,6 +208,11 @@ impl Stream {
                     return Action::Pause;
                 }
                 return self.translate_buffered_body(body_size);
+            }
+        }
+        if self.batch_watch {
+            if let Some(answered) = self.watch_for_batch(body_size, end_of_stream) {
+                return answered;
             }
         }
         if let Some(counted) = self.counting_body.as_mut() {
@@ -182,6 +247,9 @@ impl Stream {
         if self.reading_model {
             return self.dispatch_body(&active, usize::MAX);
         }
+        if self.reading_message {
+            return self.dispatch_message(&active, usize::MAX);
+        }
         if self.translation.as_ref().is_some_and(|t| t.awaiting_body) {
             return self.translate_buffered_body(usize::MAX);
         }
@@ -198,7 +266,7 @@ impl Stream {
             let _ = abi::reset(abi::REQUEST);
             return Action::Pause;
         }
-        reply(&openai::too_large(max))
+        self.reply(&openai::too_large(max))
     }
 
     /// Reads the model from the buffered body (up to `size` bytes) and
@@ -210,20 +278,49 @@ impl Stream {
         };
         let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
             Ok(body) => body,
-            Err(status) => return fail(&format!("cannot read request body: host status {status}")),
+            Err(status) => {
+                return self.fail(&format!("cannot read request body: host status {status}"))
+            }
         };
         let BodyFacts { model, max_tokens } = openai::read_body(&body);
         let Some(pairs) = wire::parse(&raw) else {
-            return fail("malformed request header map");
+            return self.fail("malformed request header map");
         };
         let plan = &active.plan;
-        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
+        let vm = self.vm.clone();
+        let client = HostClient { vm: &vm };
+        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
         let decision = decide_model(plan, &head, model.as_deref());
         let body = Body {
             bytes: &body,
             max_tokens,
         };
         self.carry_out(active, decision, &pairs, Some(&body), model.as_deref().ok())
+    }
+
+    /// Reads the JSON-RPC message from the buffered body (up to `size`
+    /// bytes) and decides the paused MCP request on it.
+    fn dispatch_message(&mut self, active: &Active, size: usize) -> Action {
+        self.reading_message = false;
+        let Some(raw) = self.held_headers.take() else {
+            return Action::Continue;
+        };
+        let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(body) => body,
+            Err(status) => return fail(&format!("cannot read request body: host status {status}")),
+        };
+        self.rpc_message = Some(rpc::read(&body));
+        let Some(pairs) = wire::parse(&raw) else {
+            return fail("malformed request header map");
+        };
+        let plan = &active.plan;
+        let vm = self.vm.clone();
+        let client = HostClient { vm: &vm };
+        // With the client, as at the headers: a canary split by client IP
+        // lands the same request on the same side.
+        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
+        let decision = decide(plan, &head);
+        self.carry_out(active, decision, &pairs, None, None)
     }
 
     /// Applies a decision: admission, header changes, then go on (or wait for
@@ -242,12 +339,13 @@ impl Stream {
             Decision::Reply { entry, reply: r } => {
                 if let Some(entry) = entry {
                     active.bump(entry, Stat::Refused, 1);
-                    self.log_dispatch(entry, false, model);
+                    self.log_dispatch(entry, false, model, None);
                 }
-                return reply(&r);
+                return self.reply(&r);
             }
+            Decision::Preflight(r) => return reply(&r),
             // Only `decide` asks for a model, and its caller handles that.
-            Decision::ReadModel => return fail("internal: model requested twice"),
+            Decision::ReadModel => return self.fail("internal: model requested twice"),
         };
         let Forward {
             entry,
@@ -255,13 +353,20 @@ impl Stream {
             card,
             translate,
             model: claim,
+            mcp,
+            canary,
         } = forward;
         if let Some(entry) = entry {
-            self.log_dispatch(entry, true, model);
+            self.log_dispatch(entry, true, model, canary.as_ref().map(|c| c.side));
             if active.plan.observe.usage_metrics {
                 // Budgeted answers reached by path are counted under
                 // `observe::NO_MODEL`.
                 self.model_label = claim.map(crate::observe::model_label);
+            }
+        }
+        if let (Some(step), Some(entry)) = (mcp, entry) {
+            if let Err(answered) = self.judge_mcp(active, entry, pairs, step) {
+                return answered;
             }
         }
         if let Some(version) = translate {
@@ -271,22 +376,33 @@ impl Stream {
                     if let Some(entry) = entry {
                         active.bump(entry, Stat::Refused, 1);
                     }
-                    return reply(&r);
+                    return self.reply(&r);
                 }
             };
             self.translation = Some(translation);
         }
         let prompt = body.map_or(0, |b| prompt_estimate(b.bytes.len()));
         if let Some(entry) = entry {
+            // The in-flight limit first: a request it refuses has taken
+            // nothing from the rate limits and token budgets.
+            match inflight::hold(active, entry, pairs) {
+                Ok(slot) => self.slot = slot,
+                Err(r) => {
+                    self.log_refusal(Refusal::Concurrency);
+                    return self.reply(&r);
+                }
+            }
             let estimate = body.and_then(|b| token_estimate(b.bytes.len(), b.max_tokens));
             if let Err((refusal, r)) = self.admit_locally(active, entry, pairs, estimate, prompt) {
+                // A request a rate limit refuses holds no slot.
+                self.release_slot();
                 active.bump(entry, Stat::RateLimited, 1);
                 self.log_refusal(refusal);
-                return reply(&r);
+                return self.reply(&r);
             }
         }
         if let Err(message) = apply(&ops, pairs) {
-            return fail(&message);
+            return self.fail(&message);
         }
         self.card = card.map(super::CardState::Asked);
         let Some(entry) = entry else {
@@ -294,6 +410,9 @@ impl Stream {
         };
         self.entry = Some(entry);
         active.bump(entry, Stat::Requests, 1);
+        if let Some(choice) = canary {
+            active.bump(entry, Stat::canary(choice.side), 1);
+        }
         if self.is_global(active, entry) {
             return self.ask_limit_service(active, entry, pairs, prompt);
         }
@@ -346,9 +465,7 @@ impl Stream {
         let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
             Ok(body) => body,
             Err(status) => {
-                return Some(fail(&format!(
-                    "cannot read request body: host status {status}"
-                )))
+                return Some(self.fail(&format!("cannot read request body: host status {status}")))
             }
         };
         let id = self.id;
@@ -358,12 +475,12 @@ impl Stream {
                 let replaced =
                     abi::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &a2a_body);
                 replaced.err().map(|status| {
-                    fail(&format!(
+                    self.fail(&format!(
                         "cannot replace the request body: host status {status}"
                     ))
                 })
             }
-            Err(r) => Some(reply(&r)),
+            Err(r) => Some(self.reply(&r)),
         }
     }
 }

@@ -7,6 +7,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::{abi, CardState, Stream, MAX_METERING_BYTES, MAX_TRANSLATION_BYTES};
 use crate::a2a::card::{self, CardOutcome, Unchanged, MAX_CARD_BYTES};
 use crate::a2a::chat;
+use crate::cors;
 use crate::stats::Stat;
 use crate::usage::UsageMeter;
 
@@ -30,6 +31,9 @@ fn is_json(content_type: Option<&str>) -> bool {
 impl Stream {
     pub(super) fn response_headers(&mut self, end_of_stream: bool) -> Action {
         self.response_started = true;
+        if let Some(answer) = self.cors.take() {
+            apply_cors(&answer);
+        }
         if let Some(status) = self.limit_status.take() {
             for (name, value) in &status.headers() {
                 let _ = abi::replace_header(RESPONSE, name, value.as_bytes());
@@ -43,7 +47,8 @@ impl Stream {
         let watch = self.meters_answer()
             || self.upgrade
             || self.card.is_some()
-            || self.translation.is_some();
+            || self.translation.is_some()
+            || self.tool_list.is_some();
         if !watch {
             return Action::Continue;
         }
@@ -55,6 +60,9 @@ impl Stream {
         }
         if self.meters_answer() && self.translation.is_none() {
             self.start_meter();
+        }
+        if self.tool_list.is_some() {
+            self.watch_tool_list(status);
         }
         if let Some(CardState::Asked(address)) = self.card.take() {
             self.card = self.watch_card(status, address);
@@ -76,6 +84,9 @@ impl Stream {
         }
         if self.card.is_some() {
             return self.card_body(body_size, end_of_stream);
+        }
+        if self.tool_list.is_some() {
+            return self.tool_list_body(body_size, end_of_stream);
         }
         if self.translation.is_some() {
             return self.translation_body(body_size, end_of_stream);
@@ -344,5 +355,41 @@ impl Stream {
             .saturating_sub(self.translation_held);
         self.vm.translating.set(total);
         self.translation_held = 0;
+    }
+}
+
+/// The answer to a request with an `Origin` under a CORS policy, whoever
+/// made it (the backend, or Envoy for an upstream failure): the backend's
+/// own `access-control-*` headers are replaced by the policy's (none for
+/// an origin it does not allow), and `vary` says the answer depends on the
+/// origin.
+fn apply_cors(answer: &cors::Answer) {
+    let Ok(raw) = abi::get_pairs(RESPONSE) else {
+        return;
+    };
+    let Some(pairs) = crate::wire::parse(&raw) else {
+        return;
+    };
+    let mut varies = false;
+    let mut owned: Vec<&str> = Vec::new();
+    for (name, value) in &pairs {
+        if cors::is_cors_header(name) && !owned.contains(name) {
+            owned.push(name);
+        } else if *name == "vary" {
+            varies |= cors::varies_on_origin(value);
+        }
+    }
+    for name in owned {
+        let _ = abi::remove_header(RESPONSE, name);
+    }
+    for (name, value) in answer.headers() {
+        if name == "vary" {
+            if !varies {
+                // Added beside the backend's own `vary`, which keeps its say.
+                let _ = abi::add_header(RESPONSE, name, value.as_bytes());
+            }
+        } else {
+            let _ = abi::replace_header(RESPONSE, name, value.as_bytes());
+        }
     }
 }

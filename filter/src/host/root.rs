@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
 use super::active::Active;
-use super::{abi, limits, now, reply, Stream, Vm};
+use super::{abi, inflight, limits, now, reply, Stream, Vm};
 use crate::config::Plan;
 use crate::reply::LocalReply;
 
@@ -64,6 +64,7 @@ impl RootContext for Root {
                 }
                 let active = Rc::new(Active::new(plan));
                 limits::create_entry_buckets(&active);
+                inflight::create_tables(&active);
                 self.active = Some(active);
                 true
             }
@@ -81,6 +82,7 @@ impl RootContext for Root {
             if active.uses_client_slots() {
                 active.refresh_secret();
             }
+            inflight::tick(active);
         }
         self.record_memory();
         self.answer_stalled_bodies();
@@ -138,12 +140,14 @@ impl Root {
             .waiting
             .borrow()
             .iter()
-            .filter(|(_, since)| now.duration_since(**since).is_ok_and(|d| d >= limit))
+            .filter(|(_, w)| now.duration_since(w.since).is_ok_and(|d| d >= limit))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.vm.waiting.borrow_mut().remove(&id);
-            let answer = if flag_set {
+            let Some(waiting) = self.vm.waiting.borrow_mut().remove(&id) else {
+                continue;
+            };
+            let mut answer = if flag_set {
                 LocalReply::error(
                     408,
                     "invalid_request_error",
@@ -154,7 +158,7 @@ impl Root {
             } else {
                 if !self.vm.warned_no_body.replace(true) {
                     log::error!(
-                        "openai.model_from is \"body\" but Envoy never delivered a request body to the filter: \
+                        "openai.model_from is \"body\" (model dispatch and MCP tool rules read bodies) but Envoy never delivered a request body to the filter: \
                          set allow_on_headers_stop_iteration: true in the Wasm PluginConfig (Envoy >= 1.35), \
                          or place json_to_metadata before agentroute and use openai.model_from: \"metadata\""
                     );
@@ -167,6 +171,7 @@ impl Root {
                     "the gateway could not read the request body to find the model (see the gateway log)",
                 )
             };
+            answer.headers.extend(waiting.cors);
             if hostcalls::set_effective_context(id).is_ok() {
                 reply(&answer);
             }

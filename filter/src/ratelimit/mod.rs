@@ -341,7 +341,7 @@ impl Secret {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;

@@ -1,0 +1,472 @@
+//! MCP servers behind the gateway, through real Envoy, with the official
+//! MCP Python SDK on both sides (tests/python/mcp_server.py and
+//! mcp_client.py) in both protocol generations: the session protocol
+//! (initialize, `Mcp-Session-Id`) and the stateless 2026-07-28 one
+//! (`Mcp-Method` / `Mcp-Name` headers).
+
+use agentroute_tests::{
+    json_to_metadata_mcp, mcp_client, Gateway, GatewayConfig, McpServer, Response,
+};
+use serde_json::{json, Value};
+
+const RULES: &str = r#""mcp": {
+    "tools": {"allow": ["search", "fetch_*", "expensive_*", "whoami"], "deny": ["fetch_secrets"]},
+    "tool_limits": [{"tools": ["expensive_*"], "requests_per_second": 0.001, "burst": 2}]}"#;
+
+fn plugin_config(model_from: &str) -> String {
+    format!(
+        r#"{{"openai": {{"model_from": "{model_from}"}}, "agents": [
+            {{"name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp-ruled", {RULES}}},
+            {{"name": "open", "namespace": "prod", "kind": "mcp", "backend": "mcp-open"}}]}}"#
+    )
+}
+
+/// The gateway reading messages from the body (plain Envoy with
+/// `allow_on_headers_stop_iteration`) or from json_to_metadata (what Istio
+/// and Envoy Gateway can do).
+async fn gateway(server: &McpServer, from_metadata: bool) -> Gateway {
+    let mut config = GatewayConfig::new(plugin_config(if from_metadata {
+        "metadata"
+    } else {
+        "body"
+    }))
+    .cluster("mcp-ruled", server.addr)
+    .cluster("mcp-open", server.addr);
+    if from_metadata {
+        config
+            .filters_before
+            .push(json_to_metadata_mcp("agentroute"));
+    } else {
+        config.allow_stop_iteration = true;
+    }
+    Gateway::start(config).await
+}
+
+const LISTED: [&str; 5] = [
+    "search",
+    "fetch_url",
+    "expensive_a",
+    "expensive_b",
+    "whoami",
+];
+
+async fn rules_hold(gw: &Gateway, server: &McpServer, mode: &str) {
+    server.clear_calls().await;
+    let url = format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+    let out = mcp_client(
+        &url,
+        mode,
+        &[
+            "list",
+            r#"call:search:{"query":"q"}"#,
+            "call:fetch_url:{\"url\":\"http://x\"}",
+            "call:fetch_secrets",
+            "call:delete_all",
+        ],
+    )
+    .await;
+    assert_eq!(out.get("error"), None, "{mode}: {out}");
+    assert_eq!(out["tools"], json!(LISTED), "{mode}: filtered list");
+    assert!(out["pages"].as_u64().unwrap() >= 1);
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(
+        results[0],
+        json!({"tool": "search", "ok": true, "text": "results for q"}),
+        "{mode}"
+    );
+    assert_eq!(results[1]["ok"], json!(true), "{mode}");
+    for (result, tool) in results[2..].iter().zip(["fetch_secrets", "delete_all"]) {
+        assert_eq!(
+            (result["code"].clone(), result["message"].clone()),
+            (json!(-32602), json!(format!("Unknown tool: {tool}"))),
+            "{mode}: {result}"
+        );
+    }
+    let called = server.tools_called().await;
+    assert!(called.contains(&"search".to_string()), "{called:?}");
+    assert!(
+        !called
+            .iter()
+            .any(|t| t == "fetch_secrets" || t == "delete_all"),
+        "{mode}: refused tools reached the server: {called:?}"
+    );
+    // Without rules, everything passes: the same server lists all seven.
+    let open = format!("http://{}/prod/mcp/open/mcp", gw.addr);
+    let out = mcp_client(&open, mode, &["list", "call:delete_all"]).await;
+    assert_eq!(out["tools"].as_array().unwrap().len(), 7, "{mode}: {out}");
+    assert_eq!(out["results"][0]["ok"], json!(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_rules_hold_for_both_generations_sse_and_json_paged() {
+    for server_args in [&["--page-size", "3"][..], &["--json"][..]] {
+        let server = McpServer::start(server_args).await;
+        let gw = gateway(&server, false).await;
+        for mode in ["legacy", "2026-07-28"] {
+            rules_hold(&gw, &server, mode).await;
+        }
+        gw.wait_metric(
+            r#"agentroute_mcp_tool_refused_total{namespace="prod",agent="tools",kind="mcp",tool="fetch_secrets"}"#,
+            2.0,
+        )
+        .await;
+        gw.wait_metric(
+            r#"agentroute_mcp_tool_refused_total{namespace="prod",agent="tools",kind="mcp",tool="other"}"#,
+            2.0,
+        )
+        .await;
+        gw.wait_metric(
+            r#"agentroute_mcp_tool_calls_total{namespace="prod",agent="tools",kind="mcp",tool="search"}"#,
+            2.0,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_rules_hold_with_json_to_metadata() {
+    let server = McpServer::start(&["--page-size", "2"]).await;
+    let gw = gateway(&server, true).await;
+    for mode in ["legacy", "2026-07-28"] {
+        rules_hold(&gw, &server, mode).await;
+    }
+}
+
+/// A stateless (2026-07-28) request, by hand.
+fn stateless_call(id: Value, tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": tool, "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string()
+}
+
+async fn post(gw: &Gateway, headers: &[(&str, &str)], body: String) -> Response {
+    let mut all = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+    ];
+    all.extend_from_slice(headers);
+    gw.request("POST", "/prod/mcp/tools/mcp", &all, body).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_tool_limits_are_shared_by_two_workers() {
+    for from_metadata in [false, true] {
+        let server = McpServer::start(&["--json"]).await;
+        let gw = gateway(&server, from_metadata).await;
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            // A fresh connection each: the two workers both take some.
+            let r = post(
+                &gw,
+                &[("mcp-method", "tools/call"), ("mcp-name", "expensive_a")],
+                stateless_call(json!(i), "expensive_a"),
+            )
+            .await;
+            if r.status == 429 {
+                assert!(r
+                    .header("retry-after")
+                    .is_some_and(|v| v.parse::<u64>().unwrap() >= 1));
+                assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
+                let body = r.json();
+                assert_eq!(body["id"], json!(i));
+                assert_eq!(body["error"]["code"], json!(-32000));
+            }
+            statuses.push(r.status);
+        }
+        assert_eq!(
+            statuses,
+            [200, 200, 429, 429, 429, 429],
+            "metadata: {from_metadata}"
+        );
+        // Per tool, not per pattern: expensive_b has its own bucket.
+        let r = post(
+            &gw,
+            &[("mcp-method", "tools/call"), ("mcp-name", "expensive_b")],
+            stateless_call(json!("b"), "expensive_b"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            server.tools_called().await,
+            ["expensive_a", "expensive_a", "expensive_b"]
+        );
+        gw.wait_metric(
+            r#"agentroute_mcp_tool_limited_total{namespace="prod",agent="tools",kind="mcp",tool="expensive_*"}"#,
+            4.0,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_that_disagree_with_the_body_and_batches_are_refused() {
+    for from_metadata in [false, true] {
+        let server = McpServer::start(&["--json"]).await;
+        let gw = gateway(&server, from_metadata).await;
+        // Mcp-Name says an allowed tool, the body calls another.
+        for (method, name, tool) in [
+            ("tools/call", "search", "fetch_url"),
+            ("tools/list", "search", "search"),
+            ("tools/call", "=?base64?ZmV0Y2hfdXJs?=", "search"),
+        ] {
+            let r = post(
+                &gw,
+                &[("mcp-method", method), ("mcp-name", name)],
+                stateless_call(json!(9), tool),
+            )
+            .await;
+            assert_eq!(r.status, 400, "{method} {name} {tool}: {}", r.text());
+            assert_eq!(
+                server.calls().await,
+                Vec::<Value>::new(),
+                "{method} {name} {tool}: {}",
+                r.text()
+            );
+            let body = r.json();
+            assert_eq!(
+                (body["id"].clone(), body["error"]["code"].clone()),
+                (json!(9), json!(-32020))
+            );
+        }
+        // The base64 spelling the SDK uses for names is read.
+        let r = post(
+            &gw,
+            &[
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "=?base64?ZmV0Y2hfdXJs?="),
+            ],
+            stateless_call(json!(10), "fetch_url"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        // Batches.
+        let batch = format!("[{}]", stateless_call(json!(1), "search"));
+        let r = post(&gw, &[], batch).await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.json()["error"]["code"], json!(-32600));
+        // Not JSON at all.
+        let r = post(&gw, &[], "{".to_string()).await;
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].clone()),
+            (400, json!(-32700))
+        );
+        // A notification passes to the server untouched.
+        let r = post(
+            &gw,
+            &[],
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let methods: Vec<Value> = server
+            .calls()
+            .await
+            .iter()
+            .map(|c| c["method"].clone())
+            .collect();
+        assert_eq!(
+            methods,
+            [json!("tools/call"), json!("notifications/initialized")],
+            "metadata: {from_metadata}"
+        );
+    }
+}
+
+/// Envoy's stateful session filter with the envelope session state on
+/// `mcp-session-id`: what envoy/mcp-sessions.yaml, the Istio EnvoyFilter
+/// and the Envoy Gateway EnvoyPatchPolicy ship.
+fn session_envelope() -> Value {
+    json!({
+        "name": "envoy.filters.http.stateful_session",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
+            "session_state": {
+                "name": "envoy.http.stateful_session.envelope",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.stateful_session.envelope.v3.EnvelopeSessionState",
+                    "header": { "name": "mcp-session-id" }
+                }
+            }
+        }
+    })
+}
+
+/// One Envoy cluster `mcp-ruled` over every replica, round robin.
+async fn replicated(replicas: &[&McpServer], sticky: bool) -> Gateway {
+    let endpoints: Vec<Value> = replicas
+        .iter()
+        .map(|r| {
+            json!({ "endpoint": { "address": { "socket_address": {
+            "address": r.addr.ip().to_string(), "port_value": r.addr.port() } } } })
+        })
+        .collect();
+    let mut config = GatewayConfig::new(plugin_config("body"))
+        .cluster("mcp-ruled", replicas[0].addr)
+        .cluster("mcp-open", replicas[0].addr)
+        .patch_bootstrap(move |b| {
+            for cluster in b["static_resources"]["clusters"].as_array_mut().unwrap() {
+                if cluster["name"] == "mcp-ruled" {
+                    cluster["lb_policy"] = json!("ROUND_ROBIN");
+                    // What Kubernetes does by readiness and EDS: a replica
+                    // that went away leaves the cluster's healthy hosts.
+                    cluster["health_checks"] = json!([{
+                        "timeout": "2s", "interval": "0.3s", "no_traffic_interval": "0.3s",
+                        "unhealthy_threshold": 1, "healthy_threshold": 1,
+                        "http_health_check": { "path": "/calls" }
+                    }]);
+                    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = json!(endpoints);
+                }
+            }
+        });
+    config.allow_stop_iteration = true;
+    if sticky {
+        config.filters_before.push(session_envelope());
+    }
+    let gw = Gateway::start(config).await;
+    // Sessions start once the health checker has seen every replica: a
+    // host not yet checked is no override target.
+    for _ in 0..100 {
+        let r = agentroute_tests::send(gw.admin, "GET", "/clusters", &[], "").await;
+        let healthy = r
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("mcp-ruled::") && l.ends_with("::health_flags::healthy"))
+            .count();
+        if healthy == replicas.len() {
+            return gw;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "replicas never healthy:\n{}",
+        agentroute_tests::send(gw.admin, "GET", "/clusters", &[], "")
+            .await
+            .text()
+    );
+}
+
+/// Which replica a whoami answer came from, and its session count.
+fn whoami(result: &Value) -> (String, u64) {
+    let v: Value =
+        serde_json::from_str(result["text"].as_str().unwrap_or("{}")).unwrap_or_default();
+    (
+        v["replica"].as_str().unwrap_or("?").to_string(),
+        v["count"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_stay_on_their_replica_with_the_envelope() {
+    let a = McpServer::start(&["--replica", "a"]).await;
+    let b = McpServer::start(&["--replica", "b"]).await;
+    let url = |gw: &Gateway| format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+
+    // Without it, round robin sends the session's second request to the
+    // other replica: "Session not found".
+    let gw = replicated(&[&a, &b], false).await;
+    let out = mcp_client(&url(&gw), "legacy", &["repeat:50:whoami"]).await;
+    let failed = out.get("error").is_some()
+        || out["results"]
+            .as_array()
+            .is_some_and(|r| r.len() < 50 || r.iter().any(|x| x["ok"] != json!(true)));
+    assert!(
+        failed,
+        "round robin without session affinity cannot keep a session: {out}"
+    );
+    drop(gw);
+
+    // With the envelope: 50 calls, one replica, no "session not found".
+    let gw = replicated(&[&a, &b], true).await;
+    for _ in 0..2 {
+        let out = mcp_client(&url(&gw), "legacy", &["list", "repeat:50:whoami"]).await;
+        assert_eq!(out.get("error"), None, "{out}");
+        let results = out["results"].as_array().unwrap();
+        assert_eq!(results.len(), 50, "{out}");
+        let (replica, _) = whoami(&results[0]);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(whoami(r), (replica.clone(), i as u64 + 1), "call {i}: {r}");
+        }
+        assert_eq!(
+            out["tools"],
+            json!(LISTED),
+            "lists are filtered on either replica"
+        );
+    }
+    // The stateless generation needs no affinity and gets none.
+    let out = mcp_client(&url(&gw), "2026-07-28", &["repeat:10:whoami"]).await;
+    assert_eq!(out.get("error"), None, "{out}");
+    let replicas: std::collections::HashSet<String> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| whoami(r).0)
+        .collect();
+    assert_eq!(replicas.len(), 2, "stateless calls are balanced: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_whose_replica_goes_away_must_start_again() {
+    let mut a = McpServer::start(&["--replica", "a"]).await;
+    let mut b = McpServer::start(&["--replica", "b"]).await;
+    let gw = replicated(&[&a, &b], true).await;
+    let url = format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+    let client = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            mcp_client(
+                &url,
+                "legacy",
+                &[
+                    "repeat:3:whoami",
+                    "pause:8",
+                    "call:whoami:{\"session\":\"s\"}",
+                ],
+            )
+            .await
+        })
+    };
+    // Find the session's replica once its calls arrived, and stop it.
+    let mut owner = None;
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let on_a = a.tools_called().await.len();
+        let on_b = b.tools_called().await.len();
+        if on_a + on_b >= 3 {
+            owner = Some(if on_a >= 3 { 'a' } else { 'b' });
+            break;
+        }
+    }
+    let (gone, survivor) = match owner.expect("the session's first calls arrived") {
+        'a' => (&mut a, &b),
+        _ => (&mut b, &a),
+    };
+    gone.kill().await;
+    let out = client.await.unwrap();
+    let results = out["results"].as_array().cloned().unwrap_or_default();
+    assert!(
+        results.iter().take(3).all(|r| r["ok"] == json!(true)),
+        "{out}"
+    );
+    // The session's next request goes to the surviving replica (the
+    // envelope is not strict), which does not know the session.
+    let last_ok = results.get(3).is_some_and(|r| r["ok"] == json!(true));
+    assert!(!last_ok, "a lost session cannot go on: {out}");
+    assert!(
+        survivor.calls().await.iter().any(|c| c["method"] == json!("tools/call")),
+        "the session's request reached the survivor, which refused it (404 Session not found): {out}"
+    );
+    // A new session works, on the survivor.
+    let out = mcp_client(&url, "legacy", &["repeat:5:whoami"]).await;
+    assert_eq!(out.get("error"), None, "{out}");
+    assert!(
+        out["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["ok"] == json!(true)),
+        "{out}"
+    );
+}
