@@ -86,11 +86,12 @@ fn the_shipped_access_logs_print_every_field_and_stats_carry_labels() {
 }
 
 /// An HCM access log to `path`, one JSON object per request: the README's
-/// fields plus Envoy's own status and path.
+/// fields plus Envoy's own status, path and upstream cluster.
 fn with_access_log(cfg: GatewayConfig, path: PathBuf) -> GatewayConfig {
     let mut format = Map::new();
     format.insert("status".into(), json!("%RESPONSE_CODE%"));
     format.insert("path".into(), json!("%REQ(:PATH)%"));
+    format.insert("upstream_cluster".into(), json!("%UPSTREAM_CLUSTER%"));
     for (key, command) in readme_fields() {
         format.insert(key, json!(command));
     }
@@ -138,6 +139,8 @@ const CONFIG: &str = r#"{
   "openai": { "usage_metrics": true },
   "agents": [
     { "name": "coordinator", "namespace": "prod", "backend": "coordinator" },
+    { "name": "split", "namespace": "prod", "backend": "coordinator",
+      "canary": { "backend": "tools", "weight": 0, "header": "x-canary" } },
     { "name": "llm", "namespace": "models", "kind": "modelapi", "backend": "llm",
       "models": ["gpt-4.1", "openai/*", "ft:gpt-4o:org:x"] },
     { "name": "tools", "namespace": "prod", "kind": "mcp", "backend": "tools",
@@ -186,8 +189,18 @@ async fn the_access_log_shows_entry_backend_model_and_tokens() {
     assert_eq!(r.status, 200);
     assert_eq!(gw.get("/prod/mcp/tools/a").await.status, 200);
     assert_eq!(gw.get("/prod/mcp/tools/b").await.status, 429);
+    assert_eq!(gw.get("/prod/split/split-stable").await.status, 200);
+    let forced = gw
+        .request(
+            "GET",
+            "/prod/split/split-forced",
+            &[("x-canary", "always")],
+            "",
+        )
+        .await;
+    assert_eq!(forced.status, 200);
 
-    let lines = log_lines(&log, 6).await;
+    let lines = log_lines(&log, 8).await;
     let routed = line_for(&lines, "/hello");
     assert_eq!(routed["entry"], "prod/coordinator", "{routed}");
     assert_eq!(routed["kind"], "agent");
@@ -234,9 +247,20 @@ async fn the_access_log_shows_entry_backend_model_and_tokens() {
     assert_eq!(refused["status"], 429);
     assert_eq!(refused["limited"], "requests", "{refused}");
     assert_eq!(refused["entry"], "prod/tools");
-    // Canary and failover are other features: never set here.
+    // The side of a split, and the side's backend.
+    let stable = line_for(&lines, "/split-stable");
+    assert_eq!(stable["canary"], "stable", "{stable}");
+    assert_eq!(stable["backend"], "coordinator", "{stable}");
+    let forced = line_for(&lines, "/split-forced");
+    assert_eq!(forced["canary"], "canary", "{forced}");
+    assert_eq!(forced["backend"], "tools", "{forced}");
+    assert_eq!(forced["upstream_cluster"], "tools", "{forced}");
+    // Entries without a split have no side; failover is not built.
     for line in &lines {
-        for key in ["canary", "failover_retries", "backends_tried"] {
+        if line["entry"] != "prod/split" {
+            assert!(line["canary"].is_null(), "canary: {line}");
+        }
+        for key in ["failover_retries", "backends_tried"] {
             assert!(line[key].is_null(), "{key}: {line}");
         }
     }
