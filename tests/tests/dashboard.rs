@@ -183,13 +183,16 @@ fn exported(text: &str) -> BTreeSet<String> {
 async fn the_dashboard_queries_what_the_demo_envoy_exports() {
     let mut cfg = GatewayConfig::new(demo_plugin_config());
     cfg.allow_stop_iteration = true;
+    // Every backend the demo's configuration names (a canary's too).
     for name in [
         "coordinator",
+        "coordinator-next",
         "researcher",
         "llm",
         "embedder",
         "tools",
         "assistant",
+        "mcp-search",
     ] {
         cfg = cfg.cluster(name, spawn_agent(name).await);
     }
