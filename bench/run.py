@@ -591,9 +591,11 @@ def stop_all():
 # ---------------------------------------------------------------- the run
 
 
-def cases(sizes, bodies):
+def cases(sizes, bodies, quick=False):
     """(case, server, path, body) in report order; each round visits them
-    in its own shuffled order."""
+    in its own shuffled order. `quick` (CI's smoke run) keeps the Istio- and
+    Envoy Gateway-shaped cases to the smallest size: six Envoys loading
+    10,000 routes each took minutes of a CI run that asserts no timing."""
     out = [("A plain Envoy", "A", "/x", None), ("B no-op Wasm", "B", "/x", None)]
     for mode, *_ in FLOOR_MODES:
         out.append((f"floor: {mode}", f"floor:{mode}", agent_path(0), None))
@@ -602,7 +604,7 @@ def cases(sizes, bodies):
             out.append((f"C agentroute {n} {which}", f"C{n}", agent_path(i), None))
             out.append((f"G ext_proc {n} {which}", f"G{n}", agent_path(i), None))
             out.append((f"D native routes {n} {which}", f"D{n}", agent_path(i), None))
-            for shape, label in SHAPES:
+            for shape, label in SHAPES if not quick or n == min(sizes) else ():
                 for code, wiring in zip("rco", WIRINGS):
                     out.append((shaped_case(label, wiring, n, which), f"{label[0]}{code}{n}", agent_path(i), None))
     small = min(sizes)
@@ -669,15 +671,27 @@ def start_server(key, port, workdir, sidecar_port):
     die(f"unknown server {key}")
 
 
+# Workers of the memory rows: one, and four (three extra VMs, as the
+# issue's measure has it: per extra VM = (RSS at 4 - RSS at 1) / 3).
+MEMORY_WORKERS = (1, 4)
+# What CI's quick bench holds the filter to at 10,000 agents
+# (bench/bounds.json): generous, to catch a 2x regression, not noise.
+BOUNDS = os.path.join(ROOT, "bench", "bounds.json")
+
+
 def memory_and_startup(sizes, workdir):
+    """Per size: the configure time per VM (the plugin logs it), the VM's
+    linear memory, Envoy's RSS with one and four workers, and what each
+    extra worker's VM adds."""
     rows = []
     for n in sizes:
         row = {"agents": n}
-        for conc in (1, 2):
+        for conc in MEMORY_WORKERS:
             name = f"mem{n}c{conc}"
             p = start_envoy(name, bootstrap(19300, BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(n)})], UP),
                             19300, workdir, concurrency=conc, wasm_log=True)
-            wait_ready(p, agent_path(n - 1))
+            # 100,000 agents: a 10 MB configuration each VM parses.
+            wait_ready(p, agent_path(n - 1), timeout=300)
             time.sleep(0.5)
             row[f"rss{conc}"] = rss_kb(p.pid) / 1024
             log = open(p.bench_log).read()
@@ -688,9 +702,36 @@ def memory_and_startup(sizes, workdir):
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=10)
             procs.remove(p)
-        row["per_vm"] = row["rss2"] - row["rss1"]
+        lo, hi = MEMORY_WORKERS
+        row["per_vm"] = (row[f"rss{hi}"] - row[f"rss{lo}"]) / (hi - lo)
+        row["load"] = max(row[f"load{c}"] for c in MEMORY_WORKERS)
         rows.append(row)
+    base = next((r for r in rows if r["agents"] == min(sizes)), None)
+    for r in rows:
+        # What the configuration costs each extra VM: the plugin's own
+        # memory with the smallest configuration taken out.
+        r["per_vm_config"] = r["per_vm"] - (base["per_vm"] if base else 0.0)
     return rows
+
+
+def check_bounds(memory):
+    """CI's regression guard: the 10,000-agent row against bench/bounds.json.
+    Returns the lines to print and whether every bound holds."""
+    with open(BOUNDS) as f:
+        bounds = json.load(f)
+    row = next((m for m in memory if m["agents"] == bounds["agents"]), None)
+    if row is None:
+        return [f"bounds: no {bounds['agents']}-agent row measured"], False
+    lines, ok = [], True
+    # The one-worker configure time: four VMs configuring at once on a
+    # small, busy CI machine measure the machine more than the filter.
+    for key, measured, unit in (("configure_ms", row["load1"], "ms"), ("per_vm_mib", row["per_vm_config"], "MiB")):
+        bound = bounds[key]
+        holds = measured <= bound
+        ok = ok and holds
+        lines.append(f"bounds: {bounds['agents']} agents, {key} {measured:.1f} {unit} (bound {bound} {unit}): "
+                     f"{'ok' if holds else 'EXCEEDED'}")
+    return lines, ok
 
 
 def main():
@@ -706,6 +747,8 @@ def main():
     parser.add_argument("--out", help="write the report there (default BENCHMARKS.md for a full run without --only, else nowhere)")
     args = parser.parse_args()
     rounds, seconds, warmup, sizes = (1, 1, 0, [10, 10000]) if args.quick else (7, 2, 1, [10, 1000, 10000])
+    # Memory and configure time also at 100,000 agents in a full run.
+    memory_sizes = sorted(set(sizes) | ({100000} if not args.quick and not args.sizes else set()))
     rounds = args.rounds if args.rounds is not None else rounds
     seconds = args.seconds if args.seconds is not None else seconds
     warmup = args.warmup if args.warmup is not None else warmup
@@ -717,7 +760,7 @@ def main():
     if rounds < 1 or seconds < 1 or warmup < 0 or not sizes or min(sizes) < 1:
         die("--rounds, --seconds and --sizes must be positive, --warmup not negative")
     bodies = [(1024, "1KB"), (65536, "64KB")] + ([] if args.quick else [(1000000, "1MB")])
-    plan = cases(sizes, bodies)
+    plan = cases(sizes, bodies, quick=args.quick)
     if args.only:
         plan = [c for c in plan if re.search(args.only, c[0])]
         if not plan:
@@ -770,7 +813,7 @@ def main():
                 results[case[0]].append(run(*case, seconds))
             print(f"round {r + 1}/{rounds} done ({time.time() - started:.0f} s)", file=sys.stderr)
         os.sched_setaffinity(0, affinity)
-        memory = [] if args.only else memory_and_startup(sizes, workdir)
+        memory = [] if args.only else memory_and_startup(memory_sizes, workdir)
         extraction = [] if args.only else model_extraction()
         hot_path = [] if args.only else native_hot_path()
     finally:
@@ -780,6 +823,11 @@ def main():
     meta = {"rounds": rounds, "seconds": seconds, "warmup": warmup, "seed": args.seed, "only": args.only}
     report = render(results, memory, sizes, meta, extraction, hot_path)
     print(report)
+    if args.quick and memory:
+        lines, ok = check_bounds(memory)
+        print("\n".join(lines), file=sys.stderr)
+        if not ok:
+            die("a bound of bench/bounds.json is exceeded: configure time or memory per VM regressed")
     print(f"bench: finished in {time.time() - started:.0f} s", file=sys.stderr)
     if out_path:
         with open(out_path, "w") as f:
@@ -1010,17 +1058,27 @@ def render(results, memory, sizes, meta, extraction, hot_path):
     mem = []
     if memory:
         mem = ["", "## Memory and start-up", "",
-               "| agents | config load per VM | VM memory | Envoy RSS, 1 worker | 2 workers | per extra VM |",
-               "|---:|---:|---:|---:|---:|---:|"]
+               "| agents | configure per VM | VM memory | Envoy RSS, 1 worker | 4 workers | per extra VM | of it, the configuration |",
+               "|---:|---:|---:|---:|---:|---:|---:|"]
         for m in memory:
-            mem.append(f"| {m['agents']} | {max(m['load1'], m['load2']):.1f} ms | {m['vm_mib']:.1f} MiB | {m['rss1']:.0f} MiB "
-                       f"| {m['rss2']:.0f} MiB | {m['per_vm']:.1f} MiB |")
+            mem.append(f"| {m['agents']:,} | {m['load']:.1f} ms | {m['vm_mib']:.1f} MiB | {m['rss1']:.0f} MiB "
+                       f"| {m['rss4']:.0f} MiB | {m['per_vm']:.1f} MiB | {m['per_vm_config']:.1f} MiB |")
+        mem += ["", "Per extra VM: (RSS with 4 workers − RSS with 1) / 3; of it, the configuration: the same "
+                "minus its value at the smallest size (the plugin's own memory). Configure: the slowest VM's "
+                "parse and compile, as it logs it."]
         size_kb = os.path.getsize(AGENTROUTE) / 1024
         big_mem = next(m for m in memory if m["agents"] == big)
+        huge = next((m for m in memory if m["agents"] == 100000), None)
+        if huge:
+            targets += [
+                ("100,000 agents: ≤ 500 ms per VM", 500 / huge["load"], 1.0),
+                (f"100,000 agents: ≤ 60 MiB per extra VM (+{huge['per_vm_config']:.1f} MiB)",
+                 60 / max(huge["per_vm_config"], 0.01), 1.0),
+            ]
         targets += [
-            (f"config with {big} agents loads in ≤ 200 ms per VM", 200 / max(big_mem["load1"], big_mem["load2"]), 1.0),
-            (f"≤ 32 MB per VM with {big} agents (VM memory {big_mem['vm_mib']:.1f} MiB, RSS +{big_mem['per_vm']:.1f} MiB)",
-             32 / max(big_mem["vm_mib"], big_mem["per_vm"]), 1.0),
+            (f"config with {big} agents configures in ≤ 50 ms per VM", 50 / big_mem["load"], 1.0),
+            (f"≤ 6 MiB per extra VM for {big} agents' configuration (RSS +{big_mem['per_vm_config']:.1f} MiB)",
+             6 / max(big_mem["per_vm_config"], 0.01), 1.0),
             (f".wasm ≤ 600 KB ({size_kb:.0f} KB)", 600 / size_kb, 1.0),
         ]
     tgt = ["", "| target | measured (paired median) | holds |", "|---|---:|:---:|"]

@@ -8,9 +8,8 @@
 //! record per prefix (a radix tree of 30,000 routes took ten times the
 //! memory, kept in every worker's VM).
 
-use std::collections::{HashMap, HashSet};
-
 use crate::config::ConfigError;
+use crate::fasthash::FastMap;
 
 /// What replaces a matched prefix.
 #[derive(Debug)]
@@ -62,16 +61,16 @@ pub struct Match<'a> {
 /// case-insensitively with the port ignored.
 #[derive(Debug)]
 pub struct HostTable<T> {
-    exact: HashMap<String, T>,
+    exact: FastMap<String, T>,
     /// `*.example.com` stored as `example.com`.
-    wildcard: HashMap<String, T>,
+    wildcard: FastMap<String, T>,
 }
 
 impl<T> Default for HostTable<T> {
     fn default() -> Self {
         HostTable {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: FastMap::default(),
+            wildcard: FastMap::default(),
         }
     }
 }
@@ -121,23 +120,27 @@ pub struct Router {
     gateway_hosts: Option<HostTable<()>>,
     /// Every prefix without its trailing `/` (the root `/` as ""), and
     /// where it leads.
-    paths: HashMap<Box<str>, Target>,
+    paths: FastMap<Box<str>, Target>,
     /// Segments of the deepest prefix: no longer cut of a path can match.
     max_depth: usize,
 }
 
 #[derive(Debug, Default)]
 pub struct RouterBuilder {
-    hosts: Vec<(String, usize)>,
+    hosts: HostTable<usize>,
     gateway_hosts: Option<HostTable<()>>,
-    prefixes: Vec<(String, Option<String>, usize)>,
-    seen: HashSet<String>,
+    /// Filled as prefixes come (the first claim of a prefix wins): no list
+    /// of claims kept beside the table, no string copied twice.
+    paths: FastMap<Box<str>, Target>,
+    max_depth: usize,
+    too_many: bool,
 }
 
 impl RouterBuilder {
-    /// Adds a host pattern (lowercase, exact or `*.suffix`).
+    /// Adds a host pattern (lowercase, exact or `*.suffix`); the first
+    /// claim of a pattern wins.
     pub fn host(&mut self, pattern: &str, entry: usize) {
-        self.hosts.push((pattern.to_string(), entry));
+        self.hosts.insert(pattern, entry);
     }
 
     /// Confines paths and the OpenAI surface to these host patterns
@@ -150,40 +153,38 @@ impl RouterBuilder {
         self.gateway_hosts = Some(table);
     }
 
-    /// Adds a path prefix; the first claim of a prefix wins.
-    pub fn prefix(&mut self, prefix: &str, rewrite: Option<String>, entry: usize) {
-        if self.seen.insert(prefix.to_string()) {
-            self.prefixes.push((prefix.to_string(), rewrite, entry));
+    /// Adds a path prefix rewritten to `rewrite` (`None`: kept); the first
+    /// claim of a prefix wins.
+    pub fn prefix(&mut self, prefix: &str, rewrite: Option<&str>, entry: usize) {
+        let base = prefix.trim_end_matches('/');
+        if self.paths.contains_key(base) {
+            return;
         }
+        let Ok(entry) = u32::try_from(entry) else {
+            self.too_many = true;
+            return;
+        };
+        self.max_depth = self
+            .max_depth
+            .max(base.bytes().filter(|&b| b == b'/').count());
+        let rewrite = match rewrite {
+            None => Rewrite::Keep,
+            Some("/") => Rewrite::Root,
+            Some(to) => Rewrite::To(to.into()),
+        };
+        self.paths.insert(base.into(), Target { entry, rewrite });
     }
 
-    pub fn build(self) -> Result<Router, ConfigError> {
-        let mut hosts = HostTable::default();
-        for (pattern, entry) in self.hosts {
-            hosts.insert(&pattern, entry);
+    pub fn build(mut self) -> Result<Router, ConfigError> {
+        if self.too_many {
+            return Err(ConfigError::new("agents", "too many agents"));
         }
-
-        let too_many = || ConfigError::new("agents", "too many agents");
-        let mut paths = HashMap::with_capacity(self.prefixes.len());
-        let mut max_depth = 0;
-        for (prefix, rewrite, entry) in self.prefixes {
-            let base = prefix.trim_end_matches('/');
-            max_depth = max_depth.max(base.matches('/').count());
-            let target = Target {
-                entry: u32::try_from(entry).map_err(|_| too_many())?,
-                rewrite: match rewrite.as_deref() {
-                    None => Rewrite::Keep,
-                    Some("/") => Rewrite::Root,
-                    Some(to) => Rewrite::To(to.into()),
-                },
-            };
-            paths.entry(base.into()).or_insert(target);
-        }
+        self.paths.shrink_to_fit();
         Ok(Router {
-            hosts,
+            hosts: self.hosts,
             gateway_hosts: self.gateway_hosts,
-            paths,
-            max_depth,
+            paths: self.paths,
+            max_depth: self.max_depth,
         })
     }
 }
@@ -347,7 +348,7 @@ mod tests {
     fn router(prefixes: &[(&str, Option<&str>, usize)], hosts: &[(&str, usize)]) -> Router {
         let mut b = RouterBuilder::default();
         for (p, r, e) in prefixes {
-            b.prefix(p, r.map(str::to_string), *e);
+            b.prefix(p, *r, *e);
         }
         for (h, e) in hosts {
             b.host(h, *e);

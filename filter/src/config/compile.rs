@@ -3,8 +3,8 @@
 //! host, prefix or model belong to one entry, agent paths leave the OpenAI
 //! surface alone, numbers fit their scope.
 
+use crate::fasthash::FastMap;
 use std::cell::OnceCell;
-use std::collections::HashMap;
 
 use super::canary::compile_canary;
 use super::concurrency::{client_per, compile_concurrency};
@@ -110,7 +110,8 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         claims.push(routes);
     }
 
-    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    let mut ids: FastMap<&str, usize> =
+        FastMap::with_capacity_and_hasher(entries.len(), Default::default());
     for (i, e) in entries.iter().enumerate() {
         if let Some(first) = ids.insert(&e.id, i) {
             return Err(conflict(
@@ -529,8 +530,8 @@ fn build_router(
     } else {
         &OPENAI_RESERVED[..1]
     };
-    let mut host_owner: HashMap<&str, usize> = HashMap::new();
-    let mut prefix_owner: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut host_owner: FastMap<&str, usize> = FastMap::default();
+    let mut prefix_owner: FastMap<&str, (usize, usize)> = FastMap::default();
 
     for (i, c) in claims.iter().enumerate() {
         for (j, host) in c.hosts.iter().enumerate() {
@@ -571,13 +572,13 @@ fn build_router(
     // prefix is a conflict, equal to the entry's own explicit prefix yields to it.
     for (i, c) in claims.iter().enumerate() {
         for (prefix, rewrite) in &c.prefixes {
-            builder.prefix(prefix, rewrite.clone(), i);
+            builder.prefix(prefix, rewrite.as_deref(), i);
         }
     }
 
     // Shorthand is offered only for names no other entry uses, that no
     // explicit prefix claims, and that do not shadow the OpenAI surface.
-    let mut name_count: HashMap<&str, usize> = HashMap::new();
+    let mut name_count: FastMap<&str, usize> = FastMap::default();
     for e in entries {
         *name_count.entry(e.name.as_str()).or_default() += 1;
     }
@@ -638,7 +639,7 @@ fn build_router(
                     ),
                 ));
             }
-            builder.prefix(&path, Some("/".to_string()), i);
+            builder.prefix(&path, Some("/"), i);
         }
     }
     Ok((builder.build()?, dropped))

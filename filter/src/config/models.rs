@@ -2,16 +2,16 @@
 //! at most one `*` (a proxy such as LiteLLM serving many models). Exact ids
 //! win, then the longest matching prefix, then `*`.
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 
 use super::ConfigError;
 
 /// Model ids → entry index, compiled once per plan.
 #[derive(Debug, Default)]
 pub struct ModelTable {
-    exact: HashMap<String, usize>,
+    exact: FastMap<String, usize>,
     /// `prefix/*` stored as `prefix`.
-    prefixes: HashMap<String, usize>,
+    prefixes: FastMap<String, usize>,
     any: Option<usize>,
     /// Exact ids in configuration order, for `GET /v1/models` (patterns are
     /// not model ids a client could name).
