@@ -65,6 +65,12 @@ fn the_shipped_access_logs_print_every_field_and_stats_carry_labels() {
         &istio["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["access_log"];
     assert_eq!(demo_log, istio_log, "Envoy and Istio print the same fields");
     let format = &demo_log[0]["typed_config"]["log_format"]["json_format"];
+    let eg = yaml("envoy/gateway/envoyproxy-access-log.yaml");
+    assert_eq!(
+        &eg["spec"]["telemetry"]["accessLog"]["settings"][0]["format"]["json"],
+        format,
+        "Envoy Gateway prints the same fields"
+    );
     for field in Field::ALL {
         assert_eq!(
             format[field.json_key()].as_str(),
