@@ -336,6 +336,17 @@ fn compile_entry(
         .concurrency
         .map(|c| compile_concurrency(c.0, &path("concurrency")))
         .transpose()?;
+    let failover = raw
+        .failover
+        .map(|f| {
+            super::failover::compile_failover(
+                f.0,
+                &path("failover"),
+                &raw.backend,
+                canary.as_ref().map(|c| c.backend.as_str()),
+            )
+        })
+        .transpose()?;
 
     let id = format!("{namespace}/{name}");
     Ok((
@@ -354,6 +365,7 @@ fn compile_entry(
             canary,
             cors,
             concurrency,
+            failover,
         },
         claims,
     ))

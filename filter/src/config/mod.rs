@@ -9,6 +9,7 @@ mod compile;
 mod concurrency;
 pub mod contract;
 mod cors;
+mod failover;
 mod mcp;
 pub mod models;
 mod observe;
@@ -171,6 +172,8 @@ pub struct Entry {
     /// top-level one, or none.
     pub cors: Option<usize>,
     pub concurrency: Option<Concurrency>,
+    /// Backends that take over when the entry's backend fails.
+    pub failover: Option<crate::failover::Failover>,
 }
 
 /// An entry's in-flight limit.
