@@ -6,6 +6,71 @@
 
 use crate::ratelimit::{SharedStore, StoreError};
 
+/// What a request may ask about the backends' health: their ejection
+/// records (a shared-data read each) and the time.
+pub trait Health {
+    /// Until when (Unix nanoseconds) `backend` is skipped, if a record
+    /// says so (expired records included).
+    fn ejected_until(&self, backend: &str) -> Option<u64>;
+    fn now_nanos(&self) -> u64;
+}
+
+impl std::fmt::Debug for dyn Health + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Health")
+    }
+}
+
+/// Every backend healthy (no host, `agentroute check`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllHealthy;
+
+impl Health for AllHealthy {
+    fn ejected_until(&self, _: &str) -> Option<u64> {
+        None
+    }
+
+    fn now_nanos(&self) -> u64 {
+        0
+    }
+}
+
+/// The header Envoy's router numbers attempts in (the route's vhost has
+/// `include_request_attempt_count`): a client copy would steer the first
+/// attempt to a later slot.
+pub const ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
+
+/// The slot header of attempt `n` (2, 3, ...): `x-agent-backend-2` for a
+/// dispatch header `x-agent-backend`. Attempt 1 is the dispatch header.
+pub fn slot_header(dispatch_header: &str, n: usize) -> String {
+    format!("{dispatch_header}-{n}")
+}
+
+/// Whether `name` is a slot header of `dispatch_header` (any number: the
+/// Envoy route may know more slots than this configuration writes).
+pub fn is_slot_header(name: &str, dispatch_header: &str) -> bool {
+    name.strip_prefix(dispatch_header)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The backends one request of `entry` may try, before ordering: the side
+/// chosen (`first`), the stable backend after a canary, then the backups.
+pub fn candidates(entry: &crate::config::Entry, canary: bool) -> Vec<&str> {
+    let Some(f) = &entry.failover else {
+        return vec![entry.backend.as_str()];
+    };
+    let first = match (&entry.canary, canary) {
+        (Some(c), true) => Some(c.backend.as_str()),
+        _ => None,
+    };
+    first
+        .into_iter()
+        .chain(std::iter::once(entry.backend.as_str()))
+        .chain(f.backends.iter().map(String::as_str))
+        .collect()
+}
+
 /// `eject` when the entry sets none.
 pub const DEFAULT_EJECT_MS: u64 = 30_000;
 /// The longest `eject` a configuration may set.
@@ -114,7 +179,8 @@ impl On {
 pub enum Outcome {
     /// No connection to the backend (UF), or no healthy host (UH).
     ConnectFailure,
-    /// The backend reset the stream or closed the connection (UR, UC).
+    /// The backend reset the stream, closed the connection or cut its
+    /// answer (UR, UC, UPE).
     Reset,
     /// The request timeout fired (UT).
     Timeout,
@@ -131,6 +197,8 @@ pub mod flags {
     pub const UPSTREAM_RESET: u64 = 0x10;
     pub const CONNECTION_FAILURE: u64 = 0x20;
     pub const CONNECTION_TERMINATION: u64 = 0x40;
+    /// UPE: what a backend that cuts a chunked answer short leaves.
+    pub const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
 }
 
 /// What ended a stream: an upstream failure flag wins over the status,
@@ -140,7 +208,10 @@ pub fn classify(code: u64, response_flags: u64) -> Outcome {
         Outcome::ConnectFailure
     } else if response_flags & flags::UPSTREAM_TIMEOUT != 0 {
         Outcome::Timeout
-    } else if response_flags & (flags::UPSTREAM_RESET | flags::CONNECTION_TERMINATION) != 0 {
+    } else if response_flags
+        & (flags::UPSTREAM_RESET | flags::CONNECTION_TERMINATION | flags::UPSTREAM_PROTOCOL_ERROR)
+        != 0
+    {
         Outcome::Reset
     } else {
         match u16::try_from(code) {
@@ -270,13 +341,18 @@ pub fn eject(store: &dyn SharedStore, key: &str, until_nanos: u64) -> Result<boo
 /// read on the healthy path. Returns indices into `candidates`.
 pub fn order(
     candidates: usize,
-    now_nanos: u64,
+    now_nanos: impl FnOnce() -> u64,
     mut ejected_until: impl FnMut(usize) -> Option<u64>,
 ) -> Vec<u8> {
     let count = candidates.min(usize::from(u8::MAX));
     let mut order: Vec<u8> = (0..count).filter_map(|i| u8::try_from(i).ok()).collect();
+    // No record at all (the usual case): no clock read either.
+    let Some(first) = (if count == 0 { None } else { ejected_until(0) }) else {
+        return order;
+    };
+    let now_nanos = now_nanos();
     let ejected = |until: Option<u64>| until.filter(|&u| u > now_nanos);
-    let Some(first) = ejected(if count == 0 { None } else { ejected_until(0) }) else {
+    let Some(first) = ejected(Some(first)) else {
         return order;
     };
     let until: Vec<Option<u64>> = (0..count)
@@ -361,6 +437,11 @@ mod tests {
         assert_eq!(classify(504, 0x4), Outcome::Timeout);
         assert_eq!(classify(503, 0x10), Outcome::Reset);
         assert_eq!(classify(200, 0x40), Outcome::Reset);
+        assert_eq!(
+            classify(0, 0x80_0000),
+            Outcome::Reset,
+            "a stream cut mid-chunk"
+        );
         assert_eq!(classify(503, 0), Outcome::Status(503));
         assert_eq!(
             classify(503, 0x8000),
@@ -491,29 +572,36 @@ mod tests {
     #[test]
     fn order_reads_one_record_when_healthy() {
         let reads = RefCell::new(Vec::new());
-        let got = order(3, 1_000, |i| {
-            reads.borrow_mut().push(i);
-            None
-        });
+        let got = order(
+            3,
+            || 1_000,
+            |i| {
+                reads.borrow_mut().push(i);
+                None
+            },
+        );
         assert_eq!(got, vec![0, 1, 2]);
         assert_eq!(*reads.borrow(), vec![0]);
         // An expired record is healthy too.
-        assert_eq!(order(3, 1_000, |i| (i == 0).then_some(999)), vec![0, 1, 2]);
+        assert_eq!(
+            order(3, || 1_000, |i| (i == 0).then_some(999)),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
     fn ejected_backends_go_last_by_when_they_come_back() {
         // 0 ejected: 1 leads, 2 next, 0 last.
         assert_eq!(
-            order(3, 1_000, |i| (i == 0).then_some(5_000)),
+            order(3, || 1_000, |i| (i == 0).then_some(5_000)),
             vec![1, 2, 0]
         );
         // 0 and 1 ejected: 2 leads, then 1 (back sooner) and 0.
         let until = [9_000, 5_000, 0];
-        assert_eq!(order(3, 1_000, |i| Some(until[i])), vec![2, 1, 0]);
+        assert_eq!(order(3, || 1_000, |i| Some(until[i])), vec![2, 1, 0]);
         // All ejected: the one back first leads.
         let until = [9_000, 5_000, 7_000];
-        assert_eq!(order(3, 1_000, |i| Some(until[i])), vec![1, 2, 0]);
-        assert_eq!(order(0, 1_000, |_| None), Vec::<u8>::new());
+        assert_eq!(order(3, || 1_000, |i| Some(until[i])), vec![1, 2, 0]);
+        assert_eq!(order(0, || 1_000, |_| None), Vec::<u8>::new());
     }
 }

@@ -218,6 +218,9 @@ pub enum ShorthandLoss {
 #[derive(Debug)]
 pub struct Plan {
     pub dispatch_header: String,
+    /// Slot headers of retries across backends (`x-agent-backend-2`, ...),
+    /// as many as the entry with the most backends needs.
+    pub slot_headers: Vec<String>,
     /// Set `x-agent-name/-namespace/-kind` on a match.
     pub identity_headers: bool,
     pub unmatched: Unmatched,

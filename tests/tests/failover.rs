@@ -1,0 +1,333 @@
+//! Failover across backends through a real Envoy with two workers: a
+//! backend answering 503, 429 (with and without `retry-after`), a closed
+//! port and a timeout is ejected for every worker; the failed request
+//! itself reaches the next backend on Envoy >= 1.39 (the matcher route of
+//! envoy/demo.yaml, `refresh_cluster_on_retry`), while older Envoys show
+//! passive ejection only; the ejection ends after its window; all ejected,
+//! the one back first is used; an SSE stream failing before its first
+//! byte is retried, one failing after it is not; client-sent slot headers
+//! never steer anything.
+//!
+//! The demo agents fail on demand: `?fail=NAME` makes the agent NAME fail
+//! while the others answer (agent/src/lib.rs).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agentroute_tests::{envoy_bin, spawn_agent, Gateway, GatewayConfig, Response};
+use serde_json::{json, Value};
+
+/// The Envoy under test is at least 1.39 (`refresh_cluster_on_retry`).
+fn retries_across_clusters() -> bool {
+    let out = std::process::Command::new(envoy_bin())
+        .arg("--version")
+        .output()
+        .expect("envoy --version");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    let version = text
+        .split('/')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no version in {text:?}"));
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 39)
+}
+
+/// A `HttpRequestHeaderMatchInput` matcher from `header`'s value to the
+/// cluster of that name.
+fn slot_matcher(header: &str, clusters: &[&str]) -> Value {
+    let map: serde_json::Map<String, Value> = clusters
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                json!({ "action": { "name": c, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction",
+                    "cluster": c } } }),
+            )
+        })
+        .collect();
+    json!({ "matcher_tree": {
+        "input": { "name": header, "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "header_name": header } },
+        "exact_match_map": { "map": map } } })
+}
+
+/// The failover routes of envoy/demo.yaml for `backups` backups: attempt 1
+/// from `x-agent-backend`, attempt n+1 from `x-agent-backend-(n+1)` (at
+/// the refresh, `x-envoy-attempt-count` still holds the attempt that
+/// failed).
+fn failover_route(backups: usize, clusters: &[&str]) -> Value {
+    let mut attempts = serde_json::Map::new();
+    for n in 1..=backups {
+        attempts.insert(
+            n.to_string(),
+            json!({ "matcher": slot_matcher(&format!("x-agent-backend-{}", n + 1), clusters) }),
+        );
+    }
+    json!({
+        "match": { "prefix": "/", "headers": [
+            { "name": format!("x-agent-backend-{}", backups + 1), "present_match": true } ] },
+        "route": {
+            "timeout": "0s",
+            "inline_cluster_specifier_plugin": { "extension": {
+                "name": "envoy.router.cluster_specifier_plugin.matcher",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.MatcherClusterSpecifier",
+                    "cluster_matcher": {
+                        "matcher_tree": {
+                            "input": { "name": "attempt", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                                "header_name": "x-envoy-attempt-count" } },
+                            "exact_match_map": { "map": attempts } },
+                        "on_no_match": { "matcher": slot_matcher("x-agent-backend", clusters) } } } } },
+            "retry_policy": {
+                "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+                "retriable_status_codes": [429],
+                "num_retries": backups,
+                "refresh_cluster_on_retry": true } }
+    })
+}
+
+/// Closed port: bound, then dropped.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Agents `a`, `b` (demo agents named so), `dead` (closed port); entries
+/// as `agents`. On Envoy >= 1.39 the failover routes go in front.
+async fn start(agents: Value) -> Gateway {
+    let plugin = json!({ "observability": { "access_log": true }, "agents": agents }).to_string();
+    let cfg = GatewayConfig::new(plugin)
+        .cluster("a", spawn_agent("a").await)
+        .cluster("b", spawn_agent("b").await)
+        .cluster("c", spawn_agent("c").await)
+        .cluster("dead", closed_port());
+    let cfg = if retries_across_clusters() {
+        cfg.patch_bootstrap(|b| {
+            let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"];
+            let vhost = &mut hcm["route_config"]["virtual_hosts"][0];
+            vhost["include_request_attempt_count"] = json!(true);
+            let clusters = ["a", "b", "c", "dead"];
+            if let Some(routes) = vhost["routes"].as_array_mut() {
+                routes.insert(0, failover_route(1, &clusters));
+                routes.insert(0, failover_route(2, &clusters));
+            }
+        })
+    } else {
+        cfg
+    };
+    Gateway::start(cfg).await
+}
+
+fn served_by(r: &Response) -> String {
+    r.header("x-served-by").unwrap_or_default().to_string()
+}
+
+/// Which backend `n` fresh connections reach (each a new connection, so
+/// both workers answer some).
+async fn backends(gw: &Gateway, path: &str, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let r = gw.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        seen.push(served_by(&r));
+    }
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+const ONE: fn(&str) -> Vec<String> = |s| vec![s.to_string()];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_on_the_next_backend_and_ejects_the_first_for_every_worker() {
+    let gw = start(json!([
+        { "name": "main", "backend": "a", "failover": { "backends": ["b", "c"], "eject": "1s" } }
+    ]))
+    .await;
+    assert_eq!(backends(&gw, "/main/x", 4).await, ONE("a"));
+    let r = gw.get("/main/x?fail=a").await;
+    if retries_across_clusters() {
+        assert_eq!((r.status, served_by(&r)), (200, "b".into()), "{}", r.text());
+    } else {
+        // Envoy < 1.39: the failure reaches the client; ejection follows.
+        assert_eq!((r.status, served_by(&r)), (503, "a".into()));
+    }
+    // Both workers skip `a` now (many connections).
+    assert_eq!(backends(&gw, "/main/x", 8).await, ONE("b"));
+    let ejections = r#"agentroute_failover_ejections_total{namespace="default",agent="main",kind="agent",backend="a"}"#;
+    gw.wait_metric(ejections, 1.0).await;
+    if retries_across_clusters() {
+        gw.wait_metric(
+            r#"agentroute_failover_retries_total{namespace="default",agent="main",kind="agent",backend="b"}"#,
+            1.0,
+        )
+        .await;
+    }
+    gw.wait_metric(
+        r#"agentroute_failover_ejected_backends{namespace="default",agent="main",kind="agent"}"#,
+        1.0,
+    )
+    .await;
+    // The window ends: `a` again, everywhere.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(backends(&gw, "/main/x", 8).await, ONE("a"));
+    assert!(
+        agentroute_tests::wasm_failures(&gw.log()).is_empty(),
+        "{}",
+        gw.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_ejects_for_eject_or_a_longer_retry_after() {
+    let gw = start(json!([
+        { "name": "main", "backend": "a", "failover": { "backends": ["b"], "eject": "1s" } }
+    ]))
+    .await;
+    // Without retry-after: `eject` (1s).
+    let r = gw.get("/main/x?fail=a&fail_status=429").await;
+    let want = if retries_across_clusters() {
+        (200, "b")
+    } else {
+        (429, "a")
+    };
+    assert_eq!((r.status, served_by(&r).as_str()), want);
+    assert_eq!(backends(&gw, "/main/x", 4).await, ONE("b"));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(backends(&gw, "/main/x", 4).await, ONE("a"));
+    // retry-after: 3 is longer than `eject`: still skipped after 1.5 s. On
+    // a retried request the retry-after of an earlier attempt is gone
+    // (Envoy keeps only the last answer): `retry: false` shows it.
+    let gw2 = start(json!([
+        { "name": "once", "backend": "a", "failover": { "backends": ["b"], "eject": "1s", "retry": false } }
+    ]))
+    .await;
+    let r = gw2
+        .get("/once/x?fail=a&fail_status=429&retry_after=3")
+        .await;
+    assert_eq!(
+        (r.status, r.header("retry-after")),
+        (429, Some("3")),
+        "the answer unchanged"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(backends(&gw2, "/once/x", 4).await, ONE("b"));
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    assert_eq!(backends(&gw2, "/once/x", 4).await, ONE("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_and_a_timeout_are_failures_when_on_says_so() {
+    let gw = start(json!([
+        { "name": "down", "backend": "dead", "failover": { "backends": ["b"], "eject": "5s" } },
+        { "name": "slow", "backend": "a", "timeout": "300ms",
+          "failover": { "backends": ["b"], "on": ["5xx", "timeout"], "eject": "5s" } },
+        { "name": "patient", "backend": "c", "timeout": "300ms",
+          "failover": { "backends": ["b"], "eject": "5s" } }
+    ]))
+    .await;
+    let r = gw.get("/down/x").await;
+    if retries_across_clusters() {
+        assert_eq!((r.status, served_by(&r)), (200, "b".into()), "{}", r.text());
+    } else {
+        assert_eq!(r.status, 503);
+    }
+    assert_eq!(backends(&gw, "/down/x", 4).await, ONE("b"));
+
+    // A timeout is not retried (the request's time is up) but ejects.
+    let r = gw.get("/slow/x?fail=a&fail_delay_ms=1000").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(backends(&gw, "/slow/x", 4).await, ONE("b"));
+    // Not in `on` (the default): no ejection.
+    let r = gw.get("/patient/x?fail=c&fail_delay_ms=1000").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(backends(&gw, "/patient/x", 4).await, ONE("c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_ejected_the_one_back_first_answers() {
+    let gw = start(json!([
+        { "name": "once", "backend": "a", "failover": { "backends": ["b"], "eject": "1s", "retry": false } }
+    ]))
+    .await;
+    // `a` out for 5 s (its retry-after), then `b` for 1 s.
+    let r = gw.get("/once/x?fail=a&retry_after=5").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(backends(&gw, "/once/x", 2).await, ONE("b"));
+    let r = gw.get("/once/x?fail=b").await;
+    assert_eq!((r.status, served_by(&r)), (503, "b".into()));
+    // Both ejected: `b` comes back first, so it answers; never a refusal.
+    assert_eq!(backends(&gw, "/once/x", 4).await, ONE("b"));
+    // Retried through every backend, all failing: the last backend's
+    // answer reaches the client unchanged.
+    if retries_across_clusters() {
+        let gw = start(json!([
+            { "name": "main", "backend": "a", "failover": { "backends": ["b"], "eject": "1s" } }
+        ]))
+        .await;
+        let r = gw.get("/main/x?fail=a,b&fail_status=502").await;
+        assert_eq!((r.status, served_by(&r)), (502, "b".into()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_stream_is_retried_before_its_first_byte_only() {
+    let gw = start(json!([
+        { "name": "main", "backend": "a", "failover": { "backends": ["b"], "eject": "1s" } },
+        { "name": "other", "backend": "c", "failover": { "backends": ["b"], "eject": "1s" } }
+    ]))
+    .await;
+    let r = gw.get("/main/sse?chunks=3&interval_ms=10&fail=a").await;
+    if retries_across_clusters() {
+        assert_eq!((r.status, served_by(&r)), (200, "b".into()));
+        assert!(r.text().contains("[DONE]"), "{}", r.text());
+    } else {
+        assert_eq!(r.status, 503);
+    }
+    // Failing after the first event: the client has bytes, Envoy does not
+    // retry; the stream is cut.
+    let raw = agentroute_tests::send_raw(
+        gw.addr,
+        "GET /other/sse?fail=c&fail_after=2 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("x-served-by: c"), "{raw}");
+    assert!(
+        raw.contains(r#"{"n":1}"#) && !raw.contains("[DONE]"),
+        "{raw}"
+    );
+    // The cut counts as a reset of `c`: new requests go to `b`.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(backends(&gw, "/other/x", 4).await, ONE("b"), "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_slot_headers_and_attempt_counts_steer_nothing() {
+    let gw = start(json!([
+        { "name": "main", "backend": "a", "failover": { "backends": ["b"] } },
+        { "name": "plain", "backend": "c" }
+    ]))
+    .await;
+    let sent = [
+        ("x-agent-backend-2", "dead"),
+        ("x-agent-backend-3", "dead"),
+        ("x-envoy-attempt-count", "1"),
+    ];
+    let r = gw.request("GET", "/main/x?echo", &sent, "").await;
+    assert_eq!((r.status, served_by(&r)), (200, "a".into()), "{}", r.text());
+    let seen = r.json()["headers"].clone();
+    assert_eq!(seen["x-agent-backend-2"], json!("b"), "{seen}");
+    assert!(seen.get("x-agent-backend-3").is_none(), "{seen}");
+    let r = gw.request("GET", "/plain/x?echo", &sent, "").await;
+    assert_eq!((r.status, served_by(&r)), (200, "c".into()));
+    let seen = r.json()["headers"].clone();
+    assert!(seen.get("x-agent-backend-2").is_none(), "{seen}");
+    assert!(seen.get("x-agent-backend-3").is_none(), "{seen}");
+}
