@@ -12,8 +12,10 @@
 //! while the others answer (agent/src/lib.rs).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use agentroute::observe::Field;
 use agentroute_tests::{envoy_bin, spawn_agent, Gateway, GatewayConfig, Response};
 use serde_json::{json, Value};
 
@@ -97,19 +99,39 @@ fn closed_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-/// Agents `a`, `b` (demo agents named so), `dead` (closed port); entries
-/// as `agents`. On Envoy >= 1.39 the failover routes go in front.
+/// Agents `a`, `b`, `c` (demo agents named so), `dead` (closed port);
+/// entries as `agents`. On Envoy >= 1.39 the failover routes go in front.
 async fn start(agents: Value) -> Gateway {
+    start_logged(agents, None).await
+}
+
+/// [`start`], with a JSON access log of the failover fields to `log`.
+async fn start_logged(agents: Value, log: Option<PathBuf>) -> Gateway {
     let plugin = json!({ "observability": { "access_log": true }, "agents": agents }).to_string();
     let cfg = GatewayConfig::new(plugin)
         .cluster("a", spawn_agent("a").await)
         .cluster("b", spawn_agent("b").await)
         .cluster("c", spawn_agent("c").await)
         .cluster("dead", closed_port());
-    let cfg = if retries_across_clusters() {
-        cfg.patch_bootstrap(|b| {
-            let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-                ["typed_config"];
+    let retries = retries_across_clusters();
+    let cfg = cfg.patch_bootstrap(move |b| {
+        let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        if let Some(path) = &log {
+            let format: serde_json::Map<String, Value> = [
+                Field::Backend,
+                Field::FailoverRetries,
+                Field::BackendsTried,
+            ]
+            .iter()
+            .map(|f| (f.json_key().to_string(), json!(f.access_log_command())))
+            .chain([("path".to_string(), json!("%REQ(:PATH)%"))])
+            .collect();
+            hcm["access_log"] = json!([ { "name": "envoy.access_loggers.file", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": path, "log_format": { "json_format": format } } } ]);
+        }
+        if retries {
             let vhost = &mut hcm["route_config"]["virtual_hosts"][0];
             vhost["include_request_attempt_count"] = json!(true);
             let clusters = ["a", "b", "c", "dead"];
@@ -117,10 +139,8 @@ async fn start(agents: Value) -> Gateway {
                 routes.insert(0, failover_route(1, &clusters));
                 routes.insert(0, failover_route(2, &clusters));
             }
-        })
-    } else {
-        cfg
-    };
+        }
+    });
     Gateway::start(cfg).await
 }
 
@@ -330,4 +350,64 @@ async fn client_slot_headers_and_attempt_counts_steer_nothing() {
     let seen = r.json()["headers"].clone();
     assert!(seen.get("x-agent-backend-2").is_none(), "{seen}");
     assert!(seen.get("x-agent-backend-3").is_none(), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_backends_tried() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let gw = start_logged(
+        json!([ { "name": "main", "backend": "a", "failover": { "backends": ["b", "c"] } } ]),
+        Some(log.clone()),
+    )
+    .await;
+    assert_eq!(gw.get("/main/ok").await.status, 200);
+    let r = gw.get("/main/failed?fail=a").await;
+    assert_eq!(gw.get("/main/after").await.status, 200);
+    let mut lines: Vec<Value> = Vec::new();
+    // Envoy writes access logs out every 10 s.
+    for _ in 0..120 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("no line for {path}: {text}")
+            })
+    };
+    let ok = line("/ok");
+    assert_eq!(
+        (
+            &ok["backend"],
+            &ok["failover_retries"],
+            &ok["backends_tried"]
+        ),
+        (&json!("a"), &json!("0"), &json!("a"))
+    );
+    let failed = line("/failed?fail=a");
+    if retries_across_clusters() {
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            (&failed["failover_retries"], &failed["backends_tried"]),
+            (&json!("1"), &json!("a,b"))
+        );
+    } else {
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            (&failed["failover_retries"], &failed["backends_tried"]),
+            (&json!("0"), &json!("a"))
+        );
+    }
 }
