@@ -191,6 +191,13 @@ def cases():
         ("H CORS preflight, answered by the filter", c(cors), "OPTIONS", run.agent_path(0), PREFLIGHT),
         ("H in-flight limit, layout path", c(with_first(concurrency={"max_in_flight": 1000000})), "GET",
          run.agent_path(0), None),
+        # Failover (issue 19), everything healthy: one shared-data read per
+        # request, the status read at the answer; with `retry` one slot
+        # header written and the attempt count read.
+        ("I failover, healthy, retry false, layout path",
+         c(with_first(failover={"backends": ["upstream-canary"], "retry": False})), "GET", run.agent_path(0), None),
+        ("I failover, healthy, retry (1 slot header), layout path",
+         c(with_first(failover={"backends": ["upstream-canary"]})), "GET", run.agent_path(0), None),
     ]
     # The plain-Envoy baseline of the shaped cases below: one cluster_header
     # route, whatever the number of agents.
