@@ -70,8 +70,15 @@ impl Stream {
         // whatever the count: the final attempt's cluster tells them apart.
         let mut last = 0;
         if tries.slots > 0 {
-            let attempts =
-                abi::get_u64_property(&["upstream", "request_attempt_count"]).unwrap_or(1);
+            // Envoy's router numbers the attempts in the request's own
+            // `x-envoy-attempt-count` (the route's vhost asks for it): a
+            // header read, cheaper than the `upstream.request_attempt_count`
+            // property. Without it (no such route), one attempt.
+            let attempts = abi::get_header(MapType::HttpRequestHeaders, failover::ATTEMPT_COUNT)
+                .ok()
+                .flatten()
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+                .unwrap_or(1);
             if attempts > 1 {
                 let n = usize::try_from(attempts - 1).unwrap_or(0).min(tries.slots);
                 let cluster = abi::get_property(&["xds", "cluster_name"]).ok().flatten();
@@ -80,12 +87,14 @@ impl Stream {
                 }
             }
         }
-        let now = now_nanos().unwrap_or(0);
+        // The clock only when something is ejected: a healthy answer
+        // makes no host call for it.
+        let now = || now_nanos().unwrap_or(0);
         // The attempts before the last failed (Envoy retried them); their
         // answers are gone, so `eject` applies.
         for n in 0..last {
             if let Some(b) = tries.backend(e, n) {
-                eject(&active, entry, b, f.eject_ms, now);
+                eject(&active, entry, b, f.eject_ms, now());
             }
             if let Some(b) = tries.backend(e, n + 1) {
                 bump(&active, entry, b, FailoverStat::Retries);
@@ -96,13 +105,14 @@ impl Stream {
             .flatten()
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
-        let suspect = f.on.suspect(code);
-        if !suspect && !end_of_stream && !self.upgrade {
-            // The answer may still be cut after its headers (a stream
-            // whose backend dies): `on_log` looks again if it never ended.
-            // Not a WebSocket: its end is a closed connection anyway.
-            self.failover_open = Some((tries.clone(), last));
+        if self.logs_fields() {
+            let tried: Vec<&str> = (0..=last).filter_map(|n| tries.backend(e, n)).collect();
+            self.set_fields(&[
+                (Field::FailoverRetries, last.to_string()),
+                (Field::BackendsTried, tried.join(",")),
+            ]);
         }
+        let suspect = f.on.suspect(code);
         if suspect {
             let flags = abi::get_u64_property(&["response", "flags"]).unwrap_or(0);
             let outcome = failover::classify(code, flags);
@@ -115,18 +125,17 @@ impl Stream {
                     }
                     _ => None,
                 };
+                let now = now();
                 let ms = failover::ejection_ms(f.eject_ms, retry_after.as_deref(), now / 1_000_000);
                 if let Some(b) = tries.backend(e, last) {
                     eject(&active, entry, b, ms, now);
                 }
             }
-        }
-        if self.logs_fields() {
-            let tried: Vec<&str> = (0..=last).filter_map(|n| tries.backend(e, n)).collect();
-            self.set_fields(&[
-                (Field::FailoverRetries, last.to_string()),
-                (Field::BackendsTried, tried.join(",")),
-            ]);
+        } else if !end_of_stream && !self.upgrade {
+            // The answer may still be cut after its headers (a stream
+            // whose backend dies): `on_log` looks again if it never ended.
+            // Not a WebSocket: its end is a closed connection anyway.
+            self.failover_open = Some((tries, last));
         }
     }
 }
