@@ -134,6 +134,7 @@ async fn start_logged(agents: Value, log: Option<PathBuf>) -> Gateway {
         if retries {
             let vhost = &mut hcm["route_config"]["virtual_hosts"][0];
             vhost["include_request_attempt_count"] = json!(true);
+            vhost["include_attempt_count_in_response"] = json!(true);
             let clusters = ["a", "b", "c", "dead"];
             if let Some(routes) = vhost["routes"].as_array_mut() {
                 routes.insert(0, failover_route(1, &clusters));

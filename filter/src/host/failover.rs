@@ -50,7 +50,7 @@ impl Stream {
     /// headers (Envoy's own answers for connect failures, resets and
     /// timeouts pass here too, with their flags set): which attempt
     /// answered, and whether its backend failed. Healthy and not retried,
-    /// that is one header read (two with slot headers).
+    /// that is one header read (two with slot headers: the attempt count).
     pub(super) fn observe_failover(&mut self, end_of_stream: bool) {
         let Some(tries) = self.failover.take() else {
             return;
@@ -64,20 +64,27 @@ impl Stream {
         let Some(f) = &e.failover else {
             return;
         };
+        let code = header_u64(MapType::HttpResponseHeaders, ":status").unwrap_or(0);
+        let suspect = f.on.suspect(code);
         // Attempt n+1 went to slot n+1 when the route follows the slots
-        // (the shipped one on Envoy >= 1.39). A route that retries on one
-        // cluster (Istio's default retries) answers from the first backend
-        // whatever the count: the final attempt's cluster tells them apart.
+        // (the shipped one on Envoy >= 1.39). Which attempt answered: the
+        // `x-envoy-attempt-count` Envoy adds to the answer
+        // (`include_attempt_count_in_response` on the route's vhost), a
+        // header read. Envoy's own answer after the last attempt failed may
+        // lack it: then the `upstream.request_attempt_count` property (a
+        // dearer read, on failures only). The request's copy of the header
+        // is no help: the filter may see the first attempt's. A route that
+        // retries on one cluster (Istio's default retries) answers from the
+        // first backend whatever the count: the final attempt's cluster
+        // tells them apart.
         let mut last = 0;
         if tries.slots > 0 {
-            // Envoy's router numbers the attempts in the request's own
-            // `x-envoy-attempt-count` (the route's vhost asks for it): a
-            // header read, cheaper than the `upstream.request_attempt_count`
-            // property. Without it (no such route), one attempt.
-            let attempts = abi::get_header(MapType::HttpRequestHeaders, failover::ATTEMPT_COUNT)
-                .ok()
-                .flatten()
-                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+            let attempts = header_u64(MapType::HttpResponseHeaders, failover::ATTEMPT_COUNT)
+                .or_else(|| {
+                    suspect
+                        .then(|| abi::get_u64_property(&["upstream", "request_attempt_count"]))
+                        .flatten()
+                })
                 .unwrap_or(1);
             if attempts > 1 {
                 let n = usize::try_from(attempts - 1).unwrap_or(0).min(tries.slots);
@@ -100,11 +107,6 @@ impl Stream {
                 bump(&active, entry, b, FailoverStat::Retries);
             }
         }
-        let code = abi::get_header(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
         if self.logs_fields() {
             let tried: Vec<&str> = (0..=last).filter_map(|n| tries.backend(e, n)).collect();
             self.set_fields(&[
@@ -112,7 +114,6 @@ impl Stream {
                 (Field::BackendsTried, tried.join(",")),
             ]);
         }
-        let suspect = f.on.suspect(code);
         if suspect {
             let flags = abi::get_u64_property(&["response", "flags"]).unwrap_or(0);
             let outcome = failover::classify(code, flags);
@@ -167,6 +168,12 @@ impl Stream {
             }
         }
     }
+}
+
+/// A header's value as a number.
+fn header_u64(map: MapType, name: &str) -> Option<u64> {
+    let value = abi::get_header(map, name).ok()??;
+    std::str::from_utf8(&value).ok()?.trim().parse().ok()
 }
 
 /// Skips `backend` for `ms` from `now`, on every worker.
