@@ -26,13 +26,19 @@ fn retries_across_clusters() -> bool {
         .output()
         .expect("envoy --version");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    // "/path/to/envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL" (the
+    // program's path has slashes too: read after "version:").
     let version = text
-        .split('/')
+        .split("version:")
         .nth(1)
+        .and_then(|v| v.trim().split('/').nth(1))
         .unwrap_or_else(|| panic!("no version in {text:?}"));
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let number = |p: Option<&str>| -> u32 {
+        p.and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no version in {text:?}"))
+    };
+    let mut parts = version.split('.');
+    let (major, minor) = (number(parts.next()), number(parts.next()));
     (major, minor) >= (1, 39)
 }
 
@@ -112,7 +118,8 @@ async fn start_logged(agents: Value, log: Option<PathBuf>) -> Gateway {
         .cluster("a", spawn_agent("a").await)
         .cluster("b", spawn_agent("b").await)
         .cluster("c", spawn_agent("c").await)
-        .cluster("dead", closed_port());
+        .cluster("dead", closed_port())
+        .cluster("cut", cut_mid_headers().await);
     let retries = retries_across_clusters();
     let cfg = cfg.patch_bootstrap(move |b| {
         let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -135,7 +142,7 @@ async fn start_logged(agents: Value, log: Option<PathBuf>) -> Gateway {
             let vhost = &mut hcm["route_config"]["virtual_hosts"][0];
             vhost["include_request_attempt_count"] = json!(true);
             vhost["include_attempt_count_in_response"] = json!(true);
-            let clusters = ["a", "b", "c", "dead"];
+            let clusters = ["a", "b", "c", "dead", "cut"];
             if let Some(routes) = vhost["routes"].as_array_mut() {
                 routes.insert(0, failover_route(1, &clusters));
                 routes.insert(0, failover_route(2, &clusters));
@@ -143,6 +150,18 @@ async fn start_logged(agents: Value, log: Option<PathBuf>) -> Gateway {
         }
     });
     Gateway::start(cfg).await
+}
+
+/// An upstream that closes every connection in the middle of its
+/// answer's headers.
+async fn cut_mid_headers() -> SocketAddr {
+    agentroute_tests::spawn_scripted(|_head, mut stream| async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-ty").await;
+        let _ = stream.flush().await;
+        // Dropped here: the connection closes with the headers half sent.
+    })
+    .await
 }
 
 fn served_by(r: &Response) -> String {
@@ -239,15 +258,27 @@ async fn a_429_ejects_for_eject_or_a_longer_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_port_and_a_timeout_are_failures_when_on_says_so() {
+async fn a_closed_port_a_reset_mid_headers_and_a_timeout_are_failures_when_on_says_so() {
     let gw = start(json!([
         { "name": "down", "backend": "dead", "failover": { "backends": ["b"], "eject": "5s" } },
+        { "name": "torn", "backend": "cut", "failover": { "backends": ["b"], "eject": "5s" } },
         { "name": "slow", "backend": "a", "timeout": "300ms",
           "failover": { "backends": ["b"], "on": ["5xx", "timeout"], "eject": "5s" } },
         { "name": "patient", "backend": "c", "timeout": "300ms",
           "failover": { "backends": ["b"], "eject": "5s" } }
     ]))
     .await;
+    // Reset in the middle of the answer's headers: nothing reached the
+    // client, so it is retried.
+    let r = gw.get("/torn/x").await;
+    if retries_across_clusters() {
+        assert_eq!((r.status, served_by(&r)), (200, "b".into()), "{}", r.text());
+    } else {
+        // Envoy's answer for a torn head: 502 (protocol error) or 503.
+        assert!(matches!(r.status, 502 | 503), "{}", r.status);
+    }
+    assert_eq!(backends(&gw, "/torn/x", 4).await, ONE("b"));
+
     let r = gw.get("/down/x").await;
     if retries_across_clusters() {
         assert_eq!((r.status, served_by(&r)), (200, "b".into()), "{}", r.text());
