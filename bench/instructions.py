@@ -179,6 +179,15 @@ def cases():
         config["agents"][0].update(fields)
         return config
 
+    def attempt_counts(config):
+        # As envoy/demo.yaml's virtual host: Envoy numbers the attempts on
+        # the request and on the answer (which the filter reads).
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        vhost = hcm["route_config"]["virtual_hosts"][0]
+        vhost["include_request_attempt_count"] = True
+        vhost["include_attempt_count_in_response"] = True
+        return config
+
     cors = dict(agents10, cors={"allow_origins": [ORIGIN]})
     canary = {"backend": "upstream-canary", "weight": 50, "by": "header:x-user"}
     out += [
@@ -191,6 +200,14 @@ def cases():
         ("H CORS preflight, answered by the filter", c(cors), "OPTIONS", run.agent_path(0), PREFLIGHT),
         ("H in-flight limit, layout path", c(with_first(concurrency={"max_in_flight": 1000000})), "GET",
          run.agent_path(0), None),
+        # Failover (issue 19), everything healthy: one shared-data read per
+        # request, the status read at the answer; with `retry` one slot
+        # header written and the attempt count read.
+        ("I failover, healthy, retry false, layout path",
+         c(with_first(failover={"backends": ["upstream-canary"], "retry": False})), "GET", run.agent_path(0), None),
+        ("I failover, healthy, retry (1 slot header), layout path",
+         attempt_counts(c(with_first(failover={"backends": ["upstream-canary"]}))), "GET", run.agent_path(0),
+         None),
     ]
     # The plain-Envoy baseline of the shaped cases below: one cluster_header
     # route, whatever the number of agents.

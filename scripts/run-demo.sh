@@ -21,7 +21,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for port in 9101 9102 9103 9104 9105 9106 9107 9108 9109 10000 9901; do
+for port in 9101 9102 9103 9104 9105 9106 9107 9108 9109 9110 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop what holds it (another 'make run'?) and retry" >&2
     exit 1
@@ -29,7 +29,7 @@ for port in 9101 9102 9103 9104 9105 9106 9107 9108 9109 10000 9901; do
 done
 
 "$AGENT" coordinator=127.0.0.1:9101 researcher=127.0.0.1:9102 llm=127.0.0.1:9103 tools=127.0.0.1:9104 embedder=127.0.0.1:9105 \
-  coordinator-next=127.0.0.1:9107 \
+  coordinator-next=127.0.0.1:9107 llm-backup=127.0.0.1:9110 \
   >"$LOGS/agents.log" 2>&1 &
 pids+=($!)
 # An A2A agent (official a2a-sdk) whose card names its in-cluster address:
@@ -69,7 +69,8 @@ cat <<'TXT'
 
 agentroute demo gateway on http://localhost:10000 (Envoy admin: http://localhost:9901)
 agents: prod/coordinator (20 % canary: coordinator-next), prod/researcher (2 in flight at most),
-        prod/tools (mcp), models/llm and models/embedder (modelapi), prod/assistant (A2A, official a2a-sdk),
+        prod/tools (mcp), models/llm (modelapi, failover to llm-backup) and models/embedder (modelapi),
+        prod/assistant (A2A, official a2a-sdk),
         prod/search (mcp, official mcp SDK, two replicas, tool rules);
         CORS for pages on http://localhost:3000 (and *.localhost:3000)
 
@@ -119,6 +120,14 @@ Try:
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"gpt-demo","stream":true,"stream_options":{"include_usage":true},"messages":[]}'
                                                                # a stream: its usage lands in the access log and stats
+  # Failover (models/llm -> llm-backup; ?fail=NAME makes that demo agent fail):
+  curl -s -o /dev/null -w '%{http_code} %header{x-served-by}\n' 'localhost:10000/models/llm/x?fail=llm'
+                                                               # llm answers 503: retried on llm-backup, 200 (Envoy >= 1.39)
+  curl -s -o /dev/null -w '%{http_code} %header{x-served-by}\n' localhost:10000/models/llm/x
+                                                               # llm ejected for 10s: llm-backup answers directly
+  curl -s -o /dev/null -w '%{http_code} %header{x-served-by}\n' 'localhost:10000/models/llm/x?fail=llm,llm-backup&fail_status=429&retry_after=30'
+                                                               # both fail: the last backend's 429 reaches the client as it was
+  curl -s localhost:9901/stats/prometheus | grep agentroute_failover   # ejections and retries per backend, ejected backends
   curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats: canary sides, in-flight, per tool, tokens per model, upstream
 
 Access log: one JSON line per request in .run/access.log (entry, kind, backend,

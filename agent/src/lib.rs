@@ -17,6 +17,11 @@
 //!   what a gateway does with an answer it cannot read).
 //! - anything else, or any request with `?echo`: a JSON echo of method, path
 //!   (as received), headers, body.
+//! - `?fail=NAME[,NAME...]`: the agents named fail the request (the others
+//!   answer as usual, so one request shows a failover): status `fail_status`
+//!   (default 503) with `retry-after: V` when `retry_after=V` is given,
+//!   after `fail_delay_ms`; with `fail_after=N`, event-stream headers and N
+//!   events, then the connection is cut.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -58,6 +63,13 @@ async fn handle(State(name): State<Arc<str>>, req: Request) -> Response {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
+    let failing = query
+        .get("fail")
+        .is_some_and(|names| names.split(',').any(|n| n == &*name));
+    if failing {
+        return failure(&name, &query).await;
+    }
+
     let mut response = if is_websocket(&parts.headers) || parts.method == Method::CONNECT {
         match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(ws) => {
@@ -88,6 +100,52 @@ async fn handle(State(name): State<Arc<str>>, req: Request) -> Response {
         .and_then(|v| HeaderValue::from_str(v).ok())
     {
         response.headers_mut().insert(header::CONTENT_ENCODING, v);
+    }
+    response
+}
+
+/// The answer of an agent told to fail (`?fail=`).
+async fn failure(name: &str, query: &HashMap<String, String>) -> Response {
+    if let Some(ms) = query
+        .get("fail_delay_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut response = if let Some(n) = query
+        .get("fail_after")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let frames: Vec<Result<Bytes, std::io::Error>> = (0..n)
+            .map(|i| Ok(Bytes::from(format!("data: {}\n\n", json!({ "n": i })))))
+            .chain(std::iter::once(Err(std::io::Error::other("cut on demand"))))
+            .collect();
+        let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
+            let frame = frames.next()?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((frame, frames))
+        });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot build stream"))
+    } else {
+        let status = query
+            .get("fail_status")
+            .and_then(|v| v.parse::<u16>().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut response = error(status, "failing on demand");
+        if let Some(v) = query
+            .get("retry_after")
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    };
+    if let Ok(v) = HeaderValue::from_str(name) {
+        response.headers_mut().insert("x-served-by", v);
     }
     response
 }

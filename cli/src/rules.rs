@@ -522,12 +522,21 @@ fn backends_without_routes(
     }
 }
 
-/// The values an entry writes to the dispatch header: its backend, and its
-/// canary's, which needs a rule of its own.
+/// The values an entry writes to the dispatch header: its backend, its
+/// canary's, and its failover backends (each leads while the ones before
+/// it are ejected), each needing a rule of its own.
 fn dispatch_tokens(entry: &agentroute::config::Entry) -> Vec<(&'static str, &str)> {
     let mut tokens = vec![("backend", entry.backend.as_str())];
     if let Some(canary) = &entry.canary {
         tokens.push(("canary backend", canary.backend.as_str()));
+    }
+    if let Some(failover) = &entry.failover {
+        tokens.extend(
+            failover
+                .backends
+                .iter()
+                .map(|b| ("failover backend", b.as_str())),
+        );
     }
     tokens
 }
@@ -917,6 +926,26 @@ mod tests {
             )),
             "{report}"
         );
+    }
+
+    #[test]
+    fn failover_backends_are_tokens_of_their_own() {
+        let failover = WASMPLUGIN.replace(
+            "backend: prod-a}",
+            "backend: prod-a, failover: {backends: [prod-a-backup]}}",
+        );
+        let report = run(&[("wp.yaml", &failover), ("r.yaml", ROUTES)]);
+        assert_eq!(
+            lines(&report, Level::Error),
+            ["wp.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: error: agents[0] (prod/a): failover backend \"prod-a-backup\" has no HTTPRoute rule matching x-agent-backend: prod-a-backup in this run: the requests the filter sends it would match no agent route"],
+            "{report}"
+        );
+        let routes = format!(
+            "{ROUTES}  - name: a-backup\n    matches: [{{headers: [{{name: x-agent-backend, value: prod-a-backup}}]}}]\n    \
+             backendRefs: [{{name: a-backup, port: 8000}}]\n"
+        );
+        let report = run(&[("wp.yaml", &failover), ("r.yaml", &routes)]);
+        assert!(report.ok(), "{report}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod canary;
 pub mod concurrency;
 pub mod config;
 pub mod cors;
+pub mod failover;
 pub mod fasthash;
 pub mod json_scan;
 pub mod mcp;

@@ -40,10 +40,10 @@ pub enum Field {
     /// has a `canary` split.
     Canary,
     /// How many times a failed request was sent on to the next backend,
-    /// when the entry has `failover` (set by that feature, not yet here).
+    /// when the entry has `failover`.
     FailoverRetries,
-    /// The backends a failed-over request tried, comma-separated, in order
-    /// (set by the failover feature, not yet here).
+    /// The backends a request of an entry with `failover` tried,
+    /// comma-separated, in order.
     BackendsTried,
 }
 
@@ -242,9 +242,10 @@ pub fn upstream_stat_name(entry: &Entry) -> String {
 /// the filter's stat names, and in the upstream stats it names per entry,
 /// into Prometheus labels: `(tag_name, regex)`. Envoy takes each tag name
 /// once, so one rule covers both kinds of name. An MCP tool and a canary
-/// side follow the kind in the filter's own names; the model is the last tag
-/// and is read to the end of the name: a model label may hold dots.
-pub fn stats_tags() -> [(&'static str, &'static str); 6] {
+/// side follow the kind in the filter's own names; a failover backend and
+/// the model are last and read to the end of the name: either may hold
+/// dots.
+pub fn stats_tags() -> [(&'static str, &'static str); 7] {
     [
         (
             "namespace",
@@ -265,6 +266,10 @@ pub fn stats_tags() -> [(&'static str, &'static str); 6] {
         (
             "side",
             r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.side\.([^.]+))",
+        ),
+        (
+            "backend",
+            r"^wasmcustom\.agentroute_\w+\.namespace\.[^.]+\.agent\.[^.]+\.kind\.[^.]+(\.backend\.(.+))$",
         ),
         (
             "model",

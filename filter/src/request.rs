@@ -10,6 +10,7 @@ use crate::config::{
     A2aVersion, Plan, Protocol, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
+use crate::failover::{self, is_slot_header, AllHealthy, Health, ATTEMPT_COUNT};
 
 /// Envoy's router keeps its upstream stats under this name too.
 pub const HEADER_ALT_STAT_NAME: &str = "x-envoy-upstream-alt-stat-name";
@@ -46,6 +47,11 @@ pub struct RequestHead<'h> {
     /// What the host can tell about the client (a canary by `client_ip`,
     /// random draws).
     pub client: &'h dyn Client,
+    /// The backends' ejection records, for entries with `failover`.
+    pub health: &'h dyn Health,
+    /// Client-sent slot headers of retries across backends
+    /// (`x-agent-backend-2`, ...): never passed on.
+    pub slots: Vec<&'h str>,
 }
 
 impl Default for RequestHead<'_> {
@@ -66,6 +72,8 @@ impl Default for RequestHead<'_> {
             cors_headers: None,
             pairs: &[],
             client: &NoClient,
+            health: &AllHealthy,
+            slots: Vec::new(),
         }
     }
 }
@@ -89,6 +97,9 @@ pub struct Flags {
     /// `last-event-id`: an MCP client resuming an event stream, which may
     /// replay a `tools/list` answer.
     pub sent_last_event_id: bool,
+    /// `x-envoy-attempt-count`: a client copy would pick the slot of the
+    /// first attempt.
+    pub sent_attempt_count: bool,
 }
 
 impl<'h> RequestHead<'h> {
@@ -127,6 +138,8 @@ impl<'h> RequestHead<'h> {
                 "access-control-request-method" => head.cors_method = text(value),
                 "access-control-request-headers" => head.cors_headers = text(value),
                 n if n == dispatch_header => head.flags.sent_dispatch = true,
+                ATTEMPT_COUNT => head.flags.sent_attempt_count = true,
+                n if is_slot_header(n, dispatch_header) => head.slots.push(n),
                 n if n.contains('_') && is_owned_underscored(n, dispatch_header) => {
                     head.underscored.push(n)
                 }
@@ -139,6 +152,12 @@ impl<'h> RequestHead<'h> {
     /// The host's view of the client, for canary splits.
     pub fn with_client(mut self, client: &'h dyn Client) -> Self {
         self.client = client;
+        self
+    }
+
+    /// The host's view of the backends, for failover.
+    pub fn with_health(mut self, health: &'h dyn Health) -> Self {
+        self.health = health;
         self
     }
 }
@@ -215,6 +234,27 @@ pub struct Forward<'a> {
     pub canary: Option<Choice>,
     /// An MCP entry with tool rules: what the filter must do first.
     pub mcp: Option<McpStep>,
+    /// An entry with failover: the order its backends are tried in.
+    pub failover: Option<Tries>,
+}
+
+/// The backends one request of an entry with failover tries: indices into
+/// [`failover::candidates`] of its canary side, the first one in the
+/// dispatch header, the others in slot headers when `retry` is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tries {
+    pub canary: bool,
+    pub order: Vec<u8>,
+    /// Slot headers written: the attempts Envoy may make after the first.
+    pub slots: usize,
+}
+
+impl Tries {
+    /// The backend of attempt `n` (0-based).
+    pub fn backend<'e>(&self, entry: &'e crate::config::Entry, n: usize) -> Option<&'e str> {
+        let i = usize::from(*self.order.get(n)?);
+        failover::candidates(entry, self.canary).get(i).copied()
+    }
 }
 
 /// What a request to an MCP entry with tool rules needs before it goes on.
@@ -313,7 +353,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         ops.push(HeaderOp::Remove("range"));
         ops.push(HeaderOp::Remove("if-range"));
     }
-    let canary = dispatch_ops(plan, m.entry, head, rewritten, false, &mut ops);
+    let (canary, failover) = dispatch_ops(plan, m.entry, head, rewritten, false, &mut ops);
     Decision::Forward(Forward {
         entry: Some(m.entry),
         ops,
@@ -322,6 +362,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         model: None,
         mcp: mcp_step(plan, m.entry, head),
         canary,
+        failover,
     })
 }
 
@@ -482,7 +523,7 @@ pub fn decide_model<'a>(
     if head.flags.sent_forwarded_prefix {
         ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
     }
-    let canary = dispatch_ops(plan, entry, head, true, true, &mut ops);
+    let (canary, failover) = dispatch_ops(plan, entry, head, true, true, &mut ops);
     Decision::Forward(Forward {
         entry: Some(entry),
         ops,
@@ -491,6 +532,7 @@ pub fn decide_model<'a>(
         model: Some(claim),
         mcp: None,
         canary,
+        failover,
     })
 }
 
@@ -505,23 +547,56 @@ fn dispatch_ops<'a>(
     prefix_handled: bool,
     by_model: bool,
     ops: &mut Vec<HeaderOp<'a>>,
-) -> Option<Choice> {
-    let e = plan.entries.get(entry)?;
+) -> (Option<Choice>, Option<Tries>) {
+    let Some(e) = plan.entries.get(entry) else {
+        return (None, None);
+    };
     let choice = e
         .canary
         .as_ref()
         .map(|c| (c, canary::choose(c, &e.id, head.pairs, head.client)));
-    let backend = match &choice {
+    let on_canary = matches!(
+        &choice,
         Some((
-            c,
+            _,
             Choice {
                 side: canary::Side::Canary,
                 ..
-            },
-        )) => &c.backend,
-        _ => &e.backend,
+            }
+        ))
+    );
+    let mut backend = match (&choice, on_canary) {
+        (Some((c, _)), true) => c.backend.as_str(),
+        _ => e.backend.as_str(),
     };
     strip_owned(plan, head, ops);
+    let mut tries = None;
+    if let Some(f) = &e.failover {
+        let candidates = failover::candidates(e, on_canary);
+        let health = head.health;
+        let order = failover::order(
+            candidates.len(),
+            || health.now_nanos(),
+            |i| candidates.get(i).and_then(|b| health.ejected_until(b)),
+        );
+        if let Some(first) = order.first().and_then(|&i| candidates.get(usize::from(i))) {
+            backend = first;
+        }
+        let mut slots = 0;
+        if f.retry {
+            for (slot, &i) in plan.slot_headers.iter().zip(order.iter().skip(1)) {
+                if let Some(b) = candidates.get(usize::from(i)) {
+                    ops.push(HeaderOp::Set(slot, Cow::Borrowed(b)));
+                    slots += 1;
+                }
+            }
+        }
+        tries = Some(Tries {
+            canary: on_canary,
+            order,
+            slots,
+        });
+    }
     if !prefix_handled && head.flags.sent_forwarded_prefix {
         // The path reaches the agent as sent: a client-made prefix header
         // would have the backend build wrong redirects.
@@ -559,7 +634,7 @@ fn dispatch_ops<'a>(
     if let (Some(ms), false) = (&e.timeout_ms, head.flags.upgrade) {
         ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Borrowed(ms)));
     }
-    choice.map(|(_, choice)| choice)
+    (choice.map(|(_, choice)| choice), tries)
 }
 
 fn unmatched<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
@@ -591,6 +666,7 @@ fn pass<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         model: None,
         mcp: None,
         canary: None,
+        failover: None,
     })
 }
 
@@ -608,6 +684,12 @@ fn strip_owned<'a>(plan: &'a Plan, head: &RequestHead<'a>, ops: &mut Vec<HeaderO
         );
     }
     ops.extend(head.underscored.iter().map(|n| HeaderOp::Remove(n)));
+    // Retries across backends: a client must not pick the backend of a
+    // later attempt, nor which attempt the first one counts as.
+    ops.extend(head.slots.iter().map(|n| HeaderOp::Remove(n)));
+    if head.flags.sent_attempt_count {
+        ops.push(HeaderOp::Remove(ATTEMPT_COUNT));
+    }
 }
 
 #[cfg(test)]
@@ -1446,5 +1528,136 @@ mod tests {
             apply_to(&pairs, &ops),
             headers(&[("accept", "*/*"), (":path", "/x"), ("x-agent-backend", "b")])
         );
+    }
+
+    /// Ejection records by backend, for failover decisions.
+    struct Records(
+        std::collections::HashMap<&'static str, u64>,
+        std::cell::Cell<usize>,
+    );
+
+    impl Health for Records {
+        fn ejected_until(&self, backend: &str) -> Option<u64> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(backend).copied()
+        }
+
+        fn now_nanos(&self) -> u64 {
+            1_000
+        }
+    }
+
+    const FAILOVER: &str = r#"{"agents": [
+        {"name": "main", "backend": "a", "failover": {"backends": ["b", "c"]}},
+        {"name": "split", "backend": "s", "canary": {"backend": "k", "weight": 100},
+         "failover": {"backends": ["f"]}},
+        {"name": "once", "backend": "o", "failover": {"backends": ["p"], "retry": false}},
+        {"name": "plain", "backend": "q"}
+    ]}"#;
+
+    fn failover_forward<'p>(
+        plan: &'p Plan,
+        path: &'p str,
+        records: &'p Records,
+        extra: &[(&'p str, &'p str)],
+    ) -> Forward<'p> {
+        let mut pairs = vec![(":method", "GET"), (":path", path)];
+        pairs.extend_from_slice(extra);
+        let h: &'p [(&'p str, &'p [u8])] = Box::leak(headers(&pairs).into_boxed_slice());
+        match decide(plan, &head(plan, h).with_health(records)) {
+            Decision::Forward(f) => f,
+            other => panic!("expected forward, got {other:?}"),
+        }
+    }
+
+    fn records(ejected: &[(&'static str, u64)]) -> &'static Records {
+        Box::leak(Box::new(Records(
+            ejected.iter().copied().collect(),
+            std::cell::Cell::new(0),
+        )))
+    }
+
+    #[test]
+    fn failover_writes_the_order_into_the_dispatch_and_slot_headers() {
+        let p = plan(FAILOVER);
+        assert_eq!(
+            p.slot_headers,
+            vec!["x-agent-backend-2", "x-agent-backend-3"]
+        );
+        let healthy = records(&[]);
+        let f = failover_forward(&p, "/main", healthy, &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("a"));
+        assert_eq!(set(&f.ops, "x-agent-backend-2"), Some("b"));
+        assert_eq!(set(&f.ops, "x-agent-backend-3"), Some("c"));
+        assert_eq!(healthy.1.get(), 1, "one record read on the healthy path");
+        let tries = f.failover.unwrap();
+        assert_eq!((tries.order.as_slice(), tries.slots), (&[0u8, 1, 2][..], 2));
+        assert_eq!(tries.backend(&p.entries[0], 1), Some("b"));
+
+        // The first ejected: the next leads, the ejected one comes last.
+        let ejected = records(&[("a", 5_000)]);
+        let f = failover_forward(&p, "/main", ejected, &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("b"));
+        assert_eq!(set(&f.ops, "x-agent-backend-2"), Some("c"));
+        assert_eq!(set(&f.ops, "x-agent-backend-3"), Some("a"));
+        // An ejection that ended is no ejection.
+        let over = records(&[("a", 999)]);
+        let f = failover_forward(&p, "/main", over, &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("a"));
+        // All ejected: the one back first.
+        let all = records(&[("a", 9_000), ("b", 7_000), ("c", 8_000)]);
+        let f = failover_forward(&p, "/main", all, &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("b"));
+        assert_eq!(set(&f.ops, "x-agent-backend-2"), Some("c"));
+    }
+
+    #[test]
+    fn an_ejected_canary_sends_its_share_to_stable() {
+        let p = plan(FAILOVER);
+        let f = failover_forward(&p, "/split", records(&[]), &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("k"));
+        assert_eq!(set(&f.ops, "x-agent-backend-2"), Some("s"));
+        assert_eq!(set(&f.ops, "x-agent-backend-3"), Some("f"));
+        let f = failover_forward(&p, "/split", records(&[("k", 5_000)]), &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("s"));
+        assert_eq!(f.canary.map(|c| c.side), Some(canary::Side::Canary));
+        assert_eq!(f.failover.unwrap().backend(&p.entries[1], 0), Some("s"));
+    }
+
+    #[test]
+    fn client_slot_headers_never_pass() {
+        let p = plan(FAILOVER);
+        let sent = [
+            ("x-agent-backend-2", "evil"),
+            ("x-agent-backend-17", "evil"),
+            ("x-envoy-attempt-count", "1"),
+        ];
+        for path in ["/main", "/once", "/plain", "/nobody"] {
+            let f = failover_forward(&p, path, records(&[]), &sent);
+            let pairs = headers(&sent);
+            let after = apply_to(&pairs, &f.ops);
+            assert!(
+                !after
+                    .iter()
+                    .any(|(k, v)| *k == "x-envoy-attempt-count" || *v == b"evil"),
+                "{path}: {after:?}"
+            );
+        }
+        // Not a slot: left alone.
+        let f = failover_forward(&p, "/plain", records(&[]), &[("x-agent-backend-x", "1")]);
+        assert!(!removes(&f.ops, "x-agent-backend-x"));
+    }
+
+    #[test]
+    fn no_retry_no_slots_and_no_failover_no_reads() {
+        let p = plan(FAILOVER);
+        let f = failover_forward(&p, "/once", records(&[]), &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("o"));
+        assert_eq!(set(&f.ops, "x-agent-backend-2"), None);
+        assert_eq!(f.failover.unwrap().slots, 0);
+        let untouched = records(&[("q", 5_000)]);
+        let f = failover_forward(&p, "/plain", untouched, &[]);
+        assert_eq!(set(&f.ops, "x-agent-backend"), Some("q"));
+        assert_eq!((f.failover, untouched.1.get()), (None, 0));
     }
 }

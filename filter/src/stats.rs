@@ -44,10 +44,13 @@ pub enum Stat {
     InFlight,
     /// Requests answered 429 by the entry's in-flight limit.
     ConcurrencyLimited,
+    /// Backends of the entry (its own, its canary's and its failover
+    /// backends) ejected now (recorded from shared data on each tick).
+    EjectedBackends,
 }
 
 impl Stat {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
 
     pub const ALL: [Stat; Stat::COUNT] = [
         Stat::Requests,
@@ -64,6 +67,7 @@ impl Stat {
         Stat::CanaryCanary,
         Stat::InFlight,
         Stat::ConcurrencyLimited,
+        Stat::EjectedBackends,
     ];
 
     pub fn index(self) -> usize {
@@ -71,7 +75,10 @@ impl Stat {
     }
 
     pub fn is_gauge(self) -> bool {
-        matches!(self, Stat::ConnectionsActive | Stat::InFlight)
+        matches!(
+            self,
+            Stat::ConnectionsActive | Stat::InFlight | Stat::EjectedBackends
+        )
     }
 
     /// The stat's name without tags: its Prometheus name.
@@ -90,6 +97,7 @@ impl Stat {
             Stat::CanaryStable | Stat::CanaryCanary => "agentroute_canary_requests_total",
             Stat::InFlight => "agentroute_in_flight",
             Stat::ConcurrencyLimited => "agentroute_concurrency_limited_total",
+            Stat::EjectedBackends => "agentroute_failover_ejected_backends",
         }
     }
 
@@ -163,6 +171,39 @@ impl ToolStat {
     }
 }
 
+/// Per-backend stats of an entry with failover. The `backend` tag is one
+/// of the entry's configured backends (made stat-safe), so the label set
+/// is bounded by the configuration; it is the last tag and read to the end
+/// of the name (a backend, an Envoy cluster name, may hold dots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailoverStat {
+    /// The backend was ejected (skipped by new requests for a while).
+    Ejections,
+    /// A failed request was retried on this backend.
+    Retries,
+}
+
+impl FailoverStat {
+    pub fn base(self) -> &'static str {
+        match self {
+            FailoverStat::Ejections => "agentroute_failover_ejections_total",
+            FailoverStat::Retries => "agentroute_failover_retries_total",
+        }
+    }
+
+    /// `agentroute_failover_ejections_total.namespace.N.agent.A.kind.K.backend.B`.
+    pub fn name(self, entry: &Entry, backend: &str) -> String {
+        format!(
+            "{}.namespace.{}.agent.{}.kind.{}.backend.{}",
+            self.base(),
+            entry.namespace,
+            entry.name,
+            entry.kind.as_str(),
+            crate::observe::stat_safe(backend)
+        )
+    }
+}
+
 /// Token counters per entry and model (`openai.usage_metrics`): the
 /// counterpart of OpenTelemetry's `gen_ai.client.token.usage` with
 /// `gen_ai.token.type` `input` or `output`.
@@ -206,6 +247,7 @@ pub fn prometheus_names() -> Vec<&'static str> {
     names.dedup();
     names.extend([TokenStat::Input.base(), TokenStat::Output.base(), VM_MEMORY]);
     names.extend([ToolStat::Calls, ToolStat::Refused, ToolStat::Limited].map(ToolStat::base));
+    names.extend([FailoverStat::Ejections, FailoverStat::Retries].map(FailoverStat::base));
     names
 }
 
@@ -224,9 +266,9 @@ mod tests {
         let listed = names.len();
         names.dedup();
         assert_eq!(names.len(), listed, "a name listed twice");
-        // The canary sides share a name; tokens (2), VM memory and the
-        // MCP tool stats (3) have their own.
-        assert_eq!(names.len(), Stat::COUNT - 1 + 3 + 3);
+        // The canary sides share a name; tokens (2), VM memory, the
+        // MCP tool stats (3) and the failover stats (2) have their own.
+        assert_eq!(names.len(), Stat::COUNT - 1 + 3 + 3 + 2);
     }
 
     #[test]
@@ -238,6 +280,10 @@ mod tests {
         assert_eq!(
             TokenStat::Input.name(&plan.entries[0], "gpt-4.1"),
             "agentroute_input_tokens_total.namespace.models.agent.llm.kind.modelapi.model.gpt-4.1"
+        );
+        assert_eq!(
+            FailoverStat::Ejections.name(&plan.entries[0], "outbound|80||gpt.svc"),
+            "agentroute_failover_ejections_total.namespace.models.agent.llm.kind.modelapi.backend.outbound_80__gpt.svc"
         );
     }
 }

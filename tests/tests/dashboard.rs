@@ -193,6 +193,7 @@ async fn the_dashboard_queries_what_the_demo_envoy_exports() {
         "tools",
         "assistant",
         "mcp-search",
+        "llm-backup",
     ] {
         cfg = cfg.cluster(name, spawn_agent(name).await);
     }

@@ -67,8 +67,7 @@ fn the_shipped_access_logs_print_every_field_and_stats_carry_labels() {
     let format = &demo_log[0]["typed_config"]["log_format"]["json_format"];
     let eg = yaml("envoy/gateway/envoyproxy-access-log.yaml");
     assert_eq!(
-        &eg["spec"]["telemetry"]["accessLog"]["settings"][0]["format"]["json"],
-        format,
+        &eg["spec"]["telemetry"]["accessLog"]["settings"][0]["format"]["json"], format,
         "Envoy Gateway prints the same fields"
     );
     for field in Field::ALL {

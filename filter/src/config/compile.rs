@@ -143,7 +143,20 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
     let observe = super::observe::compile(observability.map(|o| o.0), usage_metrics, &entries);
     let (cors, surface_cors) = cors.finish();
 
+    // Attempt 1 is the dispatch header; each backend after it a slot.
+    let most_tries = entries
+        .iter()
+        .filter_map(|e| {
+            let f = e.failover.as_ref().filter(|f| f.retry)?;
+            Some(f.backends.len() + usize::from(e.canary.is_some()))
+        })
+        .max()
+        .unwrap_or(0);
+    let slot_headers = (2..most_tries + 2)
+        .map(|n| crate::failover::slot_header(&dispatch_header, n))
+        .collect();
     Ok(Plan {
+        slot_headers,
         dispatch_header,
         identity_headers: identity_headers.unwrap_or(true),
         unmatched: unmatched.unwrap_or(Unmatched::Pass),
@@ -337,6 +350,17 @@ fn compile_entry(
         .concurrency
         .map(|c| compile_concurrency(c.0, &path("concurrency")))
         .transpose()?;
+    let failover = raw
+        .failover
+        .map(|f| {
+            super::failover::compile_failover(
+                f.0,
+                &path("failover"),
+                &raw.backend,
+                canary.as_ref().map(|c| c.backend.as_str()),
+            )
+        })
+        .transpose()?;
 
     let id = format!("{namespace}/{name}");
     Ok((
@@ -355,6 +379,7 @@ fn compile_entry(
             canary,
             cors,
             concurrency,
+            failover,
         },
         claims,
     ))

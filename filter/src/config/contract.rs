@@ -268,6 +268,44 @@ pub struct RawAgent {
     /// How many requests (and WebSockets) of the entry may be in flight at
     /// once.
     pub concurrency: Option<Obj<RawConcurrency>>,
+    /// Backends tried, in order, when `backend` (or the canary side chosen)
+    /// fails: failed backends are skipped by every worker for a while, and
+    /// a failed request is retried on the next one where Envoy allows it.
+    pub failover: Option<Obj<RawFailover>>,
+}
+
+/// Backends that take over when an entry's backend fails.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "Failover"))]
+pub struct RawFailover {
+    /// Tried in this order after `backend` (or after the canary side
+    /// chosen); each differs from `backend`, the canary's and the others.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(length(min = 1), inner(pattern(r"^[!-~]+$")))
+    )]
+    pub backends: Vec<String>,
+    /// What counts as a failure of a backend: `5xx`, `429`, single
+    /// statuses (`503`), `connect-failure`, `reset`, `timeout`. Default
+    /// `5xx`, `429`, `connect-failure`, `reset`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = ["5xx", "429", "connect-failure", "reset"])))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(inner(pattern(r"^(5xx|connect-failure|reset|timeout|[1-5][0-9][0-9])$")))
+    )]
+    pub on: Option<Vec<String>>,
+    /// How long a backend that failed is skipped by new requests, on every
+    /// worker (default `30s`, at most `1h`); a `retry-after` on its answer
+    /// (seconds or HTTP date, at most `5m`) counts when longer.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "30s")))]
+    pub eject: Option<DurationMs>,
+    /// Send the failed request itself to the next backend while nothing of
+    /// the answer has reached the client (Envoy >= 1.39 with the route of
+    /// the shipped bootstrap; README: Failover). Default `true`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = true)))]
+    pub retry: Option<bool>,
 }
 
 /// A second backend taking part of an entry's requests.

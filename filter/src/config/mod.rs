@@ -9,6 +9,7 @@ mod compile;
 mod concurrency;
 pub mod contract;
 mod cors;
+mod failover;
 mod mcp;
 pub mod models;
 mod observe;
@@ -171,6 +172,8 @@ pub struct Entry {
     /// top-level one, or none.
     pub cors: Option<usize>,
     pub concurrency: Option<Concurrency>,
+    /// Backends that take over when the entry's backend fails.
+    pub failover: Option<crate::failover::Failover>,
 }
 
 /// An entry's in-flight limit.
@@ -215,6 +218,9 @@ pub enum ShorthandLoss {
 #[derive(Debug)]
 pub struct Plan {
     pub dispatch_header: String,
+    /// Slot headers of retries across backends (`x-agent-backend-2`, ...),
+    /// as many as the entry with the most backends needs.
+    pub slot_headers: Vec<String>,
     /// Set `x-agent-name/-namespace/-kind` on a match.
     pub identity_headers: bool,
     pub unmatched: Unmatched,

@@ -98,6 +98,20 @@ extern "C" {
         name_size: usize,
         id: *mut u32,
     ) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
 }
@@ -237,6 +251,45 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
 pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
     // SAFETY: the host copies both slices during the call.
     status(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+/// A shared-data value and its version; `(None, None)` for a key never
+/// set.
+pub fn get_shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
+    let (mut data, mut size, mut cas) = (std::ptr::null_mut(), 0usize, 0u32);
+    // SAFETY: as in `get_pairs`.
+    let code =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match code {
+        OK => Ok((Some(unsafe { owned(data, size) }), Some(cas))),
+        NOT_FOUND => Ok((None, None)),
+        s => Err(s),
+    }
+}
+
+/// Writes a shared-data value if its version is still `cas` (`None`:
+/// unconditionally). `CAS_MISMATCH` says another worker wrote first.
+pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+    // SAFETY: the host copies both slices during the call.
+    status(unsafe {
+        proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            cas.unwrap_or(0),
+        )
+    })
+}
+
+/// The host status of a lost compare-and-swap.
+pub const CAS_MISMATCH: Status = 8;
+
+/// An integer property (Envoy sends int64 and uint64 as 8 bytes,
+/// little-endian); `None` when absent or of another shape.
+pub fn get_u64_property(path: &[&str]) -> Option<u64> {
+    let bytes: [u8; 8] = get_property(path).ok()??.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
 }
 
 /// Answers the stream locally.

@@ -13,7 +13,7 @@ use proxy_wasm::types::Status;
 use super::abi;
 use crate::config::Plan;
 use crate::ratelimit::Secret;
-use crate::stats::{Stat, TokenStat, ToolStat};
+use crate::stats::{FailoverStat, Stat, TokenStat, ToolStat};
 
 /// A token counter: entry index, model label, input or output.
 type TokenKey = (usize, String, TokenStat);
@@ -52,8 +52,14 @@ pub struct Active {
     limited: Vec<usize>,
     /// Where the next tick's round of gauges starts.
     gauge_cursor: Cell<usize>,
-    /// Gauge values this VM last recorded, by entry.
-    recorded: RefCell<HashMap<usize, u64>>,
+    /// Gauge values this VM last recorded, by entry and gauge.
+    recorded: RefCell<HashMap<(usize, Stat), u64>>,
+    /// Per-backend failover counters by (entry, backend label index):
+    /// metric ids once defined, and increments not yet handed to Envoy.
+    failover_metrics: RefCell<HashMap<(usize, usize, FailoverStat), Option<u32>>>,
+    pending_failover: RefCell<HashMap<(usize, usize, FailoverStat), i64>>,
+    /// Entries with failover, whose ejected-backends gauge the tick records.
+    failing_over: Vec<usize>,
 }
 
 impl Active {
@@ -86,7 +92,13 @@ impl Active {
         let limited = (0..plan.entries.len())
             .filter(|&i| plan.entries.get(i).is_some_and(|e| e.concurrency.is_some()))
             .collect();
+        let failing_over = (0..plan.entries.len())
+            .filter(|&i| plan.entries.get(i).is_some_and(|e| e.failover.is_some()))
+            .collect();
         Active {
+            failover_metrics: RefCell::new(HashMap::new()),
+            pending_failover: RefCell::new(HashMap::new()),
+            failing_over,
             client_slots: per_client_limits > 0 || per_client_concurrency,
             client_pages: crate::ratelimit::pages_per_limit(per_client_limits),
             limited,
@@ -137,6 +149,12 @@ impl Active {
                 let _ = hostcalls::increment_metric(id, delta);
             }
         }
+        let failover = std::mem::take(&mut *self.pending_failover.borrow_mut());
+        for (key, delta) in failover {
+            if let Some(id) = self.failover_metric(key) {
+                let _ = hostcalls::increment_metric(id, delta);
+            }
+        }
         let tools = std::mem::take(&mut *self.pending_tools.borrow_mut());
         for (key, delta) in tools {
             if let Some(id) = self.tool_metric(key) {
@@ -180,15 +198,43 @@ impl Active {
         id
     }
 
+    /// Counts an ejection of, or a retry on, the backend `label` (an
+    /// index into `failover::candidates(entry, true)`), at the next flush.
+    pub fn bump_failover(&self, entry: usize, label: usize, stat: FailoverStat) {
+        *self
+            .pending_failover
+            .borrow_mut()
+            .entry((entry, label, stat))
+            .or_default() += 1;
+    }
+
+    fn failover_metric(&self, key: (usize, usize, FailoverStat)) -> Option<u32> {
+        let (entry, label, stat) = key;
+        let mut metrics = self.failover_metrics.borrow_mut();
+        if let Some(id) = metrics.get(&key) {
+            return *id;
+        }
+        let e = self.plan.entries.get(entry)?;
+        let backend = *crate::failover::candidates(e, true).get(label)?;
+        let id = abi::define_metric(0, &stat.name(e, backend)).ok();
+        metrics.insert(key, id);
+        id
+    }
+
+    /// Entries with failover.
+    pub fn failing_over(&self) -> &[usize] {
+        &self.failing_over
+    }
+
     /// Sets a gauge to `value` (a count read from shared data), unless this
     /// VM last set it to the same.
     pub fn set_gauge(&self, entry: usize, stat: Stat, value: u64) {
-        if self.recorded.borrow().get(&entry) == Some(&value) {
+        if self.recorded.borrow().get(&(entry, stat)) == Some(&value) {
             return;
         }
         if let Some(id) = self.metric(entry, stat) {
             if hostcalls::record_metric(id, value).is_ok() {
-                self.recorded.borrow_mut().insert(entry, value);
+                self.recorded.borrow_mut().insert((entry, stat), value);
             }
         }
     }

@@ -6,6 +6,7 @@
 
 mod abi;
 mod active;
+mod failover;
 mod inflight;
 mod limits;
 mod mcp;
@@ -194,6 +195,12 @@ struct Stream {
     /// Bytes the translated stream held at the last count (for the
     /// VM-wide bound).
     translation_held: usize,
+    /// A forwarded request of an entry with failover: the backends it may
+    /// try, judged at its answer.
+    failover: Option<crate::request::Tries>,
+    /// A healthy answer of an entry with failover whose end is not seen
+    /// yet, with the attempt that gave it.
+    failover_open: Option<(crate::request::Tries, usize)>,
 }
 
 enum CardState {
@@ -259,6 +266,8 @@ impl Stream {
             card: None,
             translation: None,
             translation_held: 0,
+            failover: None,
+            failover_open: None,
         }
     }
 }
@@ -309,6 +318,7 @@ impl HttpContext for Stream {
         self.release_meter();
         self.release_translation();
         self.settle_budget();
+        self.failover_cut_short();
         if let (true, Some(entry), Some(active)) = (self.connected, self.entry, &self.active) {
             active.bump(entry, Stat::ConnectionsActive, -1);
         }
@@ -319,6 +329,8 @@ impl Stream {
     /// Sends a local reply with the CORS headers the request's origin gets
     /// (none without an `Origin`).
     fn reply(&mut self, r: &LocalReply) -> Action {
+        // No backend answers this request: nothing to judge.
+        self.failover = None;
         // The reply is answered here: the response phase, should Envoy run
         // it for the reply, leaves it alone.
         match self.cors.take() {

@@ -4,6 +4,7 @@
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::active::Active;
+use super::failover::HostHealth;
 use super::{abi, fail, inflight, now, reply, HostClient, Stream, Translation, Waiting};
 use crate::a2a::chat::{self, ChunkStream};
 use crate::config::{ModelSource, Plan};
@@ -56,11 +57,16 @@ impl Stream {
         let plan = &active.plan;
         let vm = self.vm.clone();
         let client = HostClient { vm: &vm };
+        let health = HostHealth {
+            prefix: &active.key_prefix,
+        };
         let read_model = {
             let Some(pairs) = wire::parse(&raw) else {
                 return fail("malformed request header map");
             };
-            let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
+            let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header)
+                .with_client(&client)
+                .with_health(&health);
             self.upgrade = head.flags.upgrade;
             self.extended_connect = head.method == "CONNECT";
             let decision = decide(plan, &head);
@@ -289,7 +295,12 @@ impl Stream {
         let plan = &active.plan;
         let vm = self.vm.clone();
         let client = HostClient { vm: &vm };
-        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
+        let health = HostHealth {
+            prefix: &active.key_prefix,
+        };
+        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header)
+            .with_client(&client)
+            .with_health(&health);
         let decision = decide_model(plan, &head, model.as_deref());
         let body = Body {
             bytes: &body,
@@ -316,9 +327,14 @@ impl Stream {
         let plan = &active.plan;
         let vm = self.vm.clone();
         let client = HostClient { vm: &vm };
+        let health = HostHealth {
+            prefix: &active.key_prefix,
+        };
         // With the client, as at the headers: a canary split by client IP
         // lands the same request on the same side.
-        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
+        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header)
+            .with_client(&client)
+            .with_health(&health);
         let decision = decide(plan, &head);
         self.carry_out(active, decision, &pairs, None, None)
     }
@@ -355,9 +371,21 @@ impl Stream {
             model: claim,
             mcp,
             canary,
+            failover,
         } = forward;
         if let Some(entry) = entry {
             self.log_dispatch(entry, true, model, canary.as_ref().map(|c| c.side));
+            if let (Some(tries), true) = (&failover, self.logs_fields()) {
+                // Failover may have chosen another backend than the side's.
+                let chosen = active
+                    .plan
+                    .entries
+                    .get(entry)
+                    .and_then(|e| tries.backend(e, 0));
+                if let Some(chosen) = chosen {
+                    self.set_fields(&[(crate::observe::Field::Backend, chosen)]);
+                }
+            }
             if active.plan.observe.usage_metrics {
                 // Budgeted answers reached by path are counted under
                 // `observe::NO_MODEL`.
@@ -409,6 +437,7 @@ impl Stream {
             return Action::Continue;
         };
         self.entry = Some(entry);
+        self.failover = failover;
         active.bump(entry, Stat::Requests, 1);
         if let Some(choice) = canary {
             active.bump(entry, Stat::canary(choice.side), 1);

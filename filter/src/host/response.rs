@@ -31,6 +31,9 @@ fn is_json(content_type: Option<&str>) -> bool {
 impl Stream {
     pub(super) fn response_headers(&mut self, end_of_stream: bool) -> Action {
         self.response_started = true;
+        if self.failover.is_some() {
+            self.observe_failover(end_of_stream);
+        }
         if let Some(answer) = self.cors.take() {
             apply_cors(&answer);
         }
@@ -74,6 +77,10 @@ impl Stream {
     }
 
     pub(super) fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if end_of_stream {
+            // The answer is whole: no cut to watch for.
+            self.failover_open = None;
+        }
         if self.meter.is_some() {
             self.meter_chunk(body_size);
             if end_of_stream {

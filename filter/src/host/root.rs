@@ -83,6 +83,7 @@ impl RootContext for Root {
                 active.refresh_secret();
             }
             inflight::tick(active);
+            super::failover::tick(active);
         }
         self.record_memory();
         self.answer_stalled_bodies();
