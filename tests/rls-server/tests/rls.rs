@@ -1,6 +1,7 @@
 //! End to end: a real `redis-server` on a free loopback port, the `rls-server` binary in front of
 //! it, and a tonic client speaking `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
-//! Skipped (with a message) when `redis-server` is not installed.
+//! Fails when `redis-server` is not installed (`make setup` installs it): a
+//! test that passes without the service it tests proves nothing.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -86,11 +87,11 @@ fn redis_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn start(extra_args: &[&str]) -> Option<Harness> {
-    if !redis_installed() {
-        eprintln!("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)");
-        return None;
-    }
+async fn start(extra_args: &[&str]) -> Harness {
+    assert!(
+        redis_installed(),
+        "redis-server is not installed (Debian: apt-get install redis-server; `make setup` installs it)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let redis = Command::new("redis-server")
@@ -139,12 +140,12 @@ async fn start(extra_args: &[&str]) -> Option<Harness> {
     let client = RateLimitServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    Some(Harness {
+    Harness {
         _dir: dir,
         _redis: redis,
         _rls: rls,
         client,
-    })
+    }
 }
 
 fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
@@ -201,9 +202,7 @@ fn code(r: &RateLimitResponse) -> Code {
 
 #[tokio::test]
 async fn admits_three_then_over_limit_with_statuses() {
-    let Some(mut h) = start(&[]).await else {
-        return;
-    };
+    let mut h = start(&[]).await;
     for remaining in [2, 1, 0] {
         let r = h.call(vec![request_desc("a")], 1).await;
         assert_eq!(code(&r), Code::Ok);
@@ -226,9 +225,7 @@ async fn admits_three_then_over_limit_with_statuses() {
 
 #[tokio::test]
 async fn hits_addend_zero_checks_without_counting() {
-    let Some(mut h) = start(&[]).await else {
-        return;
-    };
+    let mut h = start(&[]).await;
     for _ in 0..5 {
         let r = h.call(vec![request_desc("a")], 0).await;
         assert_eq!(code(&r), Code::Ok);
@@ -253,9 +250,7 @@ async fn hits_addend_zero_checks_without_counting() {
 
 #[tokio::test]
 async fn hits_addend_five_counts_five_token_budget() {
-    let Some(mut h) = start(&[]).await else {
-        return;
-    };
+    let mut h = start(&[]).await;
     // Admission: check only.
     let r = h.call(vec![tokens_desc("a")], 0).await;
     assert_eq!(code(&r), Code::Ok);
@@ -284,9 +279,7 @@ async fn hits_addend_five_counts_five_token_budget() {
 #[tokio::test]
 async fn over_limit_report_is_dropped_unless_count_over_limit() {
     // Limitador semantics: a report that does not fit counts nothing.
-    let Some(mut h) = start(&[]).await else {
-        return;
-    };
+    let mut h = start(&[]).await;
     assert_eq!(code(&h.call(vec![tokens_desc("a")], 8).await), Code::Ok);
     assert_eq!(
         code(&h.call(vec![tokens_desc("a")], 5).await),
@@ -297,9 +290,7 @@ async fn over_limit_report_is_dropped_unless_count_over_limit() {
     assert_eq!(r.statuses[0].limit_remaining, 2);
 
     // envoyproxy/ratelimit semantics: counted anyway.
-    let Some(mut h) = start(&["--count-over-limit"]).await else {
-        return;
-    };
+    let mut h = start(&["--count-over-limit"]).await;
     assert_eq!(code(&h.call(vec![tokens_desc("a")], 8).await), Code::Ok);
     assert_eq!(
         code(&h.call(vec![tokens_desc("a")], 5).await),
@@ -313,9 +304,7 @@ async fn over_limit_report_is_dropped_unless_count_over_limit() {
 
 #[tokio::test]
 async fn unset_hits_addend_is_one_matches_real_servers() {
-    let Some(mut h) = start(&["--unset-hits-addend-is-one"]).await else {
-        return;
-    };
+    let mut h = start(&["--unset-hits-addend-is-one"]).await;
     let r = h.call(vec![request_desc("a")], 0).await;
     assert_eq!(
         r.statuses[0].limit_remaining, 2,
@@ -332,9 +321,7 @@ async fn unset_hits_addend_is_one_matches_real_servers() {
 
 #[tokio::test]
 async fn clients_are_independent() {
-    let Some(mut h) = start(&[]).await else {
-        return;
-    };
+    let mut h = start(&[]).await;
     for _ in 0..3 {
         assert_eq!(code(&h.call(vec![request_desc("a")], 1).await), Code::Ok);
     }
@@ -352,9 +339,7 @@ async fn clients_are_independent() {
 
 #[tokio::test]
 async fn one_status_per_descriptor() {
-    let Some(mut h) = start(&[]).await else {
-        return;
-    };
+    let mut h = start(&[]).await;
     let team = descriptor(&[("scope", "team"), ("team", "red")]);
     let r = h.call(vec![request_desc("a"), team.clone()], 1).await;
     assert_eq!(code(&r), Code::Ok);
@@ -389,9 +374,7 @@ async fn one_status_per_descriptor() {
 
 #[tokio::test]
 async fn empty_domain_is_unknown_and_negative_hits_rejected() {
-    let Some(mut h) = start(&[]).await else {
-        return;
-    };
+    let mut h = start(&[]).await;
     let r = h
         .client
         .should_rate_limit(RateLimitRequest {
@@ -421,9 +404,7 @@ async fn empty_domain_is_unknown_and_negative_hits_rejected() {
 /// budget descriptor (last) is only checked; the usage report names the budget alone.
 #[tokio::test]
 async fn mixed_addends_count_the_request_and_check_the_budget() {
-    let Some(mut h) = start(&["--count-over-limit"]).await else {
-        return;
-    };
+    let mut h = start(&["--count-over-limit"]).await;
     let request = |client: &str| {
         descriptor(&[
             ("agent", "default/budgeted"),
