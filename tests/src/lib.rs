@@ -748,6 +748,41 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
+    /// Waits until `workers` worker threads have logged their plugin's
+    /// configuration (Envoy's main thread configures first; each worker's
+    /// VM after it, possibly while another worker already serves). Err
+    /// with the log if they have not within `within`.
+    pub async fn wait_workers_configured(
+        &self,
+        workers: usize,
+        within: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            // "[time][thread][info][wasm] ... configured N entries ..."
+            let threads: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("configured ") && l.contains(" entries in "))
+                .filter_map(|l| l.split('[').nth(2)?.split(']').next())
+                .collect();
+            let mut distinct: Vec<&str> = threads.iter().skip(1).copied().collect();
+            distinct.retain(|t| Some(t) != threads.first());
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() >= workers {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} of {workers} workers configured the plugin:\n{log}",
+                    distinct.len()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         send(self.addr, "GET", path, &[], "").await
     }

@@ -237,11 +237,16 @@ async fn soak(args: Args) -> Result<(), String> {
         } else {
             cfg.filters_before.push(json_to_metadata("agentroute"));
         }
-        gateways.push(
-            Gateway::try_start(cfg)
-                .await
-                .map_err(|log| format!("Envoy did not start:\n{log}"))?,
-        );
+        let gw = Gateway::try_start(cfg)
+            .await
+            .map_err(|log| format!("Envoy did not start:\n{log}"))?;
+        // Every worker's VM configured before traffic: a worker configuring
+        // while another already admits can recreate a bucket full once (the
+        // start-up bound README "Rate limiting" states); the soak checks
+        // the steady state.
+        gw.wait_workers_configured(2, Duration::from_secs(60))
+            .await?;
+        gateways.push(gw);
     }
     let shared = Arc::new(Shared {
         gateways: [gateways[0].addr, gateways[1].addr],
