@@ -48,10 +48,10 @@ fn routers() -> Routers {
         let build = |root: bool| {
             let mut b = RouterBuilder::default();
             for (i, (prefix, rewrite)) in PREFIXES.iter().enumerate() {
-                b.prefix(prefix, rewrite.map(str::to_string), i);
+                b.prefix(prefix, *rewrite, i);
             }
             if root {
-                b.prefix("/", Some("/root".to_string()), ROOT_ENTRY);
+                b.prefix("/", Some("/root"), ROOT_ENTRY);
             }
             for (i, host) in HOSTS.iter().enumerate() {
                 b.host(host, HOST_ENTRY + i);
