@@ -234,6 +234,12 @@ def cases():
                     "/v1/chat/completions", ("body", body)))
         out.append((f"F plain POST {label}", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST",
                     "/v1/chat/completions", ("body", body)))
+        # What a user would run instead where the stop-iteration flag cannot
+        # be set: Envoy's json_to_metadata feeding `model_from: metadata`.
+        out.append((f"F json_to_metadata + metadata mode {label}",
+                    run.bootstrap(PORT, run.BY_HEADER, [run.json_to_metadata(),
+                                                        run.wasm_filter(run.AGENTROUTE, run.openai_config("metadata"))], UP),
+                    "POST", "/v1/chat/completions", ("body", body)))
     # MCP: a tools/call of ~1 KB on an entry without and with tool rules,
     # a refused call (answered by the filter), a filtered tools/list.
     call = mcp_call("search", 1024)

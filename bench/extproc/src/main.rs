@@ -10,8 +10,15 @@
 //! `x-forwarded-prefix`, `x-envoy-upstream-rq-timeout-ms` and the rewritten
 //! `:path`, clearing the route cache. Any other message gets an empty answer.
 //!
-//! Usage: `extproc --listen 127.0.0.1:PORT --agents N`; prints
-//! `listening on ADDR` once it accepts connections.
+//! With `--model-from-body` it is instead the body path of an OpenAI
+//! gateway (Envoy AI Gateway's way: ext_proc with the request body
+//! BUFFERED): the whole body is parsed as JSON, its `model` picks the
+//! backend, and the answer to the body message sets `x-agent-backend` and
+//! the model's identity, clearing the route cache. A body without a
+//! string `model` is refused with a 400, as a gateway would.
+//!
+//! Usage: `extproc --listen 127.0.0.1:PORT (--agents N | --model-from-body)`;
+//! prints `listening on ADDR` once it accepts connections.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,10 +27,12 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
 };
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     external_processor_server::{ExternalProcessor, ExternalProcessorServer},
     processing_request, processing_response, BodyResponse, CommonResponse, HeaderMutation,
-    HeadersResponse, HttpHeaders, ProcessingRequest, ProcessingResponse, TrailersResponse,
+    HeadersResponse, HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse,
+    TrailersResponse,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -44,7 +53,21 @@ struct Agent {
 struct Table {
     paths: matchit::Router<u32>,
     agents: Vec<Agent>,
+    /// Dispatch on the body's `model` (the request body arrives BUFFERED)
+    /// instead of the path.
+    model_from_body: bool,
 }
+
+/// What the body path reads of a chat request: serde skips the rest but
+/// still checks that the whole body is JSON, as a gateway's parser does.
+#[derive(serde::Deserialize)]
+struct ChatRequest {
+    model: String,
+}
+
+/// The one model of the body path (`gpt-demo` on backend `upstream`, as
+/// the bench configures agentroute's OpenAI case).
+const MODEL: &str = "gpt-demo";
 
 impl Table {
     fn new(n: usize) -> Result<Self, String> {
@@ -65,7 +88,29 @@ impl Table {
                 .map_err(|e| format!("cannot route {}: {e}", agent.prefix))?;
             agents.push(agent);
         }
-        Ok(Table { paths, agents })
+        Ok(Table {
+            paths,
+            agents,
+            model_from_body: false,
+        })
+    }
+
+    /// The header mutation for a chat body; `Err` is the refusal's reason.
+    fn dispatch_body(body: &[u8]) -> Result<HeaderMutation, &'static str> {
+        let chat: ChatRequest = serde_json::from_slice(body).map_err(|_| "invalid_body")?;
+        if chat.model != MODEL {
+            return Err("model_not_found");
+        }
+        Ok(HeaderMutation {
+            set_headers: vec![
+                set("x-agent-backend", "upstream"),
+                set("x-agent-name", "llm"),
+                set("x-agent-namespace", "models"),
+                set("x-agent-kind", "modelapi"),
+                set("x-envoy-upstream-rq-timeout-ms", "120000"),
+            ],
+            remove_headers: Vec::new(),
+        })
     }
 
     /// The header mutation for a request path, `None` when no agent matches.
@@ -109,6 +154,25 @@ impl Table {
         use processing_request::Request as In;
         use processing_response::Response as Out;
         let response = match request.request {
+            Some(In::RequestHeaders(_)) if self.model_from_body => {
+                Out::RequestHeaders(HeadersResponse::default())
+            }
+            Some(In::RequestBody(body)) if self.model_from_body => {
+                match Table::dispatch_body(&body.body) {
+                    Ok(mutation) => Out::RequestBody(BodyResponse {
+                        response: Some(CommonResponse {
+                            clear_route_cache: true,
+                            header_mutation: Some(mutation),
+                            ..Default::default()
+                        }),
+                    }),
+                    Err(reason) => Out::ImmediateResponse(ImmediateResponse {
+                        status: Some(HttpStatus { code: 400 }),
+                        body: format!("{{\"error\":{{\"code\":\"{reason}\"}}}}").into_bytes(),
+                        ..Default::default()
+                    }),
+                }
+            }
             Some(In::RequestHeaders(headers)) => {
                 let mutation = path_of(&headers).and_then(|p| self.dispatch(p));
                 Out::RequestHeaders(HeadersResponse {
@@ -185,13 +249,16 @@ impl ExternalProcessor for Server {
 }
 
 fn usage(message: &str) -> ! {
-    eprintln!("extproc: {message}\nusage: extproc --listen ADDR:PORT --agents N");
+    eprintln!(
+        "extproc: {message}\nusage: extproc --listen ADDR:PORT (--agents N | --model-from-body)"
+    );
     std::process::exit(2)
 }
 
 fn main() {
     let mut listen: Option<SocketAddr> = None;
     let mut agents: Option<usize> = None;
+    let mut model_from_body = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -213,13 +280,20 @@ fn main() {
                         .unwrap_or_else(|e| usage(&format!("--agents: {e}"))),
                 )
             }
+            "--model-from-body" => model_from_body = true,
             "-h" | "--help" => usage("an Envoy ext_proc server doing agentroute's dispatch"),
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
     let listen = listen.unwrap_or_else(|| usage("--listen is required"));
-    let table = Table::new(agents.unwrap_or_else(|| usage("--agents is required")))
-        .unwrap_or_else(|e| usage(&e));
+    let table = match (agents, model_from_body) {
+        (Some(n), false) => Table::new(n).unwrap_or_else(|e| usage(&e)),
+        (None, true) => Table {
+            model_from_body: true,
+            ..Table::new(0).unwrap_or_else(|e| usage(&e))
+        },
+        _ => usage("give either --agents N or --model-from-body"),
+    };
 
     // One thread, as a sidecar pinned to one core would be best served.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -273,5 +347,24 @@ mod tests {
         assert!(t.dispatch("/ns-7/agent/agent-1070/x").is_none());
         assert!(t.dispatch("/ns-8/agent/agent-107/x").is_none());
         assert!(t.dispatch("x").is_none());
+    }
+
+    #[test]
+    fn the_body_path_dispatches_on_the_model() {
+        let body = br#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-demo"}"#;
+        let h = Table::dispatch_body(body).unwrap();
+        assert!(headers(&h).contains(&("x-agent-backend", b"upstream".as_slice())));
+        assert_eq!(
+            Table::dispatch_body(br#"{"model":"other"}"#).err(),
+            Some("model_not_found")
+        );
+        assert_eq!(
+            Table::dispatch_body(br#"{"messages":[]}"#).err(),
+            Some("invalid_body")
+        );
+        assert_eq!(
+            Table::dispatch_body(br#"{"model":"gpt-demo""#).err(),
+            Some("invalid_body")
+        );
     }
 }
