@@ -98,7 +98,7 @@ mod tests {
     fn canary(json: &str) -> Result<crate::canary::Canary, String> {
         let config = format!(r#"{{"agents":[{{"name":"a","backend":"v1","canary":{json}}}]}}"#);
         Plan::from_json(config.as_bytes())
-            .map(|p| p.entries[0].canary.clone().unwrap())
+            .map(|p| *p.entries[0].canary.clone().unwrap())
             .map_err(|e| e.to_string())
     }
 

@@ -345,7 +345,7 @@ fn compile_entry(
         .canary
         .map(|c| compile_canary(c.0, &path("canary"), &raw.backend))
         .transpose()?;
-    let cors = cors.for_entry(raw.cors, kind, at)?;
+    let cors = cors.for_entry(raw.cors.map(|c| c.map(|c| *c)), kind, at)?;
     let concurrency = raw
         .concurrency
         .map(|c| compile_concurrency(c.0, &path("concurrency")))
@@ -371,15 +371,17 @@ fn compile_entry(
             backend: raw.backend,
             timeout_ms: (timeout > 0).then(|| timeout.to_string()),
             models: raw.models,
-            rate_limit,
+            // Boxed: most entries have none of these, and an entry record
+            // is kept once per agent in every worker's VM.
+            rate_limit: rate_limit.map(Box::new),
             protocol,
             rewrite_signed_cards,
             mcp,
             id,
-            canary,
+            canary: canary.map(Box::new),
             cors,
-            concurrency,
-            failover,
+            concurrency: concurrency.map(Box::new),
+            failover: failover.map(Box::new),
         },
         claims,
     ))
@@ -872,7 +874,7 @@ mod tests {
         assert_eq!(e.timeout_ms.as_deref(), Some("300000"));
         assert_eq!(
             e.rate_limit,
-            Some(RateLimit {
+            Some(Box::new(RateLimit {
                 per: Per::Entry,
                 scope: Scope::Local {
                     requests: Some(RequestRate {
@@ -881,7 +883,7 @@ mod tests {
                     }),
                     tokens: None,
                 },
-            })
+            }))
         );
         assert_eq!(p.models.lookup("coordinator-v2"), Some(0));
         assert_eq!(p.models.lookup("prod/coordinator"), Some(0));
@@ -1310,10 +1312,10 @@ mod tests {
         );
         assert_eq!(
             p.entries[1].rate_limit,
-            Some(RateLimit {
+            Some(Box::new(RateLimit {
                 per: Per::ClientIp,
                 scope: Scope::Global { tokens: true }
-            })
+            }))
         );
         assert!(ok("{}").identity_headers);
         assert!(!ok(r#"{"identity_headers":false}"#).identity_headers);

@@ -43,7 +43,7 @@ mod tests {
     fn concurrency(json: &str) -> Result<Option<Concurrency>, String> {
         let config = format!(r#"{{"agents":[{{"name":"a","backend":"b","concurrency":{json}}}]}}"#);
         Plan::from_json(config.as_bytes())
-            .map(|p| p.entries[0].concurrency.clone())
+            .map(|p| p.entries[0].concurrency.clone().map(|c| *c))
             .map_err(|e| e.to_string())
     }
 

@@ -99,7 +99,7 @@ mod tests {
             r#"{{"agents":[{{"name":"a","backend":"v1","canary":{{"backend":"c1","weight":10}},"failover":{json}}}]}}"#
         );
         Plan::from_json(config.as_bytes())
-            .map(|p| p.entries[0].failover.clone().unwrap())
+            .map(|p| *p.entries[0].failover.clone().unwrap())
             .map_err(|e| e.to_string())
     }
 

@@ -156,7 +156,7 @@ pub struct Entry {
     /// Request timeout in milliseconds as the header value; `None` for `0s`.
     pub timeout_ms: Option<String>,
     pub models: Vec<String>,
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<Box<RateLimit>>,
     pub protocol: Protocol,
     /// Rewrite agent cards that carry `signatures` too.
     pub rewrite_signed_cards: bool,
@@ -167,13 +167,13 @@ pub struct Entry {
     /// keys and rate limit descriptors.
     pub id: String,
     /// A second backend taking part of the requests.
-    pub canary: Option<Canary>,
+    pub canary: Option<Box<Canary>>,
     /// The CORS policy (index in [`Plan::cors`]): the entry's own, the
     /// top-level one, or none.
     pub cors: Option<usize>,
-    pub concurrency: Option<Concurrency>,
+    pub concurrency: Option<Box<Concurrency>>,
     /// Backends that take over when the entry's backend fails.
-    pub failover: Option<crate::failover::Failover>,
+    pub failover: Option<Box<crate::failover::Failover>>,
 }
 
 /// An entry's in-flight limit.
