@@ -797,21 +797,18 @@ def swap_latency(sizes, workdir):
         steady = wrk(p, path, SWAP_SECONDS, workdir)
         reloads = "extension_config_discovery.http_filter.wasm.config_reload"
         before = admin_stat(19311, reloads)
-        stop = False
+        stop = threading.Event()
 
         def swapper():
             version = 2
-            while not stop:
-                time.sleep(SWAP_EVERY)
-                if stop:
-                    break
+            while not stop.wait(SWAP_EVERY):
                 write_ecds(ecds_dir, configs[version % 2], version)
                 version += 1
 
         t = threading.Thread(target=swapper, daemon=True)
         t.start()
         swapping = wrk(p, path, SWAP_SECONDS, workdir)
-        stop = True
+        stop.set()
         t.join()
         time.sleep(SWAP_EVERY + 0.5)
         rows.append({"agents": n, "steady_p99": steady["p99"], "swap_p99": swapping["p99"],

@@ -345,7 +345,7 @@ fn compile_entry(
         .canary
         .map(|c| compile_canary(c.0, &path("canary"), &raw.backend))
         .transpose()?;
-    let cors = cors.for_entry(raw.cors.map(|c| c.map(|c| *c)), kind, at)?;
+    let cors = cors.for_entry(raw.cors, kind, at)?;
     let concurrency = raw
         .concurrency
         .map(|c| compile_concurrency(c.0, &path("concurrency")))

@@ -182,7 +182,7 @@ impl CorsTable {
     /// the top-level one.
     pub(super) fn for_entry(
         &mut self,
-        own: Option<Option<Obj<RawCors>>>,
+        own: Option<Option<Box<Obj<RawCors>>>>,
         kind: Kind,
         at: &str,
     ) -> Result<Option<usize>, ConfigError> {
