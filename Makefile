@@ -135,7 +135,7 @@ fuzz-ci:
 	fuzz/run.sh target/$(FUZZ_HOST)/fuzz-ci $(FUZZ_CI_SECONDS) 2 $(FUZZ_TARGETS)
 
 ## validate: shipped Envoy configs pass `envoy --mode validate`; Kubernetes
-## manifests (istio/, envoy/gateway/) validate against ../shared/crds
+## manifests (istio/, envoy/gateway/) validate against the CRDs in tests/crds
 validate: setup build tls-cert
 	$(VENV)/bin/python tests/validate_manifests.py --self-test
 	$(VENV)/bin/python tests/validate_manifests.py istio envoy

@@ -8,7 +8,7 @@ Usage:
 PATH is a file or a directory (searched recursively for *.yaml / *.yml);
 the defaults are the repository's `istio` and `envoy` directories. DIR
 (repeatable) holds CustomResourceDefinitions: by default the upstream CRDs
-in `<repo>/../shared/crds` and the project's own schemas in
+in `<repo>/tests/crds` and the project's own schemas in
 `<repo>/tests/schemas` (kinds no upstream CRD here covers, such as Istio's
 AuthorizationPolicy, written by the project for the fields it ships).
 
@@ -28,7 +28,7 @@ the served version's `openAPIV3Schema` the way the API server would see it:
 
 Documents without apiVersion/kind (Envoy bootstraps) are skipped silently;
 Kubernetes objects of a kind no CRD in DIR defines (Service, Namespace, ...)
-are reported as skipped. Without the first DIR the run is a notice and exit 0.
+are reported as skipped. A DIR that is missing, or no CRD at all, fails the run.
 
 The last line is `manifests: N passed, M failed`; the exit status is 1 when
 M > 0 (or a file cannot be read or parsed).
@@ -57,7 +57,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     sys.exit(2)
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CRDS = [REPO.parent / "shared" / "crds", REPO / "tests" / "schemas"]
+DEFAULT_CRDS = [REPO / "tests" / "crds", REPO / "tests" / "schemas"]
 DEFAULT_PATHS = [REPO / "istio", REPO / "envoy"]
 
 # API groups served by Kubernetes itself (no CRD): "" is the core group.
@@ -367,8 +367,8 @@ SELF_TEST_BROKEN = {
 
 def self_test(crds: Crds) -> int:
     if ("extensions.istio.io", "WasmPlugin") not in crds.schemas:
-        print(f"self-test: no WasmPlugin CRD in {crds.directory}: self-test skipped")
-        return 0
+        print(f"self-test: FAIL no WasmPlugin CRD in {crds.directory}")
+        return 1
     ok = True
     status, messages = validate_object(crds, yaml.safe_load(SELF_TEST_GOOD))
     if status == "ok":
@@ -425,12 +425,14 @@ def main(argv: list[str] | None = None) -> int:
 
     crd_dirs = [d.resolve() for d in (args.crds or DEFAULT_CRDS)]
     present = [d for d in crd_dirs if d.is_dir()]
-    for missing in sorted(set(crd_dirs) - set(present)):
-        print(f"CRD schemas not found at {missing}")
+    missing = sorted(set(crd_dirs) - set(present))
+    for d in missing:
+        print(f"error: CRD schemas not found at {d}")
     crds = Crds(present)
     if not crds.schemas:
-        print(f"no CustomResourceDefinition in {crds.directory}: manifest validation skipped")
-        return 0
+        print(f"error: no CustomResourceDefinition in {crds.directory}")
+    if missing or not crds.schemas:
+        return 1
     if args.self_test:
         return self_test(crds)
     return run(crds, args.paths or DEFAULT_PATHS)
