@@ -783,6 +783,23 @@ impl Gateway {
         }
     }
 
+    /// Waits until Envoy's log has a line containing `needle` (Envoy
+    /// writes its log file a little later than it logs). Err with the log
+    /// if not within `within`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no {needle:?} in the log:\n{log}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         send(self.addr, "GET", path, &[], "").await
     }

@@ -190,6 +190,11 @@ async fn a_503_is_retried_on_the_next_backend_and_ejects_the_first_for_every_wor
         { "name": "main", "backend": "a", "failover": { "backends": ["b", "c"], "eject": "2s" } }
     ]))
     .await;
+    // Both workers' VMs are up (one that starts later loads the records
+    // instead of being told).
+    gw.wait_workers_configured(2, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
     assert_eq!(backends(&gw, "/main/x", 4).await, ONE("a"));
     let r = gw.get("/main/x?fail=a").await;
     if retries_across_clusters() {
@@ -198,8 +203,16 @@ async fn a_503_is_retried_on_the_next_backend_and_ejects_the_first_for_every_wor
         // Envoy < 1.39: the failure reaches the client; ejection follows.
         assert_eq!((r.status, served_by(&r)), (503, "a".into()));
     }
-    // Both workers skip `a` now (many connections).
+    // Both workers skip `a` now (many connections): the worker that
+    // ejected it told the other through its queue (no worker reads the
+    // records per request or on its tick while it has a queue).
     assert_eq!(backends(&gw, "/main/x", 8).await, ONE("b"));
+    gw.wait_log(
+        r#"failover: backend "a" ejected by another worker"#,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|log| panic!("{log}"));
     let ejections = r#"agentroute_failover_ejections_total{namespace="default",agent="main",kind="agent",backend="a"}"#;
     gw.wait_metric(ejections, 1.0).await;
     if retries_across_clusters() {

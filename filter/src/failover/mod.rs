@@ -2,12 +2,15 @@
 //! backend, how long a failed backend is skipped (`eject`, or a longer
 //! `retry-after`), the ejection records every worker reads in shared data,
 //! and the order in which a request tries an entry's backends. The host
-//! glue only reads and writes what these functions say.
+//! glue only reads and writes what these functions say; [`peers`] is how
+//! every worker knows the records without reading shared data per request.
+
+pub mod peers;
 
 use crate::ratelimit::{SharedStore, StoreError};
 
 /// What a request may ask about the backends' health: their ejection
-/// records (a shared-data read each) and the time.
+/// records (the VM's copy, [`peers::Ejections`]: no host call) and the time.
 pub trait Health {
     /// Until when (Unix nanoseconds) `backend` is skipped, if a record
     /// says so (expired records included).
@@ -314,17 +317,27 @@ pub fn decode(value: Option<&[u8]>) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
+/// What an ejection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ejected {
+    /// The record now says `until_nanos`.
+    Written,
+    /// A record already said this later end (another worker's longer
+    /// `retry-after` stays).
+    Later(u64),
+}
+
 /// Ejects a backend until `until_nanos`, unless a record already says
-/// later (another worker's longer `retry-after` stays). Compare-and-swap,
-/// a few attempts: losing a race to a later ejection is fine.
-pub fn eject(store: &dyn SharedStore, key: &str, until_nanos: u64) -> Result<bool, StoreError> {
+/// later. Compare-and-swap, a few attempts: losing a race to a later
+/// ejection is fine.
+pub fn eject(store: &dyn SharedStore, key: &str, until_nanos: u64) -> Result<Ejected, StoreError> {
     for _ in 0..4 {
         let (value, version) = store.get(key)?;
-        if decode(value.as_deref()).is_some_and(|u| u >= until_nanos) {
-            return Ok(false);
+        if let Some(later) = decode(value.as_deref()).filter(|&u| u >= until_nanos) {
+            return Ok(Ejected::Later(later));
         }
         match store.set(key, &encode(until_nanos), version) {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok(Ejected::Written),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
         }
@@ -337,8 +350,8 @@ pub fn eject(store: &dyn SharedStore, key: &str, until_nanos: u64) -> Result<boo
 /// then the others not ejected in order, then the ejected ones by when
 /// their ejection ends. All ejected: the one whose ejection ends first
 /// leads (never a refusal for lack of health). `ejected_until` is asked
-/// about the first candidate only while it is healthy: one shared-data
-/// read on the healthy path. Returns indices into `candidates`.
+/// about the first candidate only while it is healthy. Returns indices
+/// into `candidates`.
 pub fn order(
     candidates: usize,
     now_nanos: impl FnOnce() -> u64,
@@ -555,14 +568,14 @@ mod tests {
     #[test]
     fn ejection_keeps_the_later_end_and_retries_conflicts() {
         let store = Store::default();
-        assert_eq!(eject(&store, "k", 100), Ok(true));
+        assert_eq!(eject(&store, "k", 100), Ok(Ejected::Written));
         assert_eq!(
             eject(&store, "k", 50),
-            Ok(false),
+            Ok(Ejected::Later(100)),
             "a shorter one never shortens"
         );
         *store.conflicts.borrow_mut() = 2;
-        assert_eq!(eject(&store, "k", 200), Ok(true));
+        assert_eq!(eject(&store, "k", 200), Ok(Ejected::Written));
         let (value, _) = store.get("k").unwrap();
         assert_eq!(decode(value.as_deref()), Some(200));
         *store.conflicts.borrow_mut() = 10;

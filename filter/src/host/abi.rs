@@ -15,6 +15,7 @@ pub type Status = u32;
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+const EMPTY: u32 = 7;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -114,6 +115,9 @@ extern "C" {
     ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
+    fn proxy_register_shared_queue(name: *const u8, name_size: usize, token: *mut u32) -> u32;
+    fn proxy_enqueue_shared_queue(token: u32, value: *const u8, value_size: usize) -> u32;
+    fn proxy_dequeue_shared_queue(token: u32, value: *mut *mut u8, value_size: *mut usize) -> u32;
 }
 
 /// Takes ownership of a buffer the host allocated through the SDK's
@@ -353,6 +357,32 @@ pub fn define_metric(metric_type: u32, name: &str) -> Result<u32, Status> {
     // SAFETY: the host only reads `name` during the call.
     let code = unsafe { proxy_define_metric(metric_type, name.as_ptr(), name.len(), &mut id) };
     status(code).map(|()| id)
+}
+
+/// Registers this VM's queue `name` (the same name again: the same queue,
+/// now read by the calling root context) and returns its token.
+pub fn register_shared_queue(name: &str) -> Result<u32, Status> {
+    let mut token = 0u32;
+    // SAFETY: the host only reads `name` during the call.
+    let code = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut token) };
+    status(code).map(|()| token)
+}
+
+/// Puts `value` on the queue `token` (any VM's).
+pub fn enqueue_shared_queue(token: u32, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: the host copies `value` during the call.
+    status(unsafe { proxy_enqueue_shared_queue(token, value.as_ptr(), value.len()) })
+}
+
+/// Takes the next value off the queue `token`; `None` once it is empty.
+pub fn dequeue_shared_queue(token: u32) -> Result<Option<Vec<u8>>, Status> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: as in `get_pairs`.
+    match unsafe { proxy_dequeue_shared_queue(token, &mut data, &mut size) } {
+        OK => Ok(Some(unsafe { owned(data, size) })),
+        EMPTY => Ok(None),
+        s => Err(s),
+    }
 }
 
 /// Resumes a request (`REQUEST`) the filter paused.

@@ -60,6 +60,11 @@ pub struct Active {
     pending_failover: RefCell<HashMap<(usize, usize, FailoverStat), i64>>,
     /// Entries with failover, whose ejected-backends gauge the tick records.
     failing_over: Vec<usize>,
+    /// The ejection records this VM knows (`failover::peers`): what
+    /// requests ask, kept current by the other VMs' messages.
+    pub ejections: RefCell<crate::failover::peers::Ejections>,
+    /// This VM's queue for those messages, once registered.
+    pub peer_queue: Cell<Option<u32>>,
 }
 
 impl Active {
@@ -99,6 +104,8 @@ impl Active {
             failover_metrics: RefCell::new(HashMap::new()),
             pending_failover: RefCell::new(HashMap::new()),
             failing_over,
+            ejections: RefCell::new(Default::default()),
+            peer_queue: Cell::new(None),
             client_slots: per_client_limits > 0 || per_client_concurrency,
             client_pages: crate::ratelimit::pages_per_limit(per_client_limits),
             limited,

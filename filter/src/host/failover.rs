@@ -1,32 +1,162 @@
-//! Failover in the host: the backends' ejection records read from and
-//! written to shared data, the answer of a request of an entry with
+//! Failover in the host: the backends' ejection records written to shared
+//! data and told to the other VMs through their queues
+//! (`crate::failover::peers`), the answer of a request of an entry with
 //! failover judged (`crate::failover` says what counts), and the
 //! ejected-backends gauge. Every host call goes through `abi`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use proxy_wasm::types::MapType;
 
 use super::active::Active;
 use super::{abi, now_nanos, Stream};
-use crate::failover::{self, Health, Outcome};
+use crate::failover::peers::{self, Ejections};
+use crate::failover::{self, Ejected, Health, Outcome};
 use crate::observe::Field;
 use crate::ratelimit::{SharedStore, StoreError};
 use crate::stats::{FailoverStat, Stat};
 
-/// The ejection records of this plugin's shared data.
+/// The ejection records this VM knows: a request asks memory, not shared
+/// data (no host call unless a record exists, then the clock).
 pub(super) struct HostHealth<'a> {
-    pub prefix: &'a str,
+    pub ejections: &'a RefCell<Ejections>,
+}
+
+impl<'a> HostHealth<'a> {
+    pub fn of(active: &'a Active) -> Self {
+        HostHealth {
+            ejections: &active.ejections,
+        }
+    }
 }
 
 impl Health for HostHealth<'_> {
     fn ejected_until(&self, backend: &str) -> Option<u64> {
-        let key = failover::record_key(self.prefix, backend);
-        let (value, _) = abi::get_shared_data(&key).ok()?;
-        failover::decode(value.as_deref())
+        self.ejections.borrow().until(backend)
     }
 
     fn now_nanos(&self) -> u64 {
         now_nanos().unwrap_or(0)
     }
+}
+
+thread_local! {
+    /// This VM's queue id per plugin (key prefix), drawn once: a new
+    /// configuration registers the same queue again rather than leaving
+    /// one behind.
+    static QUEUE_IDS: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
+
+/// A plan with failover entries starts: this VM joins the plugin's peers
+/// (its queue in the registry), then loads the records of the plan's
+/// backends from shared data — in that order, so no ejection is missed
+/// (`failover::peers`).
+pub(super) fn start(active: &Active) {
+    if active.failing_over().is_empty() {
+        return;
+    }
+    let prefix = &active.key_prefix;
+    let id = QUEUE_IDS.with(|ids| {
+        *ids.borrow_mut()
+            .entry(prefix.clone())
+            .or_insert_with(|| std::collections::hash_map::RandomState::new().hash_one(0u8))
+    });
+    match abi::register_shared_queue(&peers::queue_name(prefix, id)) {
+        Ok(queue) => {
+            active.peer_queue.set(Some(queue));
+            heartbeat(active);
+        }
+        // It learns from its own failures and reloads on the tick.
+        Err(status) => log::warn!("failover: cannot register a queue: host status {status}"),
+    }
+    load(active);
+}
+
+/// Reads every record of the plan's backends into this VM's copy.
+fn load(active: &Active) {
+    let entries = active
+        .failing_over()
+        .iter()
+        .filter_map(|&i| active.plan.entries.get(i));
+    let mut ejections = active.ejections.borrow_mut();
+    for backend in peers::backends_to_load(entries) {
+        let key = failover::record_key(&active.key_prefix, backend);
+        if let Ok((value, _)) = abi::get_shared_data(&key) {
+            if let Some(until) = failover::decode(value.as_deref()) {
+                ejections.note(backend, until);
+            }
+        }
+    }
+}
+
+/// Renews this VM's heartbeat in the registry (stale peers dropped).
+fn heartbeat(active: &Active) {
+    let Some(queue) = active.peer_queue.get() else {
+        return;
+    };
+    let key = peers::registry_key(&active.key_prefix);
+    let now = unix_secs();
+    for _ in 0..4 {
+        let Ok((value, cas)) = abi::get_shared_data(&key) else {
+            return;
+        };
+        let joined = peers::join(value.as_deref(), queue, now);
+        match abi::set_shared_data(&key, &joined, cas) {
+            Ok(()) => return,
+            Err(abi::CAS_MISMATCH) => continue,
+            Err(status) => {
+                log::warn!("failover: cannot write the peer registry: host status {status}");
+                return;
+            }
+        }
+    }
+}
+
+/// Tells every other live VM of the plugin that `backend` is ejected until
+/// `until`.
+fn tell_peers(active: &Active, backend: &str, until: u64) {
+    let key = peers::registry_key(&active.key_prefix);
+    let Ok((value, _)) = abi::get_shared_data(&key) else {
+        return;
+    };
+    let message = peers::encode_message(backend, until);
+    for queue in peers::others(value.as_deref(), active.peer_queue.get(), unix_secs()) {
+        // A VM gone since its last heartbeat: nobody reads it; it drops out
+        // of the registry soon.
+        if let Err(status) = abi::enqueue_shared_queue(queue, &message) {
+            log::debug!("failover: queue {queue} refused a message: host status {status}");
+        }
+    }
+}
+
+/// Another VM ejected a backend: this VM's copy learns it. At most
+/// `MAX_MESSAGES` per call (the rest wait for the next call).
+pub(super) fn on_queue_ready(active: &Active, queue: u32) {
+    const MAX_MESSAGES: usize = 10_000;
+    let mut ejections = active.ejections.borrow_mut();
+    for _ in 0..MAX_MESSAGES {
+        match abi::dequeue_shared_queue(queue) {
+            Ok(Some(message)) => {
+                if let Some((backend, until)) = peers::decode_message(&message) {
+                    if ejections.note(backend, until) {
+                        log::info!("failover: backend {backend:?} ejected by another worker");
+                    }
+                }
+            }
+            Ok(None) => return,
+            Err(status) => {
+                log::debug!("failover: cannot read queue {queue}: host status {status}");
+                return;
+            }
+        }
+    }
+}
+
+fn unix_secs() -> u32 {
+    let secs = now_nanos().unwrap_or(0) / 1_000_000_000;
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// Shared data through `abi` (statuses as values, never a trap).
@@ -50,7 +180,8 @@ impl Stream {
     /// headers (Envoy's own answers for connect failures, resets and
     /// timeouts pass here too, with their flags set): which attempt
     /// answered, and whether its backend failed. Healthy and not retried,
-    /// that is one header read (two with slot headers: the attempt count).
+    /// that is one header read (with slot headers one read of the whole
+    /// map: the status and the attempt count).
     pub(super) fn observe_failover(&mut self, end_of_stream: bool) {
         let Some(tries) = self.failover.take() else {
             return;
@@ -64,7 +195,14 @@ impl Stream {
         let Some(f) = &e.failover else {
             return;
         };
-        let code = header_u64(MapType::HttpResponseHeaders, ":status").unwrap_or(0);
+        // With slot headers two values are needed (the status and the
+        // attempt count): one read of the whole map costs less than two.
+        let (code, counted) = if tries.slots > 0 {
+            answer_status_and_attempts()
+        } else {
+            (header_u64(MapType::HttpResponseHeaders, ":status"), None)
+        };
+        let code = code.unwrap_or(0);
         let suspect = f.on.suspect(code);
         // Attempt n+1 went to slot n+1 when the route follows the slots
         // (the shipped one on Envoy >= 1.39). Which attempt answered: the
@@ -79,7 +217,7 @@ impl Stream {
         // tells them apart.
         let mut last = 0;
         if tries.slots > 0 {
-            let attempts = header_u64(MapType::HttpResponseHeaders, failover::ATTEMPT_COUNT)
+            let attempts = counted
                 .or_else(|| {
                     suspect
                         .then(|| abi::get_u64_property(&["upstream", "request_attempt_count"]))
@@ -170,6 +308,24 @@ impl Stream {
     }
 }
 
+/// The answer's status and `x-envoy-attempt-count`, from one read of the
+/// response header map.
+fn answer_status_and_attempts() -> (Option<u64>, Option<u64>) {
+    let Ok(raw) = abi::get_pairs(MapType::HttpResponseHeaders) else {
+        return (None, None);
+    };
+    let number = |v: &[u8]| std::str::from_utf8(v).ok()?.trim().parse().ok();
+    let (mut code, mut attempts) = (None, None);
+    for (name, value) in crate::wire::parse(&raw).unwrap_or_default() {
+        if name == ":status" {
+            code = number(value);
+        } else if name == failover::ATTEMPT_COUNT {
+            attempts = number(value);
+        }
+    }
+    (code, attempts)
+}
+
 /// A header's value as a number.
 fn header_u64(map: MapType, name: &str) -> Option<u64> {
     let value = abi::get_header(map, name).ok()??;
@@ -181,12 +337,20 @@ fn eject(active: &Active, entry: usize, backend: &str, ms: u64, now: u64) {
     let key = failover::record_key(&active.key_prefix, backend);
     let until = now.saturating_add(ms.saturating_mul(1_000_000));
     match failover::eject(&AbiStore, &key, until) {
-        Ok(true) => {
+        Ok(Ejected::Written) => {
             log::info!("failover: backend {backend:?} ejected for {ms}ms");
+            active.ejections.borrow_mut().note(backend, until);
             bump(active, entry, backend, FailoverStat::Ejections);
+            tell_peers(active, backend, until);
         }
-        Ok(false) => {}
-        Err(err) => log::warn!("failover: cannot eject backend {backend:?}: {err:?}"),
+        Ok(Ejected::Later(later)) => {
+            active.ejections.borrow_mut().note(backend, later);
+        }
+        Err(err) => {
+            // This VM skips it at least.
+            active.ejections.borrow_mut().note(backend, until);
+            log::warn!("failover: cannot eject backend {backend:?}: {err:?}");
+        }
     }
 }
 
@@ -202,13 +366,21 @@ fn bump(active: &Active, entry: usize, backend: &str, stat: FailoverStat) {
     }
 }
 
-/// Records each entry's ejected-backends gauge from the shared records
-/// (once a second: an ejection ends without anyone writing).
+/// The tick: this VM's heartbeat in the registry (or, with no queue, the
+/// records read again), expired records forgotten, and each entry's
+/// ejected-backends gauge recorded from this VM's copy.
 pub(super) fn tick(active: &Active) {
-    let health = HostHealth {
-        prefix: &active.key_prefix,
-    };
-    let now = health.now_nanos();
+    if active.failing_over().is_empty() {
+        return;
+    }
+    if active.peer_queue.get().is_some() {
+        heartbeat(active);
+    } else {
+        load(active);
+    }
+    let now = now_nanos().unwrap_or(0);
+    active.ejections.borrow_mut().prune(now);
+    let health = HostHealth::of(active);
     for &entry in active.failing_over() {
         let Some(e) = active.plan.entries.get(entry) else {
             continue;

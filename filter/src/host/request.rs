@@ -5,7 +5,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::active::Active;
 use super::failover::HostHealth;
-use super::{abi, fail, inflight, now, reply, HostClient, Stream, Translation, Waiting};
+use super::{abi, fail, inflight, now, reply, HostClient, Stream, Translation, Vm, Waiting};
 use crate::a2a::chat::{self, ChunkStream};
 use crate::config::{ModelSource, Plan};
 use crate::mcp::judge as mcp_judge;
@@ -56,17 +56,12 @@ impl Stream {
         };
         let plan = &active.plan;
         let vm = self.vm.clone();
-        let client = HostClient { vm: &vm };
-        let health = HostHealth {
-            prefix: &active.key_prefix,
-        };
+        let seams = Seams::new(&vm, &active);
         let read_model = {
             let Some(pairs) = wire::parse(&raw) else {
                 return fail("malformed request header map");
             };
-            let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header)
-                .with_client(&client)
-                .with_health(&health);
+            let head = seams.head(&pairs, plan);
             self.upgrade = head.flags.upgrade;
             self.extended_connect = head.method == "CONNECT";
             let decision = decide(plan, &head);
@@ -294,13 +289,8 @@ impl Stream {
         };
         let plan = &active.plan;
         let vm = self.vm.clone();
-        let client = HostClient { vm: &vm };
-        let health = HostHealth {
-            prefix: &active.key_prefix,
-        };
-        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header)
-            .with_client(&client)
-            .with_health(&health);
+        let seams = Seams::new(&vm, active);
+        let head = seams.head(&pairs, plan);
         let decision = decide_model(plan, &head, model.as_deref());
         let body = Body {
             bytes: &body,
@@ -326,15 +316,10 @@ impl Stream {
         };
         let plan = &active.plan;
         let vm = self.vm.clone();
-        let client = HostClient { vm: &vm };
-        let health = HostHealth {
-            prefix: &active.key_prefix,
-        };
         // With the client, as at the headers: a canary split by client IP
         // lands the same request on the same side.
-        let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header)
-            .with_client(&client)
-            .with_health(&health);
+        let seams = Seams::new(&vm, active);
+        let head = seams.head(&pairs, plan);
         let decision = decide(plan, &head);
         self.carry_out(active, decision, &pairs, None, None)
     }
@@ -623,4 +608,27 @@ fn apply(ops: &[HeaderOp<'_>], pairs: &[(&str, &[u8])]) -> Result<(), String> {
         result.map_err(|s| format!("cannot change request header: host status {s}"))?;
     }
     Ok(())
+}
+
+/// What a request's decision asks the host through: the client (its
+/// address, random draws) and the backends' health.
+struct Seams<'a> {
+    client: HostClient<'a>,
+    health: HostHealth<'a>,
+}
+
+impl<'a> Seams<'a> {
+    fn new(vm: &'a Vm, active: &'a Active) -> Self {
+        Seams {
+            client: HostClient { vm },
+            health: HostHealth::of(active),
+        }
+    }
+
+    /// The request head of `pairs`, asking the host through these seams.
+    fn head<'h>(&'h self, pairs: &'h [(&'h str, &'h [u8])], plan: &Plan) -> RequestHead<'h> {
+        RequestHead::from_pairs(pairs, &plan.dispatch_header)
+            .with_client(&self.client)
+            .with_health(&self.health)
+    }
 }

@@ -65,6 +65,7 @@ impl RootContext for Root {
                 let active = Rc::new(Active::new(plan));
                 limits::create_entry_buckets(&active);
                 inflight::create_tables(&active);
+                super::failover::start(&active);
                 self.active = Some(active);
                 true
             }
@@ -87,6 +88,13 @@ impl RootContext for Root {
         }
         self.record_memory();
         self.answer_stalled_bodies();
+    }
+
+    /// Another VM of this plugin ejected a backend (`failover::peers`).
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(active) = &self.active {
+            super::failover::on_queue_ready(active, queue_id);
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
