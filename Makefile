@@ -51,7 +51,9 @@ debian-deps:
 ## rls-server: tests/rls-server, a rate limit service on Limitador's engine
 ## and Redis (test infrastructure for global limits; dev profile)
 rls-server: debian-deps
-	$(CARGO) build -p agentroute-rls-server
+	@# with the ext_proc server of the quick bench: one build of what both
+	@# sit on (one feature set for tonic and envoy-types)
+	$(CARGO) build -p agentroute-rls-server -p agentroute-bench-extproc
 
 .wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -91,9 +93,9 @@ test: setup build lint unit unit-wasm validate schema-check check-shipped oci-te
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@# the optional Docker harness must keep compiling where it cannot run
-	$(CARGO) clippy -p agentroute-tests --features containers --all-targets -- -D warnings
+	@# with the optional Docker harness: it must keep compiling where it
+	@# cannot run (one run, so the test crate is checked once)
+	$(CARGO) clippy --workspace --all-targets --features agentroute-tests/containers -- -D warnings
 	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) --lib -- -D warnings
 
 unit:
@@ -143,10 +145,10 @@ validate: setup build tls-cert
 	$(VENV)/bin/python tests/validate_manifests.py cli/tests/golden
 	@# envoy/*.yaml (not envoy/gateway/): Envoy bootstraps, not Kubernetes objects;
 	@# the generated bootstraps without TLS (the TLS one: tests/tests/generate.rs)
-	@for f in envoy/*.yaml cli/tests/golden/*.envoy.yaml; do \
-	  $(ENVOY) --mode validate -c $$f -l error >/dev/null 2>&1 \
-	    && echo "valid: $$f" || { $(ENVOY) --mode validate -c $$f -l error; exit 1; }; \
-	done
+	@# two at a time: each run compiles the plugin (CPU-bound, one core)
+	@printf '%s\n' envoy/*.yaml cli/tests/golden/*.envoy.yaml | xargs -P 2 -I{} sh -c \
+	  '$(ENVOY) --mode validate -c {} -l error >/dev/null 2>&1 && echo "valid: {}" \
+	   || { $(ENVOY) --mode validate -c {} -l error; exit 255; }'
 
 ## tls-cert: a self-signed certificate for localhost in target/tls/ (what
 ## envoy/tls.yaml reads; a demo certificate, never a deployment's)
@@ -237,12 +239,13 @@ soak-ci: setup build
 ## test-matrix: the integration tests on every Envoy of ENVOY_MATRIX.
 ## MATRIX_TESTS: the test files run there (empty: all of them). The default
 ## is what depends on the Envoy release: routing and dispatch through the
-## route cache, the body and gRPC pauses (OpenAI, rate limits, the chat
-## translated while a limit is asked), failover's retries (passive ejection
-## only before 1.39), fail modes, ECDS swaps, WebSockets. The rest (the
-## filter's own logic behind the same host calls: A2A cards, MCP, CORS,
-## canary, the checker) runs on the newest in `make test`: CI's time.
-MATRIX_TESTS ?= routing dispatch openai ratelimit global failover fail_modes ecds swaps websocket holes
+## route cache (path handling included), the body and gRPC pauses (OpenAI,
+## the rate limit service, the chat translated while a limit is asked),
+## failover's retries (passive ejection only before 1.39), fail modes, ECDS
+## swaps, WebSockets. The rest (the filter's own logic behind the same host
+## calls: local buckets, the review's holes, A2A cards, MCP, CORS, canary,
+## the checker) runs on the newest in `make test`: CI's time.
+MATRIX_TESTS ?= routing dispatch openai global failover fail_modes ecds swaps websocket
 test-matrix: setup build build-test-filters rls-server $(foreach v,$(ENVOY_MATRIX),.venv-envoy-$(v)/bin/envoy)
 	@for v in $(ENVOY_MATRIX); do \
 	  echo "== integration tests on Envoy $$v"; \
@@ -265,7 +268,6 @@ bench: bench-deps
 # builds (they share what the integration tests compiled; release builds of
 # both would add minutes to CI for numbers CI does not keep).
 bench-quick: bench-wasm rls-server
-	$(CARGO) build -p agentroute-bench-extproc
 	EXTPROC_BIN=$(abspath target/debug/extproc) RLS_SERVER_BIN=$(abspath $(RLS_SERVER)) \
 	  python3 bench/run.py --quick
 
