@@ -12,8 +12,9 @@ use proxy_wasm::types::MapType;
 
 use super::active::Active;
 use super::{abi, now_nanos, Stream};
+use crate::config::Entry;
 use crate::failover::peers::{self, Ejections};
-use crate::failover::{self, Ejected, Health, Outcome};
+use crate::failover::{self, Ejected, Failover, Health, Outcome};
 use crate::observe::Field;
 use crate::ratelimit::{SharedStore, StoreError};
 use crate::stats::{FailoverStat, Stat};
@@ -189,10 +190,7 @@ impl Stream {
         let (Some(active), Some(entry)) = (self.active.clone(), self.entry) else {
             return;
         };
-        let Some(e) = active.plan.entries.get(entry) else {
-            return;
-        };
-        let Some(f) = &e.failover else {
+        let Some((e, f)) = failover_of(&active, entry) else {
             return;
         };
         // With slot headers two values are needed (the status and the
@@ -290,10 +288,7 @@ impl Stream {
         let (Some(active), Some(entry)) = (self.active.clone(), self.entry) else {
             return;
         };
-        let Some(e) = active.plan.entries.get(entry) else {
-            return;
-        };
-        let Some(f) = &e.failover else {
+        let Some((e, f)) = failover_of(&active, entry) else {
             return;
         };
         let flags = abi::get_u64_property(&["response", "flags"]).unwrap_or(0);
@@ -306,6 +301,12 @@ impl Stream {
             }
         }
     }
+}
+
+/// An entry of the plan and its failover, if it has one.
+fn failover_of(active: &Active, entry: usize) -> Option<(&Entry, &Failover)> {
+    let e = active.plan.entries.get(entry)?;
+    Some((e, e.failover.as_deref()?))
 }
 
 /// The answer's status and `x-envoy-attempt-count`, from one read of the
