@@ -28,7 +28,8 @@ the served version's `openAPIV3Schema` the way the API server would see it:
 
 Documents without apiVersion/kind (Envoy bootstraps) are skipped silently;
 Kubernetes objects of a kind no CRD in DIR defines (Service, Namespace, ...)
-are reported as skipped. A DIR that is missing, or no CRD at all, fails the run.
+are listed as having no schema. A CRD directory that does not exist, or no
+CRD at all, fails the run.
 
 The last line is `manifests: N passed, M failed`; the exit status is 1 when
 M > 0 (or a file cannot be read or parsed).
