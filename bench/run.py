@@ -1218,7 +1218,9 @@ def render(results, memory, sizes, meta, extraction, hot_path, swaps=()):
                 "minus its value at the smallest size (the plugin's own memory). Configure: the slowest VM's "
                 "parse and compile, as it logs it."]
         size_kb = os.path.getsize(AGENTROUTE) / 1024
-        big_mem = next(m for m in memory if m["agents"] == big)
+        # The largest size measured below 100,000 (the quick run measures
+        # memory at 10,000 while its throughput cases stop at 10).
+        big_mem = max((m for m in memory if m["agents"] < 100000), key=lambda m: m["agents"])
         huge = next((m for m in memory if m["agents"] == 100000), None)
         if huge:
             targets += [
@@ -1227,8 +1229,8 @@ def render(results, memory, sizes, meta, extraction, hot_path, swaps=()):
                  60 / max(huge["per_vm_config"], 0.01), 1.0),
             ]
         targets += [
-            (f"config with {big} agents configures in ≤ 50 ms per VM", 50 / big_mem["load"], 1.0),
-            (f"≤ 6 MiB per extra VM for {big} agents' configuration (RSS +{big_mem['per_vm_config']:.1f} MiB)",
+            (f"config with {big_mem['agents']:,} agents configures in ≤ 50 ms per VM", 50 / big_mem["load"], 1.0),
+            (f"≤ 6 MiB per extra VM for {big_mem['agents']:,} agents' configuration (RSS +{big_mem['per_vm_config']:.1f} MiB)",
              6 / max(big_mem["per_vm_config"], 0.01), 1.0),
             (f".wasm ≤ 600 KB ({size_kb:.0f} KB)", 600 / size_kb, 1.0),
         ]

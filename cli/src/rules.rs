@@ -250,7 +250,7 @@ fn dropped_shorthands(report: &mut Report, at: &str, plan: &Plan) {
             ShorthandLoss::OpenAiSegment => {
                 format!(
                     "{:?} is a segment of the OpenAI paths the gateway serves",
-                    entry.name
+                    entry.name()
                 )
             }
         };
@@ -260,7 +260,7 @@ fn dropped_shorthands(report: &mut Report, at: &str, plan: &Plan) {
             format!(
                 "{}: shorthand /{} dropped: {why}; the entry keeps its other paths",
                 entry_name(plan, dropped.entry),
-                entry.name
+                entry.name()
             ),
         );
     }

@@ -232,8 +232,8 @@ pub fn stat_safe(label: &str) -> Cow<'_, str> {
 pub fn upstream_stat_name(entry: &Entry) -> String {
     format!(
         "agentroute.namespace.{}.agent.{}.kind.{}",
-        entry.namespace,
-        entry.name,
+        entry.namespace(),
+        entry.name(),
         entry.kind.as_str()
     )
 }

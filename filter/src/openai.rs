@@ -89,7 +89,7 @@ pub fn model_reply(plan: &Plan, id: &str) -> LocalReply {
 
 fn model_object(plan: &Plan, id: &str, entry: usize, created: u64) -> Option<Value> {
     let e = plan.entries.get(entry)?;
-    Some(json!({ "id": id, "object": "model", "created": created, "owned_by": e.namespace }))
+    Some(json!({ "id": id, "object": "model", "created": created, "owned_by": e.namespace() }))
 }
 
 /// Why a body names no usable model.

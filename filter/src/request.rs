@@ -604,10 +604,10 @@ fn dispatch_ops<'a>(
     }
     ops.push(HeaderOp::Set(&plan.dispatch_header, Cow::Borrowed(backend)));
     if plan.identity_headers {
-        ops.push(HeaderOp::Set(HEADER_AGENT_NAME, Cow::Borrowed(&e.name)));
+        ops.push(HeaderOp::Set(HEADER_AGENT_NAME, Cow::Borrowed(e.name())));
         ops.push(HeaderOp::Set(
             HEADER_AGENT_NAMESPACE,
-            Cow::Borrowed(&e.namespace),
+            Cow::Borrowed(e.namespace()),
         ));
         ops.push(HeaderOp::Set(
             HEADER_AGENT_KIND,
@@ -631,8 +631,8 @@ fn dispatch_ops<'a>(
         ops.push(HeaderOp::Set(HEADER_ALT_STAT_NAME, Cow::Borrowed(name)));
     }
     // Upgraded streams (WebSocket) live as long as they need: no timeout.
-    if let (Some(ms), false) = (&e.timeout_ms, head.flags.upgrade) {
-        ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Borrowed(ms)));
+    if let (Some(ms), false) = (e.timeout_ms, head.flags.upgrade) {
+        ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Owned(ms.to_string())));
     }
     (choice.map(|(_, choice)| choice), tries)
 }

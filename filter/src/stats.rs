@@ -115,8 +115,8 @@ impl Stat {
         let mut name = format!(
             "{}.namespace.{}.agent.{}.kind.{}",
             self.base(),
-            entry.namespace,
-            entry.name,
+            entry.namespace(),
+            entry.name(),
             entry.kind.as_str()
         );
         if let Some(side) = self.side() {
@@ -163,8 +163,8 @@ impl ToolStat {
         format!(
             "{}.namespace.{}.agent.{}.kind.{}.tool.{}",
             self.base(),
-            entry.namespace,
-            entry.name,
+            entry.namespace(),
+            entry.name(),
             entry.kind.as_str(),
             label
         )
@@ -196,8 +196,8 @@ impl FailoverStat {
         format!(
             "{}.namespace.{}.agent.{}.kind.{}.backend.{}",
             self.base(),
-            entry.namespace,
-            entry.name,
+            entry.namespace(),
+            entry.name(),
             entry.kind.as_str(),
             crate::observe::stat_safe(backend)
         )
@@ -229,8 +229,8 @@ impl TokenStat {
         format!(
             "{}.namespace.{}.agent.{}.kind.{}.model.{model}",
             self.base(),
-            entry.namespace,
-            entry.name,
+            entry.namespace(),
+            entry.name(),
             entry.kind.as_str()
         )
     }

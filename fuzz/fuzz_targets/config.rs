@@ -35,10 +35,10 @@ fuzz_target!(|data: &[u8]| {
     for (i, e) in plan.entries.iter().enumerate() {
         let mut paths = Vec::new();
         if layouts.contains(&Layout::Kind) {
-            paths.push(format!("/{}/{}/{}", e.namespace, e.kind.as_str(), e.name));
+            paths.push(format!("/{}/{}/{}", e.namespace(), e.kind.as_str(), e.name()));
         }
         if layouts.contains(&Layout::Namespaced) {
-            paths.push(format!("/{}/{}", e.namespace, e.name));
+            paths.push(format!("/{}/{}", e.namespace(), e.name()));
         }
         for path in paths {
             // No host is empty: this authority matches none.

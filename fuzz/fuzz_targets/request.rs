@@ -187,8 +187,8 @@ fn check_forward(plan: &Plan, pairs: &[(&str, &[u8])], f: &Forward<'_>) {
         let e = entry.unwrap_or_else(|| panic!("client {name:?} passed on an unmatched request"));
         let expected = match *name {
             n if n == plan.dispatch_header => backend_of(e, f),
-            "x-agent-name" if plan.identity_headers => e.name.as_str(),
-            "x-agent-namespace" if plan.identity_headers => e.namespace.as_str(),
+            "x-agent-name" if plan.identity_headers => e.name(),
+            "x-agent-namespace" if plan.identity_headers => e.namespace(),
             "x-agent-kind" if plan.identity_headers => e.kind.as_str(),
             other => panic!("client {other:?} passed"),
         };

@@ -362,14 +362,13 @@ fn compile_entry(
         })
         .transpose()?;
 
-    let id = format!("{namespace}/{name}");
+    let (id, name_at) = Entry::new_id(&namespace, &name);
     Ok((
         Entry {
-            name,
-            namespace,
+            name_at,
             kind,
             backend: raw.backend,
-            timeout_ms: (timeout > 0).then(|| timeout.to_string()),
+            timeout_ms: std::num::NonZeroU64::new(timeout),
             models: raw.models,
             // Boxed: most entries have none of these, and an entry record
             // is kept once per agent in every worker's VM.
@@ -607,15 +606,15 @@ fn build_router(
     // explicit prefix claims, and that do not shadow the OpenAI surface.
     let mut name_count: FastMap<&str, usize> = FastMap::default();
     for e in entries {
-        *name_count.entry(e.name.as_str()).or_default() += 1;
+        *name_count.entry(e.name()).or_default() += 1;
     }
 
     for (i, e) in entries.iter().enumerate() {
         for layout in layouts {
             let path = match layout {
-                Layout::Kind => format!("/{}/{}/{}", e.namespace, e.kind.as_str(), e.name),
-                Layout::Namespaced => format!("/{}/{}", e.namespace, e.name),
-                Layout::Shorthand => format!("/{}", e.name),
+                Layout::Kind => format!("/{}/{}/{}", e.namespace(), e.kind.as_str(), e.name()),
+                Layout::Namespaced => format!("/{}/{}", e.namespace(), e.name()),
+                Layout::Shorthand => format!("/{}", e.name()),
             };
             if let Some(&(owner, j)) = prefix_owner.get(path.as_str()) {
                 if owner != i && *layout == Layout::Shorthand {
@@ -638,11 +637,11 @@ fn build_router(
                     entries,
                 ));
             }
-            if *layout == Layout::Shorthand && name_count.get(e.name.as_str()) != Some(&1) {
+            if *layout == Layout::Shorthand && name_count.get(e.name()) != Some(&1) {
                 let with = entries
                     .iter()
                     .enumerate()
-                    .find(|(k, other)| *k != i && other.name == e.name)
+                    .find(|(k, other)| *k != i && other.name() == e.name())
                     .map(|(k, _)| k);
                 if let Some(with) = with {
                     let because = ShorthandLoss::SharedName { with };
@@ -650,7 +649,7 @@ fn build_router(
                 }
                 continue;
             }
-            if *layout == Layout::Shorthand && reserved.contains(&e.name.as_str()) {
+            if *layout == Layout::Shorthand && reserved.contains(&e.name()) {
                 let because = ShorthandLoss::OpenAiSegment;
                 dropped.push(DroppedShorthand { entry: i, because });
                 continue;
@@ -871,7 +870,7 @@ mod tests {
               "rate_limit": { "requests_per_second": 5, "burst": 10 } } ]
         }"#);
         let e = &p.entries[0];
-        assert_eq!(e.timeout_ms.as_deref(), Some("300000"));
+        assert_eq!(e.timeout_ms.map(|t| t.get()), Some(300_000));
         assert_eq!(
             e.rate_limit,
             Some(Box::new(RateLimit {
@@ -1169,13 +1168,35 @@ mod tests {
     }
 
     #[test]
+    fn name_and_namespace_are_read_from_the_id() {
+        let p = ok(r#"{"agents":[{"name":"a","backend":"1"},
+            {"name":"writer","namespace":"prod-2","backend":"2"}]}"#);
+        let got: Vec<_> = p
+            .entries
+            .iter()
+            .map(|e| (e.namespace(), e.name(), e.id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("default", "a", "default/a"),
+                ("prod-2", "writer", "prod-2/writer")
+            ]
+        );
+    }
+
+    #[test]
     fn zero_timeout_sets_none_and_kind_defaults_apply() {
         let p = ok(r#"{"defaults":{"timeouts":{"mcp":"10s"}},"agents":[
             {"name":"a","backend":"1","timeout":"0s"},
             {"name":"m","backend":"2","kind":"mcp"},
             {"name":"l","backend":"3","kind":"modelapi"}]}"#);
-        let t: Vec<_> = p.entries.iter().map(|e| e.timeout_ms.as_deref()).collect();
-        assert_eq!(t, [None, Some("10000"), Some("120000")]);
+        let t: Vec<_> = p
+            .entries
+            .iter()
+            .map(|e| e.timeout_ms.map(|t| t.get()))
+            .collect();
+        assert_eq!(t, [None, Some(10_000), Some(120_000)]);
     }
 
     #[test]

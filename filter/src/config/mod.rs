@@ -149,12 +149,15 @@ pub enum Protocol {
 /// precomputed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub name: String,
-    pub namespace: String,
+    /// Where the name starts in [`Entry::id`]: name and namespace are
+    /// read from there (one string per agent instead of three).
+    name_at: u32,
     pub kind: Kind,
     pub backend: String,
-    /// Request timeout in milliseconds as the header value; `None` for `0s`.
-    pub timeout_ms: Option<String>,
+    /// Request timeout in milliseconds; `None` for `0s`. A number, not
+    /// the header value: formatting it per request costs less than a
+    /// string per agent in every worker's VM.
+    pub timeout_ms: Option<std::num::NonZeroU64>,
     pub models: Vec<String>,
     pub rate_limit: Option<Box<RateLimit>>,
     pub protocol: Protocol,
@@ -185,6 +188,26 @@ pub struct Concurrency {
 }
 
 impl Entry {
+    /// `id` is `namespace/name`.
+    fn new_id(namespace: &str, name: &str) -> (String, u32) {
+        // Exactly as long as it needs: kept once per agent in every VM.
+        let mut id = String::with_capacity(namespace.len() + 1 + name.len());
+        id.push_str(namespace);
+        id.push('/');
+        id.push_str(name);
+        let at = u32::try_from(namespace.len() + 1).unwrap_or(u32::MAX);
+        (id, at)
+    }
+
+    pub fn name(&self) -> &str {
+        self.id.get(self.name_at as usize..).unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        let end = (self.name_at as usize).saturating_sub(1);
+        self.id.get(..end).unwrap_or_default()
+    }
+
     /// A token budget reads the `usage` of this entry's answers (locally,
     /// or to report it to the rate limit service).
     pub fn meters_tokens(&self) -> bool {
