@@ -28,7 +28,7 @@ DEBIAN_PACKAGES := redis-server chromium chromium-driver
 
 .PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped tls-cert
 .PHONY: debian-deps rls-server run-global
-.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm
+.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm bench-wasm-quick
 
 all: build
 
@@ -97,6 +97,8 @@ lint:
 	@# cannot run (one run, so the test crate is checked once)
 	$(CARGO) clippy --workspace --all-targets --features agentroute-tests/containers -- -D warnings
 	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) --lib -- -D warnings
+	@# the bench-only variant (make bench builds it; CI's quick bench does not)
+	$(CARGO) clippy -p agentroute --target $(WASM_TARGET) --lib --features whole-map-writes -- -D warnings
 
 unit:
 	$(CARGO) test -p agentroute -p agentroute-cli -p agentroute-demo-agent
@@ -267,7 +269,7 @@ bench: bench-deps
 # CI's smoke run: the ext_proc server and the rate limit service as debug
 # builds (they share what the integration tests compiled; release builds of
 # both would add minutes to CI for numbers CI does not keep).
-bench-quick: bench-wasm rls-server
+bench-quick: bench-wasm-quick rls-server
 	EXTPROC_BIN=$(abspath target/debug/extproc) RLS_SERVER_BIN=$(abspath $(RLS_SERVER)) \
 	  python3 bench/run.py --quick
 
@@ -282,10 +284,13 @@ bench-instructions: bench-deps
 bench-deps: bench-wasm
 	$(CARGO) build --release -p agentroute-bench-extproc -p agentroute-rls-server
 
-# The Wasm side of every bench case, and wrk.
-bench-wasm: setup build
+# The Wasm side of every bench case, and wrk; the quick run's without the
+# whole-map variant (a full release build of its own).
+bench-wasm-quick: setup build
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute-bench-noop -p agentroute-bench-floors
+
+bench-wasm: bench-wasm-quick
 	@# the filter again, writing header changes as one whole-map replacement
 	$(CARGO) build --release --target $(WASM_TARGET) -p agentroute --lib --features whole-map-writes \
 	  --target-dir target/whole-map
