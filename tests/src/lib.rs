@@ -757,9 +757,7 @@ impl Gateway {
         workers: usize,
         within: Duration,
     ) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let log = self.log();
+        self.poll_log(within, |log| {
             // "[time][thread][info][wasm] ... configured N entries ..."
             let threads: Vec<&str> = log
                 .lines()
@@ -770,33 +768,43 @@ impl Gateway {
             distinct.retain(|t| Some(t) != threads.first());
             distinct.sort_unstable();
             distinct.dedup();
-            if distinct.len() >= workers {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} of {workers} workers configured the plugin:\n{log}",
+            (distinct.len() >= workers).then_some(()).ok_or_else(|| {
+                format!(
+                    "{} of {workers} workers configured the plugin",
                     distinct.len()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                )
+            })
+        })
+        .await
     }
 
     /// Waits until Envoy's log has a line containing `needle` (Envoy
     /// writes its log file a little later than it logs). Err with the log
     /// if not within `within`.
     pub async fn wait_log(&self, needle: &str, within: Duration) -> Result<(), String> {
+        self.poll_log(within, |log| {
+            log.contains(needle)
+                .then_some(())
+                .ok_or_else(|| format!("no {needle:?} in the log"))
+        })
+        .await
+    }
+
+    /// Reads Envoy's log every 50 ms until `ready` says Ok; after `within`,
+    /// Err with `ready`'s last reason and the log.
+    async fn poll_log(
+        &self,
+        within: Duration,
+        ready: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + within;
         loop {
             let log = self.log();
-            if log.contains(needle) {
-                return Ok(());
+            match ready(&log) {
+                Ok(()) => return Ok(()),
+                Err(why) if Instant::now() > deadline => return Err(format!("{why}:\n{log}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-            if Instant::now() > deadline {
-                return Err(format!("no {needle:?} in the log:\n{log}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
