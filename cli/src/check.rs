@@ -932,7 +932,7 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
     let client = ExplainClient(request.client_ip.as_deref());
     let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
     let mut notes = Vec::new();
-    let mut matched_by = plan.router.route(head.authority, head.path).map(|m| {
+    let mut matched_by = plan.route(head.authority, head.path).map(|m| {
         if m.prefix.is_empty() {
             "host".to_string()
         } else {

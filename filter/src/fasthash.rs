@@ -64,6 +64,13 @@ impl Hasher for FxHasher {
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 pub type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
+/// The hash of a key in the tables that keep no key of their own (their
+/// slots name where the key can be read).
+pub fn hash_str(s: &str) -> u64 {
+    use std::hash::BuildHasher;
+    BuildHasherDefault::<FxHasher>::default().hash_one(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

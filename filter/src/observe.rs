@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn model_labels_come_from_the_configuration() {
         let p = plan();
-        let label = |model: &str| p.models.claim_of(model).map(|(_, c)| model_label(c));
+        let label = |model: &str| p.model_claim(model).map(|(_, c)| model_label(c));
         assert_eq!(label("gpt-4.1").as_deref(), Some("gpt-4.1"));
         assert_eq!(label("openai/gpt-4o").as_deref(), Some("openai/*"));
         assert_eq!(label("openai/anything-else").as_deref(), Some("openai/*"));

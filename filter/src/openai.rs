@@ -68,9 +68,8 @@ pub fn models_body(plan: &Plan) -> &str {
     plan.models_body.get_or_init(|| {
         let data: Vec<Value> = plan
             .models
-            .listed()
-            .iter()
-            .filter_map(|(id, entry)| model_object(plan, id, *entry, plan.created))
+            .listed(plan.entries.as_slice())
+            .filter_map(|(id, entry)| model_object(plan, id, entry, plan.created))
             .collect();
         json!({ "object": "list", "data": data }).to_string()
     })
@@ -79,7 +78,7 @@ pub fn models_body(plan: &Plan) -> &str {
 pub fn model_reply(plan: &Plan, id: &str) -> LocalReply {
     match plan
         .models
-        .exact(id)
+        .exact(plan.entries.as_slice(), id)
         .and_then(|entry| model_object(plan, id, entry, plan.created))
     {
         Some(model) => LocalReply::json(200, model.to_string()),
@@ -261,8 +260,7 @@ pub fn claim_for_model<'p>(
     plan: &'p Plan,
     model: &str,
 ) -> Result<(usize, ModelId<'p>), LocalReply> {
-    plan.models
-        .claim_of(model)
+    plan.model_claim(model)
         .ok_or_else(|| model_not_found(model))
 }
 

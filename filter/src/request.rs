@@ -303,7 +303,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
             return Decision::Preflight(reply);
         }
     }
-    let Some(m) = plan.router.route(head.authority, head.path) else {
+    let Some(m) = plan.route(head.authority, head.path) else {
         if !plan.router.serves(head.authority) {
             // Another application's host (`gateway_hosts`): left alone.
             return pass(plan, head);
@@ -371,7 +371,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
 /// `None` leaves it to be routed as usual (to an entry without CORS, whose
 /// backend may answer it, or to the gateway's other routes).
 fn preflight(plan: &Plan, head: &RequestHead<'_>) -> Option<LocalReply> {
-    let policy = match plan.router.route(head.authority, head.path) {
+    let policy = match plan.route(head.authority, head.path) {
         Some(m) => plan.entry_cors(m.entry)?,
         // The filter answers these paths itself: their 404s must be
         // readable by the script that asked.

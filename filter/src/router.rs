@@ -8,8 +8,11 @@
 //! record per prefix (a radix tree of 30,000 routes took ten times the
 //! memory, kept in every worker's VM).
 
-use crate::config::ConfigError;
-use crate::fasthash::FastMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+
+use crate::config::{ConfigError, Layout};
+use crate::fasthash::{hash_str, FastMap};
 
 /// What replaces a matched prefix.
 #[derive(Debug)]
@@ -118,25 +121,178 @@ pub struct Router {
     /// `gateway_hosts`: the hosts layouts, prefixes and the OpenAI surface
     /// answer on; `None` for all.
     gateway_hosts: Option<HostTable<()>>,
-    /// Every prefix without its trailing `/` (the root `/` as ""), and
-    /// where it leads.
-    paths: FastMap<Box<str>, Target>,
+    /// Every prefix without its trailing `/` (the root `/` as ""), by its
+    /// hash: a slot says where the prefix is read, not the prefix itself.
+    paths: HashTable<Slot>,
+    /// Explicit prefixes, which a [`Slot`] points to.
+    explicit: Vec<Prefix>,
     /// Segments of the deepest prefix: no longer cut of a path can match.
     max_depth: usize,
 }
 
-#[derive(Debug, Default)]
-pub struct RouterBuilder {
+/// An explicit prefix: stored, unlike layout paths.
+#[derive(Debug)]
+struct Prefix {
+    /// Without its trailing `/`.
+    path: Box<str>,
+    target: Target,
+}
+
+/// Where the router reads the layout paths it does not store: each
+/// entry's namespace, kind and name (the plan's entries). A layout path
+/// kept as a string would cost every worker's VM three strings per agent.
+pub trait LayoutNames {
+    /// `(namespace, kind, name)` of `entry`.
+    fn layout_names(&self, entry: usize) -> Option<(&str, &str, &str)>;
+}
+
+/// A slot of the path table, four bytes: a layout path as its entry and
+/// layout (a lookup compares the path with the entry's names), or the
+/// index of an explicit prefix.
+#[derive(Debug, Clone, Copy)]
+struct Slot(u32);
+
+/// The low two bits of a slot: the layout, or `EXPLICIT`.
+const EXPLICIT: u32 = 3;
+
+/// What a slot names.
+enum Key {
+    Layout { entry: u32, layout: Layout },
+    Explicit(usize),
+}
+
+impl Slot {
+    /// `None` when the number does not fit beside the tag (a billion
+    /// entries).
+    fn new(index: usize, tag: u32) -> Option<Slot> {
+        let index = u32::try_from(index).ok().filter(|&i| i < 1 << 30)?;
+        Some(Slot(index << 2 | tag))
+    }
+
+    fn layout(entry: usize, layout: Layout) -> Option<Slot> {
+        let tag = match layout {
+            Layout::Kind => 0,
+            Layout::Namespaced => 1,
+            Layout::Shorthand => 2,
+        };
+        Slot::new(entry, tag)
+    }
+
+    fn key(self) -> Key {
+        let index = self.0 >> 2;
+        let layout = match self.0 & 3 {
+            0 => Layout::Kind,
+            1 => Layout::Namespaced,
+            2 => Layout::Shorthand,
+            _ => return Key::Explicit(index as usize),
+        };
+        Key::Layout {
+            entry: index,
+            layout,
+        }
+    }
+}
+
+/// Writes the layout path of an entry with these names into `path` (one
+/// buffer for all entries: loading 10,000 agents writes 30,000 of them).
+pub fn write_layout_path(
+    path: &mut String,
+    layout: Layout,
+    (namespace, kind, name): (&str, &str, &str),
+) {
+    path.clear();
+    let segments: &[&str] = match layout {
+        Layout::Kind => &[namespace, kind, name],
+        Layout::Namespaced => &[namespace, name],
+        Layout::Shorthand => &[name],
+    };
+    for segment in segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+}
+
+/// Whether `path` is exactly that layout path, compared piece by piece
+/// (no string is built per request).
+fn is_layout_path(path: &str, layout: Layout, (namespace, kind, name): (&str, &str, &str)) -> bool {
+    fn below<'p>(path: &'p str, segment: &str) -> Option<&'p str> {
+        path.strip_prefix('/')?.strip_prefix(segment)
+    }
+    let rest = match layout {
+        Layout::Kind => below(path, namespace).and_then(|r| below(r, kind)),
+        Layout::Namespaced => below(path, namespace),
+        Layout::Shorthand => Some(path),
+    };
+    rest.and_then(|r| below(r, name)) == Some("")
+}
+
+/// The path table's lookups and key reads, over the explicit prefixes and
+/// the entries' names.
+struct Paths<'a, N: ?Sized> {
+    explicit: &'a [Prefix],
+    names: &'a N,
+}
+
+impl<N: LayoutNames + ?Sized> Paths<'_, N> {
+    fn is(&self, slot: Slot, path: &str) -> bool {
+        match slot.key() {
+            Key::Explicit(i) => self.explicit.get(i).is_some_and(|p| &*p.path == path),
+            Key::Layout { entry, layout } => self
+                .names
+                .layout_names(entry as usize)
+                .is_some_and(|names| is_layout_path(path, layout, names)),
+        }
+    }
+
+    /// The slot's key, to hash it again when the table grows.
+    fn hash(&self, slot: Slot) -> u64 {
+        match slot.key() {
+            Key::Explicit(i) => hash_str(self.explicit.get(i).map_or("", |p| &p.path)),
+            Key::Layout { entry, layout } => {
+                let mut path = String::new();
+                if let Some(names) = self.names.layout_names(entry as usize) {
+                    write_layout_path(&mut path, layout, names);
+                }
+                hash_str(&path)
+            }
+        }
+    }
+
+    fn find<'t>(&self, table: &'t HashTable<Slot>, path: &str) -> Option<&'t Slot> {
+        table.find(hash_str(path), |&slot| self.is(slot, path))
+    }
+}
+
+/// Builds a [`Router`] over the entries `names` reads.
+pub struct RouterBuilder<'n, N: ?Sized> {
+    names: &'n N,
     hosts: HostTable<usize>,
     gateway_hosts: Option<HostTable<()>>,
     /// Filled as prefixes come (the first claim of a prefix wins): no list
     /// of claims kept beside the table, no string copied twice.
-    paths: FastMap<Box<str>, Target>,
+    paths: HashTable<Slot>,
+    explicit: Vec<Prefix>,
     max_depth: usize,
     too_many: bool,
+    /// Where layout paths are written to be hashed.
+    scratch: String,
 }
 
-impl RouterBuilder {
+impl<'n, N: LayoutNames + ?Sized> RouterBuilder<'n, N> {
+    /// `paths`: how many prefixes are coming (room made at once).
+    pub fn new(names: &'n N, paths: usize) -> Self {
+        RouterBuilder {
+            names,
+            hosts: HostTable::default(),
+            gateway_hosts: None,
+            paths: HashTable::with_capacity(paths),
+            explicit: Vec::new(),
+            max_depth: 0,
+            too_many: false,
+            scratch: String::new(),
+        }
+    }
+
     /// Adds a host pattern (lowercase, exact or `*.suffix`); the first
     /// claim of a pattern wins.
     pub fn host(&mut self, pattern: &str, entry: usize) {
@@ -157,33 +313,75 @@ impl RouterBuilder {
     /// claim of a prefix wins.
     pub fn prefix(&mut self, prefix: &str, rewrite: Option<&str>, entry: usize) {
         let base = prefix.trim_end_matches('/');
-        if self.paths.contains_key(base) {
-            return;
-        }
-        let Ok(entry) = u32::try_from(entry) else {
-            self.too_many = true;
-            return;
-        };
-        self.max_depth = self
-            .max_depth
-            .max(base.bytes().filter(|&b| b == b'/').count());
         let rewrite = match rewrite {
             None => Rewrite::Keep,
             Some("/") => Rewrite::Root,
             Some(to) => Rewrite::To(to.into()),
         };
-        self.paths.insert(base.into(), Target { entry, rewrite });
+        let (Ok(entry), Some(slot)) = (
+            u32::try_from(entry),
+            Slot::new(self.explicit.len(), EXPLICIT),
+        ) else {
+            self.too_many = true;
+            return;
+        };
+        if self.insert(base, slot) {
+            self.explicit.push(Prefix {
+                path: base.into(),
+                target: Target { entry, rewrite },
+            });
+        }
     }
 
-    pub fn build(mut self) -> Result<Router, ConfigError> {
+    /// Adds an entry's layout path (rewritten to `/`) unless an earlier
+    /// claim has it.
+    pub fn layout(&mut self, layout: Layout, entry: usize) {
+        let Some(names) = self.names.layout_names(entry) else {
+            return;
+        };
+        let Some(slot) = Slot::layout(entry, layout) else {
+            self.too_many = true;
+            return;
+        };
+        let mut path = std::mem::take(&mut self.scratch);
+        write_layout_path(&mut path, layout, names);
+        self.insert(&path, slot);
+        self.scratch = path;
+    }
+
+    /// Puts `slot` under `path` unless the table has the path: whether it
+    /// did. Explicit slots must be pushed by the caller right after.
+    fn insert(&mut self, path: &str, slot: Slot) -> bool {
+        let keys = Paths {
+            explicit: &self.explicit,
+            names: self.names,
+        };
+        // One probe finds the path or its place. The explicit prefix a new
+        // explicit slot names is not pushed yet: growing the table hashes
+        // the slots it already has only.
+        let hash = hash_str(path);
+        let Entry::Vacant(place) = self
+            .paths
+            .entry(hash, |&s| keys.is(s, path), |&s| keys.hash(s))
+        else {
+            return false;
+        };
+        place.insert(slot);
+        self.max_depth = self
+            .max_depth
+            .max(path.bytes().filter(|&b| b == b'/').count());
+        true
+    }
+
+    pub fn build(self) -> Result<Router, ConfigError> {
         if self.too_many {
             return Err(ConfigError::new("agents", "too many agents"));
         }
-        self.paths.shrink_to_fit();
         Ok(Router {
             hosts: self.hosts,
             gateway_hosts: self.gateway_hosts,
             paths: self.paths,
+            explicit: self.explicit,
             max_depth: self.max_depth,
         })
     }
@@ -191,7 +389,13 @@ impl RouterBuilder {
 
 impl Router {
     /// Finds the entry for a request: hosts first, then the longest prefix.
-    pub fn route<'a>(&'a self, authority: &str, path: &'a str) -> Option<Match<'a>> {
+    /// `names` are the entries the router was built over.
+    pub fn route<'a, N: LayoutNames + ?Sized>(
+        &'a self,
+        authority: &str,
+        path: &'a str,
+        names: &N,
+    ) -> Option<Match<'a>> {
         let (path_only, query) = match path.find('?') {
             Some(i) => path.split_at(i),
             None => (path, ""),
@@ -215,16 +419,16 @@ impl Router {
         if !path_only.starts_with('/') || !self.serves(authority) {
             return None;
         }
-        let (prefix_len, target) = self.longest_prefix(path_only)?;
+        let (prefix_len, entry, to) = self.longest_prefix(path_only, names)?;
         let (prefix, rest) = path_only.split_at_checked(prefix_len)?;
-        let root = match &target.rewrite {
+        let root = match to {
             Rewrite::Keep => prefix,
             Rewrite::Root => "/",
             Rewrite::To(to) => to,
         };
         Some(Match {
-            entry: target.entry as usize,
-            path: rewrite(target, rest, query),
+            entry: entry as usize,
+            path: rewrite(to, rest, query),
             prefix,
             rest,
             root,
@@ -234,21 +438,37 @@ impl Router {
     /// The longest configured prefix `path` lies below by whole segments:
     /// the path itself, then the path cut before each `/`, longest first
     /// (never more segments than the deepest prefix has), down to the root.
-    fn longest_prefix(&self, path: &str) -> Option<(usize, &Target)> {
+    fn longest_prefix<N: LayoutNames + ?Sized>(
+        &self,
+        path: &str,
+        names: &N,
+    ) -> Option<(usize, u32, &Rewrite)> {
+        let keys = Paths {
+            explicit: &self.explicit,
+            names,
+        };
         let mut end = path
             .match_indices('/')
             .nth(self.max_depth)
             .map_or(path.len(), |(i, _)| i);
         loop {
-            if let Some(target) = self.paths.get(path.get(..end)?) {
-                return Some((end, target));
+            let cut = path.get(..end)?;
+            if let Some(slot) = keys.find(&self.paths, cut) {
+                return match slot.key() {
+                    // Layout paths land on `/`.
+                    Key::Layout { entry, .. } => Some((end, entry, &Rewrite::Root)),
+                    Key::Explicit(i) => {
+                        let target = &self.explicit.get(i)?.target;
+                        Some((end, target.entry, &target.rewrite))
+                    }
+                };
             }
             if end == 0 {
                 return None;
             }
             // The next shorter cut: before the last `/` of this one (the
             // leading `/` gives the root's empty cut).
-            end = path.get(..end)?.rfind('/')?;
+            end = cut.rfind('/')?;
         }
     }
 
@@ -282,11 +502,11 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-fn rewrite(target: &Target, rest: &str, query: &str) -> PathAction {
+fn rewrite(to: &Rewrite, rest: &str, query: &str) -> PathAction {
     if has_dot_segment(rest) {
         return PathAction::RefuseDotSegments;
     }
-    let replacement = match &target.rewrite {
+    let replacement = match to {
         Rewrite::Keep => return PathAction::Keep,
         Rewrite::Root => "/",
         Rewrite::To(to) => to,
@@ -345,8 +565,17 @@ pub fn has_dot_segment(path: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// No entry names: these tables hold explicit prefixes only.
+    struct NoNames;
+
+    impl LayoutNames for NoNames {
+        fn layout_names(&self, _: usize) -> Option<(&str, &str, &str)> {
+            None
+        }
+    }
+
     fn router(prefixes: &[(&str, Option<&str>, usize)], hosts: &[(&str, usize)]) -> Router {
-        let mut b = RouterBuilder::default();
+        let mut b = RouterBuilder::new(&NoNames, prefixes.len());
         for (p, r, e) in prefixes {
             b.prefix(p, *r, *e);
         }
@@ -377,7 +606,7 @@ mod tests {
             ("/prod/agent/a///x//y", "/x//y"),
         ];
         for (req, up) in cases {
-            let (entry, path, prefix) = rewritten(r.route("gw", req)).unwrap();
+            let (entry, path, prefix) = rewritten(r.route("gw", req, &NoNames)).unwrap();
             assert_eq!(
                 (entry, path.as_str(), prefix.as_str()),
                 (0, up, "/prod/agent/a"),
@@ -389,11 +618,14 @@ mod tests {
     #[test]
     fn matches_whole_segments_only() {
         let r = router(&[("/prod/agent/a1", Some("/"), 0)], &[]);
-        assert!(r.route("gw", "/prod/agent/a1x").is_none());
-        assert!(r.route("gw", "/prod/agent/a").is_none());
-        assert!(r.route("gw", "/prod/agent").is_none());
-        assert!(r.route("gw", "/Prod/agent/a1").is_none(), "case-sensitive");
-        assert!(r.route("gw", "/prod/agent/a1/").is_some());
+        assert!(r.route("gw", "/prod/agent/a1x", &NoNames).is_none());
+        assert!(r.route("gw", "/prod/agent/a", &NoNames).is_none());
+        assert!(r.route("gw", "/prod/agent", &NoNames).is_none());
+        assert!(
+            r.route("gw", "/Prod/agent/a1", &NoNames).is_none(),
+            "case-sensitive"
+        );
+        assert!(r.route("gw", "/prod/agent/a1/", &NoNames).is_some());
     }
 
     #[test]
@@ -406,7 +638,7 @@ mod tests {
             ],
             &[],
         );
-        let entry = |p| r.route("gw", p).map(|m| m.entry);
+        let entry = |p| r.route("gw", p, &NoNames).map(|m| m.entry);
         assert_eq!(entry("/a/b/c/d"), Some(2));
         assert_eq!(entry("/a/b/cd"), Some(1));
         assert_eq!(entry("/a/bc"), Some(0));
@@ -425,12 +657,18 @@ mod tests {
             ],
             &[],
         );
-        assert_eq!(rewritten(r.route("gw", "/cs/x?y")).unwrap().1, "/api/x?y");
-        assert_eq!(rewritten(r.route("gw", "/cs")).unwrap().1, "/api");
-        let keep = r.route("gw", "/keep/x").unwrap();
+        assert_eq!(
+            rewritten(r.route("gw", "/cs/x?y", &NoNames)).unwrap().1,
+            "/api/x?y"
+        );
+        assert_eq!(rewritten(r.route("gw", "/cs", &NoNames)).unwrap().1, "/api");
+        let keep = r.route("gw", "/keep/x", &NoNames).unwrap();
         assert_eq!((keep.entry, keep.path), (1, PathAction::Keep));
-        assert_eq!(rewritten(r.route("gw", "/other")).unwrap().1, "/root/other");
-        assert_eq!(rewritten(r.route("gw", "/")).unwrap().1, "/root/");
+        assert_eq!(
+            rewritten(r.route("gw", "/other", &NoNames)).unwrap().1,
+            "/root/other"
+        );
+        assert_eq!(rewritten(r.route("gw", "/", &NoNames)).unwrap().1, "/root/");
     }
 
     #[test]
@@ -450,7 +688,7 @@ mod tests {
             "/a/x%5c..",
             "/k/../admin",
         ] {
-            let m = r.route("gw", p).unwrap();
+            let m = r.route("gw", p, &NoNames).unwrap();
             assert_eq!(m.path, PathAction::RefuseDotSegments, "{p}");
         }
         for p in [
@@ -460,7 +698,7 @@ mod tests {
             "/a/.well-known/agent.json",
             "/a/x?p=/../",
         ] {
-            let m = r.route("gw", p).unwrap();
+            let m = r.route("gw", p, &NoNames).unwrap();
             assert_ne!(m.path, PathAction::RefuseDotSegments, "{p}");
         }
     }
@@ -475,7 +713,7 @@ mod tests {
                 ("*.b.example.com", 2),
             ],
         );
-        let entry = |h| r.route(h, "/p/x").map(|m| m.entry);
+        let entry = |h| r.route(h, "/p/x", &NoNames).map(|m| m.entry);
         assert_eq!(entry("a.example.com"), Some(0));
         assert_eq!(entry("A.Example.COM:8080"), Some(0));
         assert_eq!(entry("a.example.com."), Some(0));
@@ -484,7 +722,7 @@ mod tests {
         assert_eq!(entry("x.b.example.com"), Some(2));
         assert_eq!(entry("example.com"), Some(9), "wildcard needs a label");
         assert_eq!(entry("[::1]:80"), Some(9));
-        let m = r.route("a.example.com", "/prod/agent/x").unwrap();
+        let m = r.route("a.example.com", "/prod/agent/x", &NoNames).unwrap();
         assert_eq!(m.path, PathAction::Keep, "host matches keep the path");
         assert_eq!((m.prefix, m.rest, m.root), ("", "/prod/agent/x", "/"));
     }
@@ -493,10 +731,10 @@ mod tests {
     fn host_matches_refuse_dot_segments_too() {
         let r = router(&[], &[("chat.example.com", 0)]);
         for p in ["/x/%2e%2e/../admin", "/..", "/a/./b", "/a/%2E%2e"] {
-            let m = r.route("chat.example.com", p).unwrap();
+            let m = r.route("chat.example.com", p, &NoNames).unwrap();
             assert_eq!(m.path, PathAction::RefuseDotSegments, "{p}");
         }
-        let m = r.route("chat.example.com", "/ok?x=/../").unwrap();
+        let m = r.route("chat.example.com", "/ok?x=/../", &NoNames).unwrap();
         assert_eq!(m.path, PathAction::Keep, "a query is not a path");
     }
 
@@ -510,14 +748,16 @@ mod tests {
             ],
             &[],
         );
-        let m = r.route("gw", "/tick/.well-known/agent.json?q").unwrap();
+        let m = r
+            .route("gw", "/tick/.well-known/agent.json?q", &NoNames)
+            .unwrap();
         assert_eq!(
             (m.prefix, m.rest, m.root),
             ("/tick", "/.well-known/agent.json", "/tock")
         );
-        let m = r.route("gw", "/raw/x").unwrap();
+        let m = r.route("gw", "/raw/x", &NoNames).unwrap();
         assert_eq!((m.prefix, m.rest, m.root), ("/raw", "/x", "/raw"));
-        let m = r.route("gw", "/p/agent/a").unwrap();
+        let m = r.route("gw", "/p/agent/a", &NoNames).unwrap();
         assert_eq!((m.prefix, m.rest, m.root), ("/p/agent/a", "", "/"));
     }
 }

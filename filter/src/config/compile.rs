@@ -3,7 +3,10 @@
 //! host, prefix or model belong to one entry, agent paths leave the OpenAI
 //! surface alone, numbers fit their scope.
 
-use crate::fasthash::FastMap;
+use hashbrown::hash_table::Entry as TableEntry;
+use hashbrown::HashTable;
+
+use crate::fasthash::{hash_str, FastMap};
 use std::cell::OnceCell;
 
 use super::canary::compile_canary;
@@ -13,13 +16,14 @@ use super::contract::{
     RawRateLimit, RawRateLimitService, ScopeName,
 };
 use super::cors::CorsTable;
+use super::models::OWN_ID;
 use super::{
-    A2aVersion, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout, ModelSource,
-    ModelTable, OpenAi, Plan, Protocol, RateLimit, RateLimitService, RequestRate, Scope,
-    ShorthandLoss, TokenBudget, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
+    A2aVersion, AgentSource, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout,
+    ModelSource, ModelTable, OpenAi, Plan, Protocol, RateLimit, RateLimitService, RequestRate,
+    Scope, ShorthandLoss, TokenBudget, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
 };
-use crate::router::{Router, RouterBuilder};
+use crate::router::{write_layout_path, Router, RouterBuilder};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -59,7 +63,7 @@ const OPENAI_PATHS: [&str; 11] = [
     "/v1/models/",
 ];
 
-pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
+pub(super) fn compile<A: AgentSource>(raw: RawConfig<A>) -> Result<Plan> {
     let RawConfig {
         schema: _,
         dispatch_header,
@@ -93,35 +97,39 @@ pub(super) fn compile(raw: RawConfig) -> Result<Plan> {
         .transpose()?;
 
     let mut cors = CorsTable::new(cors)?;
-    // Each agent is compiled and its contract form dropped at once: a Wasm
-    // VM's memory keeps its peak for good.
+    // Each agent is read, compiled and its contract form dropped before the
+    // next: a Wasm VM's memory keeps its peak for good.
     let mut entries = Vec::with_capacity(agents.len());
-    let mut claims = Vec::with_capacity(agents.len());
+    // Only the entries that claim hosts or prefixes: most claim none.
+    let mut claims = Vec::new();
     for (i, agent) in agents.into_iter().enumerate() {
         let at = format!("agents[{i}]");
         let (entry, routes) = compile_entry(
-            agent.0,
+            agent.read_agent(&at)?,
             &at,
             &default_timeouts,
             rate_limit_service.is_some(),
             &mut cors,
         )?;
         entries.push(entry);
-        claims.push(routes);
-    }
-
-    let mut ids: FastMap<&str, usize> =
-        FastMap::with_capacity_and_hasher(entries.len(), Default::default());
-    for (i, e) in entries.iter().enumerate() {
-        if let Some(first) = ids.insert(&e.id, i) {
-            return Err(conflict(
-                &format!("agents[{i}].name"),
-                &format!("\"{}\"", e.id),
-                first,
-                &entries,
-            ));
+        if !routes.hosts.is_empty() || !routes.prefixes.is_empty() {
+            claims.push((i, routes));
         }
     }
+
+    repeats(
+        &entries,
+        |e| &e.id,
+        |first, i| {
+            let id = entries.get(i).map_or("", |e| e.id.as_str());
+            Err(conflict(
+                &format!("agents[{i}].name"),
+                &format!("\"{id}\""),
+                first,
+                &entries,
+            ))
+        },
+    )?;
 
     let gateway_hosts = gateway_hosts
         .map(|hosts| {
@@ -295,10 +303,13 @@ fn compile_entry(
     cors: &mut CorsTable,
 ) -> Result<(Entry, Claims)> {
     let path = |field: &str| format!("{at}.{field}");
-    let name = dns_label(&raw.name, &path("name"))?;
-    let namespace = match raw.namespace {
-        Some(ns) => dns_label(&ns, &path("namespace"))?,
-        None => "default".to_string(),
+    dns_label(&raw.name, || path("name"))?;
+    let namespace = match &raw.namespace {
+        Some(ns) => {
+            dns_label(ns, || path("namespace"))?;
+            ns.as_str()
+        }
+        None => "default",
     };
     let kind = raw.kind.unwrap_or(Kind::Agent);
     if raw.backend.is_empty() || !is_header_value(&raw.backend) {
@@ -362,7 +373,7 @@ fn compile_entry(
         })
         .transpose()?;
 
-    let (id, name_at) = Entry::new_id(&namespace, &name);
+    let (id, name_at) = Entry::new_id(namespace, &raw.name);
     Ok((
         Entry {
             name_at,
@@ -541,12 +552,13 @@ fn compile_rate_limit(raw: RawRateLimit, at: &str, has_service: bool) -> Result<
 
 fn build_router(
     entries: &[Entry],
-    claims: &[Claims],
+    claims: &[(usize, Claims)],
     layouts: &[Layout],
     gateway_hosts: Option<&[String]>,
     unversioned: bool,
 ) -> Result<(Router, Vec<DroppedShorthand>)> {
-    let mut builder = RouterBuilder::default();
+    let explicit: usize = claims.iter().map(|(_, c)| c.prefixes.len()).sum();
+    let mut builder = RouterBuilder::new(entries, explicit + layouts.len() * entries.len());
     let mut dropped = Vec::new();
     if let Some(hosts) = gateway_hosts {
         builder.gateway_hosts(hosts);
@@ -559,7 +571,7 @@ fn build_router(
     let mut host_owner: FastMap<&str, usize> = FastMap::default();
     let mut prefix_owner: FastMap<&str, (usize, usize)> = FastMap::default();
 
-    for (i, c) in claims.iter().enumerate() {
+    for &(i, ref c) in claims {
         for (j, host) in c.hosts.iter().enumerate() {
             if let Some(&first) = host_owner.get(host.as_str()) {
                 if first != i {
@@ -596,7 +608,7 @@ fn build_router(
 
     // Explicit prefixes first: a layout path equal to another entry's explicit
     // prefix is a conflict, equal to the entry's own explicit prefix yields to it.
-    for (i, c) in claims.iter().enumerate() {
+    for &(i, ref c) in claims {
         for (prefix, rewrite) in &c.prefixes {
             builder.prefix(prefix, rewrite.as_deref(), i);
         }
@@ -604,18 +616,16 @@ fn build_router(
 
     // Shorthand is offered only for names no other entry uses, that no
     // explicit prefix claims, and that do not shadow the OpenAI surface.
-    let mut name_count: FastMap<&str, usize> = FastMap::default();
-    for e in entries {
-        *name_count.entry(e.name()).or_default() += 1;
-    }
+    let shared = shared_names(entries);
 
+    let mut path = String::new();
     for (i, e) in entries.iter().enumerate() {
         for layout in layouts {
-            let path = match layout {
-                Layout::Kind => format!("/{}/{}/{}", e.namespace(), e.kind.as_str(), e.name()),
-                Layout::Namespaced => format!("/{}/{}", e.namespace(), e.name()),
-                Layout::Shorthand => format!("/{}", e.name()),
-            };
+            write_layout_path(
+                &mut path,
+                *layout,
+                (e.namespace(), e.kind.as_str(), e.name()),
+            );
             if let Some(&(owner, j)) = prefix_owner.get(path.as_str()) {
                 if owner != i && *layout == Layout::Shorthand {
                     let because = ShorthandLoss::ExplicitPrefix {
@@ -637,17 +647,12 @@ fn build_router(
                     entries,
                 ));
             }
-            if *layout == Layout::Shorthand && name_count.get(e.name()) != Some(&1) {
-                let with = entries
-                    .iter()
-                    .enumerate()
-                    .find(|(k, other)| *k != i && other.name() == e.name())
-                    .map(|(k, _)| k);
-                if let Some(with) = with {
+            if *layout == Layout::Shorthand {
+                if let Some(&with) = shared.get(&i) {
                     let because = ShorthandLoss::SharedName { with };
                     dropped.push(DroppedShorthand { entry: i, because });
+                    continue;
                 }
-                continue;
             }
             if *layout == Layout::Shorthand && reserved.contains(&e.name()) {
                 let because = ShorthandLoss::OpenAiSegment;
@@ -665,16 +670,62 @@ fn build_router(
                     ),
                 ));
             }
-            builder.prefix(&path, Some("/"), i);
+            builder.layout(*layout, i);
         }
     }
     Ok((builder.build()?, dropped))
+}
+
+/// The entries whose name another entry has too (in another namespace or
+/// kind), each with the first other entry of that name: their shorthand
+/// would be ambiguous.
+fn shared_names(entries: &[Entry]) -> FastMap<usize, usize> {
+    let mut with = FastMap::default();
+    // Never an error: the closure only records.
+    let _ = repeats(entries, Entry::name, |first, i| {
+        with.entry(first).or_insert(i);
+        with.insert(i, first);
+        Ok(())
+    });
+    with
+}
+
+/// Calls `repeat(first, i)` for each entry `i` whose key an earlier entry
+/// `first` has. The table holds entry numbers and reads keys from the
+/// entries: four bytes a slot, where a map of 10,000 strings was the
+/// slowest step of loading them.
+fn repeats<'e>(
+    entries: &'e [Entry],
+    key: impl Fn(&'e Entry) -> &'e str,
+    mut repeat: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<()> {
+    let key_of = |k: &u32| entries.get(*k as usize).map_or("", &key);
+    let mut first: HashTable<u32> = HashTable::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let Ok(number) = u32::try_from(i) else {
+            break; // The router refuses this many entries.
+        };
+        let k = key(e);
+        match first.entry(hash_str(k), |f| key_of(f) == k, |f| hash_str(key_of(f))) {
+            TableEntry::Occupied(owner) => repeat(*owner.get() as usize, i)?,
+            TableEntry::Vacant(place) => {
+                place.insert(number);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The OpenAI path an agent path would take over: one at or below it by
 /// whole segments, or any `/v1/models/{id}` for a path below `/v1/models/`.
 fn captured_openai_path(prefix: &str, unversioned: bool) -> Option<&'static str> {
     let base = prefix.trim_end_matches('/');
+    // Every OpenAI path starts with one of these segments: most agent paths
+    // are settled by their first segment (this runs for every layout path).
+    let first = base.trim_start_matches('/').split('/').next();
+    if !base.is_empty() && !first.is_some_and(|f| OPENAI_RESERVED.contains(&f)) {
+        return None;
+    }
     let mut served = OPENAI_PATHS
         .into_iter()
         .filter(|openai| unversioned || openai.starts_with("/v1/"));
@@ -691,19 +742,23 @@ fn captured_openai_path(prefix: &str, unversioned: bool) -> Option<&'static str>
 }
 
 fn build_models(entries: &[Entry], agent_models: bool) -> Result<ModelTable> {
-    let mut table = ModelTable::default();
+    let implicit = |e: &Entry| agent_models && e.kind == Kind::Agent;
+    let ids = entries
+        .iter()
+        .map(|e| e.models.len() + usize::from(implicit(e)))
+        .sum();
+    let mut table = ModelTable::with_capacity(ids);
     for (i, e) in entries.iter().enumerate() {
-        let implicit = (agent_models && e.kind == Kind::Agent)
-            .then(|| (e.id.as_str(), format!("agents[{i}].name")));
-        let explicit = e
-            .models
-            .iter()
-            .enumerate()
-            .map(|(j, m)| (m.as_str(), format!("agents[{i}].models[{j}]")));
-        for (model, path) in implicit.into_iter().chain(explicit) {
-            table
-                .claim(model, i)
-                .map_err(|why| why.into_error(&path, model, entries))?;
+        let implicit = implicit(e).then_some(OWN_ID);
+        let explicit = (0..e.models.len()).filter_map(|j| u32::try_from(j).ok());
+        for which in implicit.into_iter().chain(explicit) {
+            table.claim(entries, i, which).map_err(|why| {
+                let (path, model) = match e.models.get(which as usize) {
+                    Some(model) => (format!("agents[{i}].models[{which}]"), model.as_str()),
+                    None => (format!("agents[{i}].name"), e.id.as_str()),
+                };
+                why.into_error(&path, model, entries)
+            })?;
         }
     }
     Ok(table)
@@ -722,8 +777,8 @@ pub(super) fn conflict(path: &str, what: &str, first: usize, entries: &[Entry]) 
 
 /// DNS-1123 label: lowercase alphanumerics and '-', 1–63 chars, alphanumeric at
 /// both ends. It keeps names safe as path segments, header values and stat
-/// name parts.
-fn dns_label(s: &str, path: &str) -> Result<String> {
+/// name parts. `path` is formatted only for an error.
+fn dns_label(s: &str, path: impl FnOnce() -> String) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -731,10 +786,10 @@ fn dns_label(s: &str, path: &str) -> Result<String> {
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
-        Ok(s.to_string())
+        Ok(())
     } else {
         Err(ConfigError::new(
-            path,
+            path(),
             format!("{s:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit)"),
         ))
     }
@@ -884,8 +939,8 @@ mod tests {
                 },
             }))
         );
-        assert_eq!(p.models.lookup("coordinator-v2"), Some(0));
-        assert_eq!(p.models.lookup("prod/coordinator"), Some(0));
+        assert_eq!(p.model_entry("coordinator-v2"), Some(0));
+        assert_eq!(p.model_entry("prod/coordinator"), Some(0));
     }
 
     #[test]
@@ -996,6 +1051,28 @@ mod tests {
                 r#"{"agents":{}}"#,
                 "agents: expected an array, found an object",
             ),
+            // Agents are read one at a time, after the rest: their errors
+            // still carry the whole path.
+            (
+                r#"{"agents":[{"name":"a","backend":"b"},7]}"#,
+                "agents[1]: expected an object, found a number",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","name":"c"}]}"#,
+                "agents[0].name: given twice",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","rate_limit":{"scope":"everywhere"}}]}"#,
+                "agents[0].rate_limit.scope:",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","prefixes":[{"prefix":"/x","rewrite":[]}]}]}"#,
+                "agents[0].prefixes[0].rewrite: expected a string, found an array",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b"}"#,
+                "configuration is not valid JSON",
+            ),
             (r#"[1]"#, "configuration must be a JSON object"),
             (r#"{"agents":[}"#, "configuration is not valid JSON"),
         ];
@@ -1101,7 +1178,7 @@ mod tests {
             {"name":"b","backend":"3"},
             {"name":"c","backend":"4","prefixes":[{"prefix":"/b"}]},
             {"name":"v1","backend":"5"}]}"#);
-        let entry = |path| p.router.route("gw", path).map(|m| m.entry);
+        let entry = |path| p.route("gw", path).map(|m| m.entry);
         assert_eq!(entry("/a/x"), None, "shared name: no shorthand");
         assert_eq!(entry("/x/a/q"), Some(0));
         assert_eq!(entry("/y/agent/a"), Some(1));
@@ -1130,6 +1207,18 @@ mod tests {
                 dropped(4, ShorthandLoss::OpenAiSegment),
             ]
         );
+        // Three of a name: each names the first other entry with it.
+        let p = ok(r#"{"agents":[
+            {"name":"a","namespace":"x","backend":"1"},
+            {"name":"b","backend":"2"},
+            {"name":"a","namespace":"y","backend":"3"},
+            {"name":"a","namespace":"z","backend":"4"}]}"#);
+        let shared = |entry, with| dropped(entry, ShorthandLoss::SharedName { with });
+        assert_eq!(
+            p.dropped_shorthands,
+            [shared(0, 2), shared(2, 0), shared(3, 0)]
+        );
+        assert_eq!(p.route("gw", "/b").map(|m| m.entry), Some(1));
         // Without the shorthand layout nothing is dropped; an entry's own
         // prefix on `/{name}` is no loss.
         let p = ok(
@@ -1143,9 +1232,9 @@ mod tests {
     #[test]
     fn layouts_can_be_restricted() {
         let p = ok(r#"{"layouts":["kind"],"agents":[{"name":"a","namespace":"x","backend":"1"}]}"#);
-        assert!(p.router.route("gw", "/x/agent/a").is_some());
-        assert!(p.router.route("gw", "/x/a").is_none());
-        assert!(p.router.route("gw", "/a").is_none());
+        assert!(p.route("gw", "/x/agent/a").is_some());
+        assert!(p.route("gw", "/x/a").is_none());
+        assert!(p.route("gw", "/a").is_none());
     }
 
     #[test]
@@ -1206,19 +1295,33 @@ mod tests {
             .collect();
         let p = ok(&format!(r#"{{"agents":[{}]}}"#, agents.join(",")));
         assert_eq!(
-            p.router
-                .route("gw", "/ns-99/agent/agent-9999/x")
-                .map(|m| m.entry),
+            p.route("gw", "/ns-99/agent/agent-9999/x").map(|m| m.entry),
             Some(9999)
         );
-        assert_eq!(
-            p.router.route("gw", "/agent-5000").map(|m| m.entry),
-            Some(5000)
-        );
-        assert_eq!(
-            p.router.route("A7.example.com", "/").map(|m| m.entry),
-            Some(7)
-        );
+        // Every layout path of every agent, and near misses of them (the
+        // table keeps no path: a lookup compares with the entry's names).
+        for i in (0..10_000).step_by(97) {
+            let ns = i % 100;
+            for path in [
+                format!("/ns-{ns}/agent/agent-{i}"),
+                format!("/ns-{ns}/agent-{i}/y"),
+                format!("/agent-{i}"),
+            ] {
+                assert_eq!(p.route("gw", &path).map(|m| m.entry), Some(i), "{path}");
+            }
+            for path in [
+                format!("/ns-{}/agent/agent-{i}", (ns + 1) % 100),
+                format!("/ns-{ns}/mcpserver/agent-{i}"),
+                format!("/ns-{ns}/agent/agent-{i}0x"),
+                format!("/ns-{ns}x/agent-{i}"),
+                format!("/agent-{i}x"),
+                format!("//agent-{i}"),
+            ] {
+                assert_ne!(p.route("gw", &path).map(|m| m.entry), Some(i), "{path}");
+            }
+        }
+        assert_eq!(p.route("gw", "/agent-5000").map(|m| m.entry), Some(5000));
+        assert_eq!(p.route("A7.example.com", "/").map(|m| m.entry), Some(7));
     }
 
     #[test]

@@ -20,14 +20,14 @@ use schemars::JsonSchema;
 /// WasmPlugin's `pluginConfig`, an Envoy Gateway EnvoyExtensionPolicy's
 /// `wasm[].config` or an Envoy bootstrap's `configuration` holds. Unknown
 /// fields are errors.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
 #[cfg_attr(
     not(target_arch = "wasm32"),
     schemars(title = "agentroute plugin configuration")
 )]
-pub struct RawConfig {
+pub struct RawConfig<A = Obj<RawAgent>> {
     /// The JSON Schema this configuration follows, for editors; the filter
     /// ignores it.
     #[serde(rename = "$schema")]
@@ -77,9 +77,31 @@ pub struct RawConfig {
     /// surface; an entry's own `cors` replaces it for that entry.
     pub cors: Option<Obj<RawCors>>,
     /// The agents, model APIs and MCP servers the gateway routes to.
-    #[serde(default)]
+    // The filter reads each agent only when it compiles it (`A` is the
+    // agent's unparsed JSON text there), so a large list never exists twice.
+    #[serde(default = "Vec::<A>::new")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = [])))]
-    pub agents: Vec<Obj<RawAgent>>,
+    pub agents: Vec<A>,
+}
+
+// Not derived: `derive(Default)` would ask the agent type for a default too.
+impl<A> Default for RawConfig<A> {
+    fn default() -> Self {
+        RawConfig {
+            schema: None,
+            dispatch_header: None,
+            layouts: None,
+            identity_headers: None,
+            unmatched: None,
+            defaults: None,
+            openai: None,
+            rate_limit_service: None,
+            gateway_hosts: None,
+            observability: None,
+            cors: None,
+            agents: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,6 +20,8 @@ pub mod schema;
 use std::cell::OnceCell;
 use std::fmt;
 
+use serde_json::value::RawValue;
+
 pub use contract::parse_duration_ms;
 
 pub use crate::canary::{By as CanaryBy, Canary};
@@ -187,6 +189,25 @@ pub struct Concurrency {
     pub per: Per,
 }
 
+/// The model table keeps no exact id: it reads them from the entries.
+impl models::ModelIds for [Entry] {
+    fn model_id(&self, entry: usize, which: u32) -> Option<&str> {
+        let e = self.get(entry)?;
+        match which {
+            models::OWN_ID => Some(&e.id),
+            j => e.models.get(j as usize).map(String::as_str),
+        }
+    }
+}
+
+/// The router keeps no layout path: it reads them from the entries.
+impl crate::router::LayoutNames for [Entry] {
+    fn layout_names(&self, entry: usize) -> Option<(&str, &str, &str)> {
+        let e = self.get(entry)?;
+        Some((e.namespace(), e.kind.as_str(), e.name()))
+    }
+}
+
 impl Entry {
     /// `id` is `namespace/name`.
     fn new_id(namespace: &str, name: &str) -> (String, u32) {
@@ -281,6 +302,22 @@ impl Plan {
         self.cors.get(index)
     }
 
+    /// The entry a request goes to (hosts, then the longest prefix).
+    pub fn route<'a>(&'a self, authority: &str, path: &'a str) -> Option<crate::router::Match<'a>> {
+        self.router.route(authority, path, self.entries.as_slice())
+    }
+
+    /// The entry serving an OpenAI model id, and the configured id or
+    /// pattern that claims it.
+    pub fn model_claim(&self, model: &str) -> Option<(usize, models::ModelId<'_>)> {
+        self.models.claim_of(self.entries.as_slice(), model)
+    }
+
+    /// The entry serving an OpenAI model id.
+    pub fn model_entry(&self, model: &str) -> Option<usize> {
+        self.model_claim(model).map(|(entry, _)| entry)
+    }
+
     /// The top-level CORS policy, as the OpenAI surface uses it.
     pub fn surface_cors(&self) -> Option<&CorsPolicy> {
         self.cors.get(self.surface_cors?)
@@ -290,42 +327,66 @@ impl Plan {
     /// empty value when `pluginConfig` is absent) is a valid plan with no
     /// agents.
     pub fn from_json(bytes: &[u8]) -> Result<Plan, ConfigError> {
-        compile::compile(read(bytes)?)
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
+        compile::compile(read(text)?)
     }
 
-    /// Reads the contract only, without compiling it.
-    pub fn read_contract(bytes: &[u8]) -> Result<contract::RawConfig, ConfigError> {
-        read(bytes)
-    }
-
-    /// Compiles an already-read contract (what `agentroute check` reads from
-    /// YAML documents).
+    /// Compiles an already-read contract.
     pub fn compile(raw: contract::RawConfig) -> Result<Plan, ConfigError> {
         compile::compile(raw)
     }
 }
 
-fn read(bytes: &[u8]) -> Result<contract::RawConfig, ConfigError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
+/// Reads the top level of a configuration; each agent stays JSON text until
+/// the compile step reads it ([`AgentSource`]).
+fn read(text: &str) -> Result<contract::RawConfig<&RawValue>, ConfigError> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(contract::RawConfig::default());
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw: contract::Obj<contract::RawConfig> =
-        serde_path_to_error::deserialize(&mut de).map_err(from_serde)?;
+    let raw: contract::Obj<contract::RawConfig<&RawValue>> =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| from_serde(e, ""))?;
     de.end()
         .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
     Ok(raw.0)
 }
 
+/// One entry of `agents` as the compile step gets it. The filter reads the
+/// configuration with every agent left as its JSON text and reads an agent
+/// only when it compiles it: parsing all of them first would keep the whole
+/// list in its contract form at once (twice while the list grows), and a
+/// Wasm VM's memory keeps its peak for good.
+pub(crate) trait AgentSource {
+    /// The agent in its contract form; errors name their field under `at`
+    /// (`agents[3]`).
+    fn read_agent(self, at: &str) -> Result<contract::RawAgent, ConfigError>;
+}
+
+impl AgentSource for contract::Obj<contract::RawAgent> {
+    fn read_agent(self, _at: &str) -> Result<contract::RawAgent, ConfigError> {
+        Ok(self.0)
+    }
+}
+
+impl AgentSource for &RawValue {
+    fn read_agent(self, at: &str) -> Result<contract::RawAgent, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(self.get());
+        serde_path_to_error::deserialize::<_, contract::Obj<contract::RawAgent>>(&mut de)
+            .map(|agent| agent.0)
+            .map_err(|e| from_serde(e, at))
+    }
+}
+
 /// A serde error as a [`ConfigError`] in the filter's own words: the field
-/// path first, then what is wrong with it.
-fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
-    let path = match err.path().to_string() {
-        p if p == "." => String::new(),
-        p => p,
+/// path first, then what is wrong with it. `under` is the path of the value
+/// that was read (empty for the whole configuration).
+fn from_serde(err: serde_path_to_error::Error<serde_json::Error>, under: &str) -> ConfigError {
+    let path = match (err.path().to_string(), under) {
+        (p, under) if p == "." => under.to_string(),
+        (p, "") => p,
+        (p, under) => format!("{under}.{p}"),
     };
     let inner = err.inner();
     if !matches!(inner.classify(), serde_json::error::Category::Data) {

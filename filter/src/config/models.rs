@@ -2,20 +2,50 @@
 //! at most one `*` (a proxy such as LiteLLM serving many models). Exact ids
 //! win, then the longest matching prefix, then `*`.
 
-use crate::fasthash::FastMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+
+use crate::fasthash::{hash_str, FastMap};
 
 use super::ConfigError;
+
+/// Where the model table reads the exact ids it does not store: an entry's
+/// own id (`namespace/name`) or one of its `models` (the plan's entries).
+/// Kept as strings, the implicit ids of 10,000 agents would cost every
+/// worker's VM two more strings per agent.
+pub trait ModelIds {
+    /// The id `which` names: [`OWN_ID`] or an index in the entry's `models`.
+    fn model_id(&self, entry: usize, which: u32) -> Option<&str>;
+}
+
+/// `which` of an entry's own id.
+pub const OWN_ID: u32 = u32::MAX;
+
+/// Where an exact id is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Exact {
+    entry: u32,
+    which: u32,
+}
+
+impl Exact {
+    fn id<N: ModelIds + ?Sized>(self, ids: &N) -> &str {
+        ids.model_id(self.entry as usize, self.which)
+            .unwrap_or_default()
+    }
+}
 
 /// Model ids → entry index, compiled once per plan.
 #[derive(Debug, Default)]
 pub struct ModelTable {
-    exact: FastMap<String, usize>,
+    /// Exact ids by their hash; the id is read from the entries.
+    exact: HashTable<Exact>,
     /// `prefix/*` stored as `prefix`.
     prefixes: FastMap<String, usize>,
     any: Option<usize>,
     /// Exact ids in configuration order, for `GET /v1/models` (patterns are
     /// not model ids a client could name).
-    listed: Vec<(String, usize)>,
+    listed: Vec<Exact>,
 }
 
 /// What a configured model id means.
@@ -53,44 +83,86 @@ impl<'a> ModelId<'a> {
 }
 
 impl ModelTable {
-    /// Claims `id` for `entry`. Claiming an id twice for one entry is a
-    /// no-op; for another entry it is an error naming the first owner.
-    pub fn claim(&mut self, id: &str, entry: usize) -> Result<(), Claimed> {
-        let parsed = ModelId::parse(id).map_err(Claimed::Invalid)?;
-        let slot = match parsed {
-            ModelId::Exact(id) => self.exact.get(id).copied(),
-            ModelId::Prefix(prefix) => self.prefixes.get(prefix).copied(),
-            ModelId::Any => self.any,
-        };
-        match slot {
-            Some(owner) if owner == entry => return Ok(()),
-            Some(owner) => return Err(Claimed::By(owner)),
-            None => {}
+    /// Room for `exact` ids at once: a table growing by doubling holds its
+    /// old and new slots at the same time.
+    pub fn with_capacity(exact: usize) -> Self {
+        ModelTable {
+            exact: HashTable::with_capacity(exact),
+            listed: Vec::with_capacity(exact),
+            ..ModelTable::default()
         }
-        match parsed {
+    }
+
+    /// Claims for `entry` the id `which` names in `ids`. Claiming an id
+    /// twice for one entry is a no-op; for another entry it is an error
+    /// naming the first owner.
+    pub fn claim<N: ModelIds + ?Sized>(
+        &mut self,
+        ids: &N,
+        entry: usize,
+        which: u32,
+    ) -> Result<(), Claimed> {
+        let id = ids.model_id(entry, which).unwrap_or_default();
+        let owner = match ModelId::parse(id).map_err(Claimed::Invalid)? {
             ModelId::Exact(id) => {
-                self.exact.insert(id.to_string(), entry);
-                self.listed.push((id.to_string(), entry));
+                let exact = Exact {
+                    entry: u32::try_from(entry).map_err(|_| Claimed::TooMany)?,
+                    which,
+                };
+                // One probe finds the id or its place.
+                let found =
+                    self.exact
+                        .entry(hash_str(id), |e| e.id(ids) == id, |e| hash_str(e.id(ids)));
+                match found {
+                    Entry::Occupied(owner) => owner.get().entry as usize,
+                    Entry::Vacant(place) => {
+                        place.insert(exact);
+                        self.listed.push(exact);
+                        return Ok(());
+                    }
+                }
             }
-            ModelId::Prefix(prefix) => {
-                self.prefixes.insert(prefix.to_string(), entry);
-            }
-            ModelId::Any => self.any = Some(entry),
+            ModelId::Prefix(prefix) => match self.prefixes.get(prefix) {
+                Some(&owner) => owner,
+                None => {
+                    self.prefixes.insert(prefix.to_string(), entry);
+                    return Ok(());
+                }
+            },
+            ModelId::Any => match self.any {
+                Some(owner) => owner,
+                None => {
+                    self.any = Some(entry);
+                    return Ok(());
+                }
+            },
+        };
+        if owner == entry {
+            Ok(())
+        } else {
+            Err(Claimed::By(owner))
         }
-        Ok(())
+    }
+
+    fn find<N: ModelIds + ?Sized>(&self, ids: &N, id: &str) -> Option<Exact> {
+        self.exact.find(hash_str(id), |e| e.id(ids) == id).copied()
     }
 
     /// The entry serving `model`: exact, then the longest `prefix/*`, then `*`.
-    pub fn lookup(&self, model: &str) -> Option<usize> {
-        self.claim_of(model).map(|(entry, _)| entry)
+    pub fn lookup<N: ModelIds + ?Sized>(&self, ids: &N, model: &str) -> Option<usize> {
+        self.claim_of(ids, model).map(|(entry, _)| entry)
     }
 
     /// The entry serving `model` and the configured id or pattern that
     /// claims it (the model label of the token counters: bounded by the
     /// configuration, whatever ids clients name).
-    pub fn claim_of(&self, model: &str) -> Option<(usize, ModelId<'_>)> {
-        if let Some((id, &entry)) = self.exact.get_key_value(model) {
-            return Some((entry, ModelId::Exact(id)));
+    pub fn claim_of<'a, N: ModelIds + ?Sized>(
+        &'a self,
+        ids: &'a N,
+        model: &str,
+    ) -> Option<(usize, ModelId<'a>)> {
+        if let Some(exact) = self.find(ids, model) {
+            return Some((exact.entry as usize, ModelId::Exact(exact.id(ids))));
         }
         if !self.prefixes.is_empty() {
             // Longest first: each '/' from the right ends a candidate prefix;
@@ -107,13 +179,18 @@ impl ModelTable {
     }
 
     /// Exact ids in configuration order, with their entry.
-    pub fn listed(&self) -> &[(String, usize)] {
-        &self.listed
+    pub fn listed<'a, N: ModelIds + ?Sized>(
+        &'a self,
+        ids: &'a N,
+    ) -> impl Iterator<Item = (&'a str, usize)> + 'a {
+        self.listed
+            .iter()
+            .map(move |e| (e.id(ids), e.entry as usize))
     }
 
     /// The entry an exact id names (for `GET /v1/models/{id}`).
-    pub fn exact(&self, id: &str) -> Option<usize> {
-        self.exact.get(id).copied()
+    pub fn exact<N: ModelIds + ?Sized>(&self, ids: &N, id: &str) -> Option<usize> {
+        self.find(ids, id).map(|e| e.entry as usize)
     }
 
     /// Exact ids, prefixes and `*`: the size `agentroute check` reports.
@@ -132,6 +209,8 @@ pub enum Claimed {
     /// Another entry has it.
     By(usize),
     Invalid(String),
+    /// More entries than the table can name.
+    TooMany,
 }
 
 impl Claimed {
@@ -141,6 +220,7 @@ impl Claimed {
                 super::compile::conflict(path, &format!("model {id:?}"), first, entries)
             }
             Claimed::Invalid(why) => ConfigError::new(path, why),
+            Claimed::TooMany => ConfigError::new("agents", "too many agents"),
         }
     }
 }
@@ -149,17 +229,27 @@ impl Claimed {
 mod tests {
     use super::*;
 
-    fn table(ids: &[(&str, usize)]) -> ModelTable {
-        let mut t = ModelTable::default();
-        for (id, entry) in ids {
-            t.claim(id, *entry).unwrap();
+    /// Ids claimed one per claim: `which` is the claim's place in the list.
+    struct Ids(Vec<&'static str>);
+
+    impl ModelIds for Ids {
+        fn model_id(&self, _entry: usize, which: u32) -> Option<&str> {
+            self.0.get(which as usize).copied()
         }
-        t
+    }
+
+    fn table(claims: &[(&'static str, usize)]) -> (ModelTable, Ids) {
+        let ids = Ids(claims.iter().map(|(id, _)| *id).collect());
+        let mut t = ModelTable::default();
+        for (which, (_, entry)) in claims.iter().enumerate() {
+            t.claim(&ids, *entry, which as u32).unwrap();
+        }
+        (t, ids)
     }
 
     #[test]
     fn exact_then_longest_prefix_then_any() {
-        let t = table(&[
+        let (t, ids) = table(&[
             ("gpt-4o", 0),
             ("openai/*", 1),
             ("openai/gpt-4o/*", 2),
@@ -172,32 +262,62 @@ mod tests {
             ("openai/gpt-4o/mini", Some(2)),
             ("openai/gpt-4o", Some(1)),
             ("openai/exact", Some(4)),
+            ("openai/exac", Some(1)),
+            ("openai/exactly", Some(1)),
+            ("gpt-4o-mini", Some(3)),
             ("openai/", Some(3)),
             ("openai", Some(3)),
             ("anthropic/claude", Some(3)),
             ("", Some(3)),
         ];
         for (model, want) in cases {
-            assert_eq!(t.lookup(model), want, "{model}");
+            assert_eq!(t.lookup(&ids, model), want, "{model}");
         }
         assert_eq!(
-            t.listed(),
-            &[("gpt-4o".to_string(), 0), ("openai/exact".to_string(), 4)]
+            t.listed(&ids).collect::<Vec<_>>(),
+            [("gpt-4o", 0), ("openai/exact", 4)]
         );
-        let without_any = table(&[("openai/*", 1)]);
-        assert_eq!(without_any.lookup("anthropic/claude"), None);
-        assert_eq!(without_any.lookup("openai/x/y"), Some(1));
+        assert_eq!(t.exact(&ids, "openai/exact"), Some(4));
+        assert_eq!(t.exact(&ids, "openai/x"), None);
+        let (without_any, ids) = table(&[("openai/*", 1)]);
+        assert_eq!(without_any.lookup(&ids, "anthropic/claude"), None);
+        assert_eq!(without_any.lookup(&ids, "openai/x/y"), Some(1));
     }
 
     #[test]
     fn claims_conflict_and_bad_patterns_are_refused() {
-        let mut t = table(&[("m", 0), ("p/*", 0), ("*", 1)]);
-        assert_eq!(t.claim("m", 0), Ok(()));
-        assert_eq!(t.claim("m", 2), Err(Claimed::By(0)));
-        assert_eq!(t.claim("p/*", 2), Err(Claimed::By(0)));
-        assert_eq!(t.claim("*", 2), Err(Claimed::By(1)));
-        for bad in ["gpt-*", "/*", "a*/*", "*/*", "a/*/b"] {
-            assert!(matches!(t.claim(bad, 3), Err(Claimed::Invalid(_))), "{bad}");
+        let bad = ["gpt-*", "/*", "a*/*", "*/*", "a/*/b"];
+        let mut claims = vec![("m", 0), ("p/*", 0), ("*", 1)];
+        claims.extend(bad.iter().map(|b| (*b, 3)));
+        let ids = Ids(claims.iter().map(|(id, _)| *id).collect());
+        let mut t = ModelTable::default();
+        for (which, (_, entry)) in claims.iter().enumerate().take(3) {
+            t.claim(&ids, *entry, which as u32).unwrap();
         }
+        assert_eq!(t.claim(&ids, 0, 0), Ok(()));
+        assert_eq!(t.claim(&ids, 2, 0), Err(Claimed::By(0)));
+        assert_eq!(t.claim(&ids, 2, 1), Err(Claimed::By(0)));
+        assert_eq!(t.claim(&ids, 2, 2), Err(Claimed::By(1)));
+        for (which, (id, _)) in claims.iter().enumerate().skip(3) {
+            let got = t.claim(&ids, 3, which as u32);
+            assert!(matches!(got, Err(Claimed::Invalid(_))), "{id}");
+        }
+    }
+
+    #[test]
+    fn many_ids_are_found_by_what_the_entries_hold() {
+        let names: Vec<&'static str> = (0..5_000)
+            .map(|i| &*Box::leak(format!("ns-{}/agent-{i}", i % 10).into_boxed_str()))
+            .collect();
+        let ids = Ids(names.clone());
+        let mut t = ModelTable::default();
+        for which in 0..names.len() {
+            t.claim(&ids, which, which as u32).unwrap();
+        }
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(t.lookup(&ids, name), Some(i));
+        }
+        assert_eq!(t.lookup(&ids, "ns-0/agent-1"), None);
+        assert_eq!(t.listed(&ids).count(), 5_000);
     }
 }
