@@ -226,6 +226,11 @@ fn is_layout_path(path: &str, layout: Layout, (namespace, kind, name): (&str, &s
     rest.and_then(|r| below(r, name)) == Some("")
 }
 
+/// Segments of a prefix (without its trailing `/`).
+fn depth(path: &str) -> usize {
+    path.bytes().filter(|&b| b == b'/').count()
+}
+
 /// The path table's lookups and key reads, over the explicit prefixes and
 /// the entries' names.
 struct Paths<'a, N: ?Sized> {
@@ -333,9 +338,15 @@ impl<'n, N: LayoutNames + ?Sized> RouterBuilder<'n, N> {
         }
     }
 
-    /// Adds an entry's layout path (rewritten to `/`) unless an earlier
-    /// claim has it.
-    pub fn layout(&mut self, layout: Layout, entry: usize) {
+    /// Adds an entry's layout path (rewritten to `/`); `path` is that path
+    /// as the caller wrote it for its own checks (written again here if it
+    /// is not). No lookup first: the compile step never offers a layout
+    /// path another claim has (ids are unique, shared names get no
+    /// shorthand, explicit prefixes are checked before), and were one
+    /// offered twice the earlier slot would still answer (equal paths share
+    /// a probe sequence and the table never deletes). At 100,000 agents the
+    /// lookup was a fifth of the load.
+    pub fn layout(&mut self, layout: Layout, entry: usize, path: &str) {
         let Some(names) = self.names.layout_names(entry) else {
             return;
         };
@@ -343,10 +354,21 @@ impl<'n, N: LayoutNames + ?Sized> RouterBuilder<'n, N> {
             self.too_many = true;
             return;
         };
-        let mut path = std::mem::take(&mut self.scratch);
-        write_layout_path(&mut path, layout, names);
-        self.insert(&path, slot);
-        self.scratch = path;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let path = if is_layout_path(path, layout, names) {
+            path
+        } else {
+            write_layout_path(&mut scratch, layout, names);
+            scratch.as_str()
+        };
+        let keys = Paths {
+            explicit: &self.explicit,
+            names: self.names,
+        };
+        self.paths
+            .insert_unique(hash_str(path), slot, |&s| keys.hash(s));
+        self.max_depth = self.max_depth.max(depth(path));
+        self.scratch = scratch;
     }
 
     /// Puts `slot` under `path` unless the table has the path: whether it
@@ -367,9 +389,7 @@ impl<'n, N: LayoutNames + ?Sized> RouterBuilder<'n, N> {
             return false;
         };
         place.insert(slot);
-        self.max_depth = self
-            .max_depth
-            .max(path.bytes().filter(|&b| b == b'/').count());
+        self.max_depth = self.max_depth.max(depth(path));
         true
     }
 
@@ -572,6 +592,53 @@ mod tests {
         fn layout_names(&self, _: usize) -> Option<(&str, &str, &str)> {
             None
         }
+    }
+
+    /// Entries as `(namespace, kind, name)`.
+    struct Names(Vec<(&'static str, &'static str, &'static str)>);
+
+    impl LayoutNames for Names {
+        fn layout_names(&self, entry: usize) -> Option<(&str, &str, &str)> {
+            self.0.get(entry).copied()
+        }
+    }
+
+    #[test]
+    fn layout_paths_are_read_from_the_entries() {
+        let names = Names(vec![("prod", "agent", "a"), ("prod", "mcpserver", "tools")]);
+        let mut b = RouterBuilder::new(&names, 8);
+        b.prefix("/prod/agent/a/deep", Some("/d"), 1);
+        for (entry, layout) in [
+            (0, Layout::Kind),
+            (0, Layout::Namespaced),
+            (1, Layout::Kind),
+        ] {
+            let mut path = String::new();
+            write_layout_path(&mut path, layout, names.0[entry]);
+            b.layout(layout, entry, &path);
+        }
+        // A path that is not the layout's is written again, not trusted.
+        b.layout(Layout::Shorthand, 1, "/wrong");
+        let r = b.build().unwrap();
+        let entry = |p| r.route("gw", p, &names).map(|m| m.entry);
+        assert_eq!(entry("/prod/agent/a/x"), Some(0));
+        assert_eq!(entry("/prod/a"), Some(0));
+        assert_eq!(entry("/prod/mcpserver/tools/mcp"), Some(1));
+        assert_eq!(entry("/tools"), Some(1));
+        assert_eq!(entry("/wrong"), None);
+        assert_eq!(entry("/prod/agent/a/deep/x"), Some(1), "longest first");
+        for miss in [
+            "/prod/agent/ab",
+            "/prod/agent",
+            "/prod/tools",
+            "/prod//a",
+            "/prodx/a",
+            "/a",
+        ] {
+            assert_eq!(entry(miss), None, "{miss}");
+        }
+        // Without the names it was built over, no layout path matches.
+        assert_eq!(r.route("gw", "/prod/a", &NoNames).map(|m| m.entry), None);
     }
 
     fn router(prefixes: &[(&str, Option<&str>, usize)], hosts: &[(&str, usize)]) -> Router {

@@ -670,7 +670,7 @@ fn build_router(
                     ),
                 ));
             }
-            builder.layout(*layout, i);
+            builder.layout(*layout, i, &path);
         }
     }
     Ok((builder.build()?, dropped))
