@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let again = Plan::from_json(data).expect("compiled once, compiles again");
     assert_eq!(again.entries, plan.entries);
-    assert_eq!(again.models.listed(), plan.models.listed());
+    let listed = |p: &Plan| -> Vec<(String, usize)> {
+        p.models.listed(p.entries.as_slice()).map(|(id, e)| (id.to_string(), e)).collect()
+    };
+    assert_eq!(listed(&again), listed(&plan));
 
     let raw = Plan::read_contract(data).expect("a plan's contract reads");
     // With `gateway_hosts`, paths answer on those hosts only: the probes
@@ -42,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         }
         for path in paths {
             // No host is empty: this authority matches none.
-            let m = plan.router.route("", &path);
+            let m = plan.route("", &path);
             assert_eq!(m.map(|m| m.entry), Some(i), "{path} routes to {}", e.id);
             let card = format!("{path}/.well-known/agent-card.json");
             let dots = format!("{path}/x/%2e%2e/admin");
@@ -61,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     assert!(
-        plan.models.len() >= plan.models.listed().len(),
+        plan.models.len() >= listed(&plan).len(),
         "listed model ids are unique"
     );
     let pairs = [
@@ -70,14 +73,15 @@ fuzz_target!(|data: &[u8]| {
         ("content-type", b"application/json"),
     ];
     let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header);
-    for (id, entry) in plan.models.listed() {
-        assert_eq!(plan.models.lookup(id), Some(*entry));
+    for (id, entry) in listed(&plan) {
+        let id = id.as_str();
+        assert_eq!(plan.model_entry(id), Some(entry));
         match decide_model(&plan, &head, Ok(id)) {
-            Decision::Forward(f) => assert_eq!(f.entry, Some(*entry), "model {id}"),
+            Decision::Forward(f) => assert_eq!(f.entry, Some(entry), "model {id}"),
             other => panic!("model {id}: {other:?}"),
         }
     }
     let list: Value = serde_json::from_str(models_body(&plan)).expect("/v1/models is JSON");
     let data = list["data"].as_array().expect("a list");
-    assert_eq!(data.len(), plan.models.listed().len());
+    assert_eq!(data.len(), listed(&plan).len());
 });

@@ -83,11 +83,11 @@ fuzz_target!(|data: &[u8]| {
             Decision::Reply { reply, .. } => check_reply(reply.status, &reply.body),
             Decision::Preflight(reply) => check_preflight(&head, &reply),
             Decision::ReadModel => {
-                let models = plan.models.listed().iter().map(|(id, _)| id.as_str());
+                let models = plan.models.listed(plan.entries.as_slice()).map(|(id, _)| id);
                 for model in models.chain(["no-such-model", ""]) {
                     match decide_model(plan, &head, Ok(model)) {
                         Decision::Forward(f) => {
-                            assert_eq!(f.entry, plan.models.lookup(model));
+                            assert_eq!(f.entry, plan.model_entry(model));
                             check_forward(plan, &pairs, &f);
                         }
                         Decision::Reply { reply, .. } => check_reply(reply.status, &reply.body),

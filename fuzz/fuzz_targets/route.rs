@@ -7,7 +7,7 @@
 //! and the match is the longest prefix a plain scan of the list finds.
 #![no_main]
 
-use agentroute::config::Plan;
+use agentroute::config::{Entry, Plan};
 use agentroute::router::{has_dot_segment, Match, PathAction, Router, RouterBuilder};
 use agentroute_fuzz::{two_lines, CONFIG};
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +26,10 @@ const PREFIXES: [(&str, Option<&str>); 10] = [
     ("/a-b", Some("/z")),
     ("/%2e%2ex", Some("/dots")),
 ];
+
+/// The edge-case routers have explicit prefixes only: no entries to read
+/// layout paths from.
+const NO_ENTRIES: &[Entry] = &[];
 
 /// The entry index given to the root prefix `/` in the second router.
 const ROOT_ENTRY: usize = 100;
@@ -46,7 +50,7 @@ thread_local! {
 fn routers() -> Routers {
     {
         let build = |root: bool| {
-            let mut b = RouterBuilder::default();
+            let mut b = RouterBuilder::new(NO_ENTRIES, PREFIXES.len() + 1);
             for (i, (prefix, rewrite)) in PREFIXES.iter().enumerate() {
                 b.prefix(prefix, *rewrite, i);
             }
@@ -72,11 +76,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let r = ROUTERS.with(|r| *r);
     for authority in [authority, "gw.test"] {
-        if let Some(m) = r.plan.router.route(authority, path) {
+        if let Some(m) = r.plan.route(authority, path) {
             check(path, &m);
         }
         for (router, root) in [(&r.edges, false), (&r.rooted, true)] {
-            let found = router.route(authority, path);
+            let found = router.route(authority, path, NO_ENTRIES);
             if let Some(m) = &found {
                 check(path, m);
             }

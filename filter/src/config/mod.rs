@@ -329,7 +329,15 @@ impl Plan {
     pub fn from_json(bytes: &[u8]) -> Result<Plan, ConfigError> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
-        compile::compile(read(text)?)
+        compile::compile(read::<&RawValue>(text)?)
+    }
+
+    /// Reads the whole contract, every agent included, without compiling
+    /// it (tools and fuzz targets look at what a configuration says).
+    pub fn read_contract(bytes: &[u8]) -> Result<contract::RawConfig, ConfigError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
+        read(text)
     }
 
     /// Compiles an already-read contract.
@@ -338,15 +346,17 @@ impl Plan {
     }
 }
 
-/// Reads the top level of a configuration; each agent stays JSON text until
-/// the compile step reads it ([`AgentSource`]).
-fn read(text: &str) -> Result<contract::RawConfig<&RawValue>, ConfigError> {
+/// Reads a configuration's contract; with `A` = `&RawValue` each agent stays
+/// JSON text until the compile step reads it ([`AgentSource`]).
+fn read<'t, A: serde::Deserialize<'t>>(
+    text: &'t str,
+) -> Result<contract::RawConfig<A>, ConfigError> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(contract::RawConfig::default());
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw: contract::Obj<contract::RawConfig<&RawValue>> =
+    let raw: contract::Obj<contract::RawConfig<A>> =
         serde_path_to_error::deserialize(&mut de).map_err(|e| from_serde(e, ""))?;
     de.end()
         .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
