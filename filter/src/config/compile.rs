@@ -5,6 +5,7 @@
 
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
+use serde_json::value::RawValue;
 
 use crate::fasthash::{hash_str, FastMap};
 use std::cell::OnceCell;
@@ -18,7 +19,7 @@ use super::contract::{
 use super::cors::CorsTable;
 use super::models::OWN_ID;
 use super::{
-    A2aVersion, AgentSource, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout,
+    read_agent, A2aVersion, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout,
     ModelSource, ModelTable, OpenAi, Plan, Protocol, RateLimit, RateLimitService, RequestRate,
     Scope, ShorthandLoss, TokenBudget, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
     HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
@@ -63,7 +64,7 @@ const OPENAI_PATHS: [&str; 11] = [
     "/v1/models/",
 ];
 
-pub(super) fn compile<A: AgentSource>(raw: RawConfig<A>) -> Result<Plan> {
+pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
     let RawConfig {
         schema: _,
         dispatch_header,
@@ -105,7 +106,7 @@ pub(super) fn compile<A: AgentSource>(raw: RawConfig<A>) -> Result<Plan> {
     for (i, agent) in agents.into_iter().enumerate() {
         let at = format!("agents[{i}]");
         let (entry, routes) = compile_entry(
-            agent.read_agent(&at)?,
+            read_agent(agent, &at)?,
             &at,
             &default_timeouts,
             rate_limit_service.is_some(),

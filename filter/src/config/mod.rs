@@ -327,27 +327,22 @@ impl Plan {
     /// empty value when `pluginConfig` is absent) is a valid plan with no
     /// agents.
     pub fn from_json(bytes: &[u8]) -> Result<Plan, ConfigError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
-        compile::compile(read::<&RawValue>(text)?)
+        compile::compile(read::<&RawValue>(utf8(bytes)?)?)
     }
 
     /// Reads the whole contract, every agent included, without compiling
     /// it (tools and fuzz targets look at what a configuration says).
     pub fn read_contract(bytes: &[u8]) -> Result<contract::RawConfig, ConfigError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))?;
-        read(text)
-    }
-
-    /// Compiles an already-read contract.
-    pub fn compile(raw: contract::RawConfig) -> Result<Plan, ConfigError> {
-        compile::compile(raw)
+        read(utf8(bytes)?)
     }
 }
 
+fn utf8(bytes: &[u8]) -> Result<&str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|_| ConfigError::new("", "configuration is not valid UTF-8"))
+}
+
 /// Reads a configuration's contract; with `A` = `&RawValue` each agent stays
-/// JSON text until the compile step reads it ([`AgentSource`]).
+/// JSON text until the compile step reads it ([`read_agent`]).
 fn read<'t, A: serde::Deserialize<'t>>(
     text: &'t str,
 ) -> Result<contract::RawConfig<A>, ConfigError> {
@@ -363,30 +358,16 @@ fn read<'t, A: serde::Deserialize<'t>>(
     Ok(raw.0)
 }
 
-/// One entry of `agents` as the compile step gets it. The filter reads the
-/// configuration with every agent left as its JSON text and reads an agent
-/// only when it compiles it: parsing all of them first would keep the whole
-/// list in its contract form at once (twice while the list grows), and a
-/// Wasm VM's memory keeps its peak for good.
-pub(crate) trait AgentSource {
-    /// The agent in its contract form; errors name their field under `at`
-    /// (`agents[3]`).
-    fn read_agent(self, at: &str) -> Result<contract::RawAgent, ConfigError>;
-}
-
-impl AgentSource for contract::Obj<contract::RawAgent> {
-    fn read_agent(self, _at: &str) -> Result<contract::RawAgent, ConfigError> {
-        Ok(self.0)
-    }
-}
-
-impl AgentSource for &RawValue {
-    fn read_agent(self, at: &str) -> Result<contract::RawAgent, ConfigError> {
-        let mut de = serde_json::Deserializer::from_str(self.get());
-        serde_path_to_error::deserialize::<_, contract::Obj<contract::RawAgent>>(&mut de)
-            .map(|agent| agent.0)
-            .map_err(|e| from_serde(e, at))
-    }
+/// One entry of `agents`, read from its JSON text when the compile step
+/// gets to it; errors name their field under `at` (`agents[3]`). The
+/// configuration is read with every agent left as text: parsing all of them
+/// first would keep the whole list in its contract form at once (twice
+/// while the list grows), and a Wasm VM's memory keeps its peak for good.
+fn read_agent(text: &RawValue, at: &str) -> Result<contract::RawAgent, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(text.get());
+    serde_path_to_error::deserialize::<_, contract::Obj<contract::RawAgent>>(&mut de)
+        .map(|agent| agent.0)
+        .map_err(|e| from_serde(e, at))
 }
 
 /// A serde error as a [`ConfigError`] in the filter's own words: the field
