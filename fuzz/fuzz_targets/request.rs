@@ -17,8 +17,10 @@ use libfuzzer_sys::fuzz_target;
 const IDENTITY: [&str; 3] = ["x-agent-name", "x-agent-namespace", "x-agent-kind"];
 /// Headers a decision may set or remove besides the dispatch and identity
 /// headers (an A2A translation replaces the body and its headers).
-const OTHER_OWNED: [&str; 8] = [
+const OTHER_OWNED: [&str; 9] = [
     ":path",
+    // Envoy's attempt count, which failover's retries read.
+    "x-envoy-attempt-count",
     "x-forwarded-prefix",
     "x-envoy-upstream-rq-timeout-ms",
     "accept-encoding",
@@ -156,6 +158,8 @@ fn check_forward(plan: &Plan, pairs: &[(&str, &[u8])], f: &Forward<'_>) {
                 .chain(&["x-forwarded-prefix", "x-envoy-upstream-rq-timeout-ms"])
                 .any(|h| same_for_cgi(name, h))
             || same_for_cgi(name, &plan.dispatch_header)
+            // Failover's slot headers (any number): client copies never pass.
+            || agentroute::failover::is_slot_header(name, &plan.dispatch_header)
     };
     for op in &f.ops {
         let (HeaderOp::Set(name, _) | HeaderOp::Remove(name)) = op;
