@@ -20,10 +20,12 @@ use agentroute_cli::generate;
 use agentroute_cli::rules::{self, Input};
 
 const USAGE: &str = "\
-usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
+usage: agentroute check [FILE|DIR|-]... [--explain PATH [--host HOST] [--method METHOD]
                         [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
        agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-                           [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
+                           [--tls-secret NAME] [--dispatch cluster-header]
+                           [--allow-hosts PATTERN]... [--trust-namespace NS]...
+                           [--allow-empty] [--image REF] [FILE|-]...
        agentroute schema
        agentroute COMMAND --help
 
@@ -34,7 +36,9 @@ schema    prints the JSON Schema of the configuration (draft 2020-12)
 
 const GENERATE_USAGE: &str = "\
 usage: agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
-                           [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
+                           [--tls-secret NAME] [--dispatch cluster-header]
+                           [--allow-hosts PATTERN]... [--trust-namespace NS]...
+                           [--allow-empty] [--image REF] [FILE|-]...
 
 Reads Kubernetes resources (multi-document YAML or JSON, `kind: List` as
 `kubectl get -o yaml` prints it; `-` or no FILE: standard input) of
@@ -49,6 +53,10 @@ Omnia (AgentRuntime) and writes, sorted (the same input gives the same bytes):
 --base FILE             a hand-written configuration (defaults, openai, limits,
                         extra agents) the generated entries are merged into; an
                         entry the base already has is left to the base
+--image REF             istio and envoy-gateway (required): the plugin's OCI
+                        image (registry/name:tag) the WasmPlugin or
+                        EnvoyExtensionPolicy pulls; else taken from a --base
+                        WasmPlugin or EnvoyExtensionPolicy
 --tls-secret NAME       an HTTPS listener too: the Gateway's certificateRefs
                         Secret, or for envoy the certificate in
                         /etc/agentroute/tls/NAME/tls.crt and tls.key
@@ -61,13 +69,34 @@ Omnia (AgentRuntime) and writes, sorted (the same input gives the same bytes):
                         on a host of their own. The default, header-rules:
                         one HTTPRoute rule per backend token
 
-Other kinds are skipped (one line on standard error); a malformed resource is
-an error naming the document, the resource and the field.
-Exit status: 0 written, 1 an error, 2 a usage error.
+Many tenants, one gateway: what a resource says is a claim.
+--allow-hosts PATTERN   hosts a resource may claim (Omnia expose.host), exact
+                        or *.suffix, repeatable or comma-separated; none by
+                        default. A claim outside them is dropped (a warning
+                        naming the resource and field): the agent is still
+                        generated, routed by its paths
+--trust-namespace NS    namespaces whose resources may claim pattern model
+                        ids (`*`, `openai/*`) and *. hosts, go first when
+                        two resources claim one model id or host, and whose
+                        AgentGateway sets the timeout of namespaces without
+                        their own (other AgentGateways: their own namespace)
+--allow-empty           write a configuration without any entry (refused
+                        otherwise: applied with --prune it deletes every route)
+Two resources claiming one entry, model id or host: trusted namespaces
+first, then the older by metadata.creationTimestamp, then namespace/name;
+the other loses that claim (a warning), everyone else is still generated.
+
+Other kinds are skipped (one line on standard error). A resource that cannot
+be read (a field of the wrong type, a name that is no DNS label) or whose
+entry the filter would refuse is left out, said on standard error with the
+document, the resource and the field; the rest is written.
+Exit status: 0 written; 3 written with resources left out (apply it, and
+alert); 1 an error and 4 an empty configuration refused: nothing written
+(apply nothing); 2 a usage error.
 ";
 
 const CHECK_USAGE: &str = "\
-usage: agentroute check [FILE|-]... [--explain PATH [--host HOST] [--method METHOD]
+usage: agentroute check [FILE|DIR|-]... [--explain PATH [--host HOST] [--method METHOD]
                         [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
 
 Reads each FILE (JSON or YAML; `-` or none: standard input) and finds the
@@ -82,8 +111,11 @@ configuration is deployed (no configuration at all, a misspelt pluginConfig,
 model_from: body on Istio or Envoy Gateway without the stop-iteration patch,
 a backend no HTTPRoute of the run leads to; with an EnvoyFilter or
 EnvoyPatchPolicy adding a cluster_header route, a backend that is not the
-cluster the controller makes of one of the run's HTTPRoute rules). All FILEs
-are one run: check a deployment's directory at once.
+cluster the controller makes of one of the run's HTTPRoute rules; a
+WasmPlugin not in phase AUTHZ next to an AuthorizationPolicy on the x-agent-*
+headers; shorthand paths another namespace's paths shadow). All FILEs are one
+run; a DIR stands for its .yaml, .yml and .json files (sorted): check a
+deployment's directory at once.
 
 --explain PATH
          for each valid configuration, what the filter does with a request for
@@ -129,6 +161,9 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
     let mut base = None;
     let mut tls_secret = None;
     let mut dispatch = generate::Dispatch::HeaderRules;
+    let mut trust = generate::Trust::default();
+    let mut allow_empty = false;
+    let mut image = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| {
@@ -155,6 +190,35 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
                 })?;
             }
             "--tls-secret" => tls_secret = Some(value("--tls-secret")?),
+            "--allow-hosts" => {
+                for pattern in value("--allow-hosts")?.split(',') {
+                    let pattern = generate::Trust::parse_host_pattern(pattern)
+                        .map_err(|e| Usage(format!("--allow-hosts {e}")))?;
+                    trust.allow_hosts.push(pattern);
+                }
+            }
+            "--trust-namespace" => {
+                for namespace in value("--trust-namespace")?.split(',') {
+                    let namespace = namespace.trim();
+                    if !is_dns_label(namespace) {
+                        return Err(Usage(format!(
+                            "--trust-namespace {namespace:?}: a namespace name (a DNS-1123 label)"
+                        )));
+                    }
+                    trust.trusted_namespaces.insert(namespace.to_string());
+                }
+            }
+            "--allow-empty" => allow_empty = true,
+            "--image" => {
+                let reference = value("--image")?;
+                let reference = reference.strip_prefix("oci://").unwrap_or(&reference);
+                if reference.is_empty() || reference.contains(char::is_whitespace) {
+                    return Err(Usage(format!(
+                        "--image {reference:?}: an OCI image reference (registry/name:tag)"
+                    )));
+                }
+                image = Some(reference.to_string());
+            }
             "-" => files.push(arg.clone()),
             flag if flag.starts_with('-') => return Err(Usage(format!("unknown option {flag}"))),
             file => files.push(file.to_string()),
@@ -187,6 +251,23 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
             "--dispatch cluster-header goes with --target istio or envoy-gateway".to_string(),
         ));
     }
+    let needs_image = matches!(
+        target,
+        generate::Target::Istio | generate::Target::EnvoyGateway
+    );
+    if needs_image && image.is_none() && base.is_none() {
+        return Err(Usage(format!(
+            "--target {} needs --image REF (the plugin's OCI image, or a --base WasmPlugin or \
+             EnvoyExtensionPolicy naming one): with FAIL_CLOSE, an image the cluster cannot pull \
+             fails every request",
+            target.as_str()
+        )));
+    }
+    if image.is_some() && !needs_image {
+        return Err(Usage(
+            "--image goes with --target istio or envoy-gateway".to_string(),
+        ));
+    }
     if files.is_empty() {
         files.push("-".to_string());
     }
@@ -197,21 +278,81 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
             dispatch,
             base: None,
             tls_secret,
+            trust,
+            allow_empty,
+            image,
         },
         base,
     })
 }
 
-/// Generates; false (exit 1) on any error, said on standard error.
-fn run_generate(mut args: GenerateArgs) -> bool {
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// How `generate` ended, as its exit status says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generated {
+    /// Everything written (0).
+    All,
+    /// Nothing written: an error (1).
+    Failed,
+    /// Written, some resources left out (3): apply, and alert.
+    Partial,
+    /// Nothing written: the configuration would be empty (4).
+    RefusedEmpty,
+}
+
+impl Generated {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Generated::All => ExitCode::SUCCESS,
+            Generated::Failed => ExitCode::from(1),
+            Generated::Partial => ExitCode::from(3),
+            Generated::RefusedEmpty => ExitCode::from(4),
+        }
+    }
+}
+
+/// Generates; every error, warning and left-out resource said on standard
+/// error, the output on standard output only when there is one to apply.
+fn run_generate(mut args: GenerateArgs) -> Generated {
     let fail = |message: &str| {
         eprintln!("agentroute generate: error: {message}");
-        false
+        Generated::Failed
     };
     if let Some(file) = &args.base {
-        match read(file).and_then(|text| generate::read_base(file, &text)) {
+        let text = match read(file) {
+            Ok(text) => text,
+            Err(e) => return fail(&format!("--base {file}: {e}")),
+        };
+        match generate::read_base(file, &text) {
             Ok(base) => args.options.base = Some(base),
             Err(e) => return fail(&e),
+        }
+        let target = args.options.target;
+        if matches!(
+            target,
+            generate::Target::Istio | generate::Target::EnvoyGateway
+        ) && args.options.image.is_none()
+        {
+            match generate::image_of_base(&text) {
+                Some(image) => args.options.image = Some(image),
+                None => {
+                    return fail(&format!(
+                        "--target {} needs --image REF: --base {file} names no image (a \
+                         WasmPlugin's spec.url or an EnvoyExtensionPolicy's \
+                         spec.wasm[0].code.image.url)",
+                        target.as_str()
+                    ))
+                }
+            }
         }
     }
     let mut inputs = Vec::new();
@@ -226,15 +367,37 @@ fn run_generate(mut args: GenerateArgs) -> bool {
             Err(e) => return fail(&format!("{name}: {e}")),
         }
     }
+    let tell = |output: &generate::Output| {
+        for note in &output.notes {
+            eprintln!("agentroute generate: {note}");
+        }
+        for warning in &output.warnings {
+            eprintln!("agentroute generate: warning: {warning}");
+        }
+        for error in &output.left_out {
+            eprintln!("agentroute generate: error: {error}");
+        }
+    };
     match generate::generate(&inputs, &args.options) {
         Ok(output) => {
-            for note in &output.notes {
-                eprintln!("agentroute generate: {note}");
-            }
+            tell(&output);
             print!("{}", output.text);
-            true
+            if output.left_out.is_empty() {
+                Generated::All
+            } else {
+                eprintln!(
+                    "agentroute generate: partial: {} resource(s) left out (above); the rest is written",
+                    output.left_out.len()
+                );
+                Generated::Partial
+            }
         }
-        Err(e) => fail(&e),
+        Err(generate::Refusal::Empty { why, output }) => {
+            tell(&output);
+            eprintln!("agentroute generate: error: {why}");
+            Generated::RefusedEmpty
+        }
+        Err(generate::Refusal::Error(e)) => fail(&e),
     }
 }
 
@@ -326,18 +489,67 @@ fn read(file: &str) -> Result<String, String> {
     std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))
 }
 
+/// The files of the run: each FILE as given, each directory as its
+/// `.yaml`, `.yml` and `.json` files (sorted, not below it), or why a
+/// directory gives none.
+fn expand_directories(files: &[String]) -> Vec<Result<String, (String, String)>> {
+    let mut out = Vec::new();
+    for file in files {
+        let path = std::path::Path::new(file);
+        if file == "-" || !path.is_dir() {
+            out.push(Ok(file.clone()));
+            continue;
+        }
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                out.push(Err((
+                    file.clone(),
+                    format!("cannot read the directory: {e}"),
+                )));
+                continue;
+            }
+        };
+        let mut found: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            out.push(Err((
+                file.clone(),
+                "no .yaml, .yml or .json file in this directory".to_string(),
+            )));
+        }
+        out.extend(found.into_iter().map(Ok));
+    }
+    out
+}
+
 /// Checks every file as one run; true when nothing is in error.
 fn run_check(args: &Args) -> bool {
-    let inputs: Vec<Input> = args
-        .files
-        .iter()
-        .map(|file| Input {
-            name: if file == "-" {
-                "<stdin>".to_string()
-            } else {
-                file.clone()
+    let inputs: Vec<Input> = expand_directories(&args.files)
+        .into_iter()
+        .map(|file| match file {
+            Ok(file) => Input {
+                name: if file == "-" {
+                    "<stdin>".to_string()
+                } else {
+                    file.clone()
+                },
+                scan: read(&file).and_then(|text| check::scan(&text).map_err(|e| e.0)),
             },
-            scan: read(file).and_then(|text| check::scan(&text).map_err(|e| e.0)),
+            Err((directory, why)) => Input {
+                name: directory,
+                scan: Err(why),
+            },
         })
         .collect();
     let report = rules::check_run(&inputs, args.explain.as_ref());
@@ -372,13 +584,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("generate") => match parse_generate(rest) {
-            Ok(parsed) => {
-                if run_generate(parsed) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            }
+            Ok(parsed) => run_generate(parsed).exit_code(),
             Err(Usage(message)) => usage(&message, GENERATE_USAGE),
         },
         Some("schema") if wants_help(rest) => {

@@ -333,3 +333,48 @@ fn the_committed_schema_is_what_the_contract_generates() {
         "schema/agentroute.schema.json is out of date: run `make schema`"
     );
 }
+
+/// `check DIR`: the directory's .yaml, .yml and .json files, sorted, as one
+/// run (what `check a.yaml b.yml` says); other files are not read.
+#[test]
+fn a_directory_is_checked_as_its_files() {
+    let dir = std::env::temp_dir().join(format!("agentroute-check-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = std::fs::read_to_string(root().join("istio/wasmplugin.yaml")).unwrap();
+    let routes = std::fs::read_to_string(root().join("istio/httproutes.yaml")).unwrap();
+    std::fs::write(dir.join("b-routes.yml"), &routes).unwrap();
+    std::fs::write(dir.join("a-plugin.yaml"), &plugin).unwrap();
+    std::fs::write(
+        dir.join("c.json"),
+        r#"{"agents": [{"name": "x", "backend": "y"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("README.md"), "not checked").unwrap();
+    let files: Vec<String> = ["a-plugin.yaml", "b-routes.yml", "c.json"]
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect();
+    let (code, by_dir) = agentroute(&["check", &dir.display().to_string()], "");
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let (code_files, by_files) = agentroute(&args, "");
+    assert_eq!((code, &by_dir), (code_files, &by_files));
+    assert!(
+        by_dir
+            .contains("a-plugin.yaml: WasmPlugin istio-ingress/agentroute spec.pluginConfig: ok: "),
+        "{by_dir}"
+    );
+    assert!(by_dir.contains("c.json: ok: 1 entries"), "{by_dir}");
+    assert!(!by_dir.contains("README"), "{by_dir}");
+    // A directory without any such file is an error, not an empty run.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, out) = agentroute(&["check", &empty.display().to_string()], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no .yaml, .yml or .json file in this directory"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

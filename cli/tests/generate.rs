@@ -50,13 +50,24 @@ fn all_fixtures() -> Vec<(String, String)> {
     PLATFORMS.iter().flat_map(|p| fixtures(p)).collect()
 }
 
+/// The options of the goldens: the fixtures' host (Omnia's
+/// `research.agents.example.com`) allowed, the namespace of the KAOS proxy
+/// serving `*` and that of the AgentGateway (whose timeout then applies to
+/// every namespace) trusted, as a platform team would run it.
 fn options(target: Target) -> Options {
-    Options {
+    let mut options = Options {
         target,
         dispatch: Dispatch::HeaderRules,
-        base: None,
-        tls_secret: None,
+        ..Options::default()
+    };
+    options
+        .trust
+        .allow_hosts
+        .push("*.agents.example.com".into());
+    for namespace in ["external", "agent-gateway"] {
+        options.trust.trusted_namespaces.insert(namespace.into());
     }
+    options
 }
 
 /// Runs `agentroute check` on `text` as one input and fails on any error.
@@ -191,7 +202,8 @@ fn cluster_header_goldens_name_the_controllers_clusters() {
         opts.dispatch = Dispatch::ClusterHeader;
         let err = generate::generate(&all_fixtures(), &opts).unwrap_err();
         assert!(
-            err.contains("--dispatch cluster-header is for --target istio"),
+            err.to_string()
+                .contains("--dispatch cluster-header is for --target istio"),
             "{err}"
         );
     }
@@ -318,24 +330,48 @@ fn agentroute(args: &[&str], stdin: &str) -> (i32, String, String) {
 #[test]
 fn the_binary_writes_stdout_notes_on_stderr_and_exits_as_check() {
     let (code, out, err) = agentroute(
-        &["generate", "--target", "istio", "kaos/multi-agent-mcp.yaml"],
+        &[
+            "generate",
+            "--target",
+            "istio",
+            "--image",
+            "registry.example.com/agentroute:1.2.3",
+            "kaos/multi-agent-mcp.yaml",
+        ],
         "",
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("kind: WasmPlugin"), "{out}");
+    assert!(
+        out.contains("url: oci://registry.example.com/agentroute:1.2.3"),
+        "{out}"
+    );
+    assert!(out.contains("phase: AUTHZ"), "{out}");
     assert_eq!(
         err,
         "agentroute generate: KAOS Agent agentic-multi/worker-2: skipped, agentNetwork.expose is false (no Service, no route)\n\
          agentroute generate: skipped kinds agentroute does not map: v1 Namespace (1)\n"
     );
-    // stdin, and a malformed resource: the document, resource and field.
+    // stdin, and a malformed resource: left out (the document, resource
+    // and field), the rest written, exit 3.
     let bad = "apiVersion: kaos.tools/v1alpha1\nkind: MCPServer\nmetadata: {name: m}\n---\n\
                apiVersion: kaos.tools/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: n}\n\
                spec: {gatewayRoute: {timeout: 3 days}}\n";
     let (code, out, err) = agentroute(&["generate"], bad);
-    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        out.contains("\"backend\": \"mcpserver-m.default:8000\""),
+        "{out}"
+    );
+    assert!(!out.contains("agent-a"), "{out}");
     assert!(
         err.starts_with("agentroute generate: error: <stdin>: document 2: kaos.tools Agent n/a: spec.gatewayRoute.timeout: invalid duration \"3 days\""),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            "agentroute generate: partial: 1 resource(s) left out (above); the rest is written\n"
+        ),
         "{err}"
     );
     // Usage errors exit 2; --help exits 0.
@@ -354,6 +390,16 @@ fn the_binary_writes_stdout_notes_on_stderr_and_exits_as_check() {
             "--dispatch",
             "cluster-header",
         ],
+        // Istio and Envoy Gateway pull an image: it must be named.
+        &["generate", "--target", "istio"],
+        &[
+            "generate",
+            "--target",
+            "envoy-gateway",
+            "kaos/multi-agent-mcp.yaml",
+        ],
+        &["generate", "--image", "x/y:1"],
+        &["generate", "--target", "istio", "--image", "bad image"],
     ] {
         let (code, _, err) = agentroute(args, "");
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -376,6 +422,41 @@ fn the_binary_writes_stdout_notes_on_stderr_and_exits_as_check() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("--base -: agents[0].backend: required"),
+        "{err}"
+    );
+    // The image of a --base EnvoyExtensionPolicy; a base without one is an
+    // error for the Kubernetes targets.
+    let policy = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\n\
+                  metadata: {name: agentroute, namespace: envoy-gateway}\n\
+                  spec:\n  wasm:\n  - name: agentroute\n    code: {type: Image, image: {url: 'mirror.example.com/ar:9'}}\n    \
+                  config: {agents: []}\n";
+    let (code, out, err) = agentroute(
+        &[
+            "generate",
+            "--target",
+            "envoy-gateway",
+            "--base",
+            "-",
+            "kaos/gateway-api-docs.yaml",
+        ],
+        policy,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("url: mirror.example.com/ar:9"), "{out}");
+    let (code, out, err) = agentroute(
+        &[
+            "generate",
+            "--target",
+            "istio",
+            "--base",
+            "-",
+            "kaos/gateway-api-docs.yaml",
+        ],
+        "agents: []\n",
+    );
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.contains("--target istio needs --image REF: --base - names no image"),
         "{err}"
     );
 }

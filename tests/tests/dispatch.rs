@@ -169,8 +169,7 @@ fn generated(shape: Shape) -> Large {
     let options = Options {
         target,
         dispatch: Dispatch::ClusterHeader,
-        base: None,
-        tls_secret: None,
+        ..Options::default()
     };
     let out = generate::generate(&[(file.to_string(), text)], &options).expect("generate");
     let docs = agentroute_cli::check::documents(&out.text).expect("YAML");

@@ -38,15 +38,25 @@ fn fixtures() -> Vec<(String, String)> {
     files
 }
 
-/// The generated bootstrap, as JSON.
+/// The generated bootstrap, as JSON: the fixtures' host allowed, the
+/// namespace of the KAOS proxy serving `*` trusted (as cli/tests' goldens).
 fn generated_bootstrap(tls_secret: Option<&str>) -> Value {
-    let options = Options {
+    let mut options = Options {
         target: Target::Envoy,
-        dispatch: Default::default(),
-        base: None,
         tls_secret: tls_secret.map(str::to_string),
+        ..Options::default()
     };
-    let out = generate::generate(&fixtures(), &options).expect("generate");
+    options
+        .trust
+        .allow_hosts
+        .push("*.agents.example.com".into());
+    options.trust.trusted_namespaces.insert("external".into());
+    bootstrap_of(&fixtures(), &options)
+}
+
+/// The bootstrap generated from `inputs`, as JSON.
+fn bootstrap_of(inputs: &[(String, String)], options: &Options) -> Value {
+    let out = generate::generate(inputs, options).expect("generate");
     let docs = agentroute_cli::check::documents(&out.text).expect("YAML");
     docs.into_iter().next().expect("one document")
 }
@@ -300,6 +310,118 @@ async fn generated_bootstrap_routes_the_platforms_paths_to_their_services() {
         "{card}"
     );
     assert_eq!(card["additionalInterfaces"][0]["url"], card["url"]);
+}
+
+/// Tenants on one shared host (`agents.example.com`), one of them hostile:
+/// its claims of every host below `example.com`, of the gateway's own host,
+/// of the catch-all model and of the platform's model id are not granted,
+/// so no tenant's path and no OpenAI request reaches it.
+#[tokio::test]
+async fn hostile_tenant_claims_are_not_granted_on_the_shared_host() {
+    let runtime = |ns: &str, name: &str, created: &str, host: &str| {
+        format!(
+            "apiVersion: omnia.altairalabs.ai/v1alpha1\nkind: AgentRuntime\n\
+             metadata: {{name: {name}, namespace: {ns}, creationTimestamp: '{created}'}}\n\
+             spec: {{facades: [{{type: rest, expose: {{enabled: true, host: '{host}'}}}}]}}\n---\n"
+        )
+    };
+    let model_api = |ns: &str, name: &str, created: &str, models: &str| {
+        format!(
+            "apiVersion: kaos.tools/v1alpha1\nkind: ModelAPI\n\
+             metadata: {{name: {name}, namespace: {ns}, creationTimestamp: '{created}'}}\n\
+             spec: {{mode: Proxy, proxyConfig: {{models: {models}}}}}\n---\n"
+        )
+    };
+    let input = [
+        runtime("team-evil", "grab", "2020-01-01T00:00:00Z", "*.example.com"),
+        runtime(
+            "team-evil",
+            "gw",
+            "2020-01-01T00:00:00Z",
+            "agents.example.com",
+        ),
+        model_api(
+            "team-evil",
+            "catch",
+            "2020-01-01T00:00:00Z",
+            "['*', gpt-4o]",
+        ),
+        runtime(
+            "team-a",
+            "support",
+            "2024-01-01T00:00:00Z",
+            "support.agents.example.com",
+        ),
+        runtime(
+            "team-b",
+            "billing",
+            "2024-01-01T00:00:00Z",
+            "billing.agents.example.com",
+        ),
+        model_api("platform", "llm", "2025-01-01T00:00:00Z", "[gpt-4o]"),
+    ]
+    .concat();
+    let mut options = Options {
+        target: Target::Envoy,
+        ..Options::default()
+    };
+    options
+        .trust
+        .allow_hosts
+        .push("*.agents.example.com".into());
+    options.trust.trusted_namespaces.insert("platform".into());
+    let mut bootstrap = bootstrap_of(&[("tenants.yaml".into(), input)], &options);
+    let upstreams = stand_ins(&bootstrap).await;
+    localize(&mut bootstrap, &upstreams, None);
+    let gw = start(bootstrap).await;
+    let shared = [("host", "agents.example.com")];
+    for (path, want) in [
+        ("/team-a/support/x", "support.team-a:8080"),
+        ("/team-b/billing/x", "billing.team-b:8080"),
+        ("/support/x", "support.team-a:8080"),
+    ] {
+        let r = gw.request("GET", path, &shared, "").await;
+        assert_eq!(
+            (r.status, r.header("x-served-by")),
+            (200, Some(want)),
+            "{path}: {}",
+            r.text()
+        );
+    }
+    // The granted hosts route; the evil tenant's own paths still do.
+    let r = gw
+        .request("GET", "/x", &[("host", "billing.agents.example.com")], "")
+        .await;
+    assert_eq!(r.header("x-served-by"), Some("billing.team-b:8080"));
+    let r = gw.request("GET", "/team-evil/grab/x", &shared, "").await;
+    assert_eq!(r.header("x-served-by"), Some("grab.team-evil:8080"));
+    // The OpenAI surface on the shared host: the platform's gpt-4o (its
+    // namespace is trusted, the evil claim older), no catch-all.
+    for (model, status, served_by) in [
+        ("gpt-4o", 200, Some("modelapi-llm.platform:8000")),
+        ("anything-else", 404, None),
+    ] {
+        let body =
+            format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+        let r = gw
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                &[
+                    ("host", "agents.example.com"),
+                    ("content-type", "application/json"),
+                    ("authorization", "Bearer caller-secret"),
+                ],
+                body,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.header("x-served-by")),
+            (status, served_by),
+            "{model}: {}",
+            r.text()
+        );
+    }
 }
 
 /// A self-signed certificate for `localhost`, written to `dir`.

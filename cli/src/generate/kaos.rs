@@ -11,20 +11,39 @@
 //!
 //! `spec.gatewayRoute.timeout` becomes the entry's timeout; without one the
 //! filter's per-kind defaults are KAOS's own (120s, 120s, 30s).
+//!
+//! Every field read is read strictly (a wrong type leaves the resource out);
+//! a key next to them that looks like a misspelling of one is a warning.
 
 use serde_json::Value;
 
-use super::{dns_label, source, Agent, Backend, GenerateError, Kind, Resource};
+use super::{dns_label, source, Agent, Backend, Claim, GenerateError, Kind, Mapped, Resource};
+
+/// `spec.gatewayRoute`, read by every kind.
+fn gateway_route(r: &Resource, mapped: &mut Mapped) -> Result<Option<String>, GenerateError> {
+    if let Some(route) = r.object("spec.gatewayRoute")? {
+        r.near_misses(
+            route,
+            "spec.gatewayRoute",
+            &["timeout"],
+            &[],
+            &mut mapped.warnings,
+        );
+    }
+    r.duration("spec.gatewayRoute.timeout")
+}
 
 fn entry(
     r: &Resource,
     kind: Kind,
     service_prefix: &str,
     port: u16,
-    models: Vec<String>,
+    models: Vec<Claim>,
+    mapped: &mut Mapped,
 ) -> Result<Agent, GenerateError> {
     let name = dns_label(r, "metadata.name", &r.name)?;
     let namespace = dns_label(r, "metadata.namespace", &r.namespace)?;
+    let timeout = gateway_route(r, mapped)?;
     Ok(Agent {
         backend: Backend {
             namespace: namespace.clone(),
@@ -34,50 +53,120 @@ fn entry(
         name,
         namespace,
         kind,
-        timeout: r.duration("spec.gatewayRoute.timeout")?,
+        timeout,
         models,
         hosts: Vec::new(),
         a2a: None,
         source: source(r),
         document: r.document.clone(),
+        created: r.created.clone(),
     })
 }
 
-pub fn agent(r: &Resource, notes: &mut Vec<String>) -> Result<Vec<Agent>, GenerateError> {
+/// The spec, and its keys that look like a misspelling of one read.
+fn spec<'r>(
+    r: &'r Resource,
+    read: &[&str],
+    mapped: &mut Mapped,
+) -> Result<Option<&'r Value>, GenerateError> {
+    let spec = r.object("spec")?;
+    if let Some(spec) = spec {
+        r.near_misses(spec, "spec", read, &[], &mut mapped.warnings);
+    }
+    Ok(spec)
+}
+
+pub fn agent(r: &Resource, mapped: &mut Mapped) -> Result<Vec<Agent>, GenerateError> {
+    spec(r, &["agentNetwork", "gatewayRoute"], mapped)?;
+    if let Some(network) = r.object("spec.agentNetwork")? {
+        r.near_misses(
+            network,
+            "spec.agentNetwork",
+            &["expose"],
+            &["access"],
+            &mut mapped.warnings,
+        );
+    }
     if r.boolean("spec.agentNetwork.expose")? == Some(false) {
-        notes.push(format!(
+        mapped.notes.push(format!(
             "{}: skipped, agentNetwork.expose is false (no Service, no route)",
             source(r)
         ));
         return Ok(Vec::new());
     }
-    Ok(vec![entry(r, Kind::Agent, "agent", 8000, Vec::new())?])
+    Ok(vec![entry(
+        r,
+        Kind::Agent,
+        "agent",
+        8000,
+        Vec::new(),
+        mapped,
+    )?])
 }
 
-pub fn model_api(r: &Resource) -> Result<Vec<Agent>, GenerateError> {
+pub fn model_api(r: &Resource, mapped: &mut Mapped) -> Result<Vec<Agent>, GenerateError> {
+    spec(
+        r,
+        &[
+            "mode",
+            "proxyConfig",
+            "hostedConfig",
+            "serverConfig",
+            "gatewayRoute",
+        ],
+        mapped,
+    )?;
+    // Both shapes are read strictly whatever the mode: `hostedConfig: 7` is
+    // a broken resource, not a Proxy without models.
+    for config in ["spec.proxyConfig", "spec.hostedConfig", "spec.serverConfig"] {
+        r.object(config)?;
+    }
     let mode = r.string("spec.mode")?.unwrap_or("Proxy");
     let (port, models) = match mode {
         "Proxy" => {
+            if let Some(proxy) = r.object("spec.proxyConfig")? {
+                r.near_misses(
+                    proxy,
+                    "spec.proxyConfig",
+                    &["models"],
+                    &["provider", "apiKey", "apiBase", "env", "configYaml"],
+                    &mut mapped.warnings,
+                );
+            }
             let mut models = Vec::new();
             for (i, m) in r.array("spec.proxyConfig.models")?.iter().enumerate() {
+                let field = format!("spec.proxyConfig.models[{i}]");
                 match m {
-                    Value::String(s) if !s.is_empty() => models.push(s.clone()),
+                    Value::String(s) if !s.is_empty() => models.push(Claim {
+                        value: s.clone(),
+                        field,
+                    }),
                     other => {
-                        return Err(r.error(
-                            &format!("spec.proxyConfig.models[{i}]"),
-                            format!("expected a model id, found {other}"),
-                        ))
+                        return Err(r.error(&field, format!("expected a model id, found {other}")))
                     }
                 }
             }
             (8000, models)
         }
         "Hosted" => {
+            for config in ["spec.hostedConfig", "spec.serverConfig"] {
+                if let Some(hosted) = r.object(config)? {
+                    r.near_misses(hosted, config, &["model"], &["env"], &mut mapped.warnings);
+                }
+            }
             let model = match r.string("spec.hostedConfig.model")? {
-                Some(m) => Some(m),
-                None => r.string("spec.serverConfig.model")?,
+                Some(m) => Some(("spec.hostedConfig.model", m)),
+                None => r
+                    .string("spec.serverConfig.model")?
+                    .map(|m| ("spec.serverConfig.model", m)),
             };
-            (11434, model.map(str::to_string).into_iter().collect())
+            let claims = model
+                .filter(|(_, m)| !m.is_empty())
+                .map(|(field, m)| Claim {
+                    value: m.to_string(),
+                    field: field.to_string(),
+                });
+            (11434, claims.into_iter().collect())
         }
         other => {
             return Err(r.error(
@@ -86,17 +175,31 @@ pub fn model_api(r: &Resource) -> Result<Vec<Agent>, GenerateError> {
             ))
         }
     };
-    Ok(vec![entry(r, Kind::ModelApi, "modelapi", port, models)?])
+    Ok(vec![entry(
+        r,
+        Kind::ModelApi,
+        "modelapi",
+        port,
+        models,
+        mapped,
+    )?])
 }
 
-pub fn mcp_server(r: &Resource) -> Result<Vec<Agent>, GenerateError> {
-    Ok(vec![entry(r, Kind::Mcp, "mcpserver", 8000, Vec::new())?])
+pub fn mcp_server(r: &Resource, mapped: &mut Mapped) -> Result<Vec<Agent>, GenerateError> {
+    spec(r, &["gatewayRoute"], mapped)?;
+    Ok(vec![entry(
+        r,
+        Kind::Mcp,
+        "mcpserver",
+        8000,
+        Vec::new(),
+        mapped,
+    )?])
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::map_resources;
-    use super::super::tests::resources;
+    use super::super::tests::{left_out, mapped_trusting};
 
     /// name, kind, token, models, timeout of an entry.
     type Row = (String, &'static str, String, Vec<String>, Option<String>);
@@ -129,7 +232,8 @@ kind: MCPServer
 metadata: {name: echo, namespace: a}
 spec: {}
 ";
-        let mapped = map_resources(&resources(input)).unwrap();
+        // `openai/*` is a pattern: granted to a trusted namespace only.
+        let mapped = mapped_trusting(input, &[], &["m"]);
         let got: Vec<Row> = mapped
             .agents
             .iter()
@@ -138,7 +242,7 @@ spec: {}
                     a.name.clone(),
                     a.kind.as_str(),
                     a.backend.token(),
-                    a.models.clone(),
+                    a.model_ids(),
                     a.timeout.clone(),
                 )
             })
@@ -186,17 +290,15 @@ spec: {}
     fn bad_fields_name_the_path() {
         let input = "apiVersion: kaos.tools/v1alpha1\nkind: ModelAPI\nmetadata: {name: p, namespace: m}\nspec: {mode: Remote}\n";
         assert_eq!(
-            map_resources(&resources(input)).unwrap_err().to_string(),
+            left_out(input),
             "t.yaml: document 1: kaos.tools ModelAPI m/p: spec.mode: expected Proxy or Hosted, found \"Remote\""
         );
         let input = "apiVersion: kaos.tools/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {gatewayRoute: {timeout: 5 minutes}}\n";
-        assert!(map_resources(&resources(input))
-            .unwrap_err()
-            .to_string()
+        assert!(left_out(input)
             .starts_with("t.yaml: document 1: kaos.tools Agent default/a: spec.gatewayRoute.timeout: invalid duration"));
         let input = "apiVersion: kaos.tools/v1alpha1\nkind: ModelAPI\nmetadata: {name: p}\nspec: {proxyConfig: {models: [7]}}\n";
         assert_eq!(
-            map_resources(&resources(input)).unwrap_err().to_string(),
+            left_out(input),
             "t.yaml: document 1: kaos.tools ModelAPI default/p: spec.proxyConfig.models[0]: expected a model id, found 7"
         );
     }

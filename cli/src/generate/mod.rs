@@ -12,11 +12,18 @@
 //!
 //! Output is sorted (entries by namespace and name, Services by name), so
 //! the same resources give byte-identical output whatever their order.
+//!
+//! Many tenants share one gateway: [`trust`] decides what a resource may
+//! claim (hosts, pattern model ids) and which of two clashing resources
+//! keeps a claim, and a resource that cannot be read is left out (said in
+//! [`Output::left_out`]) instead of stopping everyone's update.
 
 pub mod agentic_layer;
 pub mod emit;
 pub mod kaos;
 pub mod omnia;
+mod read;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,148 +31,8 @@ use std::fmt;
 use serde_json::Value;
 
 pub use emit::{emit, Dispatch, Options, Output, Target};
-
-/// A resource the mapping cannot read: which document, which object, which
-/// field, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenerateError {
-    /// `FILE: document 2 items[0]`, or the input name alone.
-    pub document: String,
-    /// `kaos.tools Agent prod/coordinator`; empty when the document itself
-    /// is unreadable.
-    pub resource: String,
-    /// `spec.gatewayRoute.timeout`; empty when not about one field.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for GenerateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.document)?;
-        if !self.resource.is_empty() {
-            write!(f, ": {}", self.resource)?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for GenerateError {}
-
-/// One Kubernetes object of the input.
-#[derive(Debug, Clone)]
-pub struct Resource {
-    /// Where it is, for errors: `FILE: document 2`, `FILE: document 1 items[3]`.
-    pub document: String,
-    /// The API group (`kaos.tools`; empty for the core group).
-    pub group: String,
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    pub object: Value,
-}
-
-impl Resource {
-    /// `kaos.tools Agent prod/coordinator`.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} {} {}/{}",
-            self.group, self.kind, self.namespace, self.name
-        )
-    }
-
-    pub fn error(&self, field: &str, message: impl Into<String>) -> GenerateError {
-        GenerateError {
-            document: self.document.clone(),
-            resource: self.describe(),
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// The value at a dotted path (`spec.gatewayRoute.timeout`), if present
-    /// and not null.
-    pub fn get(&self, path: &str) -> Option<&Value> {
-        let mut node = &self.object;
-        for key in path.split('.') {
-            node = node.get(key)?;
-        }
-        (!node.is_null()).then_some(node)
-    }
-
-    pub fn string(&self, path: &str) -> Result<Option<&str>, GenerateError> {
-        match self.get(path) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(self.error(
-                path,
-                format!("expected a string, found {}", type_name(other)),
-            )),
-        }
-    }
-
-    pub fn boolean(&self, path: &str) -> Result<Option<bool>, GenerateError> {
-        match self.get(path) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(other) => Err(self.error(
-                path,
-                format!("expected a boolean, found {}", type_name(other)),
-            )),
-        }
-    }
-
-    pub fn array(&self, path: &str) -> Result<&[Value], GenerateError> {
-        match self.get(path) {
-            None => Ok(&[]),
-            Some(Value::Array(items)) => Ok(items),
-            Some(other) => Err(self.error(
-                path,
-                format!("expected an array, found {}", type_name(other)),
-            )),
-        }
-    }
-
-    /// A TCP port at `path` of `value` (`field` names it in errors).
-    pub fn port_in(
-        &self,
-        value: &Value,
-        key: &str,
-        field: &str,
-    ) -> Result<Option<u16>, GenerateError> {
-        match value.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|n| *n > 0)
-                .map(Some)
-                .ok_or_else(|| self.error(field, format!("expected a port (1-65535), found {v}"))),
-        }
-    }
-
-    /// A duration the filter accepts, as written.
-    pub fn duration(&self, path: &str) -> Result<Option<String>, GenerateError> {
-        let Some(text) = self.string(path)? else {
-            return Ok(None);
-        };
-        agentroute::config::parse_duration_ms(text).map_err(|e| self.error(path, e))?;
-        Ok(Some(text.to_string()))
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use read::{read_resources, GenerateError, Read, Resource};
+pub use trust::Trust;
 
 /// What an entry is, as agentroute names kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -227,21 +94,55 @@ pub struct Agent {
     pub kind: Kind,
     pub backend: Backend,
     pub timeout: Option<String>,
-    pub models: Vec<String>,
-    pub hosts: Vec<String>,
+    /// OpenAI model ids (and patterns) the resource claims.
+    pub models: Vec<Claim>,
+    /// Host names (and `*.` patterns) the resource claims.
+    pub hosts: Vec<Claim>,
     pub a2a: Option<A2a>,
     /// The resource it came from (`KAOS Agent prod/coordinator`) and
     /// where (`FILE: document 2`), for messages.
     pub source: String,
     pub document: String,
+    /// The resource's `metadata.creationTimestamp`: the older resource
+    /// keeps a claim two resources make ([`trust`]).
+    pub created: Option<String>,
 }
 
-/// What a platform module makes of the resources.
+impl Agent {
+    /// `namespace/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn model_ids(&self) -> Vec<String> {
+        self.models.iter().map(|c| c.value.clone()).collect()
+    }
+
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts.iter().map(|c| c.value.clone()).collect()
+    }
+}
+
+/// A model id or host a resource claims, and the field it came from (for
+/// the warning when it is not granted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub value: String,
+    /// `spec.proxyConfig.models[0]`, `spec.facades[0].expose.host`.
+    pub field: String,
+}
+
+/// What the platform modules make of the resources.
 #[derive(Debug, Default)]
 pub struct Mapped {
     pub agents: Vec<Agent>,
     /// One line each on stderr: resources skipped and why.
     pub notes: Vec<String>,
+    /// Probably not what the resource meant: a claim not granted or lost
+    /// to an older resource, a misspelt field.
+    pub warnings: Vec<String>,
+    /// Resources that could not be read, left out: the run is partial.
+    pub left_out: Vec<GenerateError>,
 }
 
 /// API groups of the KAOS kinds: `kaos.tools`, and `ethical.institute`,
@@ -250,112 +151,57 @@ pub const KAOS_GROUPS: [&str; 2] = ["kaos.tools", "ethical.institute"];
 pub const AGENTIC_LAYER_GROUP: &str = "runtime.agentic-layer.ai";
 pub const OMNIA_GROUP: &str = "omnia.altairalabs.ai";
 
-/// Every Kubernetes object in `input` (multi-document YAML or JSON; a
-/// `kind: List` is opened), each with its place for errors. `name` is the
-/// input's name (a file, `<stdin>`).
-pub fn read_resources(name: &str, input: &str) -> Result<Vec<Resource>, GenerateError> {
-    let docs = crate::check::documents(input).map_err(|e| GenerateError {
-        document: name.to_string(),
-        resource: String::new(),
-        field: String::new(),
-        message: e.0,
-    })?;
-    let mut out = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
-        if doc.is_null() {
-            continue;
-        }
-        let place = format!("{name}: document {}", i + 1);
-        collect(doc, &place, &mut out)?;
-    }
-    Ok(out)
-}
+/// Kinds of the platforms' groups, for a near miss (`kind: Agents`) said
+/// as a warning rather than passed over as another kind.
+const MAPPED_KINDS: [&str; 5] = [
+    "Agent",
+    "AgentGateway",
+    "ModelAPI",
+    "MCPServer",
+    "AgentRuntime",
+];
+const MAPPED_GROUPS: [&str; 4] = [
+    AGENTIC_LAYER_GROUP,
+    OMNIA_GROUP,
+    KAOS_GROUPS[0],
+    KAOS_GROUPS[1],
+];
 
-fn collect(doc: &Value, place: &str, out: &mut Vec<Resource>) -> Result<(), GenerateError> {
-    let bad = |field: &str, message: &str| GenerateError {
-        document: place.to_string(),
-        resource: String::new(),
-        field: field.to_string(),
-        message: message.to_string(),
-    };
-    let Some(object) = doc.as_object() else {
-        return Err(bad(
-            "",
-            "expected a Kubernetes object (a map with apiVersion and kind)",
-        ));
-    };
-    let api_version = match object.get("apiVersion") {
-        Some(Value::String(v)) => v.as_str(),
-        _ => return Err(bad("apiVersion", "required (a string)")),
-    };
-    let kind = match object.get("kind") {
-        Some(Value::String(k)) => k.as_str(),
-        _ => return Err(bad("kind", "required (a string)")),
-    };
-    if kind == "List" || kind.ends_with("List") && object.contains_key("items") {
-        let items = match object.get("items") {
-            Some(Value::Array(items)) => items,
-            None | Some(Value::Null) => return Ok(()),
-            Some(_) => return Err(bad("items", "expected an array")),
-        };
-        for (i, item) in items.iter().enumerate() {
-            collect(item, &format!("{place} items[{i}]"), out)?;
-        }
-        return Ok(());
-    }
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let meta = object.get("metadata");
-    let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
-    let Some(name) = field("name") else {
-        return Err(GenerateError {
-            document: place.to_string(),
-            resource: format!("{group} {kind}"),
-            field: "metadata.name".into(),
-            message: "required (a string)".into(),
-        });
-    };
-    out.push(Resource {
-        document: place.to_string(),
-        group: group.to_string(),
-        kind: kind.to_string(),
-        namespace: field("namespace").unwrap_or("default").to_string(),
-        name: name.to_string(),
-        object: doc.clone(),
-    });
-    Ok(())
-}
-
-/// Maps every resource: the agents sorted by namespace and name, notes for
-/// what was skipped (one line per kind the mapping does not know).
-pub fn map_resources(resources: &[Resource]) -> Result<Mapped, GenerateError> {
+/// Maps every resource under `trust`: the agents sorted by namespace and
+/// name, notes for what was skipped (one line per kind the mapping does not
+/// know), warnings for claims not granted, and the resources that could not
+/// be read (left out: the others are still mapped).
+pub fn map_resources(resources: &[Resource], trust: &Trust) -> Mapped {
     let mut mapped = Mapped::default();
     let gateways: Vec<&Resource> = resources
         .iter()
         .filter(|r| r.group == AGENTIC_LAYER_GROUP && r.kind == "AgentGateway")
         .collect();
-    let gateway_timeout = agentic_layer::gateway_timeout(&gateways, &mut mapped.notes)?;
+    let timeouts = agentic_layer::gateway_timeouts(&gateways, trust, &mut mapped);
     let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
     for r in resources {
         let agents = match (r.group.as_str(), r.kind.as_str()) {
-            (AGENTIC_LAYER_GROUP, "Agent") => {
-                agentic_layer::agent(r, &gateway_timeout, &mut mapped.notes)?
-            }
-            (AGENTIC_LAYER_GROUP, "AgentGateway") => Vec::new(),
-            (g, "Agent") if KAOS_GROUPS.contains(&g) => kaos::agent(r, &mut mapped.notes)?,
-            (g, "ModelAPI") if KAOS_GROUPS.contains(&g) => kaos::model_api(r)?,
-            (g, "MCPServer") if KAOS_GROUPS.contains(&g) => kaos::mcp_server(r)?,
-            (OMNIA_GROUP, "AgentRuntime") => omnia::agent_runtime(r, &mut mapped.notes)?,
+            (AGENTIC_LAYER_GROUP, "Agent") => agentic_layer::agent(r, &timeouts, &mut mapped),
+            (AGENTIC_LAYER_GROUP, "AgentGateway") => Ok(Vec::new()),
+            (g, "Agent") if KAOS_GROUPS.contains(&g) => kaos::agent(r, &mut mapped),
+            (g, "ModelAPI") if KAOS_GROUPS.contains(&g) => kaos::model_api(r, &mut mapped),
+            (g, "MCPServer") if KAOS_GROUPS.contains(&g) => kaos::mcp_server(r, &mut mapped),
+            (OMNIA_GROUP, "AgentRuntime") => omnia::agent_runtime(r, &mut mapped),
             _ => {
+                near_miss_kind(r, &mut mapped.warnings);
                 let api = if r.group.is_empty() {
                     "v1".to_string()
                 } else {
                     r.group.clone()
                 };
                 *unknown.entry(format!("{api} {}", r.kind)).or_default() += 1;
-                Vec::new()
+                Ok(Vec::new())
             }
         };
-        mapped.agents.extend(agents);
+        match agents {
+            Ok(agents) => mapped.agents.extend(agents),
+            Err(e) => mapped.left_out.push(e),
+        }
     }
     if !unknown.is_empty() {
         let kinds: Vec<String> = unknown.iter().map(|(k, n)| format!("{k} ({n})")).collect();
@@ -364,59 +210,99 @@ pub fn map_resources(resources: &[Resource]) -> Result<Mapped, GenerateError> {
             kinds.join(", ")
         ));
     }
+    let agents = std::mem::take(&mut mapped.agents);
+    mapped.agents = trust::grant(agents, trust, &mut mapped.warnings);
     mapped
         .agents
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    refuse_clashes(&mapped.agents)?;
-    Ok(mapped)
+    mapped
 }
 
-/// Two resources giving one identity, model id or host would be refused by
-/// the filter: said here with both sources instead.
-fn refuse_clashes(agents: &[Agent]) -> Result<(), GenerateError> {
-    let mut ids: BTreeMap<(String, String), &Agent> = BTreeMap::new();
-    let mut models: BTreeMap<&str, &Agent> = BTreeMap::new();
-    let mut hosts: BTreeMap<String, &Agent> = BTreeMap::new();
-    let clash = |a: &Agent, first: &Agent, what: String| GenerateError {
-        document: a.document.clone(),
-        resource: a.source.clone(),
-        field: String::new(),
-        message: format!(
-            "{what} is already generated from {}: rename one of them",
-            first.source
-        ),
+/// `kind: Agents` in a platform's group, or `kaos.tool` for a platform's
+/// kind: a typo that would leave the resource out in silence.
+fn near_miss_kind(r: &Resource, warnings: &mut Vec<String>) {
+    let known_group = MAPPED_GROUPS.contains(&r.group.as_str());
+    let near_group = MAPPED_GROUPS
+        .iter()
+        .find(|g| crate::check::is_misspelling(&r.group, g));
+    let near_kind = MAPPED_KINDS
+        .iter()
+        .find(|k| crate::check::is_misspelling(&r.kind, k));
+    let meant = match (known_group, near_group, near_kind) {
+        (true, _, Some(kind)) => format!("kind {kind}"),
+        (false, Some(group), _) if MAPPED_KINDS.contains(&r.kind.as_str()) => {
+            format!("API group {group}")
+        }
+        _ => return,
     };
-    for a in agents {
-        let key = (a.namespace.clone(), a.name.clone());
-        if let Some(first) = ids.insert(key, a) {
-            return Err(clash(a, first, format!("entry {}/{}", a.namespace, a.name)));
-        }
-        for m in &a.models {
-            if let Some(first) = models.insert(m, a) {
-                return Err(clash(a, first, format!("model id {m:?}")));
-            }
-        }
-        for h in &a.hosts {
-            if let Some(first) = hosts.insert(h.to_ascii_lowercase(), a) {
-                return Err(clash(a, first, format!("host {h:?}")));
-            }
-        }
-    }
-    Ok(())
+    warnings.push(format!(
+        "{} {} {}/{}: not a kind agentroute maps, skipped (did you mean {meant}?)",
+        r.group, r.kind, r.namespace, r.name
+    ));
 }
 
-/// Reads every input (name, text), maps the resources and writes the
-/// target: what `agentroute generate` prints, with its notes for stderr.
-pub fn generate(inputs: &[(String, String)], options: &Options) -> Result<Output, String> {
-    let mut resources = Vec::new();
-    for (name, text) in inputs {
-        resources.extend(read_resources(name, text).map_err(|e| e.to_string())?);
+/// Why `generate` wrote nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The input or a flag is unusable (exit 1).
+    Error(String),
+    /// The result would route nothing: an empty configuration without
+    /// `--allow-empty` (exit 4), so that a pruning apply never deletes every
+    /// route. `output` has the notes, warnings and resources left out that
+    /// explain it (and no text).
+    Empty { why: String, output: Box<Output> },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Error(why) | Refusal::Empty { why, .. } => f.write_str(why),
+        }
     }
-    let mapped = map_resources(&resources).map_err(|e| e.to_string())?;
-    let mut output = emit(&mapped.agents, options)?;
+}
+
+impl std::error::Error for Refusal {}
+
+/// Reads every input (name, text), maps the resources under the trust
+/// model and writes the target: what `agentroute generate` prints, with its
+/// notes, warnings and the resources left out for stderr.
+pub fn generate(inputs: &[(String, String)], options: &Options) -> Result<Output, Refusal> {
+    let mut resources = Vec::new();
+    let mut unreadable = Vec::new();
+    for (name, text) in inputs {
+        let read = read_resources(name, text).map_err(|e| Refusal::Error(e.to_string()))?;
+        resources.extend(read.resources);
+        unreadable.extend(read.unreadable);
+    }
+    let mut mapped = map_resources(&resources, &options.trust);
+    unreadable.append(&mut mapped.left_out);
+    let mut output = emit(&mapped.agents, options).map_err(Refusal::Error)?;
     let mut notes = mapped.notes;
     notes.append(&mut output.notes);
     output.notes = notes;
+    let mut warnings = mapped.warnings;
+    warnings.append(&mut output.warnings);
+    output.warnings = warnings;
+    let mut left_out: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
+    left_out.append(&mut output.left_out);
+    output.left_out = left_out;
+    if output.entries == 0 && !options.allow_empty {
+        let mut why = format!(
+            "refusing to write a configuration without agents (from {} resource(s), {} left out): \
+             applied with --prune it would delete every route. A misspelt kind or API group, \
+             or a `kubectl get` that found nothing, are the usual causes; --allow-empty writes it",
+            resources.len(),
+            output.left_out.len()
+        );
+        if !output.left_out.is_empty() {
+            why.push_str(" (the resources left out are listed above)");
+        }
+        output.text.clear();
+        return Err(Refusal::Empty {
+            why,
+            output: Box::new(output),
+        });
+    }
     Ok(output)
 }
 
@@ -445,6 +331,24 @@ pub fn read_base(name: &str, text: &str) -> Result<serde_json::Map<String, Value
         )),
         Err(e) => Err(format!("--base {name}: {e}")),
     }
+}
+
+/// The plugin image a `--base` WasmPlugin (`spec.url`, `oci://` dropped) or
+/// EnvoyExtensionPolicy (`spec.wasm[0].code.image.url`) names, if any.
+pub fn image_of_base(text: &str) -> Option<String> {
+    let docs = crate::check::documents(text).ok()?;
+    docs.iter().find_map(|doc| {
+        let kind = doc.get("kind").and_then(Value::as_str)?;
+        let url = match kind {
+            "WasmPlugin" => doc.pointer("/spec/url"),
+            "EnvoyExtensionPolicy" => doc.pointer("/spec/wasm/0/code/image/url"),
+            _ => None,
+        }?
+        .as_str()?;
+        let image = url.strip_prefix("oci://").unwrap_or(url);
+        (!image.is_empty() && !url.starts_with("file://") && !url.starts_with("http"))
+            .then(|| image.to_string())
+    })
 }
 
 /// How messages name a platform by its API group.
@@ -493,9 +397,37 @@ pub fn dns_label(r: &Resource, field: &str, value: &str) -> Result<String, Gener
 pub(crate) mod tests {
     use super::*;
 
-    /// The resources of one YAML text, named `t.yaml`.
+    /// The resources of one YAML text, named `t.yaml` (all readable).
     pub(crate) fn resources(yaml: &str) -> Vec<Resource> {
-        read_resources("t.yaml", yaml).unwrap()
+        let read = read_resources("t.yaml", yaml).unwrap();
+        assert!(read.unreadable.is_empty(), "{:?}", read.unreadable);
+        read.resources
+    }
+
+    /// What one YAML text maps to, trusting no one.
+    pub(crate) fn mapped(yaml: &str) -> Mapped {
+        map_resources(&resources(yaml), &Trust::default())
+    }
+
+    /// What one YAML text maps to with `--allow-hosts` and
+    /// `--trust-namespace`.
+    pub(crate) fn mapped_trusting(yaml: &str, hosts: &[&str], namespaces: &[&str]) -> Mapped {
+        let trust = Trust {
+            allow_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            trusted_namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        };
+        map_resources(&resources(yaml), &trust)
+    }
+
+    /// The one resource of `yaml` left out, as said on stderr: nothing of it
+    /// is generated.
+    pub(crate) fn left_out(yaml: &str) -> String {
+        let mapped = mapped(yaml);
+        assert!(mapped.agents.is_empty(), "{:?}", mapped.agents);
+        let [error] = mapped.left_out.as_slice() else {
+            panic!("one resource left out: {:?}", mapped.left_out)
+        };
+        error.to_string()
     }
 
     #[test]
@@ -519,25 +451,32 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn malformed_documents_say_where() {
-        let err = read_resources(
+    fn malformed_objects_are_left_out_and_the_others_read() {
+        let read = read_resources(
             "f.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\nkind: Agent\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\nkind: Agent\n---\n\
+             apiVersion: kaos.tools/v1alpha1\nkind: Agent\nmetadata: {}\n---\n\
+             apiVersion: kaos.tools/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: 7}\n---\n\
+             apiVersion: kaos.tools/v1alpha1\nkind: Agent\n\
+             metadata: {name: b, namespace: n, creationTimestamp: '2025-01-02T03:04:05Z'}\n",
         )
-        .unwrap_err();
+        .unwrap();
+        let errors: Vec<String> = read.unreadable.iter().map(ToString::to_string).collect();
         assert_eq!(
-            err.to_string(),
-            "f.yaml: document 2: apiVersion: required (a string)"
+            errors,
+            [
+                "f.yaml: document 2: apiVersion: required (a string)",
+                "f.yaml: document 3: kaos.tools Agent: metadata.name: required (a string)",
+                "f.yaml: document 4: kaos.tools Agent: metadata.namespace: expected a string",
+            ]
         );
-        let err = read_resources(
-            "f.yaml",
-            "apiVersion: kaos.tools/v1alpha1\nkind: Agent\nmetadata: {}\n",
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "f.yaml: document 1: kaos.tools Agent: metadata.name: required (a string)"
-        );
+        let names: Vec<(&str, Option<&str>)> = read
+            .resources
+            .iter()
+            .map(|r| (r.name.as_str(), r.created.as_deref()))
+            .collect();
+        assert_eq!(names, [("x", None), ("b", Some("2025-01-02T03:04:05Z"))]);
+        // Input that is not YAML at all is an error of its own.
         let err = read_resources("f.yaml", "a: [\n").unwrap_err();
         assert!(
             err.to_string()
@@ -547,19 +486,48 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn unknown_kinds_are_one_note_each_and_clashes_are_refused() {
-        let input = "{apiVersion: v1, kind: Secret, metadata: {name: a}}\n---\n{apiVersion: v1, kind: Secret, metadata: {name: b}}\n---\n{apiVersion: apps/v1, kind: Deployment, metadata: {name: c}}\n";
-        let mapped = map_resources(&resources(input)).unwrap();
-        assert!(mapped.agents.is_empty());
+    fn a_path_through_a_non_object_is_an_error_not_a_missing_field() {
+        let r = &resources(
+            "apiVersion: kaos.tools/v1alpha1\nkind: ModelAPI\nmetadata: {name: m, namespace: n}\n\
+             spec: {mode: Hosted, hostedConfig: 7}\n",
+        )[0];
         assert_eq!(
-            mapped.notes,
+            r.string("spec.hostedConfig.model").unwrap_err().to_string(),
+            "t.yaml: document 1: kaos.tools ModelAPI n/m: spec.hostedConfig: expected an object, found a number"
+        );
+        assert_eq!(r.string("spec.nothing.here").unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_kinds_are_one_note_each_and_near_misses_a_warning() {
+        let input = "{apiVersion: v1, kind: Secret, metadata: {name: a}}\n---\n{apiVersion: v1, kind: Secret, metadata: {name: b}}\n---\n{apiVersion: apps/v1, kind: Deployment, metadata: {name: c}}\n";
+        let m = mapped(input);
+        assert!(m.agents.is_empty());
+        assert_eq!(
+            m.notes,
             ["skipped kinds agentroute does not map: apps Deployment (1), v1 Secret (2)"]
         );
-        let twice = "{apiVersion: kaos.tools/v1alpha1, kind: Agent, metadata: {name: a, namespace: n}}\n---\n{apiVersion: kaos.tools/v1alpha1, kind: MCPServer, metadata: {name: a, namespace: n}}\n";
-        let err = map_resources(&resources(twice)).unwrap_err();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let typos = "{apiVersion: kaos.tools/v1alpha1, kind: Agents, metadata: {name: a, namespace: n}}\n---\n{apiVersion: kaos.tool/v1alpha1, kind: ModelAPI, metadata: {name: m, namespace: n}}\n";
         assert_eq!(
-            err.to_string(),
-            "t.yaml: document 2: KAOS MCPServer n/a: entry n/a is already generated from KAOS Agent n/a: rename one of them"
+            mapped(typos).warnings,
+            [
+                "kaos.tools Agents n/a: not a kind agentroute maps, skipped (did you mean kind Agent?)",
+                "kaos.tool ModelAPI n/m: not a kind agentroute maps, skipped (did you mean API group kaos.tools?)",
+            ]
+        );
+    }
+
+    #[test]
+    fn misspelt_fields_next_to_those_read_are_warnings() {
+        let input =
+            "apiVersion: kaos.tools/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: n}\n\
+                     spec: {agentNetwork: {exposed: false, access: []}, modelAPI: m}\n";
+        let m = mapped(input);
+        assert_eq!(m.agents.len(), 1, "still generated: expose is not false");
+        assert_eq!(
+            m.warnings,
+            ["KAOS Agent n/a: spec.agentNetwork.exposed: unknown field, ignored (did you mean expose?)"]
         );
     }
 }

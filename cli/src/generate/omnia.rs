@@ -10,10 +10,14 @@
 //! A facade's `expose.host` becomes a host route of its entry. Management
 //! ports (`*-mgmt`) are never routed. `spec.facades[]` (beta.17 and later) and
 //! the older `spec.facade` (with `spec.a2a` for a second, A2A port) both read.
+//!
+//! A host claim is granted or not by the trust model ([`super::trust`]).
+//! Every field read is read strictly (a wrong type leaves the resource
+//! out); a key that looks like a misspelling of one read is a warning.
 
 use serde_json::Value;
 
-use super::{dns_label, source, A2a, Agent, Backend, GenerateError, Kind, Resource};
+use super::{dns_label, source, A2a, Agent, Backend, Claim, GenerateError, Kind, Mapped, Resource};
 
 const FACADE_PORT: u16 = 8080;
 const A2A_PORT: u16 = 9999;
@@ -29,11 +33,23 @@ struct Facade<'a> {
     item: &'a Value,
 }
 
-fn facades(r: &Resource) -> Result<Vec<Facade<'_>>, GenerateError> {
+fn facades<'r>(r: &'r Resource, mapped: &mut Mapped) -> Result<Vec<Facade<'r>>, GenerateError> {
     let mut out = Vec::new();
+    if let Some(spec) = r.object("spec")? {
+        r.near_misses(
+            spec,
+            "spec",
+            &["facades", "facade", "a2a", "mcp"],
+            &[],
+            &mut mapped.warnings,
+        );
+    }
     let list = r.array("spec.facades")?;
     let (items, base): (Vec<&Value>, &str) = if list.is_empty() {
-        (r.get("spec.facade").into_iter().collect(), "spec.facade")
+        (
+            r.object("spec.facade")?.into_iter().collect(),
+            "spec.facade",
+        )
     } else {
         (list.iter().collect(), "spec.facades")
     };
@@ -43,16 +59,33 @@ fn facades(r: &Resource) -> Result<Vec<Facade<'_>>, GenerateError> {
         } else {
             format!("{base}[{i}]")
         };
-        let kind = match item.get("type") {
-            None | Some(Value::Null) => "websocket".to_string(),
-            Some(Value::String(t)) => t.clone(),
-            Some(other) => {
-                return Err(r.error(
-                    &format!("{field}.type"),
-                    format!("expected a string, found {other}"),
-                ))
-            }
+        let Some(item) = r.object_value(Some(item), &field)? else {
+            return Err(r.error(&field, "expected a facade (an object), found null"));
         };
+        r.near_misses(
+            item,
+            &field,
+            &["type", "port", "expose", "a2a", "mcp"],
+            &["handler"],
+            &mut mapped.warnings,
+        );
+        for nested in ["a2a", "mcp"] {
+            r.object_value(item.get(nested), &format!("{field}.{nested}"))?;
+        }
+        if let Some(expose) = r.object_value(item.get("expose"), &format!("{field}.expose"))? {
+            r.near_misses(
+                expose,
+                &format!("{field}.expose"),
+                &["enabled", "host"],
+                &[],
+                &mut mapped.warnings,
+            );
+            r.boolean_in(expose, "enabled", &format!("{field}.expose.enabled"))?;
+        }
+        let kind = r
+            .string_in(item, "type", &format!("{field}.type"))?
+            .unwrap_or("websocket")
+            .to_string();
         if !["websocket", "a2a", "rest", "mcp", "custom"].contains(&kind.as_str()) {
             return Err(r.error(
                 &format!("{field}.type"),
@@ -64,10 +97,10 @@ fn facades(r: &Resource) -> Result<Vec<Facade<'_>>, GenerateError> {
     Ok(out)
 }
 
-pub fn agent_runtime(r: &Resource, notes: &mut Vec<String>) -> Result<Vec<Agent>, GenerateError> {
+pub fn agent_runtime(r: &Resource, mapped: &mut Mapped) -> Result<Vec<Agent>, GenerateError> {
     let name = dns_label(r, "metadata.name", &r.name)?;
     let namespace = dns_label(r, "metadata.namespace", &r.namespace)?;
-    let facades = facades(r)?;
+    let facades = facades(r, mapped)?;
     let by_kind = |k: &str| facades.iter().find(|f| f.kind == k);
     let primary = ["websocket", "rest", "a2a", "custom"]
         .into_iter()
@@ -98,9 +131,10 @@ pub fn agent_runtime(r: &Resource, notes: &mut Vec<String>) -> Result<Vec<Agent>
             }),
             source: source(r),
             document: r.document.clone(),
+            created: r.created.clone(),
         })
     };
-    let legacy_a2a = r.get("spec.a2a");
+    let legacy_a2a = r.object("spec.a2a")?;
     let primary_port = match primary {
         Some(p) => r
             .port_in(p.item, "port", &format!("{}.port", p.field))?
@@ -123,7 +157,7 @@ pub fn agent_runtime(r: &Resource, notes: &mut Vec<String>) -> Result<Vec<Agent>
         out.push(make(format!("{name}-a2a"), Kind::Agent, port, true, f)?);
     } else if let (Some(p), Some(spec_a2a)) = (primary, legacy_a2a) {
         // The older shape: `spec.a2a` beside a websocket facade.
-        if p.kind != "a2a" && spec_a2a.is_object() {
+        if p.kind != "a2a" {
             let port = r
                 .port_in(spec_a2a, "port", "spec.a2a.port")?
                 .unwrap_or(A2A_PORT);
@@ -131,7 +165,7 @@ pub fn agent_runtime(r: &Resource, notes: &mut Vec<String>) -> Result<Vec<Agent>
         }
     }
     if let Some(f) = by_kind("mcp") {
-        let port = secondary_port(r, f, "mcp", r.get("spec.mcp"), primary_port, MCP_PORT)?;
+        let port = secondary_port(r, f, "mcp", r.object("spec.mcp")?, primary_port, MCP_PORT)?;
         let entry_name = if primary.is_some() {
             format!("{name}-mcp")
         } else {
@@ -140,13 +174,15 @@ pub fn agent_runtime(r: &Resource, notes: &mut Vec<String>) -> Result<Vec<Agent>
         out.push(make(entry_name, Kind::Mcp, port, false, f)?);
     }
     if out.is_empty() {
-        notes.push(format!("{}: skipped, no facade to route", source(r)));
+        mapped
+            .notes
+            .push(format!("{}: skipped, no facade to route", source(r)));
     }
     for f in &facades {
         let enabled = f.item.pointer("/expose/enabled").and_then(Value::as_bool) == Some(true);
         let host = f.item.pointer("/expose/host").and_then(Value::as_str);
         if enabled && host.is_none() {
-            notes.push(format!(
+            mapped.notes.push(format!(
                 "{}: {}.expose has no host (Omnia would use {{name}}.{{ns}}.{{baseDomain}}, which is cluster configuration): no host route",
                 source(r),
                 f.field
@@ -156,22 +192,24 @@ pub fn agent_runtime(r: &Resource, notes: &mut Vec<String>) -> Result<Vec<Agent>
     Ok(out)
 }
 
-/// The facade's `expose.host`, unless exposure is off. (A missing host is
-/// noted once per facade in [`agent_runtime`].)
-fn expose_host(r: &Resource, facade: &Facade) -> Result<Vec<String>, GenerateError> {
+/// The facade's `expose.host`, unless exposure is off: a claim the trust
+/// model grants or not. (A missing host is noted once per facade in
+/// [`agent_runtime`].)
+fn expose_host(r: &Resource, facade: &Facade) -> Result<Vec<Claim>, GenerateError> {
     let Some(expose) = facade.item.get("expose").filter(|e| !e.is_null()) else {
         return Ok(Vec::new());
     };
     if expose.get("enabled").and_then(Value::as_bool) == Some(false) {
         return Ok(Vec::new());
     }
+    let field = format!("{}.expose.host", facade.field);
     match expose.get("host") {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(h)) if !h.is_empty() => Ok(vec![h.to_ascii_lowercase()]),
-        Some(other) => Err(r.error(
-            &format!("{}.expose.host", facade.field),
-            format!("expected a host name, found {other}"),
-        )),
+        Some(Value::String(h)) if !h.is_empty() => Ok(vec![Claim {
+            value: h.to_ascii_lowercase(),
+            field,
+        }]),
+        Some(other) => Err(r.error(&field, format!("expected a host name, found {other}"))),
     }
 }
 
@@ -186,7 +224,7 @@ fn secondary_port(
     primary_port: u16,
     default: u16,
 ) -> Result<u16, GenerateError> {
-    if let Some(nested) = f.item.get(kind) {
+    if let Some(nested) = f.item.get(kind).filter(|v| !v.is_null()) {
         if let Some(port) = r.port_in(nested, "port", &format!("{}.{kind}.port", f.field))? {
             return Ok(port);
         }
@@ -209,12 +247,10 @@ impl Agent {
 
 #[cfg(test)]
 mod tests {
-    use super::super::map_resources;
-    use super::super::tests::resources;
+    use super::super::tests::{left_out, mapped_trusting};
 
     fn summary(input: &str) -> Vec<(String, String, bool, Vec<String>)> {
-        map_resources(&resources(input))
-            .unwrap()
+        mapped_trusting(input, &["*.example.com"], &[])
             .agents
             .iter()
             .map(|a| {
@@ -222,7 +258,7 @@ mod tests {
                     a.name.clone(),
                     a.backend.token(),
                     a.a2a.is_some(),
-                    a.hosts.clone(),
+                    a.host_names(),
                 )
             })
             .collect()
@@ -282,7 +318,7 @@ spec:
         );
         let bad = "apiVersion: omnia.altairalabs.ai/v1alpha1\nkind: AgentRuntime\nmetadata: {name: o, namespace: n}\nspec: {facades: [{type: grpc}]}\n";
         assert_eq!(
-            map_resources(&resources(bad)).unwrap_err().to_string(),
+            left_out(bad),
             "t.yaml: document 1: omnia.altairalabs.ai AgentRuntime n/o: spec.facades[0].type: expected websocket, a2a, rest, mcp or custom, found \"grpc\""
         );
     }

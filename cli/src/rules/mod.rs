@@ -2,10 +2,13 @@
 //! inputs, compiled by the filter, and the rules that need more than one
 //! configuration or more than the filter sees:
 //! - an input without any configuration, or a configuration without entries;
-//! - shorthands the router drops because of another entry;
+//! - shorthands the router drops because of another entry, and shorthands
+//!   another namespace's paths shadow ([`paths`]);
 //! - `openai.model_from: body` where the platform cannot let the filter
 //!   pause for the body (an Istio WasmPlugin, an Envoy Gateway
 //!   EnvoyExtensionPolicy) and no patch in the run does;
+//! - an Istio WasmPlugin not in `phase: AUTHZ` next to an AuthorizationPolicy
+//!   on the identity headers it sets ([`authz`]);
 //! - dispatch tokens against the HTTPRoutes that lead them to Services; with
 //!   a `cluster_header` route patched in (istio/large/, envoy/gateway/large/),
 //!   backends against the cluster names the controller gives those rules.
@@ -13,9 +16,14 @@
 //! All inputs of one run are one deployment for the rules across objects: a
 //! WasmPlugin in one file and its HTTPRoutes in another are checked together.
 
+mod authz;
+mod paths;
+
 use std::fmt;
 
-use agentroute::config::{ModelSource, Plan, ShorthandLoss};
+use agentroute::config::{ModelSource, Plan};
+
+pub use paths::shadowed_shorthands;
 
 use crate::check::{
     self, DispatchRoute, ExplainRequest, Found, HeaderRoute, Origin, Platform, Scan,
@@ -129,6 +137,15 @@ pub fn check_run(inputs: &[Input], explain: Option<&ExplainRequest>) -> Report {
     let scans = || inputs.iter().filter_map(|i| i.scan.as_ref().ok());
     let routes: Vec<&HeaderRoute> = scans().flat_map(|s| &s.routes).collect();
     let dispatch_routes: Vec<&DispatchRoute> = scans().flat_map(|s| &s.dispatch_routes).collect();
+    let identity_policies: Vec<String> = inputs
+        .iter()
+        .filter_map(|i| i.scan.as_ref().ok().map(|s| (i, s)))
+        .flat_map(|(i, s)| {
+            s.identity_policies
+                .iter()
+                .map(move |at| format!("{}: {at}", i.name))
+        })
+        .collect();
     let patched = |platform: Platform| {
         scans()
             .flat_map(|s| &s.stop_iteration)
@@ -173,8 +190,13 @@ pub fn check_run(inputs: &[Input], explain: Option<&ExplainRequest>) -> Report {
                     "no agents: the configuration has no entries, so the filter routes nothing",
                 );
             }
-            dropped_shorthands(&mut report, &c.at, plan);
+            for (level, text) in paths::shorthand_warnings(plan) {
+                report.push(&c.at, level, text);
+            }
             body_without_stop_iteration(&mut report, &c.at, c.found, plan, &patched);
+            if let Some(error) = authz::phase_before_policies(c.found, &identity_policies) {
+                report.push(&c.at, Level::Error, error);
+            }
             let fast = cluster_header_routes(c.found, plan, &dispatch_routes);
             if fast.is_empty() {
                 backends_without_routes(&mut report, &c.at, c.found, plan, &routes);
@@ -224,45 +246,10 @@ fn no_configuration(report: &mut Report, name: &str, scan: &Scan, any_config: bo
     report.push(name, Level::Error, text);
 }
 
-fn entry_name(plan: &Plan, i: usize) -> String {
+pub(super) fn entry_name(plan: &Plan, i: usize) -> String {
     match plan.entries.get(i) {
         Some(e) => format!("agents[{i}] ({})", e.id),
         None => format!("agents[{i}]"),
-    }
-}
-
-fn dropped_shorthands(report: &mut Report, at: &str, plan: &Plan) {
-    for dropped in &plan.dropped_shorthands {
-        let Some(entry) = plan.entries.get(dropped.entry) else {
-            continue;
-        };
-        let why = match dropped.because {
-            ShorthandLoss::SharedName { with } => {
-                format!("{} has the same name", entry_name(plan, with))
-            }
-            ShorthandLoss::ExplicitPrefix {
-                entry: owner,
-                prefix,
-            } => format!(
-                "{} claims it as an explicit prefix (agents[{owner}].prefixes[{prefix}])",
-                entry_name(plan, owner)
-            ),
-            ShorthandLoss::OpenAiSegment => {
-                format!(
-                    "{:?} is a segment of the OpenAI paths the gateway serves",
-                    entry.name()
-                )
-            }
-        };
-        report.push(
-            at,
-            Level::Warning,
-            format!(
-                "{}: shorthand /{} dropped: {why}; the entry keeps its other paths",
-                entry_name(plan, dropped.entry),
-                entry.name()
-            ),
-        );
     }
 }
 
@@ -329,7 +316,9 @@ fn body_without_stop_iteration(
 /// HTTPRoutes). An empty list: any Gateway.
 fn policy_gateways(found: &Found) -> Option<&[check::GatewayRef]> {
     match &found.origin {
-        Origin::WasmPlugin { gateways } | Origin::ExtensionPolicy { gateways } => Some(gateways),
+        Origin::WasmPlugin { gateways, .. } | Origin::ExtensionPolicy { gateways } => {
+            Some(gateways)
+        }
         _ => None,
     }
 }

@@ -1,103 +1,25 @@
-//! Writes a target from the mapped agents: the plugin configuration, or the
-//! manifests / bootstrap that carry it, in the shape of the shipped
-//! `istio/`, `envoy/gateway/` and `envoy/demo.yaml`.
-//!
-//! Everything is built as JSON values with keys in a fixed order and
-//! serialised once, so the output is byte-identical for the same agents.
+//! The Kubernetes targets: the Gateway, the WasmPlugin (Istio) or
+//! EnvoyExtensionPolicy (Envoy Gateway) carrying the configuration, the
+//! json_to_metadata and early-header-removal patches, and the HTTPRoutes
+//! leading each dispatch token to its Service port, in the shape of the
+//! shipped `istio/` and `envoy/gateway/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
-use super::{Agent, Backend};
-
-/// What `generate` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The plugin configuration (JSON).
-    Config,
-    /// Gateway, WasmPlugin, json_to_metadata EnvoyFilter, HTTPRoutes.
-    Istio,
-    /// Gateway, EnvoyExtensionPolicy, json_to_metadata EnvoyPatchPolicy,
-    /// HTTPRoutes with the catch-all.
-    EnvoyGateway,
-    /// An Envoy bootstrap with one STRICT_DNS cluster per Service port.
-    Envoy,
-}
-
-impl Target {
-    pub fn parse(name: &str) -> Option<Target> {
-        match name {
-            "config" => Some(Target::Config),
-            "istio" => Some(Target::Istio),
-            "envoy-gateway" => Some(Target::EnvoyGateway),
-            "envoy" => Some(Target::Envoy),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Config => "config",
-            Target::Istio => "istio",
-            Target::EnvoyGateway => "envoy-gateway",
-            Target::Envoy => "envoy",
-        }
-    }
-}
-
-/// How the Kubernetes targets lead a dispatched request to its Service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Dispatch {
-    /// One HTTPRoute rule per Service port matching its token in the
-    /// dispatch header (the shipped istio/ and envoy/gateway/).
-    #[default]
-    HeaderRules,
-    /// A `cluster_header` route patched in first, each backend the
-    /// controller's cluster name, the rules on a host of their own (the
-    /// shipped istio/large/ and envoy/gateway/large/): dispatch that does not
-    /// grow with the number of agents.
-    ClusterHeader,
-}
-
-impl Dispatch {
-    pub fn parse(name: &str) -> Option<Dispatch> {
-        match name {
-            "header-rules" => Some(Dispatch::HeaderRules),
-            "cluster-header" => Some(Dispatch::ClusterHeader),
-            _ => None,
-        }
-    }
-}
-
-/// How to write the target.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub target: Target,
-    /// Istio and Envoy Gateway only.
-    pub dispatch: Dispatch,
-    /// A hand-written configuration the generated entries are merged into.
-    pub base: Option<Map<String, Value>>,
-    /// A TLS Secret (Kubernetes targets) or certificate directory name
-    /// (`envoy`): adds an HTTPS listener.
-    pub tls_secret: Option<String>,
-}
-
-/// What was written, and what to tell the user on stderr.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    pub text: String,
-    pub notes: Vec<String>,
-}
+use super::{early_header_removal, Dispatch, Options, Target};
+use crate::generate::Backend;
 
 /// The Gateway the Kubernetes targets attach to, as the shipped manifests
 /// name it.
 const GATEWAY_NAME: &str = "agents";
 const ISTIO_NAMESPACE: &str = "istio-ingress";
 const EG_NAMESPACE: &str = "envoy-gateway";
-/// Placeholder image, as in the shipped manifests: `make oci` builds it.
-const IMAGE: &str = "ghcr.io/agentroute/agentroute:0.1.0";
-const DISPATCH_HEADER: &str = "x-agent-backend";
+/// The image the shipped manifests name (`make oci` builds it), used when
+/// [`Options::image`] is none; the command line requires `--image` for
+/// these targets, so a cluster never pulls an image it does not have.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/agentroute/agentroute:0.1.0";
 /// Gateway API allows 16 rules per HTTPRoute.
 const RULES_PER_ROUTE: usize = 16;
 /// The host the agents' rules attach to with [`Dispatch::ClusterHeader`],
@@ -107,205 +29,6 @@ pub const BACKENDS_HOST: &str = "backends.agentroute.invalid";
 /// EnvoyExtensionPolicy (its first module), as routes switch it on.
 const EG_WASM_FILTER: &str =
     "envoy.filters.http.wasm/envoyextensionpolicy/envoy-gateway/agentroute/wasm/0";
-/// Where the `envoy` target reads a TLS Secret mounted as a volume
-/// (`tls.crt`, `tls.key`, as a `kubernetes.io/tls` Secret has them).
-pub const TLS_MOUNT: &str = "/etc/agentroute/tls";
-
-/// Writes `target` for `agents` (sorted by [`super::map_resources`]).
-pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
-    let fast = options.dispatch == Dispatch::ClusterHeader;
-    if fast && !matches!(options.target, Target::Istio | Target::EnvoyGateway) {
-        return Err(format!(
-            "--dispatch cluster-header is for --target istio and envoy-gateway (the {} target \
-             dispatches by cluster_header already)",
-            options.target.as_str()
-        ));
-    }
-    let mut notes = Vec::new();
-    // Base entries keep their own backends: only generated ones get routes.
-    let generated: Vec<&Agent> = agents.iter().filter(|a| !base_has(options, a)).collect();
-    let backends: BTreeSet<Backend> = generated.iter().map(|a| a.backend.clone()).collect();
-    let layout = route_layout(&backends);
-    let names = backend_names(&layout, options);
-    let config = plugin_config(agents, options, &mut notes, &names)?;
-    refused_by_the_filter(&config, agents)?;
-    let dispatch_header = config
-        .get("dispatch_header")
-        .and_then(Value::as_str)
-        .unwrap_or(DISPATCH_HEADER)
-        .to_string();
-    if options.base.is_some() && options.target != Target::Config {
-        notes.push(
-            "entries of --base keep their own backends: their HTTPRoutes or clusters are not generated"
-                .to_string(),
-        );
-    }
-    let text = match options.target {
-        Target::Config => {
-            let mut text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
-            text.push('\n');
-            text
-        }
-        Target::Istio => yaml_documents(
-            "istio",
-            &istio(&config, &layout, &names, &dispatch_header, options),
-        )?,
-        Target::EnvoyGateway => yaml_documents(
-            "envoy-gateway",
-            &envoy_gateway(&config, &layout, &names, &dispatch_header, options),
-        )?,
-        Target::Envoy => yaml_documents(
-            "envoy",
-            &[envoy(&config, &backends, &dispatch_header, options)?],
-        )?,
-    };
-    Ok(Output { text, notes })
-}
-
-/// The filter's own verdict on the configuration, so that generate never
-/// writes one a gateway would refuse (a namespace `v1` with a name `models`
-/// takes `/v1/models`, say): the error names the resource it came from.
-fn refused_by_the_filter(config: &Map<String, Value>, agents: &[Agent]) -> Result<(), String> {
-    let json = serde_json::to_vec(config).map_err(|e| e.to_string())?;
-    let Err(e) = agentroute::config::Plan::from_json(&json) else {
-        return Ok(());
-    };
-    let entries = config.get("agents").and_then(Value::as_array);
-    let index = e
-        .path
-        .strip_prefix("agents[")
-        .and_then(|rest| rest.split(']').next())
-        .and_then(|i| i.parse::<usize>().ok());
-    let from = index
-        .and_then(|i| entries.and_then(|list| list.get(i)))
-        .and_then(|entry| {
-            agents.iter().find(|a| {
-                entry.get("name").and_then(Value::as_str) == Some(a.name.as_str())
-                    && entry.get("namespace").and_then(Value::as_str) == Some(a.namespace.as_str())
-            })
-        })
-        .map(|a| format!(" ({}: {})", a.document, a.source))
-        .unwrap_or_default();
-    Err(format!(
-        "the filter would refuse the generated configuration: {e}{from}"
-    ))
-}
-
-fn base_has(options: &Options, agent: &Agent) -> bool {
-    let Some(base) = &options.base else {
-        return false;
-    };
-    base.get("agents")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|e| {
-            let name = e.get("name").and_then(Value::as_str);
-            let ns = e
-                .get("namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            name == Some(agent.name.as_str()) && ns == agent.namespace
-        })
-}
-
-/// One entry of the configuration, keys in the contract's order; `backend`
-/// is what the dispatch header carries for its Service port.
-fn entry_json(a: &Agent, backend: &str) -> Value {
-    let mut e = Map::new();
-    e.insert("name".into(), json!(a.name));
-    e.insert("namespace".into(), json!(a.namespace));
-    e.insert("kind".into(), json!(a.kind.as_str()));
-    e.insert("backend".into(), json!(backend));
-    if let Some(t) = &a.timeout {
-        e.insert("timeout".into(), json!(t));
-    }
-    if !a.models.is_empty() {
-        e.insert("models".into(), json!(a.models));
-    }
-    if !a.hosts.is_empty() {
-        e.insert("hosts".into(), json!(a.hosts));
-    }
-    if let Some(a2a) = &a.a2a {
-        e.insert("protocol".into(), json!("a2a"));
-        e.insert(
-            "a2a".into(),
-            json!({ "version": a2a.version, "path": a2a.path }),
-        );
-    }
-    Value::Object(e)
-}
-
-/// The plugin configuration: the base's settings and entries, then the
-/// generated entries the base does not have. On Istio and Envoy Gateway the
-/// model is read by json_to_metadata (`model_from: metadata`) unless the base
-/// says otherwise: neither can let the filter pause for the body.
-fn plugin_config(
-    agents: &[Agent],
-    options: &Options,
-    notes: &mut Vec<String>,
-    names: &BTreeMap<Backend, String>,
-) -> Result<Map<String, Value>, String> {
-    let mut config = options.base.clone().unwrap_or_default();
-    if matches!(options.target, Target::Istio | Target::EnvoyGateway) {
-        let openai = config
-            .entry("openai")
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Some(openai) = openai.as_object_mut() else {
-            return Err("--base: openai must be an object".to_string());
-        };
-        openai
-            .entry("model_from")
-            .or_insert_with(|| json!("metadata"));
-        openai
-            .entry("metadata_namespace")
-            .or_insert_with(|| json!("agentroute"));
-    }
-    let mut entries = match config.remove("agents") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err("--base: agents must be an array".to_string()),
-    };
-    for a in agents {
-        if base_has(options, a) {
-            notes.push(format!(
-                "{}/{} (from {}) is in --base: the base's entry is kept",
-                a.namespace, a.name, a.source
-            ));
-        } else {
-            let token = a.backend.token();
-            let backend = names.get(&a.backend).unwrap_or(&token);
-            entries.push(entry_json(a, backend));
-        }
-    }
-    config.insert("agents".into(), Value::Array(entries));
-    Ok(config)
-}
-
-/// The label every generated Kubernetes object carries, so that a re-run can
-/// `kubectl apply --prune -l` what it no longer writes.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "agentroute-generate");
-
-fn yaml_documents(target: &str, docs: &[Value]) -> Result<String, String> {
-    let mut docs = docs.to_vec();
-    for doc in &mut docs {
-        if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-            let (key, value) = MANAGED_BY;
-            meta.insert("labels".into(), json!({ key: value }));
-        }
-    }
-    let mut text = format!(
-        "# Generated by `agentroute generate --target {target}` from the platforms' resources:\n\
-         # re-run it when they change rather than editing this file.\n"
-    );
-    for (i, doc) in docs.iter().enumerate() {
-        if i > 0 {
-            text.push_str("---\n");
-        }
-        text.push_str(&serde_norway::to_string(doc).map_err(|e| e.to_string())?);
-    }
-    Ok(text)
-}
 
 /// The namespaces of the generated backends, sorted.
 fn namespaces(layout: &[RouteGroup]) -> Vec<String> {
@@ -461,19 +184,6 @@ fn header_routes(
         .collect()
 }
 
-/// HCM `early_header_mutation_extensions` removing the dispatch header, so
-/// that a client's copy never reaches routing even where the filter does
-/// not run (as the shipped configurations do).
-fn early_header_removal(header: &str) -> Value {
-    json!([ {
-        "name": "envoy.http.early_header_mutation.header_mutation",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
-            "mutations": [ { "remove": header } ]
-        }
-    } ])
-}
-
 /// The route istio/large/ and envoy/gateway/large/ insert first: requests
 /// carrying the dispatch header go to the cluster it names.
 fn cluster_header_route(header: &str) -> Map<String, Value> {
@@ -524,7 +234,7 @@ fn reads_metadata(config: &Map<String, Value>) -> bool {
         == Some("metadata")
 }
 
-fn istio(
+pub(super) fn istio(
     config: &Map<String, Value>,
     layout: &[RouteGroup],
     names: &BTreeMap<Backend, String>,
@@ -545,11 +255,14 @@ fn istio(
         "metadata": { "name": "agentroute", "namespace": ISTIO_NAMESPACE },
         "spec": {
             "targetRefs": target_refs,
-            "url": format!("oci://{IMAGE}"),
+            "url": format!("oci://{}", options.image.as_deref().unwrap_or(DEFAULT_IMAGE)),
             "imagePullPolicy": "IfNotPresent",
             "pluginName": "agentroute",
             "type": "HTTP",
-            "phase": "STATS",
+            // After Istio's authentication, before its authorization: an
+            // AuthorizationPolicy on the identity headers the filter sets
+            // (istio/authz/) sees them.
+            "phase": "AUTHZ",
             "failStrategy": "FAIL_CLOSE",
             "pluginConfig": config
         }
@@ -653,7 +366,7 @@ fn istio(
     docs
 }
 
-fn envoy_gateway(
+pub(super) fn envoy_gateway(
     config: &Map<String, Value>,
     layout: &[RouteGroup],
     names: &BTreeMap<Backend, String>,
@@ -682,7 +395,7 @@ fn envoy_gateway(
             "wasm": [ {
                 "name": "agentroute",
                 "rootID": "agentroute",
-                "code": { "type": "Image", "image": { "url": IMAGE }, "pullPolicy": "IfNotPresent" },
+                "code": { "type": "Image", "image": { "url": options.image.as_deref().unwrap_or(DEFAULT_IMAGE) }, "pullPolicy": "IfNotPresent" },
                 "failOpen": false,
                 "config": config
             } ]
@@ -787,113 +500,4 @@ fn envoy_gateway(
         options.dispatch,
     ));
     docs
-}
-
-/// A bootstrap like envoy/demo.yaml: the filter, a `cluster_header` route,
-/// and one STRICT_DNS cluster per Service port, named by its token.
-fn envoy(
-    config: &Map<String, Value>,
-    backends: &BTreeSet<Backend>,
-    header: &str,
-    options: &Options,
-) -> Result<Value, String> {
-    let configuration = serde_json::to_string_pretty(config).map_err(|e| e.to_string())? + "\n";
-    let hcm = json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "gateway",
-            "use_remote_address": true,
-            // envoy/demo.yaml: a client's copy never reaches routing.
-            "early_header_mutation_extensions": early_header_removal(header),
-            "upgrade_configs": [ { "upgrade_type": "websocket" } ],
-            "route_config": {
-                "name": "agents",
-                "virtual_hosts": [ {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [
-                        { "match": { "prefix": "/", "headers": [ { "name": header, "present_match": true } ] },
-                          "route": { "cluster_header": header, "timeout": "0s" } },
-                        { "match": { "prefix": "/" },
-                          "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } } }
-                    ]
-                } ]
-            },
-            "http_filters": [
-                {
-                    "name": "agentroute",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                        "config": {
-                            "name": "agentroute",
-                            "root_id": "agentroute",
-                            "failure_policy": "FAIL_CLOSED",
-                            "allow_on_headers_stop_iteration": true,
-                            "vm_config": {
-                                "vm_id": "agentroute",
-                                "runtime": "envoy.wasm.runtime.v8",
-                                "code": { "local": { "filename": "dist/agentroute.wasm" } }
-                            },
-                            "configuration": {
-                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                "value": configuration
-                            }
-                        }
-                    }
-                },
-                { "name": "envoy.filters.http.router",
-                  "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }
-            ]
-        }
-    });
-    let mut listeners = vec![json!({
-        "name": "gateway",
-        "address": { "socket_address": { "address": "0.0.0.0", "port_value": 10000 } },
-        "filter_chains": [ { "filters": [ hcm.clone() ] } ]
-    })];
-    if let Some(secret) = &options.tls_secret {
-        listeners.push(json!({
-            "name": "gateway-tls",
-            "address": { "socket_address": { "address": "0.0.0.0", "port_value": 10443 } },
-            "filter_chains": [ {
-                "filters": [ hcm ],
-                "transport_socket": {
-                    "name": "envoy.transport_sockets.tls",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                        "common_tls_context": { "tls_certificates": [ {
-                            "certificate_chain": { "filename": format!("{TLS_MOUNT}/{secret}/tls.crt") },
-                            "private_key": { "filename": format!("{TLS_MOUNT}/{secret}/tls.key") }
-                        } ] }
-                    }
-                }
-            } ]
-        }));
-    }
-    let clusters: Vec<Value> = backends
-        .iter()
-        .map(|b| {
-            json!({
-                "name": b.token(),
-                "type": "STRICT_DNS",
-                "connect_timeout": "5s",
-                "dns_lookup_family": "V4_PREFERRED",
-                "load_assignment": {
-                    "cluster_name": b.token(),
-                    "endpoints": [ { "lb_endpoints": [ { "endpoint": { "address": {
-                        "socket_address": { "address": b.host(), "port_value": b.port } } } } ] } ]
-                }
-            })
-        })
-        .collect();
-    let stats_tags: Vec<Value> = agentroute::observe::stats_tags()
-        .iter()
-        .map(|(name, regex)| json!({ "tag_name": name, "regex": regex }))
-        .collect();
-    Ok(json!({
-        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 9901 } } },
-        "stats_config": { "stats_tags": stats_tags },
-        "static_resources": { "listeners": listeners, "clusters": clusters }
-    }))
 }
