@@ -207,11 +207,18 @@ fn json_to_metadata_filter(metadata_namespace: &str) -> Value {
         "name": "envoy.filters.http.json_to_metadata",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
-            "request_rules": { "rules": [ {
+            // JSON with a media-type parameter too (`; charset=utf-8`).
+            "request_rules": {
+              "allow_content_types_regex": { "google_re2": {}, "regex": "(?i)application/json[ \\t]*(;.*)?" },
+              "rules": [ {
                 "selectors": [ { "key": "model" } ],
                 "on_present": { "metadata_namespace": metadata_namespace, "key": "model" },
                 "on_missing": { "metadata_namespace": metadata_namespace, "key": "model_error", "value": "missing" },
                 "on_error": { "metadata_namespace": metadata_namespace, "key": "model_error", "value": "invalid_json" }
+              }, {
+                // `background: true`, refused on token-budgeted entries.
+                "selectors": [ { "key": "background" } ],
+                "on_present": { "metadata_namespace": metadata_namespace, "key": "background" }
             } ] }
         }
     })
