@@ -25,7 +25,7 @@ usage: agentroute check [FILE|DIR|-]... [--explain PATH [--host HOST] [--method 
        agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
                            [--tls-secret NAME] [--dispatch cluster-header]
                            [--allow-hosts PATTERN]... [--trust-namespace NS]...
-                           [--allow-empty] [--image REF] [FILE|-]...
+                           [--allow-empty] [--image REF] [--wasm PATH] [FILE|-]...
        agentroute schema
        agentroute COMMAND --help
 
@@ -38,7 +38,7 @@ const GENERATE_USAGE: &str = "\
 usage: agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
                            [--tls-secret NAME] [--dispatch cluster-header]
                            [--allow-hosts PATTERN]... [--trust-namespace NS]...
-                           [--allow-empty] [--image REF] [FILE|-]...
+                           [--allow-empty] [--image REF] [--wasm PATH] [FILE|-]...
 
 Reads Kubernetes resources (multi-document YAML or JSON, `kind: List` as
 `kubectl get -o yaml` prints it; `-` or no FILE: standard input) of
@@ -57,6 +57,8 @@ Omnia (AgentRuntime) and writes, sorted (the same input gives the same bytes):
                         image (registry/name:tag) the WasmPlugin or
                         EnvoyExtensionPolicy pulls; else taken from a --base
                         WasmPlugin or EnvoyExtensionPolicy
+--wasm PATH             envoy: where Envoy loads the plugin from (default
+                        dist/agentroute.wasm)
 --tls-secret NAME       an HTTPS listener too: the Gateway's certificateRefs
                         Secret, or for envoy the certificate in
                         /etc/agentroute/tls/NAME/tls.crt and tls.key
@@ -164,6 +166,7 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
     let mut trust = generate::Trust::default();
     let mut allow_empty = false;
     let mut image = None;
+    let mut wasm = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| {
@@ -219,6 +222,7 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
                 }
                 image = Some(reference.to_string());
             }
+            "--wasm" => wasm = Some(value("--wasm")?),
             "-" => files.push(arg.clone()),
             flag if flag.starts_with('-') => return Err(Usage(format!("unknown option {flag}"))),
             file => files.push(file.to_string()),
@@ -268,6 +272,9 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
             "--image goes with --target istio or envoy-gateway".to_string(),
         ));
     }
+    if wasm.is_some() && target != generate::Target::Envoy {
+        return Err(Usage("--wasm goes with --target envoy".to_string()));
+    }
     if files.is_empty() {
         files.push("-".to_string());
     }
@@ -281,6 +288,7 @@ fn parse_generate(args: &[String]) -> Result<GenerateArgs, Usage> {
             trust,
             allow_empty,
             image,
+            wasm,
         },
         base,
     })

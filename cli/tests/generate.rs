@@ -284,6 +284,83 @@ fn a_base_keeps_its_settings_and_entries() {
     assert_eq!(err, "--base base.json: agents[0].backend: required");
 }
 
+/// A base using failover, an access log and (KAOS) MCP entries.
+const FEATURES_BASE: &str = r#"{
+    "observability": {"access_log": true},
+    "agents": [{"name": "main", "namespace": "prod", "backend": "main.prod:8000",
+                "failover": {"backends": ["main-backup.prod:8000", "hand-written"]}}]
+}"#;
+
+#[test]
+fn the_envoy_target_emits_what_the_configuration_uses_and_check_says_what_is_missing() {
+    let mut opts = options(Target::Envoy);
+    opts.base = Some(generate::read_base("base.json", FEATURES_BASE).unwrap());
+    let out = generate::generate(&fixtures("kaos"), &opts).unwrap();
+    golden("kaos.features.envoy.yaml", &out.text);
+    // A backend that names no Service port gets no cluster: said at once.
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w
+                .contains("prod/main: failover.backends \"hand-written\" names no Service port")),
+        "{:?}",
+        out.warnings
+    );
+    let check = |text: &str| {
+        let input = Input {
+            name: "envoy.yaml".to_string(),
+            scan: check::scan(text).map_err(|e| e.0),
+        };
+        rules::check_run(&[input], None)
+    };
+    // With that cluster added it passes; each piece taken out is reported.
+    let mut doc = check::documents(&out.text).unwrap().remove(0);
+    let clusters = doc["static_resources"]["clusters"].as_array_mut().unwrap();
+    let mut extra = clusters[0].clone();
+    extra["name"] = "hand-written".into();
+    clusters.push(extra);
+    let report = check(&doc.to_string());
+    assert!(report.ok() && report.count(Level::Warning) == 0, "{report}");
+    let hcm = "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config";
+    let mut cut = doc.clone();
+    let routes = cut
+        .pointer_mut(&format!("{hcm}/route_config/virtual_hosts/0/routes"))
+        .unwrap()
+        .as_array_mut()
+        .unwrap();
+    // The route for two backups goes; the one for one backup stays.
+    assert_eq!(routes[0]["route"]["retry_policy"]["num_retries"], 2);
+    routes.remove(0);
+    cut.pointer_mut(hcm)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("access_log");
+    cut["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    let report = check(&cut.to_string());
+    let said = |level: Level| -> Vec<String> {
+        report
+            .lines
+            .iter()
+            .filter(|l| l.level == level)
+            .map(|l| l.text.clone())
+            .collect()
+    };
+    let errors = said(Level::Error);
+    assert_eq!(errors.len(), 2, "{report}");
+    assert!(errors[0].starts_with("agents[0] (prod/main): failover sends a failed request on to 2 more backend(s), but the bootstrap has a failover route for 1 only"), "{report}");
+    assert_eq!(errors[1], "agents[0] (prod/main): failover backend \"hand-written\" is no cluster of this bootstrap: the cluster_header route would answer its requests 503");
+    assert!(
+        said(Level::Warning)
+            .iter()
+            .any(|w| w.starts_with("observability.access_log is on, but")),
+        "{report}"
+    );
+}
+
 #[test]
 fn istio_output_is_the_shipped_shape() {
     let out = generate::generate(&fixtures("kaos"), &options(Target::Istio)).unwrap();

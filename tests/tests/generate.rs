@@ -54,9 +54,12 @@ fn generated_bootstrap(tls_secret: Option<&str>) -> Value {
     bootstrap_of(&fixtures(), &options)
 }
 
-/// The bootstrap generated from `inputs`, as JSON.
+/// The bootstrap generated from `inputs`, as JSON, loading the plugin
+/// under test (`--wasm`).
 fn bootstrap_of(inputs: &[(String, String)], options: &Options) -> Value {
-    let out = generate::generate(inputs, options).expect("generate");
+    let mut options = options.clone();
+    options.wasm = Some(wasm_path().display().to_string());
+    let out = generate::generate(inputs, &options).expect("generate");
     let docs = agentroute_cli::check::documents(&out.text).expect("YAML");
     docs.into_iter().next().expect("one document")
 }
@@ -72,8 +75,8 @@ fn cluster_names(bootstrap: &Value) -> Vec<String> {
 }
 
 /// The bootstrap on loopback: admin and listeners on ephemeral ports, each
-/// DNS cluster a static one at its stand-in, the plugin under test, and the
-/// certificate files given.
+/// DNS cluster a static one at its stand-in, and the certificate files
+/// given. Nothing else changes: the plugin's path is generated (`--wasm`).
 fn localize(
     bootstrap: &mut Value,
     upstreams: &BTreeMap<String, SocketAddr>,
@@ -85,15 +88,6 @@ fn localize(
     for listener in resources["listeners"].as_array_mut().expect("listeners") {
         listener["address"]["socket_address"] = json!({ "address": "127.0.0.1", "port_value": 0 });
         for chain in listener["filter_chains"].as_array_mut().expect("chains") {
-            for filter in chain["filters"][0]["typed_config"]["http_filters"]
-                .as_array_mut()
-                .expect("http filters")
-            {
-                if let Some(code) = filter.pointer_mut("/typed_config/config/vm_config/code/local")
-                {
-                    code["filename"] = json!(wasm_path().display().to_string());
-                }
-            }
             let certs = chain.pointer_mut(
                 "/transport_socket/typed_config/common_tls_context/tls_certificates/0",
             );
@@ -588,5 +582,141 @@ fn the_shipped_tls_bootstrap_validates_with_a_test_certificate() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the configuration uses beyond routing, on top of the fixtures
+/// (`--base`): an access log, upstream stats, and an entry that fails over
+/// to a backup Service.
+const BASE: &str = r#"{
+  "observability": { "access_log": true, "upstream_stats": true },
+  "agents": [
+    { "name": "main", "namespace": "prod", "backend": "main.prod:8000",
+      "failover": { "backends": ["main-backup.prod:8000"] } }
+  ]
+}"#;
+
+/// The generated bootstrap of the fixtures with [`BASE`].
+fn generated_with_base() -> Value {
+    let base: Value = agentroute_tests::serde_json::from_str(BASE).expect("base");
+    let mut options = Options {
+        target: Target::Envoy,
+        base: base.as_object().cloned(),
+        ..Options::default()
+    };
+    options
+        .trust
+        .allow_hosts
+        .push("*.agents.example.com".into());
+    options.trust.trusted_namespaces.insert("external".into());
+    bootstrap_of(&fixtures(), &options)
+}
+
+/// Cluster `name` on `replicas` (the addresses of a Service's endpoints).
+fn endpoints(bootstrap: &mut Value, name: &str, replicas: &[SocketAddr]) {
+    let endpoints: Vec<Value> = replicas
+        .iter()
+        .map(|a| {
+            json!({ "endpoint": { "address": { "socket_address": {
+                "address": a.ip().to_string(), "port_value": a.port() } } } })
+        })
+        .collect();
+    for cluster in bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters")
+    {
+        if cluster["name"] == name {
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = json!(endpoints);
+        }
+    }
+}
+
+/// The JSON access-log lines Envoy printed on stdout for entry `entry`,
+/// once `want` of them are there (Envoy flushes logs every few seconds).
+async fn access_log(gw: &Gateway, entry: &str, want: usize) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for _ in 0..150 {
+        lines = gw
+            .log()
+            .lines()
+            .filter_map(|l| agentroute_tests::serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["entry"] == entry)
+            .collect();
+        if lines.len() >= want {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{} access-log lines for {entry}: {lines:?}", lines.len());
+}
+
+/// Which MCP replica answered a `whoami` call (tests/python/mcp_server.py).
+fn replica_of(result: &Value) -> String {
+    let text = result["text"].as_str().unwrap_or("{}");
+    let v: Value = agentroute_tests::serde_json::from_str(text).unwrap_or_default();
+    v["replica"].as_str().unwrap_or("?").to_string()
+}
+
+/// The KAOS MCPServer of the fixtures (fixtures/kaos).
+const MCP_TOKEN: &str = "mcpserver-multi-echo-mcp.agentic-multi:8000";
+
+/// The generated bootstrap as is (addresses and `--wasm` aside) does what
+/// envoy/demo.yaml does for the failover, access-log and MCP-session tests
+/// (tests/failover.rs, observe.rs, mcp.rs): the failed request is retried
+/// on the backup, the access log names the backends tried, and an MCP
+/// session stays on the replica that minted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_bootstrap_fails_over_logs_and_keeps_mcp_sessions() {
+    let mut bootstrap = generated_with_base();
+    let upstreams = stand_ins(&bootstrap).await;
+    localize(&mut bootstrap, &upstreams, None);
+    let a = agentroute_tests::McpServer::start(&["--replica", "a"]).await;
+    let b = agentroute_tests::McpServer::start(&["--replica", "b"]).await;
+    endpoints(&mut bootstrap, MCP_TOKEN, &[a.addr, b.addr]);
+    let gw = start(bootstrap).await;
+
+    // Failover: the request that failed on main is answered by the backup.
+    let r = gw.get("/prod/main/ok").await;
+    assert_eq!(r.header("x-served-by"), Some("main.prod:8000"));
+    let r = gw.get("/prod/main/failed?fail=main.prod:8000").await;
+    assert_eq!(
+        (r.status, r.header("x-served-by")),
+        (200, Some("main-backup.prod:8000")),
+        "{}",
+        r.text()
+    );
+    // The access log: the filter's fields, the failover's among them.
+    let lines = access_log(&gw, "prod/main", 2).await;
+    let failed = lines
+        .iter()
+        .find(|l| l["path"].as_str().is_some_and(|p| p.contains("failed")))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(
+        (
+            &failed["kind"],
+            &failed["failover_retries"],
+            &failed["backends_tried"]
+        ),
+        (
+            &json!("agent"),
+            &json!("1"),
+            &json!("main.prod:8000,main-backup.prod:8000")
+        ),
+        "{failed}"
+    );
+
+    // MCP: 20 calls of one session, round robin over two replicas, all on
+    // the replica that minted the session.
+    let url = format!("http://{}/agentic-multi/mcp/multi-echo-mcp/mcp", gw.addr);
+    let out = agentroute_tests::mcp_client(&url, "legacy", &["repeat:20:whoami"]).await;
+    assert_eq!(out.get("error"), None, "{out}");
+    let results = out["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 20, "{out}");
+    let first = replica_of(&results[0]);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["ok"] == json!(true) && replica_of(r) == first),
+        "{out}"
     );
 }

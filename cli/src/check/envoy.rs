@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{join, Found, Origin, Scan};
+use super::{join, Found, Origin, Scan, Surroundings};
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -37,6 +37,9 @@ pub(super) struct Context {
     holder: Option<String>,
     /// The holder is an ECDS resource (TypedExtensionConfig).
     holder_is_resource: bool,
+    /// The bootstrap's clusters and the connection manager's access log and
+    /// routes, once met.
+    around: Surroundings,
 }
 
 /// Looks for Envoy's Wasm HTTP filter anywhere below `v`.
@@ -52,7 +55,10 @@ pub(super) fn walk(v: &Value, path: &mut String, ctx: &Context, prefix: String, 
                 scan.configs.push(Found {
                     location: join(&prefix, &describe_filter(ctx, path)),
                     config: configuration(wasm),
-                    origin: Origin::EnvoyFilter { stop_iteration },
+                    origin: Origin::EnvoyFilter {
+                        stop_iteration,
+                        around: ctx.around.clone(),
+                    },
                 });
                 return;
             }
@@ -80,6 +86,7 @@ pub(super) fn walk(v: &Value, path: &mut String, ctx: &Context, prefix: String, 
             inner.holder = name;
             inner.holder_is_resource =
                 obj.get("@type").and_then(Value::as_str) == Some(TYPED_EXTENSION_CONFIG);
+            surroundings(obj, &mut inner.around);
             for (key, child) in obj {
                 let len = path.len();
                 if !path.is_empty() {
@@ -114,6 +121,67 @@ pub(super) fn walk(v: &Value, path: &mut String, ctx: &Context, prefix: String, 
         }
         _ => {}
     }
+}
+
+/// What `obj` says of the filter's surroundings: a bootstrap its static
+/// clusters, an HTTP connection manager its access log and failover routes.
+fn surroundings(obj: &Map<String, Value>, around: &mut Surroundings) {
+    if let Some(resources) = obj.get("static_resources") {
+        let cds = obj
+            .get("dynamic_resources")
+            .and_then(|d| d.get("cds_config"))
+            .is_some();
+        around.clusters = (!cds).then(|| {
+            resources
+                .get("clusters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        });
+    }
+    if obj.contains_key("http_filters") {
+        around.access_log = Some(
+            obj.get("access_log")
+                .and_then(Value::as_array)
+                .is_some_and(|logs| !logs.is_empty()),
+        );
+        around.failover_backups = obj.get("route_config").map(failover_backups);
+    }
+}
+
+/// The most backups a failover route of `route_config` retries (0: none).
+fn failover_backups(route_config: &Value) -> usize {
+    let hosts = route_config.get("virtual_hosts").and_then(Value::as_array);
+    hosts
+        .into_iter()
+        .flatten()
+        .filter(|host| {
+            host.get("include_request_attempt_count")
+                .and_then(Value::as_bool)
+                == Some(true)
+        })
+        .flat_map(|host| {
+            host.get("routes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|route| {
+            let route = route.get("route")?;
+            let specifier = route.get("inline_cluster_specifier_plugin")?;
+            let retry = route.get("retry_policy")?;
+            let keyed_on_attempts = specifier.to_string().contains("\"x-envoy-attempt-count\"");
+            let refreshes = retry
+                .get("refresh_cluster_on_retry")
+                .and_then(Value::as_bool);
+            let retries = retry.get("num_retries").and_then(Value::as_u64)?;
+            (keyed_on_attempts && refreshes == Some(true)).then_some(retries as usize)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The Wasm filter message of a `typed_config`, directly or inside a

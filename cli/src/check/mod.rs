@@ -20,6 +20,7 @@ pub mod envoy;
 pub mod explain;
 pub mod kubernetes;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::Value;
@@ -60,8 +61,30 @@ pub enum Origin {
     /// An Envoy Gateway EnvoyExtensionPolicy attached to these Gateways.
     ExtensionPolicy { gateways: Vec<GatewayRef> },
     /// Envoy's Wasm filter (a bootstrap, an ECDS resource, an EnvoyFilter or
-    /// EnvoyPatchPolicy patch): its own `allow_on_headers_stop_iteration`.
-    EnvoyFilter { stop_iteration: bool },
+    /// EnvoyPatchPolicy patch): its own `allow_on_headers_stop_iteration`,
+    /// and what holds it.
+    EnvoyFilter {
+        stop_iteration: bool,
+        around: Surroundings,
+    },
+}
+
+/// What the document holding Envoy's Wasm filter gives the configuration:
+/// the rules on what a configuration needs from Envoy ([`crate::rules`])
+/// read it. `None` where the document does not say (clusters from CDS,
+/// routes from RDS, a filter outside an HTTP connection manager).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Surroundings {
+    /// The bootstrap's static clusters, when it has no CDS.
+    pub clusters: Option<BTreeSet<String>>,
+    /// The HTTP connection manager holding the filter has an access log.
+    pub access_log: Option<bool>,
+    /// The most backups a failover route of that connection manager's
+    /// route configuration retries (0: no failover route): a route whose
+    /// `inline_cluster_specifier_plugin` keys on `x-envoy-attempt-count`,
+    /// with `refresh_cluster_on_retry`, in a virtual host that includes the
+    /// attempt count.
+    pub failover_backups: Option<usize>,
 }
 
 /// A Gateway API Gateway as policies and routes name it. `namespace` is

@@ -68,6 +68,28 @@ impl Backend {
         format!("{}.{}:{}", self.service, self.namespace, self.port)
     }
 
+    /// The Service port a dispatch token names (`{service}.{namespace}:{port}`,
+    /// both DNS labels), as [`Backend::token`] writes it; `None` for any other
+    /// backend (a hand-written cluster name).
+    pub fn from_token(token: &str) -> Option<Backend> {
+        let (host, port) = token.rsplit_once(':')?;
+        let (service, namespace) = host.split_once('.')?;
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+        (label(service) && label(namespace)).then(|| Backend {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            port,
+        })
+    }
+
     /// The Service's cluster DNS name.
     pub fn host(&self) -> String {
         format!("{}.{}.svc.cluster.local", self.service, self.namespace)

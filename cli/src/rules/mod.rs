@@ -9,6 +9,8 @@
 //!   EnvoyExtensionPolicy) and no patch in the run does;
 //! - an Istio WasmPlugin not in `phase: AUTHZ` next to an AuthorizationPolicy
 //!   on the identity headers it sets ([`authz`]);
+//! - what a bootstrap around the filter lacks: the failover route, an
+//!   access log, clusters for the backends ([`bootstrap`]);
 //! - dispatch tokens against the HTTPRoutes that lead them to Services; with
 //!   a `cluster_header` route patched in (istio/large/, envoy/gateway/large/),
 //!   backends against the cluster names the controller gives those rules.
@@ -17,6 +19,7 @@
 //! WasmPlugin in one file and its HTTPRoutes in another are checked together.
 
 mod authz;
+mod bootstrap;
 mod paths;
 
 use std::fmt;
@@ -196,6 +199,9 @@ pub fn check_run(inputs: &[Input], explain: Option<&ExplainRequest>) -> Report {
             body_without_stop_iteration(&mut report, &c.at, c.found, plan, &patched);
             if let Some(error) = authz::phase_before_policies(c.found, &identity_policies) {
                 report.push(&c.at, Level::Error, error);
+            }
+            for (level, text) in bootstrap::what_envoy_lacks(c.found, plan) {
+                report.push(&c.at, level, text);
             }
             let fast = cluster_header_routes(c.found, plan, &dispatch_routes);
             if fast.is_empty() {

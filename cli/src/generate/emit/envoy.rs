@@ -1,70 +1,127 @@
-//! The `envoy` target: a bootstrap like envoy/demo.yaml.
+//! The `envoy` target: a bootstrap like envoy/demo.yaml, with what the
+//! configuration uses and nothing more: the failover route and attempt
+//! counts when an entry retries across backends, an access log when
+//! `observability.access_log` is on, MCP session affinity when there are MCP
+//! entries.
 
 use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use super::{early_header_removal, Options, TLS_MOUNT};
+use agentroute::config::Plan;
+use agentroute::observe::Field;
+
+use super::{Options, TLS_MOUNT};
 use crate::generate::Backend;
 
+/// Where the bootstrap loads the plugin from unless `--wasm` says.
+pub const DEFAULT_WASM: &str = "dist/agentroute.wasm";
+
+/// Envoy numbers attempts in this header; the failover route picks each
+/// attempt's cluster by it.
+const ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
+
+/// What the filter treats as a failed attempt by default (`failover.on`):
+/// the failover route retries on the same.
+const RETRY_ON: &str = "5xx,reset,connect-failure,retriable-status-codes";
+
 /// A bootstrap like envoy/demo.yaml: the filter, a `cluster_header` route,
-/// and one STRICT_DNS cluster per Service port, named by its token.
+/// and one STRICT_DNS cluster per Service port, named by its token. The
+/// clusters are `backends` and every dispatch token of the configuration
+/// (a `--base` canary or failover backend) that names a Service port;
+/// `warnings` gets the tokens that name none.
 pub(super) fn envoy(
     config: &Map<String, Value>,
+    plan: &Plan,
     backends: &BTreeSet<Backend>,
-    header: &str,
     options: &Options,
+    warnings: &mut Vec<String>,
 ) -> Result<Value, String> {
     let configuration = serde_json::to_string_pretty(config).map_err(|e| e.to_string())? + "\n";
+    let clusters = clusters_of(plan, backends, warnings);
+    let names: Vec<String> = clusters.iter().map(Backend::token).collect();
+    let header = plan.dispatch_header.as_str();
+
+    let mut routes = Vec::new();
+    // The entry with the most backends sets how many slots there are; each
+    // count of backups has its route, the longest first.
+    for backups in (1..=plan.slot_headers.len()).rev() {
+        routes.push(failover_route(plan, backups, &names));
+    }
+    routes.push(json!({
+        "match": { "prefix": "/", "headers": [ { "name": header, "present_match": true } ] },
+        "route": { "cluster_header": header, "timeout": "0s" }
+    }));
+    routes.push(json!({
+        "match": { "prefix": "/" },
+        "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } }
+    }));
+    let mut virtual_host = Map::new();
+    virtual_host.insert("name".into(), json!("all"));
+    virtual_host.insert("domains".into(), json!(["*"]));
+    if !plan.slot_headers.is_empty() {
+        // Envoy numbers attempts: the failover route picks each attempt's
+        // cluster by it, and the filter reads on the answer which attempt
+        // gave it (retried backends are ejected and counted from that).
+        virtual_host.insert("include_request_attempt_count".into(), json!(true));
+        virtual_host.insert("include_attempt_count_in_response".into(), json!(true));
+    }
+    virtual_host.insert("routes".into(), Value::Array(routes));
+
+    // envoy/demo.yaml: a client's copy never reaches routing; with failover
+    // neither do its slot headers nor an attempt count (either would steer
+    // an attempt).
+    let mut removed = vec![header.to_string()];
+    if !plan.slot_headers.is_empty() {
+        removed.extend(plan.slot_headers.iter().cloned());
+        removed.push(ATTEMPT_COUNT.to_string());
+    }
+    let mutations: Vec<Value> = removed.iter().map(|h| json!({ "remove": h })).collect();
+
+    let mut http_filters = Vec::new();
+    if plan.entries.iter().any(|e| e.kind.as_str() == "mcp") {
+        http_filters.push(session_envelope());
+    }
+    http_filters.push(wasm_filter(configuration, options));
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+
+    let mut hcm = Map::new();
+    hcm.insert(
+        "@type".into(),
+        json!("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+    );
+    hcm.insert("stat_prefix".into(), json!("gateway"));
+    hcm.insert("use_remote_address".into(), json!(true));
+    if plan.observe.access_log {
+        hcm.insert("access_log".into(), access_log());
+    }
+    hcm.insert(
+        "early_header_mutation_extensions".into(),
+        json!([ {
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": mutations
+            }
+        } ]),
+    );
+    hcm.insert(
+        "upgrade_configs".into(),
+        json!([ { "upgrade_type": "websocket" } ]),
+    );
+    hcm.insert(
+        "route_config".into(),
+        json!({ "name": "agents", "virtual_hosts": [ virtual_host ] }),
+    );
+    hcm.insert("http_filters".into(), Value::Array(http_filters));
     let hcm = json!({
         "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "gateway",
-            "use_remote_address": true,
-            // envoy/demo.yaml: a client's copy never reaches routing.
-            "early_header_mutation_extensions": early_header_removal(header),
-            "upgrade_configs": [ { "upgrade_type": "websocket" } ],
-            "route_config": {
-                "name": "agents",
-                "virtual_hosts": [ {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [
-                        { "match": { "prefix": "/", "headers": [ { "name": header, "present_match": true } ] },
-                          "route": { "cluster_header": header, "timeout": "0s" } },
-                        { "match": { "prefix": "/" },
-                          "direct_response": { "status": 404, "body": { "inline_string": "no agent route\n" } } }
-                    ]
-                } ]
-            },
-            "http_filters": [
-                {
-                    "name": "agentroute",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                        "config": {
-                            "name": "agentroute",
-                            "root_id": "agentroute",
-                            "failure_policy": "FAIL_CLOSED",
-                            "allow_on_headers_stop_iteration": true,
-                            "vm_config": {
-                                "vm_id": "agentroute",
-                                "runtime": "envoy.wasm.runtime.v8",
-                                "code": { "local": { "filename": "dist/agentroute.wasm" } }
-                            },
-                            "configuration": {
-                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                "value": configuration
-                            }
-                        }
-                    }
-                },
-                { "name": "envoy.filters.http.router",
-                  "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }
-            ]
-        }
+        "typed_config": hcm
     });
+
     let mut listeners = vec![json!({
         "name": "gateway",
         "address": { "socket_address": { "address": "0.0.0.0", "port_value": 10000 } },
@@ -89,22 +146,7 @@ pub(super) fn envoy(
             } ]
         }));
     }
-    let clusters: Vec<Value> = backends
-        .iter()
-        .map(|b| {
-            json!({
-                "name": b.token(),
-                "type": "STRICT_DNS",
-                "connect_timeout": "5s",
-                "dns_lookup_family": "V4_PREFERRED",
-                "load_assignment": {
-                    "cluster_name": b.token(),
-                    "endpoints": [ { "lb_endpoints": [ { "endpoint": { "address": {
-                        "socket_address": { "address": b.host(), "port_value": b.port } } } } ] } ]
-                }
-            })
-        })
-        .collect();
+    let clusters: Vec<Value> = clusters.iter().map(cluster).collect();
     let stats_tags: Vec<Value> = agentroute::observe::stats_tags()
         .iter()
         .map(|(name, regex)| json!({ "tag_name": name, "regex": regex }))
@@ -114,4 +156,190 @@ pub(super) fn envoy(
         "stats_config": { "stats_tags": stats_tags },
         "static_resources": { "listeners": listeners, "clusters": clusters }
     }))
+}
+
+/// The generated backends and every other dispatch token of the
+/// configuration that names a Service port.
+fn clusters_of(
+    plan: &Plan,
+    backends: &BTreeSet<Backend>,
+    warnings: &mut Vec<String>,
+) -> BTreeSet<Backend> {
+    let mut clusters = backends.clone();
+    for entry in &plan.entries {
+        let mut tokens = vec![("backend", entry.backend.as_str())];
+        if let Some(canary) = &entry.canary {
+            tokens.push(("canary.backend", canary.backend.as_str()));
+        }
+        if let Some(failover) = &entry.failover {
+            tokens.extend(
+                failover
+                    .backends
+                    .iter()
+                    .map(|b| ("failover.backends", b.as_str())),
+            );
+        }
+        for (field, token) in tokens {
+            match Backend::from_token(token) {
+                Some(backend) => {
+                    clusters.insert(backend);
+                }
+                None => warnings.push(format!(
+                    "generated bootstrap: {}: {field} {token:?} names no Service port \
+                     (SERVICE.NAMESPACE:PORT): no cluster is generated for it, add one",
+                    entry.id
+                )),
+            }
+        }
+    }
+    clusters
+}
+
+/// One STRICT_DNS cluster per Service port, named by its dispatch token.
+fn cluster(b: &Backend) -> Value {
+    json!({
+        "name": b.token(),
+        "type": "STRICT_DNS",
+        "connect_timeout": "5s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "load_assignment": {
+            "cluster_name": b.token(),
+            "endpoints": [ { "lb_endpoints": [ { "endpoint": { "address": {
+                "socket_address": { "address": b.host(), "port_value": b.port } } } } ] } ]
+        }
+    })
+}
+
+fn wasm_filter(configuration: String, options: &Options) -> Value {
+    let wasm = options.wasm.as_deref().unwrap_or(DEFAULT_WASM);
+    json!({
+        "name": "agentroute",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "agentroute",
+                "root_id": "agentroute",
+                "failure_policy": "FAIL_CLOSED",
+                "allow_on_headers_stop_iteration": true,
+                "vm_config": {
+                    "vm_id": "agentroute",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": wasm } }
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration
+                }
+            }
+        }
+    })
+}
+
+/// envoy/demo.yaml's access log: one JSON line per request on stdout,
+/// Envoy's own fields, then every property the filter sets.
+fn access_log() -> Value {
+    let mut format = Map::new();
+    for (key, command) in [
+        ("start_time", "%START_TIME%"),
+        ("method", "%REQ(:METHOD)%"),
+        ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+        ("status", "%RESPONSE_CODE%"),
+        ("duration_ms", "%DURATION%"),
+        ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+    ] {
+        format.insert(key.into(), json!(command));
+    }
+    for field in Field::ALL {
+        format.insert(field.json_key().into(), json!(field.access_log_command()));
+    }
+    json!([ {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": { "json_format": format }
+        }
+    } ])
+}
+
+/// MCP sessions stay on the replica that minted them: the envelope wraps
+/// the server's `Mcp-Session-Id` with the replica's address and restores it
+/// on the way in (envoy/demo.yaml).
+fn session_envelope() -> Value {
+    json!({
+        "name": "envoy.filters.http.stateful_session",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
+            "session_state": {
+                "name": "envoy.http.stateful_session.envelope",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.stateful_session.envelope.v3.EnvelopeSessionState",
+                    "header": { "name": "mcp-session-id" }
+                }
+            }
+        }
+    })
+}
+
+/// A `HttpRequestHeaderMatchInput` matcher from `header`'s value to the
+/// cluster of that name. The matcher names clusters statically: each slot
+/// maps every cluster of the bootstrap.
+fn slot_matcher(header: &str, clusters: &[String]) -> Value {
+    let map: Map<String, Value> = clusters
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                json!({ "action": { "name": c, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction",
+                    "cluster": c } } }),
+            )
+        })
+        .collect();
+    json!({ "matcher_tree": {
+        "input": { "name": header, "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "header_name": header } },
+        "exact_match_map": { "map": map } } })
+}
+
+/// envoy/demo.yaml's failover route for requests with `backups` backups
+/// (Envoy >= 1.39): attempt 1 to the cluster in the dispatch header, attempt
+/// n+1 to the one in slot n+1. A retry refreshes the cluster, and at that
+/// moment the attempt count still holds the attempt that failed.
+fn failover_route(plan: &Plan, backups: usize, clusters: &[String]) -> Value {
+    let mut attempts = Map::new();
+    for (n, slot) in plan.slot_headers.iter().take(backups).enumerate() {
+        attempts.insert(
+            (n + 1).to_string(),
+            json!({ "matcher": slot_matcher(slot, clusters) }),
+        );
+    }
+    let last = plan
+        .slot_headers
+        .get(backups - 1)
+        .map_or(plan.dispatch_header.as_str(), String::as_str);
+    json!({
+        "match": { "prefix": "/", "headers": [ { "name": last, "present_match": true } ] },
+        "route": {
+            "timeout": "0s",
+            "inline_cluster_specifier_plugin": { "extension": {
+                "name": "envoy.router.cluster_specifier_plugin.matcher",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.MatcherClusterSpecifier",
+                    "cluster_matcher": {
+                        "matcher_tree": {
+                            "input": { "name": "attempt", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                                "header_name": ATTEMPT_COUNT } },
+                            "exact_match_map": { "map": attempts } },
+                        "on_no_match": { "matcher": slot_matcher(&plan.dispatch_header, clusters) } } } } },
+            // Envoy never retries once the answer's headers went to the
+            // client: a stream failing after its first byte stays failed.
+            "retry_policy": {
+                "retry_on": RETRY_ON,
+                "retriable_status_codes": [429],
+                "num_retries": backups,
+                "refresh_cluster_on_retry": true } }
+    })
 }

@@ -15,6 +15,7 @@ mod kubernetes;
 use agentroute::config::Plan;
 
 use super::{Agent, Backend, Trust};
+pub use envoy::DEFAULT_WASM;
 pub use kubernetes::{backend_names, route_layout, RouteGroup, BACKENDS_HOST, DEFAULT_IMAGE};
 
 /// What `generate` writes.
@@ -95,6 +96,9 @@ pub struct Options {
     /// The plugin's OCI image (WasmPlugin, EnvoyExtensionPolicy), without
     /// `oci://`.
     pub image: Option<String>,
+    /// The `envoy` target: where Envoy loads the plugin from (default
+    /// [`DEFAULT_WASM`]).
+    pub wasm: Option<String>,
 }
 
 /// What was written, and what to tell the user on stderr.
@@ -169,6 +173,10 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         names,
         mut notes,
     } = assembled;
+    let mut warnings: Vec<String> = crate::rules::shadowed_shorthands(&plan)
+        .into_iter()
+        .map(|w| format!("generated configuration: {w}"))
+        .collect();
     let dispatch_header = config
         .get("dispatch_header")
         .and_then(Value::as_str)
@@ -196,13 +204,15 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         )?,
         Target::Envoy => yaml_documents(
             "envoy",
-            &[envoy::envoy(&config, &backends, &dispatch_header, options)?],
+            &[envoy::envoy(
+                &config,
+                &plan,
+                &backends,
+                options,
+                &mut warnings,
+            )?],
         )?,
     };
-    let warnings = crate::rules::shadowed_shorthands(&plan)
-        .into_iter()
-        .map(|w| format!("generated configuration: {w}"))
-        .collect();
     Ok(Output {
         text,
         notes,
