@@ -8,59 +8,9 @@ use std::collections::BTreeSet;
 use agentroute_tests::serde_json::Value;
 use agentroute_tests::{spawn_agent, workspace_root, Gateway, GatewayConfig};
 
-fn dashboard() -> Value {
-    let path = workspace_root().join("dashboards/agentroute.json");
-    let text = std::fs::read_to_string(&path).expect("dashboards/agentroute.json");
-    agentroute_tests::serde_json::from_str(&text).expect("the dashboard is JSON")
-}
-
-/// Every PromQL expression of the dashboard: panel targets and variable
-/// queries.
-fn queries(dashboard: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            out.push(target["expr"].as_str().expect("an expr").to_string());
-        }
-    }
-    for variable in dashboard["templating"]["list"]
-        .as_array()
-        .expect("variables")
-    {
-        if let Some(query) = variable["query"]["query"].as_str() {
-            out.push(query.to_string());
-        }
-    }
-    out
-}
-
-/// The metric names a PromQL expression mentions (agentroute's and
-/// Envoy's: every name the dashboard may use starts so).
-fn metric_names(expr: &str) -> Vec<String> {
-    // Label names are no metrics: drop label matchers (`{...}`) and
-    // groupings (`by (...)`) first.
-    let mut bare = String::with_capacity(expr.len());
-    let mut depth = 0usize;
-    let mut rest = expr;
-    while let Some(c) = rest.chars().next() {
-        if depth == 0 && (rest.starts_with("by (") || rest.starts_with("without (")) {
-            let close = rest.find(')').unwrap_or(rest.len() - 1);
-            rest = &rest[close + 1..];
-            continue;
-        }
-        match c {
-            '{' => depth += 1,
-            '}' => depth = depth.saturating_sub(1),
-            c if depth == 0 => bare.push(c),
-            _ => {}
-        }
-        rest = &rest[c.len_utf8()..];
-    }
-    bare.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .filter(|word| word.starts_with("agentroute_") || word.starts_with("envoy_"))
-        .map(str::to_string)
-        .collect()
-}
+#[path = "shared/dashboard.rs"]
+mod shared;
+use shared::{dashboard, metric_names, queries, returns_series};
 
 fn dashboard_metrics() -> BTreeSet<String> {
     queries(&dashboard())
@@ -77,6 +27,28 @@ fn label_names_are_not_metrics() {
         ),
         ["envoy_x"]
     );
+}
+
+#[test]
+fn a_query_returns_series_with_its_matchers_and_groupings() {
+    let expr = r#"sum by (namespace, agent) (rate(envoy_x{envoy_response_code_class="5",namespace=~"$namespace"}[5m]))"#;
+    let sample = |labels: &str| format!("envoy_x{{{labels}}} 1\n");
+    let both =
+        r#"envoy_cluster_name="a_b_1",namespace="b",agent="a",envoy_response_code_class="5""#;
+    assert!(returns_series(expr, &sample(both)));
+    // Another class, a grouping label missing, another metric: no series.
+    assert!(!returns_series(
+        expr,
+        &sample(&both.replace("\"5\"", "\"2\""))
+    ));
+    assert!(!returns_series(
+        expr,
+        &sample(&both.replace("agent=\"a\",", ""))
+    ));
+    assert!(!returns_series(
+        expr,
+        &sample(both).replace("envoy_x", "envoy_y")
+    ));
 }
 
 #[test]

@@ -19,6 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "shared/dashboard.rs"]
+mod dashboard;
+
 /// Every fixture of the three platforms, as (name, text).
 fn fixtures() -> Vec<(String, String)> {
     let root = workspace_root().join("cli/tests/fixtures");
@@ -719,4 +722,43 @@ async fn generated_bootstrap_fails_over_logs_and_keeps_mcp_sessions() {
             .all(|r| r["ok"] == json!(true) && replica_of(r) == first),
         "{out}"
     );
+}
+
+/// The dashboard's Envoy queries (upstream latency, codes and errors per
+/// agent) return series on a generated bootstrap, whose cluster names hold
+/// dots and colons (`agent-coordinator.agentic-multi:8000`).
+#[tokio::test]
+async fn the_dashboards_upstream_queries_return_series_on_a_generated_bootstrap() {
+    let mut bootstrap = generated_with_base();
+    let upstreams = stand_ins(&bootstrap).await;
+    localize(&mut bootstrap, &upstreams, None);
+    let gw = start(bootstrap).await;
+    let path = "/agentic-multi/agent/coordinator/x";
+    for _ in 0..3 {
+        assert_eq!(gw.get(path).await.status, 200);
+    }
+    let failed = gw
+        .get(&format!("{path}?fail=agent-coordinator.agentic-multi:8000"))
+        .await;
+    assert_eq!(failed.status, 503, "{}", failed.text());
+    gw.wait_metric(
+        r#"agentroute_requests_total{namespace="agentic-multi",agent="coordinator",kind="agent"}"#,
+        4.0,
+    )
+    .await;
+    let prometheus = gw.prometheus().await;
+    let queries = dashboard::queries(&dashboard::dashboard());
+    let upstream: Vec<&String> = queries.iter().filter(|q| q.contains("envoy_")).collect();
+    assert!(upstream.len() >= 4, "{upstream:?}");
+    for query in upstream {
+        assert!(
+            dashboard::returns_series(query, &prometheus),
+            "{query}: no series in\n{}",
+            prometheus
+                .lines()
+                .filter(|l| l.contains("upstream_rq"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

@@ -90,6 +90,12 @@ impl Backend {
         })
     }
 
+    /// The token as a stat name: `{service}_{namespace}_{port}`, no dot for
+    /// Envoy's tag rules to split at. One per token: DNS labels hold no `_`.
+    pub fn stat_name(&self) -> String {
+        format!("{}_{}_{}", self.service, self.namespace, self.port)
+    }
+
     /// The Service's cluster DNS name.
     pub fn host(&self) -> String {
         format!("{}.{}.svc.cluster.local", self.service, self.namespace)

@@ -196,9 +196,15 @@ fn clusters_of(
 }
 
 /// One STRICT_DNS cluster per Service port, named by its dispatch token.
+/// The token holds dots, and Envoy's own tag rules read a cluster's name
+/// up to the first dot (`cluster.agent-triage.support:8000.upstream_rq`
+/// would be cluster `agent-triage`, stat `support_8000_upstream_rq`): its
+/// stats go under `alt_stat_name`, a name without dots. The token stays the
+/// cluster's name, so the configuration's backends are unchanged.
 fn cluster(b: &Backend) -> Value {
     json!({
         "name": b.token(),
+        "alt_stat_name": b.stat_name(),
         "type": "STRICT_DNS",
         "connect_timeout": "5s",
         "dns_lookup_family": "V4_PREFERRED",
