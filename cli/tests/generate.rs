@@ -55,9 +55,12 @@ fn all_fixtures() -> Vec<(String, String)> {
 /// serving `*` and that of the AgentGateway (whose timeout then applies to
 /// every namespace) trusted, as a platform team would run it.
 fn options(target: Target) -> Options {
+    let image = matches!(target, Target::Istio | Target::EnvoyGateway)
+        .then(|| "registry.example.com/agentroute/agentroute:0.1.0".to_string());
     let mut options = Options {
         target,
         dispatch: Dispatch::HeaderRules,
+        image,
         ..Options::default()
     };
     options
@@ -359,6 +362,61 @@ fn the_envoy_target_emits_what_the_configuration_uses_and_check_says_what_is_mis
             .any(|w| w.starts_with("observability.access_log is on, but")),
         "{report}"
     );
+}
+
+#[test]
+fn check_refuses_the_placeholder_image_in_generated_objects() {
+    for target in [Target::Istio, Target::EnvoyGateway] {
+        let mut opts = options(target);
+        opts.image = None;
+        let err = generate::generate(&fixtures("kaos"), &opts).unwrap_err();
+        assert!(err.to_string().contains("needs --image REF"), "{err}");
+        // What generate wrote before --image: refused, in the output as
+        // written and in the objects alone (their label says generated).
+        opts.image = Some(check::PLACEHOLDER_IMAGE.to_string());
+        let out = generate::generate(&fixtures("kaos"), &opts).unwrap();
+        let body = out
+            .text
+            .split_once('\n')
+            .unwrap()
+            .1
+            .split_once('\n')
+            .unwrap()
+            .1;
+        assert!(!body.starts_with('#'), "{body}");
+        for text in [out.text.as_str(), body] {
+            let input = Input {
+                name: "generated.yaml".to_string(),
+                scan: check::scan(text).map_err(|e| e.0),
+            };
+            let report = rules::check_run(&[input], None);
+            let errors: Vec<&rules::Line> = report
+                .lines
+                .iter()
+                .filter(|l| l.level == Level::Error)
+                .collect();
+            assert_eq!(errors.len(), 1, "{report}");
+            assert!(
+                errors[0]
+                    .text
+                    .contains("the placeholder `agentroute generate` wrote before --image"),
+                "{report}"
+            );
+        }
+    }
+    // The shipped manifests name the same reference (what `make oci`
+    // builds): not generated, not refused.
+    for shipped in [
+        "istio/wasmplugin.yaml",
+        "envoy/gateway/extensionpolicy.yaml",
+    ] {
+        let text = std::fs::read_to_string(here().join("../..").join(shipped)).unwrap();
+        assert!(text.contains(check::PLACEHOLDER_IMAGE), "{shipped}");
+        assert!(
+            check::scan(&text).unwrap().placeholder_images.is_empty(),
+            "{shipped}"
+        );
+    }
 }
 
 #[test]

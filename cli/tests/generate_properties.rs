@@ -93,7 +93,9 @@ proptest! {
         }
         let other = other.join("---\n");
         for target in [Target::Config, Target::Istio, Target::EnvoyGateway, Target::Envoy] {
-            let mut options = Options { target, allow_empty: true, ..Options::default() };
+            let image = matches!(target, Target::Istio | Target::EnvoyGateway)
+                .then(|| "registry.example.com/agentroute:1".to_string());
+            let mut options = Options { target, allow_empty: true, image, ..Options::default() };
             options.trust.allow_hosts.push("*.example.com".into());
             // One resource never stops the others: the run always writes.
             let first = generate::generate(&[("in.yaml".into(), text.clone())], &options);

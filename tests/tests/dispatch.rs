@@ -169,6 +169,7 @@ fn generated(shape: Shape) -> Large {
     let options = Options {
         target,
         dispatch: Dispatch::ClusterHeader,
+        image: Some("registry.example.com/agentroute:1".to_string()),
         ..Options::default()
     };
     let out = generate::generate(&[(file.to_string(), text)], &options).expect("generate");

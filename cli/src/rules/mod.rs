@@ -9,6 +9,8 @@
 //!   EnvoyExtensionPolicy) and no patch in the run does;
 //! - an Istio WasmPlugin not in `phase: AUTHZ` next to an AuthorizationPolicy
 //!   on the identity headers it sets ([`authz`]);
+//! - a generated WasmPlugin or EnvoyExtensionPolicy naming the placeholder
+//!   image generate wrote before `--image`;
 //! - what a bootstrap around the filter lacks: the failover route, an
 //!   access log, clusters for the backends ([`bootstrap`]);
 //! - dispatch tokens against the HTTPRoutes that lead them to Services; with
@@ -168,6 +170,19 @@ pub fn check_run(inputs: &[Input], explain: Option<&ExplainRequest>) -> Report {
         };
         for note in &scan.notes {
             report.push(name, Level::Note, note.clone());
+        }
+        for at in &scan.placeholder_images {
+            report.push(
+                &format!("{name}: {at}"),
+                Level::Error,
+                format!(
+                    "the image is {:?}, the placeholder `agentroute generate` wrote before \
+                     --image: no cluster pulls it, and failing closed every request would fail. \
+                     Generate again with --image REF (the plugin's image in your registry: \
+                     `make oci` builds it)",
+                    check::PLACEHOLDER_IMAGE
+                ),
+            );
         }
         if scan.configs.is_empty() && scan.notes.is_empty() {
             no_configuration(&mut report, name, scan, any_config);

@@ -16,10 +16,6 @@ use crate::generate::Backend;
 const GATEWAY_NAME: &str = "agents";
 const ISTIO_NAMESPACE: &str = "istio-ingress";
 const EG_NAMESPACE: &str = "envoy-gateway";
-/// The image the shipped manifests name (`make oci` builds it), used when
-/// [`Options::image`] is none; the command line requires `--image` for
-/// these targets, so a cluster never pulls an image it does not have.
-pub const DEFAULT_IMAGE: &str = "ghcr.io/agentroute/agentroute:0.1.0";
 /// Gateway API allows 16 rules per HTTPRoute.
 const RULES_PER_ROUTE: usize = 16;
 /// The host the agents' rules attach to with [`Dispatch::ClusterHeader`],
@@ -262,7 +258,7 @@ pub(super) fn istio(
         "metadata": { "name": "agentroute", "namespace": ISTIO_NAMESPACE },
         "spec": {
             "targetRefs": target_refs,
-            "url": format!("oci://{}", options.image.as_deref().unwrap_or(DEFAULT_IMAGE)),
+            "url": format!("oci://{}", options.image.as_deref().unwrap_or_default()),
             "imagePullPolicy": "IfNotPresent",
             "pluginName": "agentroute",
             "type": "HTTP",
@@ -402,7 +398,7 @@ pub(super) fn envoy_gateway(
             "wasm": [ {
                 "name": "agentroute",
                 "rootID": "agentroute",
-                "code": { "type": "Image", "image": { "url": options.image.as_deref().unwrap_or(DEFAULT_IMAGE) }, "pullPolicy": "IfNotPresent" },
+                "code": { "type": "Image", "image": { "url": options.image.as_deref().unwrap_or_default() }, "pullPolicy": "IfNotPresent" },
                 "failOpen": false,
                 "config": config
             } ]

@@ -16,7 +16,7 @@ use agentroute::config::Plan;
 
 use super::{Agent, Backend, Trust};
 pub use envoy::DEFAULT_WASM;
-pub use kubernetes::{backend_names, route_layout, RouteGroup, BACKENDS_HOST, DEFAULT_IMAGE};
+pub use kubernetes::{backend_names, route_layout, RouteGroup, BACKENDS_HOST};
 
 /// What `generate` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +143,15 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         return Err(format!(
             "--dispatch cluster-header is for --target istio and envoy-gateway (the {} target \
              dispatches by cluster_header already)",
+            options.target.as_str()
+        ));
+    }
+    // No default image: a cluster would pull one it does not have, and with
+    // FAIL_CLOSE the first apply is an outage (`check` refuses the
+    // placeholder generate once wrote).
+    if matches!(options.target, Target::Istio | Target::EnvoyGateway) && options.image.is_none() {
+        return Err(format!(
+            "--target {} needs --image REF: the plugin's OCI image",
             options.target.as_str()
         ));
     }
