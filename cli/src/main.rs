@@ -51,8 +51,11 @@ Omnia (AgentRuntime) and writes, sorted (the same input gives the same bytes):
                         EnvoyPatchPolicy, HTTPRoutes (with the catch-all)
 --target envoy          an Envoy bootstrap, one STRICT_DNS cluster per Service port
 --base FILE             a hand-written configuration (defaults, openai, limits,
-                        extra agents) the generated entries are merged into; an
-                        entry the base already has is left to the base
+                        extra agents) the generated entries are merged into; a
+                        base entry of a generated namespace/name without a
+                        backend layers its fields onto the generated entry
+                        (its backend, clusters, routes kept); one with a
+                        backend replaces it
 --image REF             istio and envoy-gateway (required): the plugin's OCI
                         image (registry/name:tag) the WasmPlugin or
                         EnvoyExtensionPolicy pulls; else taken from a --base

@@ -280,11 +280,83 @@ fn a_base_keeps_its_settings_and_entries() {
         out.notes,
         ["KAOS Agent agentic-multi/worker-2: skipped, agentNetwork.expose is false (no Service, no route)",
          "skipped kinds agentroute does not map: v1 Namespace (1)",
-         "agentic-multi/coordinator (from KAOS Agent agentic-multi/coordinator) is in --base: the base's entry is kept"]
+         "agentic-multi/coordinator (from KAOS Agent agentic-multi/coordinator) is in --base with a backend of its own: the base's entry is kept"]
     );
     // An invalid base is refused with the filter's own message.
-    let err = generate::read_base("base.json", r#"{"agents": [{"name": "x"}]}"#).unwrap_err();
-    assert_eq!(err, "--base base.json: agents[0].backend: required");
+    let err = generate::read_base("base.json", r#"{"agents": [{"name": "x", "bakend": "b"}]}"#)
+        .unwrap_err();
+    assert!(err.starts_with("--base base.json: agents[0]"), "{err}");
+}
+
+#[test]
+fn a_base_entry_without_backend_layers_onto_the_generated_one() {
+    // Failover, limits and a timeout for the generated coordinator; an
+    // entry for a resource that is not there.
+    let base = r#"{
+        "agents": [
+            {"name": "coordinator", "namespace": "agentic-multi", "timeout": "600s",
+             "rate_limit": {"requests_per_second": 5, "burst": 10},
+             "failover": {"backends": ["agent-worker-1.agentic-multi:8000"]}},
+            {"name": "gone", "namespace": "ops", "timeout": "5s"}
+        ]
+    }"#;
+    let generated = |target: Target, base: Option<&str>| {
+        let mut opts = options(target);
+        opts.base = base.map(|b| generate::read_base("base.json", b).unwrap());
+        generate::generate(&fixtures("kaos"), &opts).unwrap()
+    };
+    let out = generated(Target::Config, Some(base));
+    assert_checks("layered", &out.text);
+    let config: serde_json::Value = serde_json::from_str(&out.text).unwrap();
+    let plain: serde_json::Value =
+        serde_json::from_str(&generated(Target::Config, None).text).unwrap();
+    let find = |config: &serde_json::Value, name: &str| {
+        config["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+    };
+    let coordinator = find(&config, "coordinator").unwrap();
+    let before = find(&plain, "coordinator").unwrap();
+    // The generated backend and fields, the base's settings over them.
+    assert_eq!(coordinator["backend"], before["backend"]);
+    assert_eq!(coordinator["kind"], before["kind"]);
+    assert_eq!(coordinator["timeout"], "600s");
+    assert_eq!(coordinator["rate_limit"]["burst"], 10);
+    assert_eq!(
+        coordinator["failover"]["backends"][0],
+        "agent-worker-1.agentic-multi:8000"
+    );
+    assert!(find(&config, "gone").is_none());
+    assert_eq!(
+        config["agents"].as_array().unwrap().len(),
+        plain["agents"].as_array().unwrap().len()
+    );
+    assert!(
+        out.notes.iter().any(|n| n
+            == "agentic-multi/coordinator (from KAOS Agent agentic-multi/coordinator): --base settings layered onto the generated entry"),
+        "{:?}",
+        out.notes
+    );
+    assert!(
+        out.warnings.iter().any(|w| w
+            == "--base: agents[1] (ops/gone) has no backend and no generated entry to layer onto: left out"),
+        "{:?}",
+        out.warnings
+    );
+    // Its route and cluster are still generated, and the failover route.
+    for target in [Target::Istio, Target::Envoy] {
+        let text = generated(target, Some(base)).text;
+        assert_checks(target.as_str(), &text);
+        assert!(
+            text.contains("agent-coordinator.agentic-multi:8000"),
+            "{text}"
+        );
+    }
+    let envoy = generated(Target::Envoy, Some(base)).text;
+    assert!(envoy.contains("refresh_cluster_on_retry: true"), "{envoy}");
 }
 
 /// A base using failover, an access log and (KAOS) MCP entries.
@@ -552,11 +624,11 @@ fn the_binary_writes_stdout_notes_on_stderr_and_exits_as_check() {
     assert!(err.contains("nope.yaml: cannot read"), "{err}");
     let (code, _, err) = agentroute(
         &["generate", "--base", "-", "kaos/gateway-api-docs.yaml"],
-        "agents: [{name: x}]\n",
+        "agents: [{name: x, timeout: soon}]\n",
     );
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("--base -: agents[0].backend: required"),
+        err.contains("--base -: agents[0].timeout: invalid duration \"soon\""),
         "{err}"
     );
     // The image of a --base EnvoyExtensionPolicy; a base without one is an

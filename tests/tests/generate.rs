@@ -589,15 +589,21 @@ fn the_shipped_tls_bootstrap_validates_with_a_test_certificate() {
 }
 
 /// What the configuration uses beyond routing, on top of the fixtures
-/// (`--base`): an access log, upstream stats, and an entry that fails over
-/// to a backup Service.
+/// (`--base`): an access log, upstream stats, and failover for the
+/// generated KAOS coordinator, layered onto its entry (no backend: the
+/// generated one is kept, with its cluster).
 const BASE: &str = r#"{
   "observability": { "access_log": true, "upstream_stats": true },
   "agents": [
-    { "name": "main", "namespace": "prod", "backend": "main.prod:8000",
-      "failover": { "backends": ["main-backup.prod:8000"] } }
+    { "name": "coordinator", "namespace": "agentic-multi",
+      "failover": { "backends": ["agent-worker-2.agentic-multi:8000"] } }
   ]
 }"#;
+
+/// The generated coordinator's backend, and its failover backend (a Service
+/// port no resource exposes: its cluster comes from the base's token).
+const PRIMARY: &str = "agent-coordinator.agentic-multi:8000";
+const BACKUP: &str = "agent-worker-2.agentic-multi:8000";
 
 /// The generated bootstrap of the fixtures with [`BASE`].
 fn generated_with_base() -> Value {
@@ -678,18 +684,21 @@ async fn generated_bootstrap_fails_over_logs_and_keeps_mcp_sessions() {
     endpoints(&mut bootstrap, MCP_TOKEN, &[a.addr, b.addr]);
     let gw = start(bootstrap).await;
 
-    // Failover: the request that failed on main is answered by the backup.
-    let r = gw.get("/prod/main/ok").await;
-    assert_eq!(r.header("x-served-by"), Some("main.prod:8000"));
-    let r = gw.get("/prod/main/failed?fail=main.prod:8000").await;
+    // Failover: the request that failed on the coordinator is answered by
+    // the backup.
+    let r = gw.get("/agentic-multi/coordinator/ok").await;
+    assert_eq!(r.header("x-served-by"), Some(PRIMARY));
+    let r = gw
+        .get(&format!("/agentic-multi/coordinator/failed?fail={PRIMARY}"))
+        .await;
     assert_eq!(
         (r.status, r.header("x-served-by")),
-        (200, Some("main-backup.prod:8000")),
+        (200, Some(BACKUP)),
         "{}",
         r.text()
     );
     // The access log: the filter's fields, the failover's among them.
-    let lines = access_log(&gw, "prod/main", 2).await;
+    let lines = access_log(&gw, "agentic-multi/coordinator", 2).await;
     let failed = lines
         .iter()
         .find(|l| l["path"].as_str().is_some_and(|p| p.contains("failed")))
@@ -703,7 +712,7 @@ async fn generated_bootstrap_fails_over_logs_and_keeps_mcp_sessions() {
         (
             &json!("agent"),
             &json!("1"),
-            &json!("main.prod:8000,main-backup.prod:8000")
+            &json!(format!("{PRIMARY},{BACKUP}"))
         ),
         "{failed}"
     );
@@ -733,16 +742,16 @@ async fn the_dashboards_upstream_queries_return_series_on_a_generated_bootstrap(
     let upstreams = stand_ins(&bootstrap).await;
     localize(&mut bootstrap, &upstreams, None);
     let gw = start(bootstrap).await;
-    let path = "/agentic-multi/agent/coordinator/x";
+    let path = "/agentic-multi/agent/worker-1/x";
     for _ in 0..3 {
         assert_eq!(gw.get(path).await.status, 200);
     }
     let failed = gw
-        .get(&format!("{path}?fail=agent-coordinator.agentic-multi:8000"))
+        .get(&format!("{path}?fail=agent-worker-1.agentic-multi:8000"))
         .await;
     assert_eq!(failed.status, 503, "{}", failed.text());
     gw.wait_metric(
-        r#"agentroute_requests_total{namespace="agentic-multi",agent="coordinator",kind="agent"}"#,
+        r#"agentroute_requests_total{namespace="agentic-multi",agent="worker-1",kind="agent"}"#,
         4.0,
     )
     .await;

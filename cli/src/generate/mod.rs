@@ -335,7 +335,9 @@ pub fn generate(inputs: &[(String, String)], options: &Options) -> Result<Output
 }
 
 /// The configuration of a `--base` file: exactly one, in any form `check`
-/// reads (bare JSON or YAML, a WasmPlugin, ...), valid for the filter.
+/// reads (bare JSON or YAML, a WasmPlugin, ...), valid for the filter. An
+/// entry may leave out `backend`: it layers settings onto the generated
+/// entry of its `namespace/name` ([`emit`]), which brings the backend.
 pub fn read_base(name: &str, text: &str) -> Result<serde_json::Map<String, Value>, String> {
     let scan = crate::check::scan(text).map_err(|e| format!("--base {name}: {e}"))?;
     let [found] = scan.configs.as_slice() else {
@@ -344,7 +346,6 @@ pub fn read_base(name: &str, text: &str) -> Result<serde_json::Map<String, Value
             scan.configs.len()
         ));
     };
-    found.compile().map_err(|e| format!("--base {name}: {e}"))?;
     let json = found
         .config
         .clone()
@@ -352,13 +353,35 @@ pub fn read_base(name: &str, text: &str) -> Result<serde_json::Map<String, Value
     if json.trim().is_empty() {
         return Ok(serde_json::Map::new());
     }
-    match serde_json::from_str::<Value>(&json) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(format!(
-            "--base {name}: the configuration must be an object"
-        )),
-        Err(e) => Err(format!("--base {name}: {e}")),
+    let map = match serde_json::from_str::<Value>(&json) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(format!(
+                "--base {name}: the configuration must be an object"
+            ))
+        }
+        Err(e) => return Err(format!("--base {name}: {e}")),
+    };
+    let layers = map
+        .get("agents")
+        .and_then(Value::as_array)
+        .is_some_and(|entries| entries.iter().any(|e| e.get("backend").is_none()));
+    if layers {
+        // Checked as the filter would see it once merged: with a backend.
+        let mut filled = map.clone();
+        if let Some(Value::Array(entries)) = filled.get_mut("agents") {
+            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+                entry
+                    .entry("backend")
+                    .or_insert_with(|| Value::from(emit::LAYER_BACKEND));
+            }
+        }
+        let filled = serde_json::to_vec(&filled).map_err(|e| format!("--base {name}: {e}"))?;
+        agentroute::config::Plan::from_json(&filled).map_err(|e| format!("--base {name}: {e}"))?;
+    } else {
+        found.compile().map_err(|e| format!("--base {name}: {e}"))?;
     }
+    Ok(map)
 }
 
 /// The plugin image a `--base` WasmPlugin (`spec.url`, `oci://` dropped) or

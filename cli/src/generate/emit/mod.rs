@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
+mod base;
 mod envoy;
 mod kubernetes;
 
 use agentroute::config::Plan;
 
 use super::{Agent, Backend, Trust};
+pub use base::LAYER_BACKEND;
 pub use envoy::DEFAULT_WASM;
 pub use kubernetes::{backend_names, route_layout, RouteGroup, BACKENDS_HOST};
 
@@ -132,6 +134,7 @@ struct Assembled {
     layout: Vec<RouteGroup>,
     names: BTreeMap<Backend, String>,
     notes: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// Writes `target` for `agents` (sorted by [`super::map_resources`]). An
@@ -181,11 +184,13 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         layout,
         names,
         mut notes,
+        mut warnings,
     } = assembled;
-    let mut warnings: Vec<String> = crate::rules::shadowed_shorthands(&plan)
-        .into_iter()
-        .map(|w| format!("generated configuration: {w}"))
-        .collect();
+    warnings.extend(
+        crate::rules::shadowed_shorthands(&plan)
+            .into_iter()
+            .map(|w| format!("generated configuration: {w}")),
+    );
     let dispatch_header = config
         .get("dispatch_header")
         .and_then(Value::as_str)
@@ -193,7 +198,8 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         .to_string();
     if options.base.is_some() && options.target != Target::Config {
         notes.push(
-            "entries of --base keep their own backends: their HTTPRoutes or clusters are not generated"
+            "entries of --base with a backend of their own keep it: its HTTPRoutes or clusters are \
+             not generated (an entry without a backend layers onto the generated one)"
                 .to_string(),
         );
     }
@@ -239,13 +245,17 @@ fn assemble(
     agents: &[Agent],
     options: &Options,
 ) -> Result<Result<Assembled, (usize, String)>, String> {
-    let mut notes = Vec::new();
-    // Base entries keep their own backends: only generated ones get routes.
-    let generated: Vec<&Agent> = agents.iter().filter(|a| !base_has(options, a)).collect();
+    let (mut notes, mut warnings) = (Vec::new(), Vec::new());
+    // Base entries with their own backends keep them: the others, layered
+    // or not, get routes to the generated backend.
+    let generated: Vec<&Agent> = agents
+        .iter()
+        .filter(|a| !base::base_owns(options, a))
+        .collect();
     let backends: BTreeSet<Backend> = generated.iter().map(|a| a.backend.clone()).collect();
     let layout = route_layout(&backends);
     let names = backend_names(&layout, options);
-    let config = plugin_config(agents, options, &mut notes, &names)?;
+    let config = plugin_config(agents, options, &mut notes, &mut warnings, &names)?;
     let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
     match Plan::from_json(&json) {
         Ok(plan) => Ok(Ok(Assembled {
@@ -255,6 +265,7 @@ fn assemble(
             layout,
             names,
             notes,
+            warnings,
         })),
         Err(e) => Ok(Err(refused_agent(options, &config, agents, &e))),
     }
@@ -278,7 +289,7 @@ fn refused_agent(
         .and_then(|i| entries.and_then(|list| list.get(i)))
         .and_then(|entry| {
             agents.iter().position(|a| {
-                !base_has(options, a)
+                !base::base_owns(options, a)
                     && entry.get("name").and_then(Value::as_str) == Some(a.name.as_str())
                     && entry.get("namespace").and_then(Value::as_str) == Some(a.namespace.as_str())
             })
@@ -292,27 +303,9 @@ fn refused_agent(
     }
 }
 
-fn base_has(options: &Options, agent: &Agent) -> bool {
-    let Some(base) = &options.base else {
-        return false;
-    };
-    base.get("agents")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|e| {
-            let name = e.get("name").and_then(Value::as_str);
-            let ns = e
-                .get("namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            name == Some(agent.name.as_str()) && ns == agent.namespace
-        })
-}
-
 /// One entry of the configuration, keys in the contract's order; `backend`
 /// is what the dispatch header carries for its Service port.
-fn entry_json(a: &Agent, backend: &str) -> Value {
+pub(super) fn entry_json(a: &Agent, backend: &str) -> Value {
     let mut e = Map::new();
     e.insert("name".into(), json!(a.name));
     e.insert("namespace".into(), json!(a.namespace));
@@ -345,6 +338,7 @@ fn plugin_config(
     agents: &[Agent],
     options: &Options,
     notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
     names: &BTreeMap<Backend, String>,
 ) -> Result<Map<String, Value>, String> {
     let mut config = options.base.clone().unwrap_or_default();
@@ -362,23 +356,12 @@ fn plugin_config(
             .entry("metadata_namespace")
             .or_insert_with(|| json!("agentroute"));
     }
-    let mut entries = match config.remove("agents") {
+    let entries = match config.remove("agents") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items,
         Some(_) => return Err("--base: agents must be an array".to_string()),
     };
-    for a in agents {
-        if base_has(options, a) {
-            notes.push(format!(
-                "{}/{} (from {}) is in --base: the base's entry is kept",
-                a.namespace, a.name, a.source
-            ));
-        } else {
-            let token = a.backend.token();
-            let backend = names.get(&a.backend).unwrap_or(&token);
-            entries.push(entry_json(a, backend));
-        }
-    }
+    let entries = base::merge(entries, agents, names, notes, warnings);
     config.insert("agents".into(), Value::Array(entries));
     Ok(config)
 }
