@@ -116,7 +116,7 @@ unit-wasm: .wasm-target
 ## Crashing inputs land in fuzz/artifacts/TARGET/.
 FUZZ_SECONDS      ?= 60
 FUZZ_JOBS         ?= 1
-FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request cors mcp_message mcp_list
+FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request cors mcp_message mcp_list batch_watch client_key
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_HOST         := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # What cargo-fuzz instruments with (libFuzzer's coverage, --cfg fuzzing).

@@ -209,6 +209,23 @@ def cases():
          attempt_counts(c(with_first(failover={"backends": ["upstream-canary"]}))), "GET", run.agent_path(0),
          None),
     ]
+    # Who is calling (issue 34): Envoy's jwt_authn verifying a token in all
+    # three; the filter reads the claims only for an entry that uses them.
+    token = {"headers": {"authorization": "Bearer " + bench_token({"sub": "u-1", "team": "a"})}}
+    jwt = [jwt_authn_filter()]
+
+    def ci(config):
+        return run.bootstrap(PORT, run.BY_HEADER, jwt + [run.wasm_filter(run.AGENTROUTE, config)], UP)
+
+    out += [
+        ("K jwt_authn + agentroute, entry without access (claims not read)", ci(agents10), "GET",
+         run.agent_path(0), token),
+        ("K jwt_authn + agentroute, access rule admits (claims read)",
+         ci(with_first(access=[{"claims": {"team": "a"}}])), "GET", run.agent_path(0), token),
+        ("K jwt_authn + agentroute, rate limit per claim:team",
+         ci(with_first(rate_limit={"requests_per_second": 1e9, "burst": 1000000000, "per": "claim:team"})),
+         "GET", run.agent_path(0), token),
+    ]
     # The plain-Envoy baseline of the shaped cases below: one cluster_header
     # route, whatever the number of agents.
     for n in (10, 1000, 10000):
@@ -262,6 +279,36 @@ def cases():
          "/bench/mcp/tools/tools-list", ("body", mcp_list_request())),
     ]
     return out
+
+
+JWT_SECRET = b"the bench's own HS256 key, 32 bytes+"
+
+
+def bench_token(claims):
+    """An HS256 JWT jwt_authn_filter() verifies."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    payload = dict(claims, iss="https://issuer.bench", exp=4000000000)
+    signing = b64(b'{"alg":"HS256","typ":"JWT","kid":"k1"}') + "." + b64(json.dumps(payload).encode())
+    signature = hmac.new(JWT_SECRET, signing.encode(), hashlib.sha256).digest()
+    return signing + "." + b64(signature)
+
+
+def jwt_authn_filter():
+    import base64
+    key = base64.urlsafe_b64encode(JWT_SECRET).rstrip(b"=").decode()
+    jwks = {"keys": [{"kty": "oct", "alg": "HS256", "kid": "k1", "k": key}]}
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench": {"issuer": "https://issuer.bench", "local_jwks": {"inline_string": json.dumps(jwks)},
+                                "payload_in_metadata": "jwt_payload"}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+            {"provider_name": "bench"}, {"allow_missing": {}}]}}}]}}
 
 
 def expected_status(extra):

@@ -176,6 +176,7 @@ fn main() -> Result<(), String> {
         threshold: 1_000,
         by: By::Header("x-user-id".into()),
         header: Some("x-canary".into()),
+        key: agentroute::canary::COHORT_KEY,
     };
     let user: [(&str, &[u8]); 2] = [("x-user-id", b"user-1234"), ("accept", b"*/*")];
     report(

@@ -21,7 +21,22 @@ pub const COHORTS: u16 = 10_000;
 /// client on different sides on different replicas, or after a restart. A
 /// client that computes its own cohort learns nothing it could not get by
 /// asking for the canary with the forcing header, where there is one.
-const COHORT_KEY: [u8; 16] = *b"agentroute/canry";
+pub const COHORT_KEY: [u8; 16] = *b"agentroute/canry";
+
+/// The cohort key of a split with `canary.key`: the secret's bytes hashed
+/// down to SipHash's 16-byte key (any length of secret, no padding).
+pub fn cohort_key(secret: &str) -> [u8; 16] {
+    let half = |salt: u8| {
+        let mut hasher = SipHasher13::new_with_key(&COHORT_KEY);
+        hasher.write_u8(salt);
+        hasher.write(secret.as_bytes());
+        hasher.finish().to_le_bytes()
+    };
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&half(1));
+    key[8..].copy_from_slice(&half(2));
+    key
+}
 
 /// An entry's canary, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +49,8 @@ pub struct Canary {
     pub by: By,
     /// A request header forcing the side (`always`, `never`), lowercase.
     pub header: Option<String>,
+    /// The cohort hash's key: [`COHORT_KEY`], or one from `canary.key`.
+    pub key: [u8; 16],
 }
 
 /// What keeps a client on one side.
@@ -128,8 +145,8 @@ impl Client for NoClient {
 /// The cohort of `value` in an entry's split. The entry's identity is part
 /// of the hash: the unlucky first 10 % of one agent's rollout are not the
 /// first 10 % of every other's.
-pub fn cohort(entry_id: &str, value: &[u8]) -> u16 {
-    let mut hasher = SipHasher13::new_with_key(&COHORT_KEY);
+pub fn cohort(key: &[u8; 16], entry_id: &str, value: &[u8]) -> u16 {
+    let mut hasher = SipHasher13::new_with_key(key);
     hasher.write(entry_id.as_bytes());
     hasher.write_u8(0);
     hasher.write(value);
@@ -187,7 +204,7 @@ pub fn choose(
     };
     match value.filter(|v| !v.is_empty()) {
         Some(v) => {
-            let c = cohort(entry_id, &v);
+            let c = cohort(&canary.key, entry_id, &v);
             Choice {
                 side: side_of(c, canary.threshold),
                 how: How::Cohort(c),
@@ -291,7 +308,37 @@ mod tests {
             threshold: weight_bp,
             by,
             header: Some("x-canary".into()),
+            key: COHORT_KEY,
         }
+    }
+
+    #[test]
+    fn a_deployment_key_changes_every_cohort_and_keeps_them_stable() {
+        let secret = cohort_key("a deployment's own secret");
+        assert_eq!(secret, cohort_key("a deployment's own secret"));
+        assert_ne!(secret, cohort_key("a deployment's own secreT"));
+        assert_ne!(secret, COHORT_KEY);
+        // Cohorts under the secret are not the public key's: a value found
+        // on the canary side offline says nothing about this deployment.
+        let moved = (0..1000)
+            .filter(|i| {
+                let v = format!("user-{i}");
+                cohort(&secret, "prod/a", v.as_bytes())
+                    != cohort(&COHORT_KEY, "prod/a", v.as_bytes())
+            })
+            .count();
+        assert!(moved > 990, "{moved}");
+        let mut keyed = split(5000, By::Header("x-user-id".into()));
+        keyed.key = secret;
+        let pairs: [(&str, &[u8]); 1] = [("x-user-id", b"u-42")];
+        let no = Fixed {
+            ip: None,
+            draws: Cell::new(0),
+        };
+        assert_eq!(
+            choose(&keyed, "e", &pairs, &no).how,
+            How::Cohort(cohort(&secret, "e", b"u-42"))
+        );
     }
 
     fn pairs<'a>(p: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a [u8])> {
@@ -303,13 +350,13 @@ mod tests {
         // Golden values: a change here moves every client to another side
         // on upgrade, which a rollout must never see.
         assert_eq!(
-            cohort("prod/coordinator", b"alice"),
-            cohort("prod/coordinator", b"alice")
+            cohort(&COHORT_KEY, "prod/coordinator", b"alice"),
+            cohort(&COHORT_KEY, "prod/coordinator", b"alice")
         );
         let golden = [
-            cohort("prod/coordinator", b"alice"),
-            cohort("prod/coordinator", b"bob"),
-            cohort("prod/other", b"alice"),
+            cohort(&COHORT_KEY, "prod/coordinator", b"alice"),
+            cohort(&COHORT_KEY, "prod/coordinator", b"bob"),
+            cohort(&COHORT_KEY, "prod/other", b"alice"),
         ];
         assert_eq!(golden, [GOLDEN_ALICE, GOLDEN_BOB, GOLDEN_OTHER]);
         assert_ne!(golden[0], golden[2], "entries split their clients apart");
@@ -386,24 +433,24 @@ mod tests {
         let p = pairs(&[("x-user", "alice")]);
         assert_eq!(
             choose(&c, "e", &p, &client).how,
-            How::Cohort(cohort("e", b"alice"))
+            How::Cohort(cohort(&COHORT_KEY, "e", b"alice"))
         );
         let p = pairs(&[("x-user", "alice"), ("x-user", "bob")]);
         assert_eq!(
             choose(&c, "e", &p, &client).how,
-            How::Cohort(cohort("e", b"alice, bob"))
+            How::Cohort(cohort(&COHORT_KEY, "e", b"alice, bob"))
         );
 
         let c = split(5_000, By::Cookie("uid".into()));
         let p = pairs(&[("cookie", "a=1; uid=u-42 ;b=2")]);
         assert_eq!(
             choose(&c, "e", &p, &client).how,
-            How::Cohort(cohort("e", b"u-42"))
+            How::Cohort(cohort(&COHORT_KEY, "e", b"u-42"))
         );
         let p = pairs(&[("cookie", "a=1"), ("cookie", "uid=u-43")]);
         assert_eq!(
             choose(&c, "e", &p, &client).how,
-            How::Cohort(cohort("e", b"u-43"))
+            How::Cohort(cohort(&COHORT_KEY, "e", b"u-43"))
         );
         let p = pairs(&[("cookie", "UID=x; uidx=y")]);
         assert_eq!(
@@ -415,7 +462,7 @@ mod tests {
         let c = split(5_000, By::ClientIp);
         assert_eq!(
             choose(&c, "e", &[], &client).how,
-            How::Cohort(cohort("e", b"10.0.0.7"))
+            How::Cohort(cohort(&COHORT_KEY, "e", b"10.0.0.7"))
         );
     }
 
@@ -443,7 +490,7 @@ mod tests {
     #[test]
     fn raising_the_weight_only_moves_clients_to_the_canary() {
         for i in 0..10_000u32 {
-            let c = cohort("prod/a", format!("user-{i}").as_bytes());
+            let c = cohort(&COHORT_KEY, "prod/a", format!("user-{i}").as_bytes());
             let mut was_canary = false;
             for weight in [0, 1, 500, 1_000, 5_000, 9_999, COHORTS] {
                 let now = side_of(c, weight) == Side::Canary;
@@ -457,7 +504,7 @@ mod tests {
     fn cohorts_are_uniform() {
         let mut deciles = [0u32; 10];
         for i in 0..100_000u32 {
-            let c = cohort("prod/a", format!("client-{i}").as_bytes());
+            let c = cohort(&COHORT_KEY, "prod/a", format!("client-{i}").as_bytes());
             deciles[usize::from(c / 1_000)] += 1;
         }
         for (d, n) in deciles.iter().enumerate() {

@@ -23,9 +23,12 @@ pub struct Fields<'a> {
     pub max_tokens: Option<u64>,
     pub max_completion_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// `background` (the Responses API's): `Some` for `true` or `false`.
+    pub background: Option<bool>,
 }
 
 const MODEL: &[u8] = b"model";
+const BACKGROUND: &[u8] = b"background";
 const LIMITS: [&[u8]; 3] = [
     b"max_tokens",
     b"max_completion_tokens",
@@ -39,8 +42,9 @@ const MAX_DEPTH: usize = 64;
 pub fn scan(body: &[u8]) -> Option<Fields<'_>> {
     let mut s = Scanner { bytes: body, at: 0 };
     let mut fields = Fields::default();
-    // model, max_tokens, max_completion_tokens, max_output_tokens.
-    let mut seen = [false; 4];
+    // model, max_tokens, max_completion_tokens, max_output_tokens,
+    // background.
+    let mut seen = [false; 5];
     s.whitespace();
     s.expect(b'{')?;
     s.whitespace();
@@ -59,6 +63,18 @@ pub fn scan(body: &[u8]) -> Option<Fields<'_>> {
                 }
                 if !s.null() {
                     fields.model = Some(s.plain_string()?);
+                }
+            } else if key.as_bytes() == BACKGROUND {
+                if std::mem::replace(&mut seen[4], true) {
+                    return None;
+                }
+                if s.literal(b"true").is_some() {
+                    fields.background = Some(true);
+                } else if s.literal(b"false").is_some() {
+                    fields.background = Some(false);
+                } else if !s.null() {
+                    // Anything else: serde_json decides.
+                    return None;
                 }
             } else if let Some(n) = LIMITS.iter().position(|l| *l == key.as_bytes()) {
                 if std::mem::replace(seen.get_mut(n + 1)?, true) {

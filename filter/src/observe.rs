@@ -45,10 +45,13 @@ pub enum Field {
     /// The backends a request of an entry with `failover` tried,
     /// comma-separated, in order.
     BackendsTried,
+    /// Who called: the `identity.subject` claim of the verified identity,
+    /// for entries whose `access` (or per-claim limits) read it.
+    Subject,
 }
 
 impl Field {
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 12] = [
         Field::Entry,
         Field::Kind,
         Field::Backend,
@@ -60,6 +63,7 @@ impl Field {
         Field::Canary,
         Field::FailoverRetries,
         Field::BackendsTried,
+        Field::Subject,
     ];
 
     /// The property path the filter writes (one segment).
@@ -76,6 +80,7 @@ impl Field {
             Field::Canary => "agentroute.canary",
             Field::FailoverRetries => "agentroute.failover_retries",
             Field::BackendsTried => "agentroute.backends_tried",
+            Field::Subject => "agentroute.subject",
         }
     }
 
@@ -278,7 +283,44 @@ pub fn stats_tags() -> [(&'static str, &'static str); 7] {
     ]
 }
 
-fn truncate(text: &str, max: usize) -> &str {
+/// A property value as written for access logs: one rule for every
+/// property the filter sets. Control characters (C0, DEL, C1) and the
+/// Unicode line and paragraph separators become `\xNN` / `\u{NNNN}`, and a
+/// backslash is doubled so the escape cannot be forged: a client-chosen
+/// value (a model id, a header) can never print a second log line.
+pub fn log_safe(value: &str) -> Cow<'_, str> {
+    let needs = |c: char| c == '\\' || c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !value.chars().any(needs) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str("\\x");
+                push_hex(&mut out, c as u32, 2);
+            }
+            c if needs(c) => {
+                out.push_str("\\u{");
+                push_hex(&mut out, c as u32, 4);
+                out.push('}');
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `value` in lowercase hex, `digits` wide (no formatting machinery).
+fn push_hex(out: &mut String, value: u32, digits: u32) {
+    for i in (0..digits).rev() {
+        let nibble = (value >> (4 * i)) & 0xf;
+        out.push(char::from_digit(nibble, 16).unwrap_or('0'));
+    }
+}
+
+pub fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
@@ -389,6 +431,23 @@ mod tests {
             usage_fields(total_only),
             [(Field::TotalTokens, "8".to_string())]
         );
+    }
+
+    #[test]
+    fn no_property_value_can_forge_a_log_line() {
+        let forged = "openai/gpt-4o 200\n[2026-12-07] /admin/delete-all model=- 200";
+        let safe = log_safe(forged);
+        assert!(!safe.contains('\n'), "{safe}");
+        assert_eq!(
+            safe,
+            "openai/gpt-4o 200\\x0a[2026-12-07] /admin/delete-all model=- 200"
+        );
+        assert_eq!(log_safe("a\r\tb\x7f"), "a\\x0d\\x09b\\x7f");
+        assert_eq!(log_safe("a\u{2028}b\u{85}"), "a\\u{2028}b\\u{0085}");
+        // The escape itself cannot be forged: a literal backslash doubles.
+        assert_eq!(log_safe("a\\x0ab"), "a\\\\x0ab");
+        assert!(matches!(log_safe("gpt-4o"), Cow::Borrowed("gpt-4o")));
+        assert!(matches!(log_safe("prod/ünïcode"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -138,6 +138,17 @@ struct ModelOnly<'a> {
     max_completion_tokens: Option<Limit>,
     #[serde(default)]
     max_output_tokens: Option<Limit>,
+    #[serde(default)]
+    background: Option<Flag>,
+}
+
+/// A flag as sent; anything but a boolean reads as unset (the backend
+/// judges the value).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Flag {
+    Bool(bool),
+    Other(IgnoredAny),
 }
 
 /// A token limit as sent; anything but a non-negative integer reads as none
@@ -165,6 +176,9 @@ pub struct BodyFacts {
     /// The most tokens the answer may have (`max_tokens`,
     /// `max_completion_tokens` or `max_output_tokens`).
     pub max_tokens: Option<u64>,
+    /// `background: true`: a Responses API call whose answer comes later,
+    /// on another request (its usage never passes this one).
+    pub background: bool,
 }
 
 /// Reads `model` and the answer's token limit from an OpenAI request body:
@@ -183,6 +197,7 @@ pub fn read_body(body: &[u8]) -> BodyFacts {
             .max_completion_tokens
             .or(fields.max_tokens)
             .or(fields.max_output_tokens),
+        background: fields.background == Some(true),
     }
 }
 
@@ -199,11 +214,13 @@ pub fn read_body_with_serde(body: &[u8]) -> BodyFacts {
             ]
             .into_iter()
             .find_map(|l| l.as_ref().and_then(Limit::count)),
+            background: matches!(parsed.background, Some(Flag::Bool(true))),
             model: model_of(parsed.model),
         },
         Err(e) => BodyFacts {
             model: Err(e),
             max_tokens: None,
+            background: false,
         },
     }
 }
@@ -314,6 +331,27 @@ pub fn check_body_headers(
         Some(len) if len > max_body_bytes => Err(too_large(max_body_bytes)),
         _ => Ok(()),
     }
+}
+
+/// A `background: true` call to an entry with a token budget: its answer
+/// (and usage) comes on another request, so it could not be metered.
+pub fn background_refused() -> LocalReply {
+    LocalReply::error(
+        400,
+        "invalid_request_error",
+        Some("background_not_metered"),
+        Some("background"),
+        "background responses are not accepted for this model: its token budget meters each answer's usage, and a background answer's usage never passes the gateway",
+    )
+}
+
+/// Whether an entry meters tokens (a local or a global token budget).
+pub fn meters_tokens(entry: &crate::config::Entry) -> bool {
+    use crate::config::Scope;
+    entry.rate_limit.as_ref().is_some_and(|l| match &l.scope {
+        Scope::Local { tokens, .. } => tokens.is_some(),
+        Scope::Global { tokens } => *tokens,
+    })
 }
 
 pub fn too_large(max_body_bytes: u64) -> LocalReply {
@@ -464,6 +502,23 @@ mod tests {
         assert_eq!(facts.max_tokens, Some(50), "the newer field wins");
         let facts = read_body(br#"{"model":"m","max_output_tokens":7}"#);
         assert_eq!(facts.max_tokens, Some(7));
+        assert!(read_body(br#"{"model":"m","background":true}"#).background);
+        assert!(read_body_with_serde(br#"{"model":"m","background":true}"#).background);
+        for body in [
+            &br#"{"model":"m","background":false}"#[..],
+            br#"{"model":"m","background":null}"#,
+            br#"{"model":"m","background":"true"}"#,
+            br#"{"model":"m"}"#,
+        ] {
+            assert!(!read_body(body).background);
+            assert_eq!(read_body(body), read_body_with_serde(body));
+        }
+        // Given twice, the body is refused: backends read the last.
+        assert!(
+            read_body(br#"{"model":"m","background":false,"background":true}"#)
+                .model
+                .is_err()
+        );
         let facts = read_body(br#"{"model":"m","max_tokens":"lots"}"#);
         assert_eq!((facts.model, facts.max_tokens), (Ok("m".to_string()), None));
         // Backends take the last `model`: a body naming two is refused, so

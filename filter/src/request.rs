@@ -16,6 +16,8 @@ use crate::failover::{self, is_slot_header, AllHealthy, Health, ATTEMPT_COUNT};
 pub const HEADER_ALT_STAT_NAME: &str = "x-envoy-upstream-alt-stat-name";
 use crate::config::models::ModelId;
 use crate::cors;
+use crate::identity::access::Grant;
+use crate::identity::{self, gate, Anonymous, Caller, Surface};
 use crate::openai::{self, Api, Endpoint, ModelError};
 use crate::reply::LocalReply;
 use crate::router::{Match, PathAction};
@@ -52,6 +54,9 @@ pub struct RequestHead<'h> {
     /// Client-sent slot headers of retries across backends
     /// (`x-agent-backend-2`, ...): never passed on.
     pub slots: Vec<&'h str>,
+    /// Who is calling: the verified claims, asked for only by entries
+    /// with `access` or `mcp.oauth`.
+    pub caller: &'h dyn Caller,
 }
 
 impl Default for RequestHead<'_> {
@@ -73,6 +78,7 @@ impl Default for RequestHead<'_> {
             pairs: &[],
             client: &NoClient,
             health: &AllHealthy,
+            caller: &Anonymous,
             slots: Vec::new(),
         }
     }
@@ -160,6 +166,12 @@ impl<'h> RequestHead<'h> {
         self.health = health;
         self
     }
+
+    /// The caller's verified identity, for entries with `access`.
+    pub fn with_caller(mut self, caller: &'h dyn Caller) -> Self {
+        self.caller = caller;
+        self
+    }
 }
 
 /// Whether `name` is a header the filter owns, spelled with one or more
@@ -236,6 +248,9 @@ pub struct Forward<'a> {
     pub mcp: Option<McpStep>,
     /// An entry with failover: the order its backends are tried in.
     pub failover: Option<Tries>,
+    /// An entry with `access`: the rules that admitted the caller (what
+    /// they grant of its tools).
+    pub grant: Option<Grant>,
 }
 
 /// The backends one request of an entry with failover tries: indices into
@@ -265,6 +280,9 @@ pub enum McpStep {
     /// A GET resuming an event stream: a replayed `tools/list` answer is
     /// filtered like a fresh one.
     FilterReplay,
+    /// A GET opening an event stream: one that is the legacy HTTP+SSE
+    /// transport's is refused (`mcp::legacy`).
+    OpenStream,
 }
 
 /// The MCP step of a request to `entry`, if it has tool rules.
@@ -273,6 +291,7 @@ fn mcp_step(plan: &Plan, entry: usize, head: &RequestHead<'_>) -> Option<McpStep
     match head.method {
         "POST" => Some(McpStep::ReadMessage),
         "GET" if head.flags.sent_last_event_id => Some(McpStep::FilterReplay),
+        "GET" => Some(McpStep::OpenStream),
         _ => None,
     }
 }
@@ -303,6 +322,11 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
             return Decision::Preflight(reply);
         }
     }
+    if plan.has_oauth {
+        if let Some(decision) = oauth_metadata(plan, head) {
+            return decision;
+        }
+    }
     let Some(m) = plan.route(head.authority, head.path) else {
         if !plan.router.serves(head.authority) {
             // Another application's host (`gateway_hosts`): left alone.
@@ -312,6 +336,15 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
             Some(endpoint) => decide_openai(plan, head, endpoint),
             None => unmatched(plan, head),
         };
+    };
+    let grant = match admit_by_path(plan, head, &m) {
+        Ok(grant) => grant,
+        Err(reply) => {
+            return Decision::Reply {
+                entry: Some(m.entry),
+                reply,
+            }
+        }
     };
     let mut ops = Vec::with_capacity(8);
     let rewritten = match m.path {
@@ -363,7 +396,88 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         mcp: mcp_step(plan, m.entry, head),
         canary,
         failover,
+        grant,
     })
+}
+
+/// An entry's `access` for a request reached by path or host: `Err` the
+/// 401 or 403 (shaped for the entry's kind; an MCP entry with `mcp.oauth`
+/// names its protected-resource metadata in the 401).
+fn admit_by_path(
+    plan: &Plan,
+    head: &RequestHead<'_>,
+    m: &Match<'_>,
+) -> Result<Option<Grant>, LocalReply> {
+    let Some(e) = plan.entries.get(m.entry) else {
+        return Ok(None);
+    };
+    gate::admit(plan, m.entry, head.caller, gate::surface_of(e.kind), || {
+        let (scheme, authority) = client_origin(head)?;
+        Some(gate::resource_urls(&scheme, &authority, m.prefix).1)
+    })
+}
+
+/// `GET /.well-known/oauth-protected-resource{path}`: the RFC 9728
+/// document of the MCP entry with `mcp.oauth` that `{path}` reaches, its
+/// `resource` the entry's URL as the client uses it. `None` for any other
+/// request (routed as usual).
+fn oauth_metadata<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Option<Decision<'a>> {
+    if head.method != "GET" {
+        return None;
+    }
+    let rest = head.path.strip_prefix(identity::WELL_KNOWN_PREFIX)?;
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return None;
+    }
+    let path = match rest.split('?').next() {
+        Some("") | None => "/",
+        Some(p) => p,
+    };
+    let m = plan.route(head.authority, path)?;
+    let oauth = plan
+        .entries
+        .get(m.entry)?
+        .access
+        .as_deref()?
+        .oauth
+        .as_ref()?;
+    let reply = match client_origin(head) {
+        Some((scheme, authority)) => {
+            let (resource, _) = gate::resource_urls(&scheme, &authority, m.prefix);
+            identity::protected_resource_metadata(&resource, oauth)
+        }
+        None => LocalReply::error(
+            400,
+            "invalid_request_error",
+            Some("invalid_host"),
+            None,
+            "the request's host is not a plain host[:port]",
+        ),
+    };
+    Some(Decision::Reply {
+        entry: Some(m.entry),
+        reply,
+    })
+}
+
+/// The scheme and authority the client used, when the authority is a
+/// plain `host[:port]` (a client-chosen value must never land in a URL
+/// the filter writes otherwise): the first hop's scheme when a proxy in
+/// front says so, else the listener's.
+fn client_origin(head: &RequestHead<'_>) -> Option<(String, String)> {
+    if !is_plain_authority(head.authority) {
+        return None;
+    }
+    let forwarded = head
+        .forwarded_proto
+        .and_then(|p| p.split(',').next())
+        .map(str::trim)
+        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"));
+    let scheme = forwarded
+        .or(Some(head.scheme).filter(|s| !s.is_empty()))
+        .unwrap_or("http")
+        .to_ascii_lowercase();
+    Some((scheme, head.authority.to_string()))
 }
 
 /// The filter's answer to a preflight for an entry (by path or host), the
@@ -425,22 +539,13 @@ pub fn cors_policy<'p>(
 /// that is not a plain `host[:port]` passes unchanged: the client's value
 /// would otherwise land in a card others may get from a cache.
 fn card_address(head: &RequestHead<'_>, m: &Match<'_>) -> Option<CardAddress> {
-    if head.method != "GET" || !is_card_path(m.rest) || !is_plain_authority(head.authority) {
+    if head.method != "GET" || !is_card_path(m.rest) {
         return None;
     }
-    // The first hop's scheme when a proxy in front says so, else ours.
-    let forwarded = head
-        .forwarded_proto
-        .and_then(|p| p.split(',').next())
-        .map(str::trim)
-        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"));
-    let scheme = forwarded
-        .or(Some(head.scheme).filter(|s| !s.is_empty()))
-        .unwrap_or("http")
-        .to_ascii_lowercase();
+    let (scheme, authority) = client_origin(head)?;
     Some(CardAddress {
         scheme,
-        authority: head.authority.to_string(),
+        authority,
         prefix: m.prefix.to_string(),
         root: m.root.to_string(),
     })
@@ -452,6 +557,12 @@ fn decide_openai<'a>(
     endpoint: Endpoint<'_>,
 ) -> Decision<'a> {
     let reply = match endpoint {
+        Endpoint::ListModels if plan.has_access_rules => {
+            let mut reply = LocalReply::json(200, gate::models_body_for(plan, head.caller));
+            // The list depends on who asks.
+            reply.headers.push(("cache-control", "private".to_string()));
+            reply
+        }
         Endpoint::ListModels => LocalReply::json(200, openai::models_body(plan).to_string()),
         Endpoint::GetModel(id) => openai::model_reply(plan, &id),
         Endpoint::Dispatch(_) => match openai::check_body_headers(
@@ -481,6 +592,23 @@ pub fn decide_model<'a>(
         Ok(found) => found,
         Err(reply) => return Decision::Reply { entry: None, reply },
     };
+    let grant = match gate::admit(plan, entry, head.caller, Surface::OpenAi, || None) {
+        Ok(grant) => grant,
+        Err(reply) => {
+            return Decision::Reply {
+                entry: Some(entry),
+                reply,
+            }
+        }
+    };
+    if let Ok(model) = model {
+        if !gate::allows_model(plan, entry, grant, model) {
+            return Decision::Reply {
+                entry: Some(entry),
+                reply: gate::model_forbidden(model),
+            };
+        }
+    }
     let mut ops = Vec::with_capacity(12);
     let mut translate = None;
     if let Some(Protocol::A2a { version, path }) = plan.entries.get(entry).map(|e| &e.protocol) {
@@ -533,6 +661,7 @@ pub fn decide_model<'a>(
         mcp: None,
         canary,
         failover,
+        grant,
     })
 }
 
@@ -667,6 +796,7 @@ fn pass<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         mcp: None,
         canary: None,
         failover: None,
+        grant: None,
     })
 }
 
@@ -1504,7 +1634,7 @@ mod tests {
             Some(McpStep::ReadMessage)
         );
         assert_eq!(step("GET", "/ruled/mcp", true), Some(McpStep::FilterReplay));
-        assert_eq!(step("GET", "/ruled/mcp", false), None);
+        assert_eq!(step("GET", "/ruled/sse", false), Some(McpStep::OpenStream));
         assert_eq!(step("DELETE", "/ruled/mcp", false), None);
         assert_eq!(step("POST", "/open/mcp", false), None, "no rules, no cost");
     }

@@ -38,6 +38,7 @@ fn split(threshold: u16) -> Canary {
         threshold,
         by: By::Header("x-user".into()),
         header: None,
+        key: canary::COHORT_KEY,
     }
 }
 
@@ -71,7 +72,7 @@ proptest! {
     #[test]
     fn the_canary_gets_its_weight_within_three_percent(seed in any::<u64>()) {
         let cohorts: Vec<u16> = (0..100_000u32)
-            .map(|i| canary::cohort("prod/agent", format!("{seed:x}-{i}").as_bytes()))
+            .map(|i| canary::cohort(&canary::COHORT_KEY, "prod/agent", format!("{seed:x}-{i}").as_bytes()))
             .collect();
         for weight in [20u16, 30, 40, 50, 60, 70, 80, 90] {
             let threshold = weight * 100;

@@ -1,8 +1,10 @@
 //! Agent-card rewriting (`a2a::card::rewrite_card`, `rewrite_url`): every
 //! rewritten URL starts with `scheme://authority` and the external prefix
 //! and keeps the URL's path below the agent's root, query and fragment;
-//! nothing but the interface URLs changes; an unchanged card's reason is
-//! the right one (the host then passes its bytes on as they came).
+//! interfaces the gateway cannot serve are dropped (the 0.3 main interface
+//! replaced by the first additional one left, or taken out); nothing else
+//! changes; an unchanged card's reason is the right one (the host then
+//! passes its bytes on as they came).
 #![no_main]
 
 use agentroute::a2a::card::{rewrite_card, rewrite_url, CardAddress, CardOutcome, Unchanged};
@@ -43,37 +45,120 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The interface URLs the filter rewrites: A2A 1.0 `supportedInterfaces[].url`
-/// and 0.3 `url` and `additionalInterfaces[].url`, of HTTP bindings.
-fn interface_urls(card: &serde_json::Map<String, Value>) -> Vec<(String, Option<&str>)> {
-    let http = |b: Option<&Value>| {
-        let b = b.and_then(Value::as_str).unwrap_or("JSONRPC");
-        b.eq_ignore_ascii_case("JSONRPC") || b.eq_ignore_ascii_case("HTTP+JSON")
-    };
-    let mut urls = Vec::new();
-    if http(card.get("preferredTransport")) && card.contains_key("url") {
-        urls.push(("/url".to_string(), card.get("url").and_then(Value::as_str)));
+/// Whether an interface's binding (absent, or not a string: JSON-RPC) is
+/// one the gateway serves.
+fn http(binding: Option<&Value>) -> bool {
+    let b = binding.and_then(Value::as_str).unwrap_or("JSONRPC");
+    b.eq_ignore_ascii_case("JSONRPC") || b.eq_ignore_ascii_case("HTTP+JSON")
+}
+
+/// The URL a client gets for an interface URL and whether it was
+/// rewritten; `None` when the gateway cannot serve it (the interface goes).
+fn served(url: Option<&Value>, address: &CardAddress) -> Option<(String, bool)> {
+    let url = url?.as_str()?;
+    if let Some(new) = rewrite_url(url, address) {
+        return Some((new, true));
     }
+    on_the_gateway(url, address).then(|| (url.to_string(), false))
+}
+
+/// Whether an HTTP URL is on the address the client used (case aside,
+/// default ports spelled or not).
+fn on_the_gateway(url: &str, address: &CardAddress) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return false;
+    }
+    let canonical = |scheme: &str, authority: &str| {
+        let authority = authority.to_ascii_lowercase();
+        let default = if scheme == "https" { ":443" } else { ":80" };
+        authority
+            .strip_suffix(default)
+            .map_or(authority.clone(), str::to_string)
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    canonical(&scheme, authority) == canonical(&address.scheme, &address.authority)
+}
+
+/// The card a client must get, with the URLs written and the interfaces
+/// dropped: A2A 1.0 `supportedInterfaces[]` and 0.3 `additionalInterfaces[]`
+/// keep only interfaces the gateway serves; the 0.3 main interface (`url`,
+/// `preferredTransport`) is kept if served, else replaced by the first
+/// additional interface left, else taken out.
+fn expected_card(
+    card: &serde_json::Map<String, Value>,
+    address: &CardAddress,
+) -> (serde_json::Map<String, Value>, usize, usize) {
+    let mut out = card.clone();
+    let (mut urls, mut dropped) = (0, 0);
+    let mut first_additional: Option<(String, Option<String>)> = None;
     for (list, binding) in [
         ("supportedInterfaces", "protocolBinding"),
         ("additionalInterfaces", "transport"),
     ] {
-        let Some(Value::Array(items)) = card.get(list) else {
+        let Some(Value::Array(items)) = out.get_mut(list) else {
             continue;
         };
-        for (i, item) in items.iter().enumerate() {
-            let Some(item) = item.as_object() else {
+        let mut kept = Vec::new();
+        for item in items.drain(..) {
+            let Value::Object(mut item) = item else {
+                dropped += 1;
                 continue;
             };
-            if http(item.get(binding)) && item.contains_key("url") {
-                urls.push((
-                    format!("/{list}/{i}/url"),
-                    item.get("url").and_then(Value::as_str),
-                ));
+            let Some((url, rewritten)) = http(item.get(binding))
+                .then(|| served(item.get("url"), address))
+                .flatten()
+            else {
+                dropped += 1;
+                continue;
+            };
+            urls += usize::from(rewritten);
+            if list == "additionalInterfaces" && first_additional.is_none() {
+                let transport = item
+                    .get(binding)
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                first_additional = Some((url.clone(), transport));
+            }
+            item.insert("url".to_string(), Value::String(url));
+            kept.push(Value::Object(item));
+        }
+        *items = kept;
+    }
+    if out.contains_key("url") {
+        let main = http(out.get("preferredTransport"))
+            .then(|| served(out.get("url"), address))
+            .flatten();
+        match (main, first_additional) {
+            (Some((url, rewritten)), _) => {
+                urls += usize::from(rewritten);
+                out.insert("url".to_string(), Value::String(url));
+            }
+            (None, Some((url, transport))) => {
+                dropped += 1;
+                urls += 1;
+                out.insert("url".to_string(), Value::String(url));
+                match transport {
+                    Some(t) => {
+                        out.insert("preferredTransport".to_string(), Value::String(t));
+                    }
+                    None if out.contains_key("preferredTransport") => {
+                        out.insert("preferredTransport".to_string(), "JSONRPC".into());
+                    }
+                    None => {}
+                }
+            }
+            (None, None) => {
+                dropped += 1;
+                out.remove("url");
+                out.remove("preferredTransport");
             }
         }
     }
-    urls
+    (out, urls, dropped)
 }
 
 fn check(
@@ -94,42 +179,33 @@ fn check(
         assert_eq!(outcome, &CardOutcome::Unchanged(Unchanged::Signed));
         return;
     }
-    let urls = interface_urls(card);
-    let expected: Vec<(&str, String)> = urls
-        .iter()
-        .filter_map(|(at, url)| Some((at.as_str(), rewrite_url((*url)?, address)?)))
-        .collect();
-    let (body, count) = match outcome {
+    let (expected, want_urls, want_dropped) = expected_card(card, address);
+    let (body, urls, dropped) = match outcome {
         CardOutcome::Unchanged(reason) => {
             assert_eq!(*reason, Unchanged::NothingToRewrite, "{card:?}");
-            assert!(expected.is_empty(), "{expected:?} left unrewritten");
+            assert_eq!((want_urls, want_dropped), (0, 0), "left unchanged");
+            assert_eq!(&expected, card);
             return;
         }
-        CardOutcome::Rewritten { body, urls } => (body, *urls),
+        CardOutcome::Rewritten {
+            body,
+            urls,
+            dropped,
+        } => (body, *urls, *dropped),
     };
-    assert_eq!(count, expected.len(), "rewritten URLs counted");
-    let mut new: Value = serde_json::from_slice(body).expect("a rewritten card is JSON");
-    for (at, url) in &expected {
-        let slot = new.pointer_mut(at).expect("the URL is still there");
-        assert_eq!(slot.as_str(), Some(url.as_str()), "{at}");
-        // Put the old URL back: then nothing else may differ.
-        *slot = Value::clone(
-            Value::Object(card.clone())
-                .pointer(at)
-                .expect("in the card"),
-        );
-    }
-    assert_eq!(
-        &new,
-        &Value::Object(card.clone()),
-        "only interface URLs change"
-    );
-    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
-    assert_eq!(
-        keys(&new),
-        keys(&Value::Object(card.clone())),
-        "key order kept"
-    );
+    assert_eq!((urls, dropped), (want_urls, want_dropped), "counted");
+    let new: Value = serde_json::from_slice(body).expect("a rewritten card is JSON");
+    assert_eq!(&new, &Value::Object(expected), "only interfaces change");
+    // The keys the card kept keep their order.
+    let new_keys: Vec<&String> = new
+        .as_object()
+        .map(|o| o.keys().filter(|k| card.contains_key(*k)).collect())
+        .unwrap_or_default();
+    let old_keys: Vec<&String> = card
+        .keys()
+        .filter(|k| new.get(k.as_str()).is_some())
+        .collect();
+    assert_eq!(new_keys, old_keys, "key order kept");
 }
 
 fn check_url(url: &str, new: &str, address: &CardAddress) {

@@ -8,6 +8,7 @@ JSON-RPC (message/send, message/stream) on the same endpoint.
 Usage:
     a2a_agent.py --port PORT [--version both|1.0|0.3] [--base-url URL]
                  [--name NAME] [--rpc-path /] [--root PATH] [--signed]
+                 [--grpc-url URL]
                  [--stream-delay S] [--verbose]
 
 Prints exactly one line `listening on 127.0.0.1:PORT` on stdout once it
@@ -86,6 +87,10 @@ never changed.
 
 --signed adds a `signatures` array (plausible JWS-shaped content, not a real
 signature) to the card.
+
+--grpc-url URL adds a GRPC interface at URL before the JSON-RPC one of each
+advertised generation: the 0.3 fields then name it as the main interface
+(`url`, `preferredTransport: GRPC`), the JSON-RPC one as additional.
 """
 
 from __future__ import annotations
@@ -273,12 +278,15 @@ def _b64url(obj: dict) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b'=').decode()
 
 
-def build_card(url: str, name: str, version: str, signed: bool) -> AgentCard:
+def build_card(url: str, name: str, version: str, signed: bool, grpc_url: str | None = None) -> AgentCard:
     interfaces = []
-    if version in ('both', '1.0'):
-        interfaces.append(AgentInterface(url=url, protocol_binding='JSONRPC', protocol_version='1.0'))
-    if version in ('both', '0.3'):
-        interfaces.append(AgentInterface(url=url, protocol_binding='JSONRPC', protocol_version='0.3'))
+    # A gRPC interface first makes it the 0.3 card's main one (url,
+    # preferredTransport GRPC), as the SDK publishes such an agent.
+    for v in ('1.0', '0.3'):
+        if version in ('both', v):
+            if grpc_url:
+                interfaces.append(AgentInterface(url=grpc_url, protocol_binding='GRPC', protocol_version=v))
+            interfaces.append(AgentInterface(url=url, protocol_binding='JSONRPC', protocol_version=v))
     card = AgentCard(
         name=name,
         description=f'agentroute test agent ({name}): echo / stream / fail / input',
@@ -496,6 +504,8 @@ async def main() -> int:
     ap.add_argument('--rpc-path', default='/', help='path of the JSON-RPC endpoint (default /)')
     ap.add_argument('--root', default='', help='serve every route below this path (default: at /)')
     ap.add_argument('--signed', action='store_true', help='add a signatures array to the card')
+    ap.add_argument('--grpc-url', help='also advertise a GRPC interface at this URL, first '
+                    '(no gRPC server listens there)')
     ap.add_argument('--stream-delay', type=float, default=STREAM_DELAY,
                     help='seconds before each stream chunk (default 0.15; >15 makes the '
                     'SSE keep-alive comment ": ping - <time>" appear)')
@@ -510,7 +520,7 @@ async def main() -> int:
     root = '/' + args.root.strip('/') if args.root.strip('/') else ''
     url = args.base_url or f'http://127.0.0.1:{port}{root}{rpc_path}'
 
-    card = build_card(url, args.name, args.version, args.signed)
+    card = build_card(url, args.name, args.version, args.signed, args.grpc_url)
     app = build_app(card, rpc_path, args.version, args.stream_delay)
     app = HandMade(app, rpc_path, args.stream_delay)
     if root:

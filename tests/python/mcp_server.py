@@ -4,6 +4,9 @@
 Serves streamable HTTP at /mcp: the session protocol (initialize, then
 `Mcp-Session-Id` on every request, MCP <= 2025-11-25) and the stateless
 2026-07-28 protocol (`Mcp-Method` / `Mcp-Name` headers), as the SDK does.
+With --sse, the legacy HTTP+SSE transport instead (the SDK's `sse_app()`):
+GET /sse is the event stream (first event `endpoint`, then every answer),
+POST /messages/?session_id=... takes each message and answers 202.
 
 Tools: search(query), fetch_url(url), fetch_secrets(), expensive_a(),
 expensive_b(), delete_all(), whoami() (the replica's name and the calls its
@@ -100,10 +103,10 @@ def build(replica: str, page_size: int) -> PagedServer:
 
 
 def recording(app):
-    """ASGI middleware: records each POSTed JSON-RPC message to /mcp."""
+    """ASGI middleware: records each POSTed JSON-RPC message to /mcp (or /messages/)."""
 
     async def wrapped(scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/mcp"):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(("/mcp", "/messages")):
             return await app(scope, receive, send)
         chunks = []
         more = True
@@ -151,13 +154,15 @@ async def main() -> int:
     ap.add_argument("--replica", default="r0", help="name whoami answers with")
     ap.add_argument("--json", action="store_true", help="answer POSTs with JSON, not SSE")
     ap.add_argument("--page-size", type=int, default=0, help="tools/list page size (0 = one page)")
+    ap.add_argument("--sse", action="store_true", help="serve the legacy HTTP+SSE transport (GET /sse)")
     args = ap.parse_args()
 
     server = build(args.replica, args.page_size)
-    app = server.streamable_http_app(
-        json_response=args.json,
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-    )
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    if args.sse:
+        app = server.sse_app(transport_security=security)
+    else:
+        app = server.streamable_http_app(json_response=args.json, transport_security=security)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))

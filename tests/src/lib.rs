@@ -557,6 +557,10 @@ pub fn early_header_removal(header: &str) -> Value {
     } ])
 }
 
+/// The content types the shipped json_to_metadata configurations read:
+/// JSON, with or without a parameter (`; charset=utf-8`), any case.
+pub const JSON_CONTENT_TYPES: &str = "(?i)application/json[ \\t]*(;.*)?";
+
 /// Envoy's native `json_to_metadata` filter configured the way
 /// `openai.model_from: "metadata"` expects: the body's `model` goes to
 /// `<namespace>.model`, and a missing model or unparsable body is recorded in
@@ -566,14 +570,44 @@ pub fn json_to_metadata(namespace: &str) -> Value {
         "name": "envoy.filters.http.json_to_metadata",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
-            "request_rules": { "rules": [ {
+            "request_rules": {
+              "allow_content_types_regex": { "google_re2": {}, "regex": JSON_CONTENT_TYPES },
+              "rules": [ {
                 "selectors": [ { "key": "model" } ],
                 "on_present": { "metadata_namespace": namespace, "key": "model" },
                 "on_missing": { "metadata_namespace": namespace, "key": "model_error", "value": "missing" },
                 "on_error": { "metadata_namespace": namespace, "key": "model_error", "value": "invalid_json" }
+              }, {
+                "selectors": [ { "key": "background" } ],
+                "on_present": { "metadata_namespace": namespace, "key": "background" }
             } ] }
         }
     })
+}
+
+/// An HCM access log to `path` in Envoy's text format `line` (a
+/// `%FILTER_STATE(...:PLAIN)%` command prints what the filter wrote).
+pub fn with_text_access_log(config: GatewayConfig, path: &Path, line: String) -> GatewayConfig {
+    let path = path.to_path_buf();
+    config.patch_bootstrap(move |bootstrap| {
+        let hcm = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"];
+        hcm["access_log"] = json!([ { "name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path, "log_format": { "text_format_source": { "inline_string": line } } } } ]);
+    })
+}
+
+/// A log file's text once Envoy has written anything to it (5 s at most).
+pub async fn written_log(path: &Path) -> String {
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    String::new()
 }
 
 /// A running Envoy. Dropping it stops Envoy and fails the test if the plugin

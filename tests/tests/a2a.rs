@@ -425,6 +425,107 @@ async fn cards_point_at_the_gateway_on_every_layout() {
     );
 }
 
+/// Interfaces the gateway cannot serve at the agent's path never reach the
+/// client: an agent whose card advertises a gRPC interface first (its
+/// internal `a1.internal:9000`; in the 0.3 fields the main interface) gets
+/// a card with only the JSON-RPC interfaces, on the gateway, in both
+/// generations; the a2a-sdk client still follows it.
+#[tokio::test]
+async fn cards_drop_interfaces_the_gateway_cannot_serve() {
+    const GRPC: &str = "a1.internal:9000";
+    let (both, legacy) = tokio::join!(
+        A2aAgent::start(&["--name", "a1", "--grpc-url", GRPC]),
+        A2aAgent::start(&["--name", "a1v03", "--version", "0.3", "--grpc-url", GRPC]),
+    );
+    let agents = json!([
+        { "name": "a1", "namespace": "prod", "backend": "a1", "protocol": "a2a" },
+        { "name": "a1v03", "namespace": "prod", "backend": "a1v03" }
+    ]);
+    let gw = Gateway::start(
+        gateway_config(Source::Body, agents)
+            .cluster("a1", both.addr)
+            .cluster("a1v03", legacy.addr),
+    )
+    .await;
+    // (agent, card path, 1.0 interfaces wanted, 0.3 additional interfaces wanted)
+    let cases = [
+        ("a1", "/.well-known/agent-card.json", 2, 1),
+        ("a1", "/.well-known/agent.json", 2, 1),
+        ("a1v03", "/.well-known/agent-card.json", 0, 1),
+    ];
+    for (agent, card_path, supported, additional) in cases {
+        let path = format!("/prod/{agent}{card_path}");
+        let direct = agentroute_tests::send(
+            if agent == "a1" {
+                both.addr
+            } else {
+                legacy.addr
+            },
+            "GET",
+            card_path,
+            &[],
+            "",
+        )
+        .await;
+        assert!(direct.text().contains(GRPC), "the agent advertises gRPC");
+        let r = gw.get(&path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_length_right(&path, &r);
+        assert!(!r.text().contains("a1.internal"), "{path}: {}", r.text());
+        let card = r.json();
+        let gateway = format!("http://gateway.test/prod/{agent}/");
+        let interfaces = card["supportedInterfaces"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(interfaces.len(), supported, "{path}: {card}");
+        for i in &interfaces {
+            assert_eq!(i["url"], gateway.as_str(), "{path}");
+            assert_eq!(i["protocolBinding"], "JSONRPC", "{path}");
+        }
+        // The 0.3 main interface was the gRPC one: the JSON-RPC one takes
+        // its place.
+        assert_eq!(card["url"], gateway.as_str(), "{path}: {card}");
+        assert_eq!(card["preferredTransport"], "JSONRPC", "{path}");
+        let extra = card["additionalInterfaces"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(extra.len(), additional, "{path}: {card}");
+        for i in &extra {
+            assert_eq!(i["url"], gateway.as_str(), "{path}");
+        }
+    }
+    let base = format!("http://{}", gw.addr);
+    for (agent, version) in [("a1", "1.0"), ("a1", "0.3"), ("a1v03", "0.3")] {
+        let out = run_python(
+            "a2a_client.py",
+            vec![
+                "--gateway".to_string(),
+                format!("{base}/prod/{agent}"),
+                "--version".into(),
+                version.into(),
+                "--text".into(),
+                "hello".into(),
+            ],
+        )
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{agent} {version}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.trim()).expect("client JSON line");
+        assert_eq!(
+            v["card_url"],
+            format!("{base}/prod/{agent}/"),
+            "{agent} {version}"
+        );
+        assert_eq!(v["state"], "TASK_STATE_COMPLETED", "{agent} {version}");
+    }
+}
+
 /// The official a2a-sdk client, knowing only a gateway URL, reads the card
 /// there and sends through the URLs the card gives: both generations,
 /// streamed and not, on a layout, an explicit prefix and a pure 0.3 card.

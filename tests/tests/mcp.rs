@@ -4,10 +4,14 @@
 //! (initialize, `Mcp-Session-Id`) and the stateless 2026-07-28 one
 //! (`Mcp-Method` / `Mcp-Name` headers).
 
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
 use agentroute_tests::{
-    json_to_metadata_mcp, mcp_client, Gateway, GatewayConfig, McpServer, Response,
+    json_to_metadata_mcp, mcp_client, run_python, Gateway, GatewayConfig, McpServer, Response,
 };
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RULES: &str = r#""mcp": {
     "tools": {"allow": ["search", "fetch_*", "expensive_*", "whoami"], "deny": ["fetch_secrets"]},
@@ -473,4 +477,212 @@ async fn a_session_whose_replica_goes_away_must_start_again() {
             .all(|r| r["ok"] == json!(true)),
         "{out}"
     );
+}
+
+// ------------------------------------------------- legacy HTTP+SSE transport
+
+/// The SDK's legacy client (`mcp.client.sse.sse_client`) on `GET /sse` of
+/// the entry `host` routes to, each request bounded by `timeout` seconds.
+async fn sse_client(gw: &Gateway, host: &str, timeout: &str, actions: &[&str]) -> Value {
+    let mut args: Vec<String> = [
+        "--url",
+        &format!("http://{}/sse", gw.addr),
+        "--mode",
+        "sse",
+        "--host",
+        host,
+        "--timeout",
+        timeout,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(actions.iter().map(|a| a.to_string()));
+    let out = run_python("mcp_client.py", args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "mcp_client.py sse {actions:?}: {e}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The status and headers of a GET whose body may never end (an event
+/// stream): read up to the end of the head, then the connection is dropped.
+async fn stream_head(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request = format!("GET {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    };
+    let head = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to GET {path}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head)
+}
+
+/// The legacy HTTP+SSE transport (the SDK's `sse_app()`: every answer on
+/// the GET /sse stream, a refused call's answer on a POST its client never
+/// reads) is refused on an entry with tool rules, at once and with a status
+/// the SDK's legacy client raises, instead of listing every tool and
+/// hanging on a refused call. Without rules it passes as before; a
+/// Streamable HTTP session's GET stream on a ruled entry still opens.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_legacy_sse_transport_is_refused_on_entries_with_tool_rules() {
+    let (legacy, streamable) =
+        tokio::join!(McpServer::start(&["--sse"]), McpServer::start(&["--json"]));
+    for from_metadata in [false, true] {
+        let plugin = format!(
+            r#"{{"openai": {{"model_from": "{}"}}, "agents": [
+                {{"name": "legacy", "namespace": "prod", "kind": "mcp", "backend": "mcp-legacy",
+                  "hosts": ["ruled.legacy.test"], {RULES}}},
+                {{"name": "legacy-open", "namespace": "prod", "kind": "mcp", "backend": "mcp-legacy",
+                  "hosts": ["open.legacy.test"]}},
+                {{"name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp-ruled", {RULES}}}]}}"#,
+            if from_metadata { "metadata" } else { "body" }
+        );
+        let mut config = GatewayConfig::new(plugin)
+            .cluster("mcp-legacy", legacy.addr)
+            .cluster("mcp-ruled", streamable.addr);
+        if from_metadata {
+            config
+                .filters_before
+                .push(json_to_metadata_mcp("agentroute"));
+        } else {
+            config.allow_stop_iteration = true;
+        }
+        let gw = Gateway::start(config).await;
+        let label = if from_metadata { "metadata" } else { "body" };
+
+        // The SDK's legacy client fails at once, on the status of GET /sse;
+        // it never sees a tool, and nothing reaches the server's endpoint.
+        legacy.clear_calls().await;
+        let started = Instant::now();
+        let out = sse_client(
+            &gw,
+            "ruled.legacy.test",
+            "8",
+            &["list", "call:fetch_secrets"],
+        )
+        .await;
+        let took = started.elapsed();
+        let error = out["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("502 Bad Gateway"),
+            "{label}: the legacy client is told: {out}"
+        );
+        assert_eq!(out["tools"], json!([]), "{label}: {out}");
+        assert!(
+            took < Duration::from_secs(6),
+            "{label}: took {took:?}: {out}"
+        );
+        assert_eq!(legacy.calls().await, Vec::<Value>::new(), "{label}");
+
+        // The refusal, by hand: a header a client adds changes nothing
+        // (the server's answer decides), nor does Last-Event-ID.
+        for extra in [
+            &[][..],
+            &[("mcp-session-id", "forged")][..],
+            &[
+                ("last-event-id", "1"),
+                ("mcp-protocol-version", "2025-06-18"),
+            ][..],
+        ] {
+            let mut headers = vec![
+                ("host", "ruled.legacy.test"),
+                ("accept", "text/event-stream"),
+            ];
+            headers.extend_from_slice(extra);
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                gw.request("GET", "/sse", &headers, ""),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{label} {extra:?}: the event stream went through"));
+            assert_eq!(r.status, 502, "{label} {extra:?}: {}", r.text());
+            let body = r.json();
+            assert_eq!(body["error"]["code"], json!(-32603), "{label}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("legacy HTTP+SSE transport"),
+                "{label}: {body}"
+            );
+            assert!(!r.text().contains("session_id"), "{label}: {}", r.text());
+        }
+
+        // Without tool rules the legacy transport works as before.
+        let out = sse_client(&gw, "open.legacy.test", "8", &["list", "call:delete_all"]).await;
+        assert_eq!(out.get("error"), None, "{label}: {out}");
+        assert_eq!(out["tools"].as_array().map(Vec::len), Some(7), "{label}");
+        assert_eq!(out["results"][0]["ok"], json!(true), "{label}: {out}");
+
+        // A Streamable HTTP session's GET stream on a ruled entry opens.
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}});
+        let accept = ("accept", "application/json, text/event-stream");
+        let json_body = ("content-type", "application/json");
+        let r = gw
+            .request(
+                "POST",
+                "/prod/mcp/tools/mcp",
+                &[accept, json_body],
+                init.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{label}: {}", r.text());
+        let session = r.header("mcp-session-id").expect("a session").to_string();
+        let session_headers = [
+            accept,
+            json_body,
+            ("mcp-session-id", session.as_str()),
+            ("mcp-protocol-version", "2025-06-18"),
+        ];
+        let r = gw
+            .request(
+                "POST",
+                "/prod/mcp/tools/mcp",
+                &session_headers,
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{label}: {}", r.text());
+        let (status, head) = stream_head(
+            gw.addr,
+            "/prod/mcp/tools/mcp",
+            &[
+                ("host", "gateway.test"),
+                ("accept", "text/event-stream"),
+                ("mcp-session-id", session.as_str()),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{label}: {head}");
+        assert!(
+            head.contains("content-type: text/event-stream"),
+            "{label}: {head}"
+        );
+    }
 }

@@ -66,11 +66,22 @@ pub(super) fn compile_canary(
         .header
         .map(|h| header_name(&h, &path("header")))
         .transpose()?;
+    let key = match raw.key.as_deref() {
+        None => crate::canary::COHORT_KEY,
+        Some(k) if k.chars().count() < 16 => {
+            return Err(ConfigError::new(
+                path("key"),
+                "must be at least 16 characters (a secret nobody can guess)",
+            ))
+        }
+        Some(k) => crate::canary::cohort_key(k),
+    };
     Ok(Canary {
         backend: raw.backend,
         threshold: basis_points.round() as u16,
         by,
         header,
+        key,
     })
 }
 
@@ -145,6 +156,9 @@ mod tests {
         );
         let c = canary(r#"{"backend":"v2","weight":5,"by":"client_ip"}"#).unwrap();
         assert_eq!(c.by, By::ClientIp);
+        assert_eq!(c.key, crate::canary::COHORT_KEY);
+        let c = canary(r#"{"backend":"v2","weight":5,"key":"0123456789abcdef"}"#).unwrap();
+        assert_eq!(c.key, crate::canary::cohort_key("0123456789abcdef"));
     }
 
     #[test]
@@ -162,6 +176,7 @@ mod tests {
             (r#"{"backend":"v2","weight":10,"by":"cookie:a=b"}"#, "agents[0].canary.by: \"a=b\" is not a valid cookie name"),
             (r#"{"backend":"v2","weight":10,"header":"x-agent-name"}"#, "agents[0].canary.header: \"x-agent-name\" is a header the gateway or the filter already uses"),
             (r#"{"backend":"v2","weight":10,"sticky":true}"#, "agents[0].canary.sticky: unknown field"),
+            (r#"{"backend":"v2","weight":10,"key":"short"}"#, "agents[0].canary.key: must be at least 16 characters"),
         ] {
             let got = canary(json).unwrap_err();
             assert!(got.starts_with(want), "{json}\n  got:  {got}\n  want: {want}");

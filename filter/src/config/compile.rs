@@ -77,6 +77,8 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         gateway_hosts,
         observability,
         cors,
+        client_ip,
+        identity,
         agents,
     } = raw;
 
@@ -91,6 +93,8 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         }
     }
     let default_timeouts = default_timeouts(defaults)?;
+    let client_ip = compile_client_ip(client_ip.map(|c| c.0).unwrap_or_default())?;
+    let identity = super::access::compile_identity(identity.map(|i| i.0))?;
     let usage_metrics = openai.as_ref().and_then(|o| o.usage_metrics);
     let openai = compile_openai(openai.map(|o| o.0).unwrap_or_default(), &dispatch_header)?;
     let rate_limit_service = rate_limit_service
@@ -149,6 +153,12 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         openai.unversioned_paths,
     )?;
     let models = build_models(&entries, openai.agent_models)?;
+    let has_access_rules = entries
+        .iter()
+        .any(|e| e.access.as_ref().is_some_and(|a| a.access.per_caller()));
+    let has_oauth = entries
+        .iter()
+        .any(|e| e.access.as_ref().is_some_and(|a| a.oauth.is_some()));
     let observe = super::observe::compile(observability.map(|o| o.0), usage_metrics, &entries);
     let (cors, surface_cors) = cors.finish();
 
@@ -178,9 +188,33 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         dropped_shorthands,
         cors,
         surface_cors,
+        client_ip,
+        identity,
+        has_access_rules,
+        has_oauth,
         created: 0,
         models_body: OnceCell::new(),
     })
+}
+
+fn compile_client_ip(raw: super::contract::RawClientIp) -> Result<crate::client_key::IpPrefixes> {
+    let mut prefixes = crate::client_key::IpPrefixes::default();
+    if let Some(p) = raw.ipv4_prefix {
+        if !(1..=32).contains(&p) {
+            return Err(ConfigError::new("client_ip.ipv4_prefix", "must be 1 to 32"));
+        }
+        prefixes.ipv4 = p;
+    }
+    if let Some(p) = raw.ipv6_prefix {
+        if !(1..=128).contains(&p) {
+            return Err(ConfigError::new(
+                "client_ip.ipv6_prefix",
+                "must be 1 to 128",
+            ));
+        }
+        prefixes.ipv6 = p;
+    }
+    Ok(prefixes)
 }
 
 /// Default request timeout per kind, in milliseconds (0 = none), in
@@ -352,7 +386,22 @@ fn compile_entry(
         .transpose()?;
     let (protocol, rewrite_signed_cards) =
         compile_protocol(raw.protocol, raw.a2a.map(|a| a.0), at)?;
-    let mcp = super::mcp::compile_mcp(raw.mcp.map(|m| m.0), kind, at)?.map(Box::new);
+    let mut raw_mcp = raw.mcp.map(|m| m.0);
+    let oauth = raw_mcp.as_mut().and_then(|m| m.oauth.take()).map(|o| o.0);
+    let access = super::access::compile_entry_access(raw.access.map(|a| *a), oauth, kind, at)?;
+    let mut mcp = super::mcp::compile_mcp(raw_mcp, kind, at)?.map(Box::new);
+    if mcp.is_none()
+        && access
+            .as_ref()
+            .is_some_and(|a| a.access.rules.iter().any(|r| r.tools.is_some()))
+    {
+        // A rule narrowing tools needs the messages read, as tool rules do.
+        mcp = Some(Box::new(crate::mcp::rules::ToolRules::new(
+            None,
+            Vec::new(),
+            Vec::new(),
+        )));
+    }
     let canary = raw
         .canary
         .map(|c| compile_canary(c.0, &path("canary"), &raw.backend))
@@ -393,6 +442,7 @@ fn compile_entry(
             cors,
             concurrency: concurrency.map(Box::new),
             failover: failover.map(Box::new),
+            access: access.map(Box::new),
         },
         claims,
     ))

@@ -21,18 +21,25 @@ pub(super) fn compile_concurrency(
     })
 }
 
-/// `entry` (or absent), `client_ip` or `header:<name>`.
+/// `entry` (or absent), `client_ip`, `header:<name>` or `claim:<name>`.
 pub(super) fn client_per(raw: Option<&str>, path: &str) -> Result<Per, ConfigError> {
     match raw {
         None | Some("entry") => Ok(Per::Entry),
         Some("client_ip") => Ok(Per::ClientIp),
-        Some(p) => match p.strip_prefix("header:") {
-            Some(h) => Ok(Per::Header(header_name(h, path)?)),
-            None => Err(ConfigError::new(
-                path,
-                format!("{p:?} is not \"entry\", \"client_ip\" or \"header:<name>\""),
-            )),
-        },
+        Some(p) => {
+            if let Some(h) = p.strip_prefix("header:") {
+                Ok(Per::Header(header_name(h, path)?))
+            } else if let Some(claim) = p.strip_prefix("claim:") {
+                Ok(Per::Claim(super::access::claim_name(claim, path)?))
+            } else {
+                Err(ConfigError::new(
+                    path,
+                    format!(
+                        "{p:?} is not \"entry\", \"client_ip\", \"header:<name>\" or \"claim:<name>\""
+                    ),
+                ))
+            }
+        }
     }
 }
 
@@ -75,7 +82,7 @@ mod tests {
             (r#"{"max_in_flight":4294967296}"#, "agents[0].concurrency.max_in_flight: must be at most 4294967295"),
             (r#"{"max_in_flight":-1}"#, "agents[0].concurrency.max_in_flight: expected a non-negative integer"),
             (r#"{}"#, "agents[0].concurrency.max_in_flight: required"),
-            (r#"{"max_in_flight":1,"per":"ip"}"#, "agents[0].concurrency.per: \"ip\" is not \"entry\", \"client_ip\" or \"header:<name>\""),
+            (r#"{"max_in_flight":1,"per":"ip"}"#, "agents[0].concurrency.per: \"ip\" is not \"entry\", \"client_ip\", \"header:<name>\" or \"claim:<name>\""),
             (r#"{"max_in_flight":1,"per":"header:x-agent-kind"}"#, "agents[0].concurrency.per: \"x-agent-kind\" is a header"),
             (r#"{"max":1}"#, "agents[0].concurrency.max: unknown field"),
         ] {

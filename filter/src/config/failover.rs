@@ -5,7 +5,7 @@
 use super::compile::is_header_value;
 use super::contract::RawFailover;
 use super::ConfigError;
-use crate::failover::{Failover, On, DEFAULT_EJECT_MS, MAX_EJECT_MS};
+use crate::failover::{Failover, On, DEFAULT_EJECT_MS, DEFAULT_WINDOW_MS, MAX_EJECT_MS};
 
 /// Backups an entry may list: each is a slot header on retried requests
 /// and a matcher branch in the Envoy route.
@@ -81,11 +81,24 @@ pub(super) fn compile_failover(
             "must be more than 0s and at most 1h",
         ));
     }
+    let min_failures = raw.min_failures.unwrap_or(1);
+    if !(1..=1000).contains(&min_failures) {
+        return Err(ConfigError::new(path("min_failures"), "must be 1 to 1000"));
+    }
+    let window_ms = raw.window.map_or(DEFAULT_WINDOW_MS, |d| d.0);
+    if window_ms == 0 || window_ms > MAX_EJECT_MS {
+        return Err(ConfigError::new(
+            path("window"),
+            "must be more than 0s and at most 1h",
+        ));
+    }
     Ok(Failover {
         backends: raw.backends,
         on,
         eject_ms,
         retry: raw.retry.unwrap_or(true),
+        min_failures,
+        window_ms,
     })
 }
 
@@ -116,6 +129,9 @@ mod tests {
         assert!(f.on.timeout && !f.on.any_5xx && !f.on.reset);
         assert_eq!((f.eject_ms, f.retry), (1_000, false));
         assert!(failover(r#"{"backends":["b1"],"eject":"1h"}"#).is_ok());
+        assert_eq!((f.min_failures, f.window_ms), (1, 10_000));
+        let f = failover(r#"{"backends":["b1"],"min_failures":5,"window":"1m"}"#).unwrap();
+        assert_eq!((f.min_failures, f.window_ms), (5, 60_000));
     }
 
     #[test]
@@ -153,6 +169,14 @@ mod tests {
             (
                 r#"{"backends":["b1"],"on":["5xx","4xx"]}"#,
                 "agents[0].failover.on[1]: unknown value \"4xx\"",
+            ),
+            (
+                r#"{"backends":["b1"],"min_failures":0}"#,
+                "agents[0].failover.min_failures: must be 1 to 1000",
+            ),
+            (
+                r#"{"backends":["b1"],"window":"0s"}"#,
+                "agents[0].failover.window: must be more than 0s and at most 1h",
             ),
             (
                 r#"{"backends":["b1"],"on":[]}"#,

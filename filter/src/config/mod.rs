@@ -4,6 +4,7 @@
 //! (`agents[3].bakend: unknown field`), which is what an operator reading an
 //! Envoy log needs.
 
+mod access;
 mod canary;
 mod compile;
 mod concurrency;
@@ -136,6 +137,8 @@ pub enum Per {
     Header(String),
     /// The downstream peer address (the client as Envoy sees it).
     ClientIp,
+    /// A claim of the caller's verified identity (`identity`).
+    Claim(String),
 }
 
 /// What the entry's backend speaks on the OpenAI surface.
@@ -179,6 +182,8 @@ pub struct Entry {
     pub concurrency: Option<Box<Concurrency>>,
     /// Backends that take over when the entry's backend fails.
     pub failover: Option<Box<crate::failover::Failover>>,
+    /// Who may use the entry (`access`), and `mcp.oauth`.
+    pub access: Option<Box<crate::identity::EntryAccess>>,
 }
 
 /// An entry's in-flight limit.
@@ -287,6 +292,15 @@ pub struct Plan {
     /// The top-level policy as the OpenAI surface and the filter's replies
     /// to requests of no entry use it.
     pub surface_cors: Option<usize>,
+    /// How much of an address is one client (`per: client_ip`).
+    pub client_ip: crate::client_key::IpPrefixes,
+    /// Where verified claims are read (`identity`).
+    pub identity: crate::identity::Identity,
+    /// Some entry has `access` rules: `/v1/models` answers per caller.
+    pub has_access_rules: bool,
+    /// Some entry has `mcp.oauth`: its protected-resource metadata is
+    /// served under `/.well-known/oauth-protected-resource/...`.
+    pub has_oauth: bool,
     /// Unix time the plan was loaded (the `created` of `/v1/models`); the
     /// host sets it, as the core has no clock.
     pub created: u64,

@@ -91,6 +91,23 @@ pub struct Failover {
     pub eject_ms: u64,
     /// The failed request itself goes to the next backend (slot headers).
     pub retry: bool,
+    /// Failures within `window_ms` before a backend is ejected (1: the
+    /// first failure ejects, with no shared count kept).
+    pub min_failures: u32,
+    pub window_ms: u64,
+}
+
+/// Default `failover.window`.
+pub const DEFAULT_WINDOW_MS: u64 = 10_000;
+
+/// Whether an answer with a failing status came from the backend: Envoy's
+/// `response.code_details` is `via_upstream` for an upstream's answer, and
+/// names the filter for a local reply (`local_rate_limited`,
+/// `ext_authz_denied`, `fault_filter_abort`, ...). A refusal another filter
+/// made after this one says nothing about the backend's health; Envoy's own
+/// answers for upstream failures are told by their response flags instead.
+pub fn answered_by_upstream(code_details: Option<&[u8]>) -> bool {
+    code_details == Some(b"via_upstream".as_slice())
 }
 
 /// What counts as a failure of a backend (`failover.on`).
@@ -345,6 +362,59 @@ pub fn eject(store: &dyn SharedStore, key: &str, until_nanos: u64) -> Result<Eje
     Err(StoreError::CasMismatch)
 }
 
+/// The shared-data key of a backend's failure count (`min_failures`).
+pub fn failures_key(key_prefix: &str, backend: &str) -> String {
+    format!("{key_prefix}/failover-count/{backend}")
+}
+
+/// Counts one failure of a backend, in a window that starts at the first
+/// failure after the last window ended; `true` when the count reaches
+/// `min` (the backend is to be ejected, and the count starts again).
+/// With `min` 1 nothing is stored. Compare-and-swap: every worker's
+/// failures count.
+pub fn note_failure(
+    store: &dyn SharedStore,
+    key: &str,
+    now_nanos: u64,
+    window_ms: u64,
+    min: u32,
+) -> Result<bool, StoreError> {
+    if min <= 1 {
+        return Ok(true);
+    }
+    let window = window_ms.saturating_mul(1_000_000);
+    for _ in 0..8 {
+        let (value, version) = store.get(key)?;
+        let (start, count) = match value.as_deref().and_then(decode_count) {
+            Some((start, count)) if now_nanos.saturating_sub(start) < window => (start, count),
+            _ => (now_nanos, 0),
+        };
+        let count = count.saturating_add(1);
+        let reached = count >= min;
+        // Reaching the count starts a fresh window (the ejection follows).
+        let stored = if reached { (0, 0) } else { (start, count) };
+        match store.set(key, &encode_count(stored.0, stored.1), version) {
+            Ok(()) => return Ok(reached),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
+fn encode_count(start_nanos: u64, count: u32) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&start_nanos.to_le_bytes());
+    out[8..].copy_from_slice(&count.to_le_bytes());
+    out
+}
+
+fn decode_count(value: &[u8]) -> Option<(u64, u32)> {
+    let start: [u8; 8] = value.get(..8)?.try_into().ok()?;
+    let count: [u8; 4] = value.get(8..12)?.try_into().ok()?;
+    Some((u64::from_le_bytes(start), u32::from_le_bytes(count)))
+}
+
 /// The order in which one request tries `candidates` (the side chosen
 /// first, then the backends after it): the first one not ejected leads,
 /// then the others not ejected in order, then the ejected ones by when
@@ -580,6 +650,48 @@ mod tests {
         assert_eq!(decode(value.as_deref()), Some(200));
         *store.conflicts.borrow_mut() = 10;
         assert_eq!(eject(&store, "k", 300), Err(StoreError::CasMismatch));
+    }
+
+    #[test]
+    fn min_failures_counts_within_a_window_across_workers() {
+        let store = Store::default();
+        let ms = 1_000_000;
+        // 1: every failure ejects, nothing stored.
+        assert_eq!(note_failure(&store, "k", 0, 10_000, 1), Ok(true));
+        assert!(store.data.borrow().is_empty());
+        // 3 within 10 s.
+        assert_eq!(note_failure(&store, "k", 0, 10_000, 3), Ok(false));
+        *store.conflicts.borrow_mut() = 3;
+        assert_eq!(note_failure(&store, "k", 2_000 * ms, 10_000, 3), Ok(false));
+        assert_eq!(note_failure(&store, "k", 9_000 * ms, 10_000, 3), Ok(true));
+        // The count starts again after reaching it.
+        assert_eq!(note_failure(&store, "k", 9_500 * ms, 10_000, 3), Ok(false));
+        // Spread out past the window: never three at once.
+        for t in [30_000u64, 41_000, 52_000, 63_000] {
+            assert_eq!(
+                note_failure(&store, "k", t * ms, 10_000, 3),
+                Ok(false),
+                "{t}"
+            );
+        }
+        store.set("k", b"garbage", Some(99)).unwrap_or(());
+        assert_eq!(note_failure(&store, "j", 0, 10_000, 2), Ok(false));
+    }
+
+    #[test]
+    fn only_the_upstreams_answers_judge_it() {
+        assert!(answered_by_upstream(Some(b"via_upstream")));
+        for local in [
+            &b"local_rate_limited"[..],
+            b"ext_authz_denied",
+            b"ext_authz_error",
+            b"fault_filter_abort",
+            b"request_rate_limited",
+            b"",
+        ] {
+            assert!(!answered_by_upstream(Some(local)), "{local:?}");
+        }
+        assert!(!answered_by_upstream(None));
     }
 
     #[test]

@@ -237,7 +237,7 @@ impl Stream {
         // answers are gone, so `eject` applies.
         for n in 0..last {
             if let Some(b) = tries.backend(e, n) {
-                eject(&active, entry, b, f.eject_ms, now());
+                failed(&active, entry, f, b, f.eject_ms, now());
             }
             if let Some(b) = tries.backend(e, n + 1) {
                 bump(&active, entry, b, FailoverStat::Retries);
@@ -253,7 +253,7 @@ impl Stream {
         if suspect {
             let flags = abi::get_u64_property(&["response", "flags"]).unwrap_or(0);
             let outcome = failover::classify(code, flags);
-            if f.on.counts(outcome) {
+            if f.on.counts(outcome) && from_the_backend(outcome) {
                 let retry_after = match outcome {
                     Outcome::Status(_) => {
                         abi::get_header(MapType::HttpResponseHeaders, "retry-after")
@@ -265,7 +265,7 @@ impl Stream {
                 let now = now();
                 let ms = failover::ejection_ms(f.eject_ms, retry_after.as_deref(), now / 1_000_000);
                 if let Some(b) = tries.backend(e, last) {
-                    eject(&active, entry, b, ms, now);
+                    failed(&active, entry, f, b, ms, now);
                 }
             }
         } else if !end_of_stream && !self.upgrade {
@@ -297,7 +297,7 @@ impl Stream {
         log::debug!("failover: answer cut short, response flags {flags:#x}");
         if f.on.counts(outcome) {
             if let Some(b) = tries.backend(e, last) {
-                eject(&active, entry, b, f.eject_ms, now_nanos().unwrap_or(0));
+                failed(&active, entry, f, b, f.eject_ms, now_nanos().unwrap_or(0));
             }
         }
     }
@@ -331,6 +331,45 @@ fn answer_status_and_attempts() -> (Option<u64>, Option<u64>) {
 fn header_u64(map: MapType, name: &str) -> Option<u64> {
     let value = abi::get_header(map, name).ok()??;
     std::str::from_utf8(&value).ok()?.trim().parse().ok()
+}
+
+/// Whether a failing outcome is the backend's own: a status only when
+/// the upstream answered it (another filter's local reply after this one —
+/// a rate limiter, ext_authz, fault injection — is not the backend's
+/// failure); connect failures, resets and timeouts are told by Envoy's
+/// flags, which only upstream trouble sets. One property read, on failing
+/// answers only.
+fn from_the_backend(outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Status(_) => {
+            let details = abi::get_property(&["response", "code_details"])
+                .ok()
+                .flatten();
+            let upstream = failover::answered_by_upstream(details.as_deref());
+            if !upstream {
+                log::debug!(
+                    "failover: a local answer ({:?}) is not the backend's failure",
+                    details.as_deref().map(String::from_utf8_lossy)
+                );
+            }
+            upstream
+        }
+        _ => true,
+    }
+}
+
+/// A failure of `backend`: counted toward `min_failures`, and ejected for
+/// `ms` once they are reached.
+fn failed(active: &Active, entry: usize, f: &Failover, backend: &str, ms: u64, now: u64) {
+    let key = failover::failures_key(&active.key_prefix, backend);
+    match failover::note_failure(&AbiStore, &key, now, f.window_ms, f.min_failures) {
+        Ok(true) => eject(active, entry, backend, ms, now),
+        Ok(false) => log::debug!("failover: backend {backend:?} failed, not yet ejected"),
+        Err(err) => {
+            log::warn!("failover: cannot count a failure of {backend:?}: {err:?}; ejecting");
+            eject(active, entry, backend, ms, now);
+        }
+    }
 }
 
 /// Skips `backend` for `ms` from `now`, on every worker.

@@ -102,6 +102,7 @@ pub(super) fn hold(
     active: &Active,
     entry: usize,
     pairs: &[(&str, &[u8])],
+    claims: Option<&crate::identity::claims::Claims>,
 ) -> Result<Option<Slot>, LocalReply> {
     let Some(e) = active.plan.entries.get(entry) else {
         return Ok(None);
@@ -113,7 +114,10 @@ pub(super) fn hold(
         return Ok(None);
     };
     let base = format!("{}/{}/inflight", active.key_prefix, e.id);
-    let key = match (client_value(&limit.per, pairs), active.secret()) {
+    let key = match (
+        client_value(&active.plan, &limit.per, pairs, claims),
+        active.secret(),
+    ) {
         (Some(client), Some(secret)) => concurrency::client_table(&base, &client, &secret),
         _ => base.clone(),
     };

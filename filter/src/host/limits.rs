@@ -10,6 +10,7 @@ use proxy_wasm::types::{Action, BufferType, Status};
 
 use super::active::Active;
 use super::{abi, now_nanos, Stream};
+use crate::client_key;
 use crate::config::{FailureMode, Per, RequestRate, Scope, TokenBudget};
 use crate::observe::Refusal;
 use crate::ratelimit::{self, Bucket, BucketSpec, ClientSlot, SharedStore, StoreError};
@@ -154,7 +155,7 @@ impl Stream {
         let Some(now) = now_nanos() else {
             return Ok(());
         };
-        let client = client_value(&limit.per, pairs);
+        let client = client_value(&active.plan, &limit.per, pairs, self.claims());
         let bucket_of = |what: &str| {
             let key = format!("{}/{}/{what}", active.key_prefix, e.id);
             match (&client, active.secret()) {
@@ -259,8 +260,8 @@ impl Stream {
             return Action::Continue;
         };
         let tokens = matches!(limit.scope, Scope::Global { tokens: true });
-        let client =
-            client_value(&limit.per, pairs).map(|v| rls::client_value(&service.domain, &v));
+        let client = client_value(&active.plan, &limit.per, pairs, self.claims())
+            .map(|v| rls::client_value(&service.domain, &v));
         let subject = Subject {
             agent: &e.id,
             kind: e.kind.as_str(),
@@ -331,8 +332,9 @@ impl Stream {
                 retry_after_secs,
             } => {
                 self.budget = None;
-                // A request the service refuses holds no in-flight slot.
-                self.release_slot();
+                // A request the service refuses holds no in-flight slot
+                // and no tool token.
+                self.undo_admission();
                 active.bump(entry, Stat::RateLimited, 1);
                 self.log_refusal(match what {
                     Limited::Requests => Refusal::GlobalRequests,
@@ -385,7 +387,7 @@ impl Stream {
         if deny {
             self.budget = None;
             self.log_refusal(Refusal::LimitServiceDown);
-            self.release_slot();
+            self.undo_admission();
             return self.reply(&replies::limit_service_unavailable());
         }
         Action::Continue
@@ -486,40 +488,35 @@ pub(super) fn status_of(limit: u64, o: &ratelimit::Outcome) -> LimitStatus {
     }
 }
 
-/// The client a per-client limit counts: every copy of the header (joined
-/// as one value, so a second copy cannot pick another bucket), or the
-/// downstream address without its port. A request without one shares the
-/// entry's own bucket.
-pub(super) fn client_value(per: &Per, pairs: &[(&str, &[u8])]) -> Option<Vec<u8>> {
+/// The client a per-client limit counts, in its canonical form
+/// (`crate::client_key`): the header's value (a request repeating it was
+/// refused before any limit: `repeated_key_header`), the downstream
+/// address without its port (an IPv6 client by its network), or a claim of
+/// the verified identity. A request without one shares the entry's own
+/// bucket.
+pub(super) fn client_value(
+    plan: &crate::config::Plan,
+    per: &Per,
+    pairs: &[(&str, &[u8])],
+    claims: Option<&crate::identity::claims::Claims>,
+) -> Option<Vec<u8>> {
     match per {
         Per::Entry => None,
-        Per::Header(name) => {
-            let mut value: Option<Vec<u8>> = None;
-            for (_, v) in pairs.iter().filter(|(k, _)| k == name) {
-                match value.as_mut() {
-                    Some(joined) => {
-                        joined.extend_from_slice(b", ");
-                        joined.extend_from_slice(v);
-                    }
-                    None => value = Some(v.to_vec()),
-                }
-            }
-            value
-        }
-        Per::ClientIp => client_ip(),
+        Per::Header(name) => pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| client_key::canonical_value(v)),
+        Per::ClientIp => client_ip().map(|ip| client_key::ip_client(&ip, plan.client_ip)),
+        Per::Claim(name) => crate::identity::access::claim_key(claims, name),
     }
 }
 
 /// The downstream address without its port, as Envoy sees the client
 /// (with `use_remote_address`, the TCP peer).
-pub(super) fn client_ip() -> Option<Vec<u8>> {
+pub(super) fn client_ip() -> Option<String> {
     let addr = abi::get_property(&["source", "address"]).ok().flatten()?;
     let addr = String::from_utf8(addr).ok()?;
-    let ip = match addr.rsplit_once(':') {
-        Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
-        _ => addr.as_str(),
-    };
-    Some(ip.as_bytes().to_vec())
+    Some(client_key::strip_port(&addr).to_string())
 }
 
 /// Proxy-Wasm shared data: one store per VM id, shared by every worker.

@@ -8,7 +8,9 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::active::Active;
 use super::limits::{count_conflicts, request_spec, status_of, HostStore};
 use super::{abi, now_nanos, Stream};
+use crate::mcp::batch::{BatchWatch, Seen};
 use crate::mcp::judge::{self, McpHeaders, Refusal, ToolCall, Verdict};
+use crate::mcp::legacy;
 use crate::mcp::list::{self, Filtered, SseFilter};
 use crate::mcp::rpc::Message;
 use crate::ratelimit;
@@ -27,6 +29,11 @@ pub(super) enum ToolList {
     Asked {
         id: String,
     },
+    /// A GET's event stream: refused if it is the legacy transport's
+    /// (`mcp::legacy`); a resumed one (`replay`) is filtered.
+    Stream {
+        replay: bool,
+    },
     Json {
         id: String,
     },
@@ -36,6 +43,23 @@ pub(super) enum ToolList {
     },
     /// The answer could not be filtered: the rest of it is dropped.
     Cut,
+}
+
+/// A token taken from a tool's limit, and where to give it back.
+pub(super) struct ToolToken {
+    key: String,
+    spec: ratelimit::BucketSpec,
+}
+
+impl ToolToken {
+    pub(super) fn give_back(self) {
+        let Some(now) = now_nanos() else {
+            return;
+        };
+        if let Err(e) = ratelimit::debit(&HostStore, self.key.as_str(), self.spec, -1.0, now) {
+            log::warn!("cannot give a tool's token back: {e:?}");
+        }
+    }
 }
 
 impl Stream {
@@ -58,15 +82,17 @@ impl Stream {
         };
         if step == McpStep::FilterReplay {
             self.ask_plain_answer(true);
-            self.tool_list = Some(ToolList::Asked {
-                id: "null".to_string(),
-            });
+            self.tool_list = Some(ToolList::Stream { replay: true });
+            return Ok(());
+        }
+        if step == McpStep::OpenStream {
+            self.tool_list = Some(ToolList::Stream { replay: false });
             return Ok(());
         }
         let message = match self.rpc_message.take() {
             Some(m) => m,
             None => {
-                self.batch_watch = true;
+                self.batch_watch = Some(BatchWatch::default());
                 metadata_message(&active.plan.openai.metadata_namespace)
             }
         };
@@ -90,6 +116,11 @@ impl Stream {
                     });
                 }
                 if let Some(call) = call {
+                    if !self.caller_may_use(active, entry, &call.name) {
+                        active.bump(entry, Stat::Refused, 1);
+                        active.bump_tool(entry, call.label, ToolStat::Refused);
+                        return Err(self.reply(&judge::unknown_tool(message.id(), &call.name)));
+                    }
                     self.admit_tool(active, entry, &call, message.id())?;
                     active.bump_tool(entry, call.label, ToolStat::Calls);
                 }
@@ -100,29 +131,51 @@ impl Stream {
 
     /// A request judged from metadata: its body passes here, and a batch
     /// (an array: json_to_metadata reads keys out of it as from an object)
-    /// is refused before any of it reaches the server. `Some` is the action
-    /// of the refusal.
+    /// is refused before any of it reaches the server. Chunks of only
+    /// whitespace pass while the watch goes on. `Some` is the action of the
+    /// refusal.
     pub(super) fn watch_for_batch(
         &mut self,
         body_size: usize,
         end_of_stream: bool,
     ) -> Option<Action> {
-        const LOOK: usize = 64;
-        let head = abi::get_buffer(BufferType::HttpRequestBody, 0, body_size.min(LOOK)).ok()?;
-        let first = head.iter().find(|b| !b" \t\r\n".contains(b));
-        match first {
-            None if !end_of_stream && body_size <= LOOK => return None,
-            Some(b'[') => {
-                self.batch_watch = false;
-                if let (Some(entry), Some(active)) = (self.entry, &self.active) {
-                    active.bump(entry, Stat::Refused, 1);
-                }
-                return Some(self.reply(&judge::batch_refused()));
-            }
-            _ => {}
+        let mut watch = self.batch_watch.take()?;
+        let head =
+            match abi::get_buffer(BufferType::HttpRequestBody, 0, body_size.min(watch.wants())) {
+                Ok(head) => head,
+                // Fail closed: an unread body could be a batch.
+                Err(_) => return Some(self.refuse_batch(judge::batch_refused())),
+            };
+        match watch.feed(&head) {
+            Seen::Undecided if !end_of_stream => self.batch_watch = Some(watch),
+            Seen::Undecided | Seen::NotABatch => {}
+            Seen::Batch => return Some(self.refuse_batch(judge::batch_refused())),
+            Seen::TooMuchWhitespace => return Some(self.refuse_batch(judge::padded_refused())),
         }
-        self.batch_watch = false;
         None
+    }
+
+    fn refuse_batch(&mut self, reply: crate::reply::LocalReply) -> Action {
+        if let (Some(entry), Some(active)) = (self.entry, &self.active) {
+            active.bump(entry, Stat::Refused, 1);
+        }
+        self.reply(&reply)
+    }
+
+    /// Whether the caller's `access` rules grant `tool` (entries without
+    /// rules: every tool their `mcp.tools` allow).
+    fn caller_may_use(&self, active: &Active, entry: usize, tool: &str) -> bool {
+        match (
+            self.grant,
+            active
+                .plan
+                .entries
+                .get(entry)
+                .and_then(|e| e.access.as_deref()),
+        ) {
+            (Some(grant), Some(access)) => access.access.allows_tool(grant, tool),
+            _ => true,
+        }
     }
 
     /// A tool list must come back uncompressed to be filtered.
@@ -167,6 +220,7 @@ impl Stream {
                     let status = status_of(u64::from(limit.rate.burst), &o);
                     return Err(self.reply(&judge::limited(id, &call.name, &status)));
                 }
+                self.tool_token = Some(ToolToken { key, spec });
                 Ok(())
             }
             Err(e) => {
@@ -176,10 +230,43 @@ impl Stream {
         }
     }
 
+    /// The answer to a GET: an event stream no session names (the legacy
+    /// HTTP+SSE transport) is refused before any of it reaches the client.
+    /// `Some` is the action of the refusal.
+    pub(super) fn refuse_legacy_stream(&mut self) -> Option<Action> {
+        let Some(ToolList::Stream { .. }) = self.tool_list else {
+            return None;
+        };
+        let text = |name: &str| {
+            abi::get_header(RESPONSE, name)
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        let status = text(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let unbound = legacy::is_unbound_stream(
+            status,
+            text("content-type").as_deref(),
+            text("mcp-session-id").as_deref(),
+        );
+        if !unbound {
+            return None;
+        }
+        self.tool_list = None;
+        if let (Some(entry), Some(active)) = (self.entry, &self.active) {
+            active.bump(entry, Stat::Refused, 1);
+        }
+        log::info!("refused an MCP event stream without mcp-session-id (the legacy HTTP+SSE transport) on an entry with tool rules");
+        Some(self.reply(&legacy::refused()))
+    }
+
     /// The answer of a `tools/list`: a 200 JSON or SSE answer is filtered.
     pub(super) fn watch_tool_list(&mut self, status: u32) {
-        let Some(ToolList::Asked { id }) = self.tool_list.take() else {
-            return;
+        let id = match self.tool_list.take() {
+            Some(ToolList::Asked { id }) => id,
+            // A resumed stream's answers carry ids of other requests.
+            Some(ToolList::Stream { replay: true }) => "null".to_string(),
+            _ => return,
         };
         let content_type = abi::get_header(RESPONSE, "content-type")
             .ok()
@@ -207,6 +294,17 @@ impl Stream {
         };
         // The body changes: its length goes.
         let _ = abi::remove_header(RESPONSE, "content-length");
+        // Filtered for this caller: no shared cache may hand it to another.
+        let per_caller = self.entry.zip(self.active.as_ref()).is_some_and(|(e, a)| {
+            a.plan
+                .entries
+                .get(e)
+                .and_then(|e| e.access.as_deref())
+                .is_some_and(|x| x.access.per_caller())
+        });
+        if per_caller {
+            let _ = abi::replace_header(RESPONSE, "cache-control", b"private");
+        }
     }
 
     pub(super) fn tool_list_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -220,7 +318,18 @@ impl Stream {
         else {
             return Action::Continue;
         };
-        let allows = |tool: &str| rules.allows(tool);
+        let access = self
+            .entry
+            .and_then(|e| active.plan.entries.get(e))
+            .and_then(|e| e.access.as_deref());
+        let grant = self.grant;
+        let allows = |tool: &str| {
+            rules.allows(tool)
+                && match (grant, access) {
+                    (Some(grant), Some(a)) => a.access.allows_tool(grant, tool),
+                    _ => true,
+                }
+        };
         match self.tool_list.as_mut() {
             Some(ToolList::Json { id }) => {
                 if body_size > MAX_LIST_BYTES {
@@ -274,7 +383,7 @@ impl Stream {
                 let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
                 Action::Continue
             }
-            Some(ToolList::Asked { .. }) | None => Action::Continue,
+            Some(ToolList::Asked { .. } | ToolList::Stream { .. }) | None => Action::Continue,
         }
     }
 }

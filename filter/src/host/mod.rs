@@ -143,7 +143,7 @@ struct Stream {
     /// The message was judged from metadata: the body's first byte still
     /// has to show it is no batch (json_to_metadata reads keys out of an
     /// array as if it were an object).
-    batch_watch: bool,
+    batch_watch: Option<crate::mcp::batch::BatchWatch>,
     /// A `tools/list` answer to filter.
     tool_list: Option<mcp::ToolList>,
     /// Bytes of an OpenAI body counted as they pass (model from metadata):
@@ -172,6 +172,14 @@ struct Stream {
     cors: Option<cors::Answer>,
     /// The in-flight slot the stream holds until it ends.
     slot: Option<Slot>,
+    /// The caller's verified claims, read from `jwt_authn`'s metadata on
+    /// first use (only for entries with `access` or per-claim limits).
+    claims: Rc<ClaimsCache>,
+    /// The rules of the entry's `access` that admitted the caller.
+    grant: Option<crate::identity::access::Grant>,
+    /// The token a `tools/call` took from its tool's limit, given back if
+    /// one of the entry's own limits refuses the call after it.
+    tool_token: Option<mcp::ToolToken>,
     /// Whether this stream counts in the entry's open-connections gauge.
     connected: bool,
     /// `x-ratelimit-*` of an admitted request, for its response.
@@ -242,7 +250,10 @@ impl Stream {
             reading_model: false,
             reading_message: false,
             rpc_message: None,
-            batch_watch: false,
+            batch_watch: None,
+            tool_token: None,
+            claims: Rc::default(),
+            grant: None,
             tool_list: None,
             counting_body: None,
             awaiting_limit: None,
@@ -354,6 +365,66 @@ impl Stream {
             inflight::release(self.active.as_deref(), slot);
         }
     }
+
+    /// A request one of the entry's limits refused after admission began:
+    /// it holds no in-flight slot and has taken nothing from its tool's
+    /// limit (a refusal by one limit spends nothing of another).
+    fn undo_admission(&mut self) {
+        self.release_slot();
+        if let Some(token) = self.tool_token.take() {
+            token.give_back();
+        }
+    }
+}
+
+/// A request's verified claims, read once.
+#[derive(Default)]
+struct ClaimsCache(std::cell::OnceCell<Option<crate::identity::claims::Claims>>);
+
+impl ClaimsCache {
+    /// The claims `jwt_authn` verified, under `key` of its metadata
+    /// namespace: `None` without a verified token (or with one whose
+    /// payload cannot be read, logged).
+    fn get(&self, key: &str) -> Option<&crate::identity::claims::Claims> {
+        self.0
+            .get_or_init(|| {
+                let path = [
+                    "metadata",
+                    "filter_metadata",
+                    crate::identity::JWT_AUTHN_NAMESPACE,
+                    key,
+                ];
+                let bytes = abi::get_property(&path).ok().flatten()?;
+                match crate::identity::claims::decode_payload(&bytes) {
+                    Ok(claims) => Some(claims),
+                    Err(e) => {
+                        log::warn!("cannot read the verified claims ({e:?}): no identity");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// The identity seam of the pure core: claims read on first use.
+struct HostCaller<'a> {
+    cache: &'a ClaimsCache,
+    key: &'a str,
+}
+
+impl crate::identity::Caller for HostCaller<'_> {
+    fn claims(&self) -> Option<&crate::identity::claims::Claims> {
+        self.cache.get(self.key)
+    }
+}
+
+impl Stream {
+    /// The caller's verified claims (read on first use).
+    fn claims(&self) -> Option<&crate::identity::claims::Claims> {
+        let key = &self.active.as_ref()?.plan.identity.metadata_key;
+        self.claims.get(key)
+    }
 }
 
 /// What the canary split may ask about the client: its address (a host
@@ -364,7 +435,7 @@ struct HostClient<'v> {
 
 impl canary::Client for HostClient<'_> {
     fn ip(&self) -> Option<Vec<u8>> {
-        limits::client_ip()
+        limits::client_ip().map(String::into_bytes)
     }
 
     fn random(&self) -> u64 {

@@ -21,9 +21,10 @@ impl Stream {
     /// request.
     pub(super) fn set_fields<V: AsRef<str>>(&self, fields: &[(Field, V)]) {
         for (field, value) in fields {
-            if let Err(status) =
-                super::abi::set_property(field.property(), value.as_ref().as_bytes())
-            {
+            if let Err(status) = super::abi::set_property(
+                field.property(),
+                observe::log_safe(value.as_ref()).as_bytes(),
+            ) {
                 log::debug!("cannot set {}: host status {status}", field.property());
             }
         }
@@ -48,6 +49,15 @@ impl Stream {
         // `Field::FailoverRetries`, `Field::BackendsTried`.
         let backend = backend.then_some(e.backend.as_str());
         self.set_fields(&observe::dispatch_fields(e, backend, model, canary));
+        if crate::identity::uses_claims(e) {
+            let plan = self.active.as_ref().map(|a| &a.plan);
+            let subject = plan
+                .and_then(|p| crate::identity::access::subject(self.claims(), &p.identity.subject));
+            if let Some(subject) = subject {
+                let subject = observe::truncate(subject, crate::identity::MAX_LOGGED_SUBJECT);
+                self.set_fields(&[(Field::Subject, subject)]);
+            }
+        }
     }
 
     /// The limit that refused the request, for the access log.

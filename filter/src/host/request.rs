@@ -23,6 +23,8 @@ use crate::wire;
 pub(super) struct Body<'b> {
     pub bytes: &'b [u8],
     pub max_tokens: Option<u64>,
+    /// `background: true` (the Responses API).
+    pub background: bool,
 }
 
 impl Stream {
@@ -56,7 +58,8 @@ impl Stream {
         };
         let plan = &active.plan;
         let vm = self.vm.clone();
-        let seams = Seams::new(&vm, &active);
+        let claims = self.claims.clone();
+        let seams = Seams::new(&vm, &active, &claims);
         let read_model = {
             let Some(pairs) = wire::parse(&raw) else {
                 return fail("malformed request header map");
@@ -211,7 +214,7 @@ impl Stream {
                 return self.translate_buffered_body(body_size);
             }
         }
-        if self.batch_watch {
+        if self.batch_watch.is_some() {
             if let Some(answered) = self.watch_for_batch(body_size, end_of_stream) {
                 return answered;
             }
@@ -283,18 +286,24 @@ impl Stream {
                 return self.fail(&format!("cannot read request body: host status {status}"))
             }
         };
-        let BodyFacts { model, max_tokens } = openai::read_body(&body);
+        let BodyFacts {
+            model,
+            max_tokens,
+            background,
+        } = openai::read_body(&body);
         let Some(pairs) = wire::parse(&raw) else {
             return self.fail("malformed request header map");
         };
         let plan = &active.plan;
         let vm = self.vm.clone();
-        let seams = Seams::new(&vm, active);
+        let claims = self.claims.clone();
+        let seams = Seams::new(&vm, active, &claims);
         let head = seams.head(&pairs, plan);
         let decision = decide_model(plan, &head, model.as_deref());
         let body = Body {
             bytes: &body,
             max_tokens,
+            background,
         };
         self.carry_out(active, decision, &pairs, Some(&body), model.as_deref().ok())
     }
@@ -318,7 +327,8 @@ impl Stream {
         let vm = self.vm.clone();
         // With the client, as at the headers: a canary split by client IP
         // lands the same request on the same side.
-        let seams = Seams::new(&vm, active);
+        let claims = self.claims.clone();
+        let seams = Seams::new(&vm, active, &claims);
         let head = seams.head(&pairs, plan);
         let decision = decide(plan, &head);
         self.carry_out(active, decision, &pairs, None, None)
@@ -357,7 +367,17 @@ impl Stream {
             mcp,
             canary,
             failover,
+            grant,
         } = forward;
+        self.grant = grant;
+        if let Some(e) = entry.and_then(|i| active.plan.entries.get(i)) {
+            if let Some(name) = crate::client_key::repeated_key_header(e, pairs) {
+                if let Some(i) = entry {
+                    active.bump(i, Stat::Refused, 1);
+                }
+                return self.reply(&crate::client_key::repeated_reply(name));
+            }
+        }
         if let Some(entry) = entry {
             self.log_dispatch(entry, true, model, canary.as_ref().map(|c| c.side));
             if let (Some(tries), true) = (&failover, self.logs_fields()) {
@@ -396,19 +416,41 @@ impl Stream {
         }
         let prompt = body.map_or(0, |b| prompt_estimate(b.bytes.len()));
         if let Some(entry) = entry {
+            // Token budgets meter each answer; a background call's answer
+            // never passes here (model from metadata: json_to_metadata's
+            // `background` rule, read for budgeted entries only).
+            let budgeted = active
+                .plan
+                .entries
+                .get(entry)
+                .is_some_and(openai::meters_tokens);
+            if budgeted
+                && match body {
+                    Some(b) => b.background,
+                    None => {
+                        model.is_some()
+                            && metadata_background(&active.plan.openai.metadata_namespace)
+                    }
+                }
+            {
+                active.bump(entry, Stat::Refused, 1);
+                return self.reply(&openai::background_refused());
+            }
             // The in-flight limit first: a request it refuses has taken
             // nothing from the rate limits and token budgets.
-            match inflight::hold(active, entry, pairs) {
+            match inflight::hold(active, entry, pairs, self.claims()) {
                 Ok(slot) => self.slot = slot,
                 Err(r) => {
+                    self.undo_admission();
                     self.log_refusal(Refusal::Concurrency);
                     return self.reply(&r);
                 }
             }
             let estimate = body.and_then(|b| token_estimate(b.bytes.len(), b.max_tokens));
             if let Err((refusal, r)) = self.admit_locally(active, entry, pairs, estimate, prompt) {
-                // A request a rate limit refuses holds no slot.
-                self.release_slot();
+                // A request a rate limit refuses holds no slot and no
+                // tool token.
+                self.undo_admission();
                 active.bump(entry, Stat::RateLimited, 1);
                 self.log_refusal(refusal);
                 return self.reply(&r);
@@ -580,6 +622,18 @@ fn metadata_model(namespace: &str) -> Result<String, ModelError> {
     }
 }
 
+/// Whether json_to_metadata found `background: true` (a bool arrives as
+/// one byte; written as a string, `true`).
+fn metadata_background(namespace: &str) -> bool {
+    matches!(
+        abi::get_property(&["metadata", "filter_metadata", namespace, "background"])
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some(b"true" | [1])
+    )
+}
+
 /// How header changes reach Envoy: one call per change, or one call that
 /// replaces the whole map (feature `whole-map-writes`; BENCHMARKS.md has
 /// what each costs).
@@ -615,13 +669,18 @@ fn apply(ops: &[HeaderOp<'_>], pairs: &[(&str, &[u8])]) -> Result<(), String> {
 struct Seams<'a> {
     client: HostClient<'a>,
     health: HostHealth<'a>,
+    caller: super::HostCaller<'a>,
 }
 
 impl<'a> Seams<'a> {
-    fn new(vm: &'a Vm, active: &'a Active) -> Self {
+    fn new(vm: &'a Vm, active: &'a Active, claims: &'a super::ClaimsCache) -> Self {
         Seams {
             client: HostClient { vm },
             health: HostHealth::of(active),
+            caller: super::HostCaller {
+                cache: claims,
+                key: &active.plan.identity.metadata_key,
+            },
         }
     }
 
@@ -630,5 +689,6 @@ impl<'a> Seams<'a> {
         RequestHead::from_pairs(pairs, &plan.dispatch_header)
             .with_client(&self.client)
             .with_health(&self.health)
+            .with_caller(&self.caller)
     }
 }

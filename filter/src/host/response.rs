@@ -34,6 +34,10 @@ impl Stream {
         if self.failover.is_some() {
             self.observe_failover(end_of_stream);
         }
+        // Before CORS is taken: the refusal carries it.
+        if let Some(refused) = self.refuse_legacy_stream() {
+            return refused;
+        }
         if let Some(answer) = self.cors.take() {
             apply_cors(&answer);
         }

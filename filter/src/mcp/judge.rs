@@ -167,6 +167,12 @@ pub fn rpc_error(status: u32, id: &str, code: i64, message: &str) -> LocalReply 
     LocalReply::json(status, body.to_string())
 }
 
+/// The answer to a call of a tool the client may not use: what the MCP
+/// specification gives for an unknown tool (the call is never forwarded).
+pub fn unknown_tool(id: &str, tool: &str) -> LocalReply {
+    rpc_error(200, id, INVALID_PARAMS, &format!("Unknown tool: {tool}"))
+}
+
 /// The answer to a JSON-RPC batch on an entry with tool rules.
 pub fn batch_refused() -> LocalReply {
     rpc_error(
@@ -174,6 +180,20 @@ pub fn batch_refused() -> LocalReply {
         "null",
         INVALID_REQUEST,
         "Invalid Request: JSON-RPC batches are not accepted here (tool rules judge one message at a time)",
+    )
+}
+
+/// The answer to a body judged from metadata that starts with more
+/// whitespace than the batch watch reads.
+pub fn padded_refused() -> LocalReply {
+    rpc_error(
+        400,
+        "null",
+        INVALID_REQUEST,
+        &format!(
+            "Invalid Request: more than {} bytes of whitespace before the message",
+            super::batch::MAX_LEADING_WHITESPACE
+        ),
     )
 }
 

@@ -10,6 +10,10 @@
 
 use std::fmt;
 
+mod identity;
+
+pub use identity::{IdentitySource, RawAccessRule, RawIdentity, RawOAuth};
+
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
@@ -76,6 +80,12 @@ pub struct RawConfig<A = Obj<RawAgent>> {
     /// CORS for browser clients: applies to every entry and to the OpenAI
     /// surface; an entry's own `cors` replaces it for that entry.
     pub cors: Option<Obj<RawCors>>,
+    /// How much of a client address is one client for `per: client_ip`
+    /// limits (default: an IPv4 address, an IPv6 /64).
+    pub client_ip: Option<Obj<RawClientIp>>,
+    /// Where the caller's verified identity (JWT claims) is read, for
+    /// `agents[].access` and `per: "claim:NAME"` limits.
+    pub identity: Option<Obj<RawIdentity>>,
     /// The agents, model APIs and MCP servers the gateway routes to.
     // The filter reads each agent only when it compiles it (`A` is the
     // agent's unparsed JSON text there), so a large list never exists twice.
@@ -99,9 +109,26 @@ impl<A> Default for RawConfig<A> {
             gateway_hosts: None,
             observability: None,
             cors: None,
+            client_ip: None,
+            identity: None,
             agents: Vec::new(),
         }
     }
+}
+
+/// How much of a client address names one client.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(rename = "ClientIp"))]
+pub struct RawClientIp {
+    /// Leading bits of an IPv4 address that name one client (default 32).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = 32), range(min = 1, max = 32)))]
+    pub ipv4_prefix: Option<u8>,
+    /// Leading bits of an IPv6 address that name one client (default 64:
+    /// one host commonly owns a whole /64).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = 64), range(min = 1, max = 128)))]
+    pub ipv6_prefix: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +321,10 @@ pub struct RawAgent {
     /// fails: failed backends are skipped by every worker for a while, and
     /// a failed request is retried on the next one where Envoy allows it.
     pub failover: Option<Box<Obj<RawFailover>>>,
+    /// Who may use the entry, by the claims of the caller's verified
+    /// identity (`identity`); each rule may narrow the models and tools the
+    /// caller may use. Default: everyone.
+    pub access: Option<Box<Vec<Obj<RawAccessRule>>>>,
 }
 
 /// Backends that take over when an entry's backend fails.
@@ -328,6 +359,15 @@ pub struct RawFailover {
     /// the shipped bootstrap; README: Failover). Default `true`.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = true)))]
     pub retry: Option<bool>,
+    /// Failures of a backend within `window` before it is ejected (default
+    /// 1). More than one keeps a single client that provokes its own errors
+    /// from ejecting a backend for everyone at once (README: Failover).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = 1), range(min = 1, max = 1000)))]
+    pub min_failures: Option<u32>,
+    /// The window `min_failures` are counted in (default `10s`, at most
+    /// `1h`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "10s")))]
+    pub window: Option<DurationMs>,
 }
 
 /// A second backend taking part of an entry's requests.
@@ -363,6 +403,13 @@ pub struct RawCanary {
         schemars(pattern(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))
     )]
     pub header: Option<String>,
+    /// A secret of this deployment (at least 16 characters) the cohort hash
+    /// is keyed with, so that nobody without it can compute which `by`
+    /// values land on the canary. Change it and every client may change
+    /// side. Default: a key fixed in the filter (cohorts are the same on
+    /// every deployment).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(length(min = 16)))]
+    pub key: Option<String>,
 }
 
 /// Which browser origins may call, and what they may send and read.
@@ -409,12 +456,13 @@ pub struct RawConcurrency {
         schemars(range(min = 1, max = 4294967295u64))
     )]
     pub max_in_flight: u64,
-    /// `entry` (one limit), `client_ip` or `header:<name>` (every client its
-    /// own `max_in_flight`). Default `entry`.
+    /// `entry` (one limit), `client_ip`, `header:<name>` or `claim:<name>`
+    /// (a verified claim, `identity`): every client its own
+    /// `max_in_flight`. Default `entry`.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "entry")))]
     #[cfg_attr(
         not(target_arch = "wasm32"),
-        schemars(pattern(r"^(entry|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+)$"))
+        schemars(pattern(r"^(entry|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+|claim:[^\s]+)$"))
     )]
     pub per: Option<String>,
 }
@@ -451,12 +499,13 @@ pub struct RawRateLimit {
         schemars(range(min = 1, max = 4294967295u64))
     )]
     pub burst: Option<u64>,
-    /// `entry` (one bucket), `client_ip` or `header:<name>` (one bucket per
-    /// distinct value). Default `entry`.
+    /// `entry` (one bucket), `client_ip`, `header:<name>` or `claim:<name>`
+    /// (a verified claim, `identity`; requests without it share one
+    /// bucket): one bucket per distinct value. Default `entry`.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "entry")))]
     #[cfg_attr(
         not(target_arch = "wasm32"),
-        schemars(pattern(r"^(entry|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+)$"))
+        schemars(pattern(r"^(entry|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+|claim:[^\s]+)$"))
     )]
     pub per: Option<String>,
     /// LLM token budget debited with each answer's `usage.total_tokens`.
@@ -507,6 +556,10 @@ pub struct RawMcp {
     /// Token buckets per tool name (each tool a pattern matches has its own
     /// bucket), shared by every worker of this Envoy.
     pub tool_limits: Option<Vec<Obj<RawToolLimit>>>,
+    /// The OAuth protected-resource metadata (RFC 9728) the filter serves
+    /// for this entry when the gateway does its authorization
+    /// (`jwt_authn`), and the `resource_metadata` of its 401 answers.
+    pub oauth: Option<Box<Obj<RawOAuth>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -787,13 +840,14 @@ mod compact {
     /// agent's contract form at once while it parses (the peak a Wasm VM
     /// keeps): the rarely set parts are boxed so that an entry without
     /// them stays small (672 and 472 bytes each before; 240 for the entry
-    /// once boxed, 176 since it reads name and namespace from its id).
+    /// once boxed, 176 since it reads name and namespace from its id; 184
+    /// with the box of `access` rules).
     /// (Sizes on a 64-bit build: wasm32's are about half.)
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn agent_records_stay_compact() {
         assert!(std::mem::size_of::<super::RawAgent>() <= 240);
         let entry = std::mem::size_of::<crate::config::Entry>();
-        assert!(entry <= 176, "Entry is {entry} bytes");
+        assert!(entry <= 184, "Entry is {entry} bytes");
     }
 }

@@ -1,0 +1,430 @@
+//! Who is calling, through a real Envoy with its real `jwt_authn` filter
+//! (a local JWKS; tokens signed here with HS256): access per agent, per
+//! model on the OpenAI surface (and `/v1/models` per caller), per MCP tool
+//! (lists filtered per caller and private, calls refused before the
+//! server), 401 against 403, limits per `claim:team` shared by two
+//! workers, the caller in the access log, and the OAuth protected-resource
+//! metadata of an MCP entry whose authorization the gateway does.
+
+use std::time::Duration;
+
+use agentroute::observe::Field;
+use agentroute_tests::{
+    spawn_agent, with_text_access_log, written_log, Gateway, GatewayConfig, McpServer, Response,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+const SECRET: &[u8] = b"a test key of this test run only, 32+ bytes";
+const ISSUER: &str = "https://issuer.test";
+
+/// A token `jwt_authn` verifies: HS256 over `claims` (issuer added).
+fn token(mut claims: Value) -> String {
+    claims["iss"] = json!(ISSUER);
+    claims["exp"] = json!(4_000_000_000u64);
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signing_input = format!("{header}.{payload}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET);
+    let signature = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, signing_input.as_bytes()));
+    format!("{signing_input}.{signature}")
+}
+
+fn bearer(claims: Value) -> String {
+    format!("Bearer {}", token(claims))
+}
+
+/// Envoy's `jwt_authn` as the platforms configure it: one provider with a
+/// local JWKS, the verified payload in metadata under `jwt_payload`; a
+/// request without a token passes on (`allow_missing`: the filter answers
+/// 401 where its rules need an identity), one with a bad token is refused
+/// by jwt_authn itself.
+fn jwt_authn() -> Value {
+    let jwks = json!({ "keys": [ { "kty": "oct", "alg": "HS256", "kid": "k1",
+                                   "k": URL_SAFE_NO_PAD.encode(SECRET) } ] });
+    json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": { "test": {
+                "issuer": ISSUER,
+                "local_jwks": { "inline_string": jwks.to_string() },
+                "payload_in_metadata": "jwt_payload"
+            } },
+            "rules": [ { "match": { "prefix": "/" }, "requires": { "requires_any": { "requirements": [
+                { "provider_name": "test" }, { "allow_missing": {} } ] } } } ]
+        }
+    })
+}
+
+async fn gateway(plugin: Value, clusters: &[(&str, std::net::SocketAddr)]) -> Gateway {
+    let mut config = GatewayConfig::new(plugin.to_string());
+    for (name, addr) in clusters {
+        config = config.cluster(name, *addr);
+    }
+    config.filters_before.push(jwt_authn());
+    config.allow_stop_iteration = true;
+    Gateway::start(config).await
+}
+
+fn auth(value: &str) -> [(&str, &str); 1] {
+    [("authorization", value)]
+}
+
+#[tokio::test]
+async fn access_per_agent_401_without_identity_403_without_a_rule() {
+    let plugin = json!({ "agents": [
+        { "name": "support", "namespace": "prod", "backend": "chat",
+          "access": [ { "claims": { "team": "support" } } ] },
+        { "name": "open", "backend": "chat" } ] });
+    let gw = gateway(plugin, &[("chat", spawn_agent("chat").await)]).await;
+    // No token: 401 with a Bearer challenge, a JSON-RPC error (an agent).
+    let r = gw.get("/prod/support/x").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(r.json()["error"]["code"], -32001);
+    // Another team: 403.
+    let other = bearer(json!({ "sub": "bob", "team": "sales" }));
+    let r = gw
+        .request("GET", "/prod/support/x", &auth(&other), "")
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], -32003);
+    // The team: admitted, on every alias of the entry.
+    let alice = bearer(json!({ "sub": "alice", "team": "support" }));
+    for path in ["/prod/support/x", "/prod/agent/support/x", "/support/x"] {
+        let r = gw.request("GET", path, &auth(&alice), "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    // A forged token never reaches the filter: jwt_authn refuses it.
+    let forged = format!("{}x", token(json!({ "sub": "eve", "team": "support" })));
+    let r = gw
+        .request(
+            "GET",
+            "/prod/support/x",
+            &auth(&format!("Bearer {forged}")),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    // Claims are never read from headers a client sends.
+    let r = gw
+        .request(
+            "GET",
+            "/prod/support/x",
+            &[("x-jwt-claim-team", "support"), ("team", "support")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    // An entry without rules asks nothing.
+    assert_eq!(gw.get("/open/x").await.status, 200);
+}
+
+fn model_ids(r: &Response) -> Vec<String> {
+    r.json()["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.text()))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn models_per_caller_on_the_openai_surface() {
+    let plugin = json!({ "agents": [
+        { "name": "llm", "namespace": "models", "kind": "modelapi", "backend": "llm",
+          "models": ["gpt-4o", "gpt-4o-mini"],
+          "access": [ { "claims": { "groups": "ml-team" } },
+                      { "claims": { "groups": "interns" }, "models": ["gpt-4o-mini"] } ] },
+        { "name": "free", "namespace": "models", "kind": "modelapi", "backend": "llm", "models": ["free"] } ] });
+    let gw = gateway(plugin, &[("llm", spawn_agent("llm").await)]).await;
+    let ml = bearer(json!({ "sub": "a", "groups": ["ml-team", "staff"] }));
+    let intern = bearer(json!({ "sub": "i", "groups": ["interns"] }));
+    let r = gw.request("GET", "/v1/models", &auth(&ml), "").await;
+    assert_eq!(model_ids(&r), ["gpt-4o", "gpt-4o-mini", "free"]);
+    assert_eq!(r.header("cache-control"), Some("private"));
+    let r = gw.request("GET", "/v1/models", &auth(&intern), "").await;
+    assert_eq!(model_ids(&r), ["gpt-4o-mini", "free"]);
+    assert_eq!(model_ids(&gw.get("/v1/models").await), ["free"]);
+    let chat = |model: &str| json!({ "model": model, "messages": [] }).to_string();
+    let post = |who: &str, model: &str| {
+        let headers = vec![
+            ("authorization".to_string(), who.to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+        ];
+        (headers, chat(model))
+    };
+    for (who, model, want) in [
+        (&intern, "gpt-4o", 403),
+        (&intern, "gpt-4o-mini", 200),
+        (&ml, "gpt-4o", 200),
+        (&String::new(), "gpt-4o", 401),
+        (&String::new(), "free", 200),
+    ] {
+        let (headers, body) = post(who, model);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let r = gw
+            .request("POST", "/v1/chat/completions", &headers, body)
+            .await;
+        assert_eq!(r.status, want, "{model}: {}", r.text());
+        if want == 403 {
+            assert_eq!(r.json()["error"]["code"], "model_not_allowed");
+        }
+        if want == 401 {
+            assert_eq!(r.json()["error"]["type"], "authentication_error");
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+}
+
+fn rpc(id: u32, method: &str, params: Value) -> String {
+    let mut params = params;
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                             "io.modelcontextprotocol/clientCapabilities": {}});
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string()
+}
+
+async fn mcp(gw: &Gateway, who: &str, method: &str, tool: Option<&str>, body: String) -> Response {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ];
+    if let Some(tool) = tool {
+        headers.push(("mcp-name", tool));
+    }
+    if !who.is_empty() {
+        headers.push(("authorization", who));
+    }
+    gw.request("POST", "/prod/mcp/tools/mcp", &headers, body)
+        .await
+}
+
+fn tool_names(r: &Response) -> Vec<String> {
+    r.json()["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.text()))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn tools_per_caller_listed_privately_and_refused_before_the_server() {
+    let server = McpServer::start(&["--json"]).await;
+    let plugin = json!({ "agents": [
+        { "name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp",
+          "mcp": { "tools": { "deny": ["delete_all"] } },
+          "access": [ { "claims": { "scope": "tools:all" } },
+                      { "claims": { "scope": "tools:read" }, "tools": ["search", "fetch_*"] } ] } ] });
+    let gw = gateway(plugin, &[("mcp", server.addr)]).await;
+    let reader = bearer(json!({ "sub": "r", "scope": "openid tools:read" }));
+    let admin = bearer(json!({ "sub": "a", "scope": "tools:all" }));
+    let r = mcp(
+        &gw,
+        &reader,
+        "tools/list",
+        None,
+        rpc(1, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut listed = tool_names(&r);
+    listed.sort();
+    assert_eq!(listed, ["fetch_secrets", "fetch_url", "search"]);
+    assert_eq!(r.header("cache-control"), Some("private"));
+    let r = mcp(
+        &gw,
+        &admin,
+        "tools/list",
+        None,
+        rpc(2, "tools/list", json!({})),
+    )
+    .await;
+    let admin_tools = tool_names(&r);
+    assert!(
+        admin_tools.contains(&"expensive_a".to_string()),
+        "{admin_tools:?}"
+    );
+    assert!(
+        !admin_tools.contains(&"delete_all".to_string()),
+        "mcp.tools still applies"
+    );
+    server.clear_calls().await;
+    // A tool outside the caller's rule: refused like an unknown tool.
+    let call = |id, tool: &str| rpc(id, "tools/call", json!({ "name": tool, "arguments": {} }));
+    let r = mcp(
+        &gw,
+        &reader,
+        "tools/call",
+        Some("expensive_a"),
+        call(3, "expensive_a"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["error"]["code"], -32602, "{}", r.text());
+    let r = mcp(
+        &gw,
+        &reader,
+        "tools/call",
+        Some("search"),
+        call(4, "search"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["error"].is_null(), "{}", r.text());
+    let r = mcp(
+        &gw,
+        &admin,
+        "tools/call",
+        Some("expensive_a"),
+        call(5, "expensive_a"),
+    )
+    .await;
+    assert!(r.json()["error"].is_null(), "{}", r.text());
+    assert_eq!(server.tools_called().await, ["search", "expensive_a"]);
+    // No identity, no matching rule.
+    let r = mcp(&gw, "", "tools/list", None, rpc(6, "tools/list", json!({}))).await;
+    assert_eq!(r.status, 401);
+    let nobody = bearer(json!({ "sub": "n", "scope": "openid" }));
+    let r = mcp(
+        &gw,
+        &nobody,
+        "tools/list",
+        None,
+        rpc(7, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], -32003);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_per_team_are_shared_by_two_workers() {
+    let plugin = json!({ "agents": [ { "name": "bot", "backend": "chat",
+        "rate_limit": { "requests_per_second": 0.001, "burst": 2, "per": "claim:team" } } ] });
+    let gw = gateway(plugin, &[("chat", spawn_agent("chat").await)]).await;
+    gw.wait_workers_configured(2, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|log| panic!("{log}"));
+    // Two users of team a, fresh connections (both workers): one bucket.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let who = bearer(json!({ "sub": format!("user-{i}"), "team": "a" }));
+        statuses.push(gw.request("GET", "/bot/x", &auth(&who), "").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    let b = bearer(json!({ "sub": "b1", "team": "b" }));
+    assert_eq!(gw.request("GET", "/bot/x", &auth(&b), "").await.status, 200);
+    // Without the claim: the one shared bucket of requests without it.
+    let none = bearer(json!({ "sub": "c1" }));
+    let shared: Vec<u16> = [
+        gw.request("GET", "/bot/x", &auth(&none), "").await.status,
+        gw.get("/bot/x").await.status,
+        gw.get("/bot/x").await.status,
+    ]
+    .to_vec();
+    assert_eq!(shared, [200, 200, 429]);
+}
+
+#[tokio::test]
+async fn the_caller_is_in_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let plugin = json!({ "observability": { "access_log": true }, "identity": { "subject": "email" },
+        "agents": [ { "name": "bot", "backend": "chat", "access": [ { "claims": { "team": "a" } } ] } ] });
+    let mut config =
+        GatewayConfig::new(plugin.to_string()).cluster("chat", spawn_agent("chat").await);
+    config.filters_before.push(jwt_authn());
+    let line = format!("%RESPONSE_CODE% {}\n", Field::Subject.access_log_command());
+    let gw = Gateway::start(with_text_access_log(config, &log, line)).await;
+    let who =
+        bearer(json!({ "sub": "u-1", "email": "alice@example.com\nforged line", "team": "a" }));
+    assert_eq!(
+        gw.request("GET", "/bot/x", &auth(&who), "").await.status,
+        200
+    );
+    let text = written_log(&log).await;
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(
+        text.starts_with(r"200 alice@example.com\x0aforged line"),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_mcp_entry_advertises_where_to_get_a_token() {
+    let server = McpServer::start(&["--json"]).await;
+    let plugin = json!({ "agents": [ { "name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp",
+        "mcp": { "oauth": { "authorization_servers": ["https://auth.example.com"],
+                            "scopes_supported": ["tools:read"] } } } ] });
+    let gw = gateway(plugin, &[("mcp", server.addr)]).await;
+    let host = [("host", "gw.example.com")];
+    // No token: 401 naming the metadata at the gateway.
+    let r = gw.request("POST", "/prod/mcp/tools/mcp", &host, "{}").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let metadata = "http://gw.example.com/.well-known/oauth-protected-resource/prod/mcp/tools";
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(format!("Bearer resource_metadata=\"{metadata}\"").as_str())
+    );
+    // The document, as the MCP client asks for it (path insertion).
+    for path in [
+        "/.well-known/oauth-protected-resource/prod/mcp/tools",
+        "/.well-known/oauth-protected-resource/prod/mcp/tools/mcp",
+    ] {
+        let r = gw
+            .request(
+                "GET",
+                path,
+                &[("host", "gw.example.com"), ("x-forwarded-proto", "https")],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let doc = r.json();
+        assert_eq!(
+            doc["resource"], "https://gw.example.com/prod/mcp/tools",
+            "{path}"
+        );
+        assert_eq!(
+            doc["authorization_servers"],
+            json!(["https://auth.example.com"])
+        );
+        assert_eq!(doc["scopes_supported"], json!(["tools:read"]));
+    }
+    // A hostile host is never written into a URL.
+    let r = gw
+        .request(
+            "GET",
+            "/.well-known/oauth-protected-resource/prod/mcp/tools",
+            &[("host", "evil.example.com/\"x")],
+            "",
+        )
+        .await;
+    assert_ne!(r.status, 200);
+    // With a token the request goes on.
+    let who = bearer(json!({ "sub": "u" }));
+    let r = gw
+        .request(
+            "POST",
+            "/prod/mcp/tools/mcp",
+            &[
+                ("authorization", who.as_str()),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+            ],
+            rpc(1, "tools/list", json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
