@@ -156,6 +156,7 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
     let has_access_rules = entries
         .iter()
         .any(|e| e.access.as_ref().is_some_and(|a| a.access.per_caller()));
+    let uses_claims = entries.iter().any(crate::identity::uses_claims);
     let has_oauth = entries
         .iter()
         .any(|e| e.access.as_ref().is_some_and(|a| a.oauth.is_some()));
@@ -192,6 +193,7 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         identity,
         has_access_rules,
         has_oauth,
+        uses_claims,
         created: 0,
         models_body: OnceCell::new(),
     })

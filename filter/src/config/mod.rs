@@ -298,6 +298,9 @@ pub struct Plan {
     pub identity: crate::identity::Identity,
     /// Some entry has `access` rules: `/v1/models` answers per caller.
     pub has_access_rules: bool,
+    /// Some entry reads the caller's claims (`access`, `mcp.oauth`, a
+    /// per-claim limit): only then does a request carry a claims cache.
+    pub uses_claims: bool,
     /// Some entry has `mcp.oauth`: its protected-resource metadata is
     /// served under `/.well-known/oauth-protected-resource/...`.
     pub has_oauth: bool,

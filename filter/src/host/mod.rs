@@ -174,7 +174,8 @@ struct Stream {
     slot: Option<Slot>,
     /// The caller's verified claims, read from `jwt_authn`'s metadata on
     /// first use (only for entries with `access` or per-claim limits).
-    claims: Rc<ClaimsCache>,
+    /// `None` for plans whose entries never read claims (no allocation).
+    claims: Option<Rc<ClaimsCache>>,
     /// The rules of the entry's `access` that admitted the caller.
     grant: Option<crate::identity::access::Grant>,
     /// The token a `tools/call` took from its tool's limit, given back if
@@ -252,7 +253,7 @@ impl Stream {
             rpc_message: None,
             batch_watch: None,
             tool_token: None,
-            claims: Rc::default(),
+            claims: None,
             grant: None,
             tool_list: None,
             counting_body: None,
@@ -409,13 +410,13 @@ impl ClaimsCache {
 
 /// The identity seam of the pure core: claims read on first use.
 struct HostCaller<'a> {
-    cache: &'a ClaimsCache,
+    cache: Option<&'a ClaimsCache>,
     key: &'a str,
 }
 
 impl crate::identity::Caller for HostCaller<'_> {
     fn claims(&self) -> Option<&crate::identity::claims::Claims> {
-        self.cache.get(self.key)
+        self.cache?.get(self.key)
     }
 }
 
@@ -423,7 +424,15 @@ impl Stream {
     /// The caller's verified claims (read on first use).
     fn claims(&self) -> Option<&crate::identity::claims::Claims> {
         let key = &self.active.as_ref()?.plan.identity.metadata_key;
-        self.claims.get(key)
+        self.claims.as_ref()?.get(key)
+    }
+
+    /// The claims cache of a plan that reads claims (made once per stream).
+    fn claims_cache(&mut self, plan: &crate::config::Plan) -> Option<Rc<ClaimsCache>> {
+        if plan.uses_claims && self.claims.is_none() {
+            self.claims = Some(Rc::default());
+        }
+        self.claims.clone()
     }
 }
 

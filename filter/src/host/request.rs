@@ -58,8 +58,8 @@ impl Stream {
         };
         let plan = &active.plan;
         let vm = self.vm.clone();
-        let claims = self.claims.clone();
-        let seams = Seams::new(&vm, &active, &claims);
+        let claims = self.claims_cache(&active.plan);
+        let seams = Seams::new(&vm, &active, claims.as_deref());
         let read_model = {
             let Some(pairs) = wire::parse(&raw) else {
                 return fail("malformed request header map");
@@ -296,8 +296,8 @@ impl Stream {
         };
         let plan = &active.plan;
         let vm = self.vm.clone();
-        let claims = self.claims.clone();
-        let seams = Seams::new(&vm, active, &claims);
+        let claims = self.claims_cache(&active.plan);
+        let seams = Seams::new(&vm, active, claims.as_deref());
         let head = seams.head(&pairs, plan);
         let decision = decide_model(plan, &head, model.as_deref());
         let body = Body {
@@ -327,8 +327,8 @@ impl Stream {
         let vm = self.vm.clone();
         // With the client, as at the headers: a canary split by client IP
         // lands the same request on the same side.
-        let claims = self.claims.clone();
-        let seams = Seams::new(&vm, active, &claims);
+        let claims = self.claims_cache(&active.plan);
+        let seams = Seams::new(&vm, active, claims.as_deref());
         let head = seams.head(&pairs, plan);
         let decision = decide(plan, &head);
         self.carry_out(active, decision, &pairs, None, None)
@@ -673,7 +673,7 @@ struct Seams<'a> {
 }
 
 impl<'a> Seams<'a> {
-    fn new(vm: &'a Vm, active: &'a Active, claims: &'a super::ClaimsCache) -> Self {
+    fn new(vm: &'a Vm, active: &'a Active, claims: Option<&'a super::ClaimsCache>) -> Self {
         Seams {
             client: HostClient { vm },
             health: HostHealth::of(active),
