@@ -27,9 +27,14 @@ use crate::reply::LocalReply;
 pub fn repeated_key_header<'e>(entry: &'e Entry, pairs: &[(&str, &[u8])]) -> Option<&'e str> {
     let rate = entry.rate_limit.as_ref().map(|l| &l.per);
     let in_flight = entry.concurrency.as_ref().map(|c| &c.per);
+    let tools = entry
+        .mcp
+        .iter()
+        .flat_map(|m| m.limits.iter().map(|l| &l.per));
     [rate, in_flight]
         .into_iter()
         .flatten()
+        .chain(tools)
         .find_map(|per| match per {
             Per::Header(name) if pairs.iter().filter(|(k, _)| k == name).nth(1).is_some() => {
                 Some(name.as_str())

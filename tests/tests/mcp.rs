@@ -686,3 +686,33 @@ async fn the_legacy_sse_transport_is_refused_on_entries_with_tool_rules() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_limit_per_caller_gives_each_caller_its_own_bucket() {
+    let server = McpServer::start(&["--json"]).await;
+    let plugin = r#"{"agents": [{"name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp-ruled",
+        "mcp": {"tool_limits": [{"tools": ["expensive_*"], "requests_per_second": 0.001, "burst": 1,
+                                 "per": "header:x-api-key"}]}}]}"#;
+    let mut config = GatewayConfig::new(plugin).cluster("mcp-ruled", server.addr);
+    config.allow_stop_iteration = true;
+    let gw = Gateway::start(config).await;
+    let call = |key: &'static str, i: u32| {
+        let gw = &gw;
+        async move {
+            post(
+                gw,
+                &[
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "expensive_a"),
+                    ("x-api-key", key),
+                ],
+                stateless_call(json!(i), "expensive_a"),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!([call("a", 1).await, call("a", 2).await], [200, 429]);
+    assert_eq!([call("b", 3).await, call("b", 4).await], [200, 429]);
+    assert_eq!(server.tools_called().await, ["expensive_a", "expensive_a"]);
+}

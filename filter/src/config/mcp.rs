@@ -81,6 +81,7 @@ fn tool_limit(raw: RawToolLimit, at: &str) -> Result<ToolLimit> {
             requests_per_second: rps,
             burst,
         },
+        per: super::concurrency::client_per(raw.per.as_deref(), &path("per"))?,
     })
 }
 

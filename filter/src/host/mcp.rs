@@ -121,7 +121,7 @@ impl Stream {
                         active.bump_tool(entry, call.label, ToolStat::Refused);
                         return Err(self.reply(&judge::unknown_tool(message.id(), &call.name)));
                     }
-                    self.admit_tool(active, entry, &call, message.id())?;
+                    self.admit_tool(active, entry, &call, message.id(), pairs)?;
                     active.bump_tool(entry, call.label, ToolStat::Calls);
                 }
                 Ok(())
@@ -193,6 +193,7 @@ impl Stream {
         entry: usize,
         call: &ToolCall,
         id: &str,
+        pairs: &[(&str, &[u8])],
     ) -> Result<(), Action> {
         let (Some((index, bucket)), Some(e)) = (call.limit, active.plan.entries.get(entry)) else {
             return Ok(());
@@ -203,12 +204,26 @@ impl Stream {
         let Some(now) = now_nanos() else {
             return Ok(());
         };
-        let key = format!(
-            "{}/{}/tools/{index}/{}",
-            active.key_prefix,
-            e.id,
-            bucket.key_part()
-        );
+        // Per caller: the tool's bucket and the caller's value hashed into
+        // the limit's slots (requests without the value share the tool's).
+        let caller = match &limit.per {
+            crate::config::Per::Entry => None,
+            per => super::limits::client_value(&active.plan, per, pairs, self.claims()),
+        };
+        let key = match (caller, active.secret()) {
+            (Some(value), Some(secret)) => format!(
+                "{}/{}/tools/{index}/x{}",
+                active.key_prefix,
+                e.id,
+                crate::mcp::rules::caller_slot(&secret, bucket, &value)
+            ),
+            _ => format!(
+                "{}/{}/tools/{index}/{}",
+                active.key_prefix,
+                e.id,
+                bucket.key_part()
+            ),
+        };
         let spec = request_spec(&limit.rate);
         match ratelimit::acquire(&HostStore, &key, spec, 1.0, now) {
             Ok(o) => {

@@ -41,6 +41,10 @@ pub fn uses_claims(entry: &crate::config::Entry) -> bool {
     entry.access.is_some()
         || entry.rate_limit.as_ref().is_some_and(|l| by_claim(&l.per))
         || entry.concurrency.as_ref().is_some_and(|c| by_claim(&c.per))
+        || entry
+            .mcp
+            .as_ref()
+            .is_some_and(|m| m.limits.iter().any(|l| by_claim(&l.per)))
 }
 
 /// Longest subject written to the access log.

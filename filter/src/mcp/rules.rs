@@ -72,11 +72,25 @@ pub const MAX_PATTERN_BYTES: usize = 256;
 /// bucket: with 10 tools under one wildcard, one chance in a hundred.
 pub const TOOL_SLOTS: u64 = 4096;
 
+/// The bucket of a tool limit keyed per caller: the tool's bucket and the
+/// caller's value hashed together (with the process's secret, so the slot
+/// says nothing of the value) into [`TOOL_SLOTS`] slots per limit. Keys stay
+/// bounded whatever tools and callers send; two (tool, caller) pairs
+/// sharing a slot share a bucket, which only makes their limit stricter.
+pub fn caller_slot(secret: &crate::ratelimit::Secret, bucket: ToolBucket, caller: &[u8]) -> u64 {
+    let mut value = bucket.key_part().into_bytes();
+    value.push(0);
+    value.extend_from_slice(caller);
+    secret.keyed_hash(&value) % TOOL_SLOTS
+}
+
 /// A token bucket per tool name that one of `patterns` matches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolLimit {
     pub patterns: Vec<ToolPattern>,
     pub rate: RequestRate,
+    /// One bucket per tool, or per tool and caller value.
+    pub per: crate::config::Per,
 }
 
 /// Which bucket of a limit a tool draws from: a whole-name pattern has one
@@ -257,6 +271,7 @@ mod tests {
                         requests_per_second: 1.0,
                         burst: 1,
                     },
+                    per: crate::config::Per::Entry,
                 })
                 .collect(),
         )
@@ -320,5 +335,19 @@ mod tests {
         assert_eq!(label("fetch_anything"), "fetch_*");
         assert_eq!(label("random-1234"), "other");
         assert_eq!(label("search.x"), "other");
+    }
+
+    #[test]
+    fn caller_slots_are_per_tool_and_caller_and_bounded() {
+        let secret = crate::ratelimit::Secret([7; 16]);
+        let a = ToolBucket::Exact(0);
+        let b = ToolBucket::Exact(1);
+        let slot = caller_slot(&secret, a, b"team-a");
+        assert_eq!(slot, caller_slot(&secret, a, b"team-a"));
+        assert_ne!(slot, caller_slot(&secret, a, b"team-b"));
+        assert_ne!(slot, caller_slot(&secret, b, b"team-a"));
+        assert!((0..1000).all(|i| caller_slot(&secret, a, format!("c{i}").as_bytes()) < TOOL_SLOTS));
+        let other = crate::ratelimit::Secret([8; 16]);
+        assert_ne!(slot, caller_slot(&other, a, b"team-a"));
     }
 }

@@ -607,6 +607,15 @@ pub struct RawToolLimit {
         schemars(range(min = 1, max = 4294967295u64))
     )]
     pub burst: Option<u64>,
+    /// `entry` (every caller shares each tool's bucket), `client_ip`,
+    /// `header:<name>` or `claim:<name>`: each tool's bucket per caller
+    /// value (requests without it share the tool's own). Default `entry`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "entry")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^(entry|client_ip|header:[-!#$%&'*+.^_`|~0-9A-Za-z]+|claim:[^\s]+)$"))
+    )]
+    pub per: Option<String>,
 }
 
 /// A JSON object read into `T`. Serde's derived structs also accept an
