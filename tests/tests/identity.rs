@@ -4,13 +4,20 @@
 //! (lists filtered per caller and private, calls refused before the
 //! server), 401 against 403, limits per `claim:team` shared by two
 //! workers, the caller in the access log, and the OAuth protected-resource
-//! metadata of an MCP entry whose authorization the gateway does.
+//! metadata of an MCP entry whose authorization the gateway does. Then the
+//! same with the clients users run (tests/python/): the official `openai`
+//! client, the MCP SDK client in both protocol generations, and the MCP
+//! SDK's OAuth client finding a stand-in authorization server through the
+//! gateway's metadata.
 
+use std::net::SocketAddr;
+use std::process::Stdio;
 use std::time::Duration;
 
 use agentroute::observe::Field;
 use agentroute_tests::{
-    spawn_agent, with_text_access_log, written_log, Gateway, GatewayConfig, McpServer, Response,
+    run_python, send, spawn_agent, venv_python, with_text_access_log, workspace_root, written_log,
+    Gateway, GatewayConfig, McpServer, Response,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -427,4 +434,314 @@ async fn an_mcp_entry_advertises_where_to_get_a_token() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+// The same rules with the official SDK clients (tests/python/), through the
+// same Envoy and jwt_authn: what users of the gateway actually run.
+
+/// Runs tests/python/mcp_client.py (the official MCP SDK client) on `url`
+/// in `mode` as `who`: `--authorization=VALUE` (an empty VALUE sends no
+/// header) or `--oauth`; its JSON line, with `http`: every HTTP exchange
+/// the SDK made.
+async fn sdk_mcp(url: &str, mode: &str, who: &str, actions: &[&str]) -> Value {
+    let args = ["--url", url, "--mode", mode, who]
+        .iter()
+        .chain(actions)
+        .map(|a| a.to_string())
+        .collect();
+    let out = run_python("mcp_client.py", args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "mcp_client.py {mode} {actions:?}: {e}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The option that makes the SDK client send `value` as its Authorization.
+fn sending(value: &str) -> String {
+    format!("--authorization={value}")
+}
+
+/// The HTTP statuses the SDK client got, in order.
+fn statuses(out: &Value) -> Vec<u64> {
+    out["http"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no http record: {out}"))
+        .iter()
+        .map(|x| x["status"].as_u64().unwrap_or_default())
+        .collect()
+}
+
+fn sorted_tools(out: &Value) -> Vec<String> {
+    let mut tools: Vec<String> = out["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|t| t.as_str().unwrap_or_default().to_string())
+        .collect();
+    tools.sort();
+    tools
+}
+
+#[tokio::test]
+async fn the_official_openai_client_sees_and_uses_only_its_models() {
+    let plugin = json!({ "agents": [
+        { "name": "llm", "namespace": "models", "kind": "modelapi", "backend": "llm",
+          "models": ["gpt-4o", "gpt-4o-mini"],
+          "access": [ { "claims": { "groups": "ml-team" } },
+                      { "claims": { "groups": "interns" }, "models": ["gpt-4o-mini"] } ] } ] });
+    let gw = gateway(plugin, &[("llm", spawn_agent("llm").await)]).await;
+    // The SDK sends its api_key as `Authorization: Bearer <api_key>`.
+    let intern = token(json!({ "sub": "i", "groups": ["interns"] }));
+    let out = run_python(
+        "openai_access_client.py",
+        vec![format!("http://{}/v1", gw.addr), intern],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "openai access client: ok"
+    );
+}
+
+#[tokio::test]
+async fn the_official_mcp_client_sees_and_calls_only_its_tools_in_both_generations() {
+    let server = McpServer::start(&[]).await;
+    let plugin = json!({ "agents": [
+        { "name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp",
+          "mcp": { "tools": { "deny": ["delete_all"] } },
+          "access": [ { "claims": { "scope": "tools:all" } },
+                      { "claims": { "scope": "tools:read" }, "tools": ["search", "fetch_*"] } ] } ] });
+    let gw = gateway(plugin, &[("mcp", server.addr)]).await;
+    let url = format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+    let reader = bearer(json!({ "sub": "r", "scope": "openid tools:read" }));
+    let admin = bearer(json!({ "sub": "a", "scope": "tools:all" }));
+    let nobody = bearer(json!({ "sub": "n", "scope": "openid" }));
+    for mode in ["legacy", "2026-07-28"] {
+        server.clear_calls().await;
+        let out = sdk_mcp(
+            &url,
+            mode,
+            &sending(&reader),
+            &[
+                "list",
+                r#"call:search:{"query":"q"}"#,
+                "call:expensive_a",
+                r#"call:fetch_url:{"url":"http://x"}"#,
+            ],
+        )
+        .await;
+        assert_eq!(out.get("error"), None, "{mode}: {out}");
+        assert_eq!(
+            sorted_tools(&out),
+            ["fetch_secrets", "fetch_url", "search"],
+            "{mode}: the reader's list"
+        );
+        let results = &out["results"];
+        assert_eq!(
+            results[0],
+            json!({"tool": "search", "ok": true, "text": "results for q"}),
+            "{mode}"
+        );
+        assert_eq!(
+            (&results[1]["code"], &results[1]["message"]),
+            (&json!(-32602), &json!("Unknown tool: expensive_a")),
+            "{mode}: a tool outside the reader's rule: {out}"
+        );
+        assert_eq!(results[2]["ok"], json!(true), "{mode}: {out}");
+        assert_eq!(
+            server.tools_called().await,
+            ["search", "fetch_url"],
+            "{mode}: the refused call reached the server"
+        );
+
+        let out = sdk_mcp(&url, mode, &sending(&admin), &["list", "call:expensive_a"]).await;
+        assert_eq!(out.get("error"), None, "{mode}: {out}");
+        let tools = sorted_tools(&out);
+        assert_eq!(
+            tools,
+            [
+                "expensive_a",
+                "expensive_b",
+                "fetch_secrets",
+                "fetch_url",
+                "search",
+                "whoami"
+            ],
+            "{mode}: the admin's list (mcp.tools still denies delete_all)"
+        );
+        assert_eq!(out["results"][0]["ok"], json!(true), "{mode}: {out}");
+        assert_eq!(
+            server.tools_called().await,
+            ["search", "fetch_url", "expensive_a"],
+            "{mode}"
+        );
+
+        // Without a token, or with one no rule admits: the first request
+        // is refused, nothing reaches the server.
+        server.clear_calls().await;
+        for (who, status) in [("", 401), (nobody.as_str(), 403)] {
+            let out = sdk_mcp(
+                &url,
+                mode,
+                &sending(who),
+                &["list", "call:search:{\"query\":\"q\"}"],
+            )
+            .await;
+            assert!(out.get("error").is_some(), "{mode} {status}: {out}");
+            assert_eq!(statuses(&out).first(), Some(&status), "{mode}: {out}");
+            assert_eq!(out["tools"], json!([]), "{mode} {status}: {out}");
+        }
+        assert_eq!(
+            server.calls().await,
+            Vec::<Value>::new(),
+            "{mode}: refused callers reached the server"
+        );
+    }
+}
+
+/// The stand-in OAuth authorization server (tests/python/oauth_server.py)
+/// on an ephemeral loopback port, handing out `token` at its token
+/// endpoint. Dropping it kills the process.
+struct AuthServer {
+    _child: tokio::process::Child,
+    addr: SocketAddr,
+}
+
+impl AuthServer {
+    async fn start(token: &str) -> AuthServer {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(venv_python())
+            .arg(workspace_root().join("tests/python/oauth_server.py"))
+            .args(["--port", "0", "--token", token])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the stand-in authorization server: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_default();
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the authorization server said {line:?}"));
+        AuthServer {
+            _child: child,
+            addr,
+        }
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What it was asked so far: `{"method", "path", "query", "form", "json"}`.
+    async fn requests(&self) -> Vec<Value> {
+        let r = send(self.addr, "GET", "/requests", &[], "").await;
+        serde_json::from_slice(&r.body).expect("requests")
+    }
+
+    async fn forget(&self) {
+        send(self.addr, "DELETE", "/requests", &[], "").await;
+    }
+}
+
+#[tokio::test]
+async fn the_official_mcp_oauth_client_finds_the_authorization_server_through_the_gateway() {
+    let server = McpServer::start(&["--json"]).await;
+    // What the stand-in hands out: a token the gateway's jwt_authn accepts.
+    let issued = token(json!({ "sub": "oauth-user", "scope": "tools:read" }));
+    let auth_server = AuthServer::start(&issued).await;
+    let plugin = json!({ "agents": [ { "name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp",
+        "mcp": { "oauth": { "authorization_servers": [auth_server.issuer()],
+                            "scopes_supported": ["tools:read"] } } } ] });
+    let gw = gateway(plugin, &[("mcp", server.addr)]).await;
+    let url = format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+    // The resource the gateway names: the entry's URL as the client uses it.
+    let resource = format!("http://{}/prod/mcp/tools", gw.addr);
+    let metadata = format!(
+        "http://{}/.well-known/oauth-protected-resource/prod/mcp/tools",
+        gw.addr
+    );
+    for mode in ["legacy", "2026-07-28"] {
+        auth_server.forget().await;
+        server.clear_calls().await;
+        let out = sdk_mcp(&url, mode, "--oauth", &["list"]).await;
+        assert_eq!(out.get("error"), None, "{mode}: {out}");
+        // The first request got 401, then the SDK fetched the metadata from
+        // the gateway (the URL in WWW-Authenticate).
+        let http = out["http"].as_array().unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(
+            (&http[0]["url"], &http[0]["status"]),
+            (&json!(url), &json!(401)),
+            "{mode}: {out}"
+        );
+        assert_eq!(
+            (&http[1]["method"], &http[1]["url"], &http[1]["status"]),
+            (&json!("GET"), &json!(metadata), &json!(200)),
+            "{mode}: {out}"
+        );
+        // Only after the client checked that `resource` is the URL it
+        // connects to does it ask the authorization server named there.
+        let seen = auth_server.requests().await;
+        let asked: Vec<String> = seen
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["method"].as_str().unwrap(),
+                    r["path"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                "GET /.well-known/oauth-authorization-server",
+                "POST /register",
+                "GET /authorize",
+                "POST /token"
+            ],
+            "{mode}: {out}"
+        );
+        let authorize = &seen[2]["query"];
+        assert_eq!(
+            authorize["resource"],
+            json!(resource),
+            "{mode}: {authorize}"
+        );
+        assert_eq!(authorize["scope"], json!("tools:read"), "{mode}");
+        assert_eq!(authorize["code_challenge_method"], json!("S256"), "{mode}");
+        assert_eq!(seen[3]["form"]["resource"], json!(resource), "{mode}");
+        // With the token it got, the client is served.
+        assert_eq!(
+            sorted_tools(&out).len(),
+            7,
+            "{mode}: the tools after the flow: {out}"
+        );
+        let called: Vec<String> = server
+            .calls()
+            .await
+            .iter()
+            .filter_map(|c| c["method"].as_str().map(str::to_string))
+            .collect();
+        assert!(
+            called.contains(&"tools/list".to_string()),
+            "{mode}: {called:?}"
+        );
+    }
 }
