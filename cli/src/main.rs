@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! agentroute check [FILE|-]... [--explain PATH [--host H] [--method M]
-//!                  [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
+//!                  [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]
+//!                  [--claims JSON]]
 //! agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
 //!                     [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
 //! agentroute schema
@@ -21,7 +22,8 @@ use agentroute_cli::rules::{self, Input};
 
 const USAGE: &str = "\
 usage: agentroute check [FILE|DIR|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
+                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]
+                        [--claims JSON]]
        agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
                            [--tls-secret NAME] [--dispatch cluster-header]
                            [--allow-hosts PATTERN]... [--trust-namespace NS]...
@@ -102,7 +104,8 @@ alert); 1 an error and 4 an empty configuration refused: nothing written
 
 const CHECK_USAGE: &str = "\
 usage: agentroute check [FILE|DIR|-]... [--explain PATH [--host HOST] [--method METHOD]
-                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]]
+                        [--model ID] [--mcp-tool NAME] [--header NAME:VALUE]... [--client-ip IP]
+                        [--claims JSON]]
 
 Reads each FILE (JSON or YAML; `-` or none: standard input) and finds the
 agentroute configurations in it: a bare configuration, an Istio WasmPlugin
@@ -134,7 +137,11 @@ deployment's directory at once.
          the `by` value, or --client-ip, gives its cohort; the forcing
          header forces). With an `origin` header: the CORS headers of the
          answer, or of a preflight (--method OPTIONS and an
-         `access-control-request-method` header).
+         `access-control-request-method` header). For an entry with `access`
+         rules: which rule admits or refuses the caller, whose verified claims
+         --claims gives as a JSON object (--claims '{\"groups\":[\"team-a\"]}');
+         without it the request has no verified identity (401 where one is
+         needed).
 
 Exit status: 0 all valid (warnings allowed), 1 an error, 2 a usage error.
 ";
@@ -447,6 +454,11 @@ fn parse_check(args: &[String]) -> Result<Args, Usage> {
                 request.mcp_tool = Some(value("--mcp-tool")?);
                 request_flags.push("--mcp-tool");
             }
+            "--claims" => {
+                let text = value("--claims")?;
+                request.claims = Some(claims_arg(&text)?);
+                request_flags.push("--claims");
+            }
             "--client-ip" => {
                 request.client_ip = Some(value("--client-ip")?);
                 request_flags.push("--client-ip");
@@ -487,6 +499,21 @@ fn parse_check(args: &[String]) -> Result<Args, Usage> {
         files.push("-".to_string());
     }
     Ok(Args { files, explain })
+}
+
+/// `--claims`: the verified claims, as a JSON object (what a token's
+/// payload is); anything else is a usage error naming the flag.
+fn claims_arg(text: &str) -> Result<serde_json::Value, Usage> {
+    let example = r#"e.g. --claims '{"sub":"alice","groups":["team-a"]}'"#;
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(Usage(format!(
+            "--claims {text:?}: expected a JSON object of claims ({example})"
+        ))),
+        Err(e) => Err(Usage(format!(
+            "--claims {text:?}: not valid JSON ({e}); {example}"
+        ))),
+    }
 }
 
 fn read(file: &str) -> Result<String, String> {

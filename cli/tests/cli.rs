@@ -202,6 +202,88 @@ fn explain_prints_the_entry_path_and_headers() {
 }
 
 #[test]
+fn explain_with_claims_names_the_access_rule() {
+    let identity = |path: &str, more: &[&str]| {
+        let mut args = vec![
+            "check",
+            "istio/identity/wasmplugin.yaml",
+            "--host",
+            "agents.example.com",
+            "--explain",
+            path,
+        ];
+        args.extend_from_slice(more);
+        let (code, out) = agentroute(&args, "");
+        assert_eq!(code, 0, "{out}");
+        out
+    };
+    let chat = "/v1/chat/completions";
+    let interns = r#"{"groups":["interns"]}"#;
+    let out = identity(chat, &["--model", "gpt-demo-mini", "--claims", interns]);
+    assert!(
+        out.lines()
+            .any(|l| l
+                == r#"  access   admitted by access[1] (groups="interns"): models gpt-demo-mini"#),
+        "{out}"
+    );
+    assert!(
+        out.contains("  forward  /v1/chat/completions (unchanged)"),
+        "{out}"
+    );
+    let out = identity(chat, &["--model", "gpt-demo", "--claims", interns]);
+    assert!(out.contains("  reply    403 model_not_allowed: "), "{out}");
+    let out = identity(
+        chat,
+        &["--model", "gpt-demo", "--claims", r#"{"groups":"sales"}"#],
+    );
+    assert!(
+        out.contains(r#"  access   refused (403): no rule admits {"groups":"sales"}; the rules: access[0] (groups="ml-team"), access[1] (groups="interns")"#),
+        "{out}"
+    );
+    // No --claims: no verified identity, the filter's own 401.
+    let out = identity(chat, &["--model", "gpt-demo"]);
+    assert!(
+        out.contains("  access   401: no verified identity"),
+        "{out}"
+    );
+    assert!(out.contains("  reply    401 unauthenticated: "), "{out}");
+    // An MCP tool the caller's scope does not grant: an unknown tool.
+    let reader = r#"{"scope":"openid tools:read"}"#;
+    let out = identity(
+        "/prod/mcp/tools/mcp",
+        &["--mcp-tool", "expensive_report", "--claims", reader],
+    );
+    assert!(
+        out.contains("  reply    200 JSON-RPC -32602: Unknown tool: expensive_report"),
+        "{out}"
+    );
+    let out = identity(
+        "/prod/mcp/tools/mcp",
+        &["--mcp-tool", "search", "--claims", reader],
+    );
+    assert!(out.contains("  forward  /mcp (rewritten)"), "{out}");
+    // Claims that are no JSON object: a usage error naming the flag.
+    for bad in ["{groups: a}", r#"["team-a"]"#] {
+        let (code, out) = agentroute(
+            &[
+                "check",
+                "istio/identity/wasmplugin.yaml",
+                "--explain",
+                chat,
+                "--claims",
+                bad,
+            ],
+            "",
+        );
+        assert_eq!(code, 2, "{bad}: {out}");
+        assert!(
+            out.starts_with(&format!("agentroute: --claims {bad:?}: ")),
+            "{out}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     for args in [
         &["frobnicate"][..],
@@ -209,6 +291,7 @@ fn usage_errors_exit_2() {
         &["check", "--explain"],
         &["check", "--explain", "no-slash"],
         &["check", "--host", "h"],
+        &["check", "--claims", "{}"],
         &["check", "--bogus"],
     ] {
         let (code, out) = agentroute(args, "");

@@ -4,10 +4,14 @@ use std::fmt;
 
 use serde_json::Value;
 
+mod access;
+
+use access::{Asked, ExplainCaller};
+
 use agentroute::canary::{self, How, Side, COHORTS};
 use agentroute::config::{CanaryBy, Plan};
 use agentroute::cors::Answer;
-use agentroute::mcp::judge::{judge, McpHeaders, Verdict};
+use agentroute::mcp::judge::{judge, unknown_tool, McpHeaders, Verdict};
 use agentroute::mcp::rpc::{Message, Name, TOOLS_CALL};
 use agentroute::request::{
     cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
@@ -29,6 +33,9 @@ pub struct ExplainRequest {
     pub headers: Vec<(String, String)>,
     /// The client's address, for a canary split by `client_ip`.
     pub client_ip: Option<String>,
+    /// The caller's verified claims (`--claims`), a JSON object; `None`: a
+    /// request without a verified identity.
+    pub claims: Option<Value>,
 }
 
 /// The client an explanation assumes: `--client-ip`, and no random draw
@@ -91,6 +98,8 @@ pub struct Explanation {
     pub entry: Option<EntryRef>,
     /// How the entry was chosen: `host`, `path prefix /p`, `model m`.
     pub matched_by: Option<String>,
+    /// What the entry's `access` rules make of the caller, naming the rule.
+    pub access: Option<String>,
     pub outcome: Outcome,
     /// Which side of the entry's canary split the request lands on, and why.
     pub canary: Option<String>,
@@ -140,8 +149,14 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         pairs.push(("content-type", b"application/json"));
     }
     let client = ExplainClient(request.client_ip.as_deref());
-    let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header).with_client(&client);
     let mut notes = Vec::new();
+    let caller = ExplainCaller::new(request.claims.as_ref()).unwrap_or_else(|| {
+        notes.push("--claims is no JSON object: explained without an identity".into());
+        ExplainCaller::anonymous()
+    });
+    let head = RequestHead::from_pairs(&pairs, &plan.dispatch_header)
+        .with_client(&client)
+        .with_caller(caller.caller());
     let mut matched_by = plan.route(head.authority, head.path).map(|m| {
         if m.prefix.is_empty() {
             "host".to_string()
@@ -177,6 +192,7 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
                     request: request.clone(),
                     entry: None,
                     matched_by: None,
+                    access: None,
                     outcome: Outcome::NeedsModel,
                     canary: None,
                     cors: None,
@@ -201,6 +217,11 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             canary_line = e.canary.as_ref().map(|c| describe_canary(c, choice, &head));
         }
     }
+    let by_model = request.model.as_deref().filter(|_| {
+        matched_by
+            .as_deref()
+            .is_some_and(|m| m.starts_with("model "))
+    });
     let (entry, outcome) = match decision {
         Decision::Forward(f) if f.mcp == Some(McpStep::ReadMessage) => {
             match judge_tool_call(plan, &f, request, &lowered, &mut notes) {
@@ -217,7 +238,14 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             }
             forward_outcome(f, request, &mut notes)
         }
-        Decision::Reply { entry, reply } => (entry, reply_outcome(&reply)),
+        Decision::Reply { entry, reply } => {
+            if let Some((_, challenge)) =
+                reply.headers.iter().find(|(k, _)| *k == "www-authenticate")
+            {
+                notes.push(format!("the 401 says www-authenticate: {challenge}"));
+            }
+            (entry, reply_outcome(&reply))
+        }
         Decision::Preflight(reply) => {
             let headers: Vec<String> = reply
                 .headers
@@ -248,6 +276,19 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             ));
         }
     }
+    let asked = Asked {
+        method,
+        model: by_model,
+        tool: request.mcp_tool.as_deref(),
+    };
+    let access = access::line(plan, entry, &request.path, asked, &outcome, &caller);
+    notes.extend(access::note(
+        plan,
+        &request.path,
+        asked,
+        access.is_some(),
+        &caller,
+    ));
     let entry = entry.and_then(entry_ref);
     if entry.is_none() {
         matched_by = None;
@@ -256,6 +297,7 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         request: request.clone(),
         entry,
         matched_by,
+        access,
         outcome,
         canary: canary_line,
         cors,
@@ -309,10 +351,8 @@ fn judge_tool_call(
     headers: &[(String, &str)],
     notes: &mut Vec<String>,
 ) -> Option<Outcome> {
-    let rules = f
-        .entry
-        .and_then(|i| plan.entries.get(i))
-        .and_then(|e| e.mcp.as_deref())?;
+    let entry = f.entry.and_then(|i| plan.entries.get(i))?;
+    let rules = entry.mcp.as_deref()?;
     let Some(tool) = &request.mcp_tool else {
         notes.push(
             "the entry has tool rules: the filter reads the JSON-RPC message of the body and judges it; pass --mcp-tool NAME for a tools/call"
@@ -331,22 +371,19 @@ fn judge_tool_call(
         name: header("mcp-name"),
     };
     match judge(rules, &message, mcp_headers) {
-        Verdict::Refuse { reply, .. } => {
-            let error = serde_json::from_str::<Value>(&reply.body)
-                .ok()
-                .and_then(|v| v.get("error").cloned())
-                .unwrap_or_default();
-            Some(Outcome::Reply {
-                status: reply.status,
-                code: error.get("code").map(|c| format!("JSON-RPC {c}")),
-                message: error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            })
-        }
+        Verdict::Refuse { reply, .. } => Some(rpc_outcome(&reply)),
         Verdict::Forward { call, .. } => {
             if let Some(call) = call {
+                // After the entry's tool rules, the caller's grant: a tool
+                // it may not use is answered as unknown, never forwarded.
+                if let (Some(grant), Some(access)) = (f.grant, entry.access.as_deref()) {
+                    if !access.access.allows_tool(grant, &call.name) {
+                        notes.push(format!(
+                            "the caller's access rules do not grant tool {tool}: answered as an unknown tool, never forwarded"
+                        ));
+                        return Some(rpc_outcome(&unknown_tool("1", &call.name)));
+                    }
+                }
                 let label = rules.labels.get(call.label).map_or("other", String::as_str);
                 notes.push(format!(
                     "tool {tool} is allowed; counted as tool=\"{label}\" in agentroute_mcp_tool_calls_total"
@@ -367,6 +404,22 @@ fn judge_tool_call(
     }
 }
 
+/// A JSON-RPC error answer: its status, code and message.
+fn rpc_outcome(reply: &agentroute::reply::LocalReply) -> Outcome {
+    let error = serde_json::from_str::<Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.get("error").cloned())
+        .unwrap_or_default();
+    Outcome::Reply {
+        status: reply.status,
+        code: error.get("code").map(|c| format!("JSON-RPC {c}")),
+        message: error
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
 fn reply_outcome(reply: &agentroute::reply::LocalReply) -> Outcome {
     let error = serde_json::from_str::<Value>(&reply.body)
         .ok()
@@ -378,9 +431,18 @@ fn reply_outcome(reply: &agentroute::reply::LocalReply) -> Outcome {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
+    // OpenAI's errors carry a string code; JSON-RPC's (MCP and A2A
+    // entries' 401 and 403) a number.
+    let code = field("code").or_else(|| {
+        error
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_i64)
+            .map(|c| format!("JSON-RPC {c}"))
+    });
     Outcome::Reply {
         status: reply.status,
-        code: field("code"),
+        code,
         message: field("message"),
     }
 }
@@ -459,6 +521,9 @@ impl fmt::Display for Explanation {
         if let Some(tool) = &r.mcp_tool {
             write!(f, " (tools/call {tool})")?;
         }
+        if let Some(claims) = &r.claims {
+            write!(f, " (claims {claims})")?;
+        }
         writeln!(f)?;
         match &self.entry {
             Some(e) => {
@@ -469,6 +534,9 @@ impl fmt::Display for Explanation {
                 writeln!(f, ", backend {}", e.backend)?;
             }
             None => writeln!(f, "entry    none")?,
+        }
+        if let Some(access) = &self.access {
+            writeln!(f, "access   {access}")?;
         }
         match &self.outcome {
             Outcome::Forward {
