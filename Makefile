@@ -176,7 +176,8 @@ SCHEMA          := schema/agentroute.schema.json
 # Every shipped file that holds a plugin configuration (or points at one):
 # a WasmPlugin, an EnvoyExtensionPolicy, Envoy's Wasm filter (comments aside).
 SHIPPED_CONFIGS  = $(shell grep -lE '^[^\#]*(pluginConfig:|filters\.http\.wasm\.v3\.Wasm|kind: EnvoyExtensionPolicy)' \
-                     envoy/*.yaml envoy/*/*.yaml envoy/gateway/large/*.yaml istio/*.yaml istio/*/*.yaml)
+                     envoy/*.yaml envoy/*/*.yaml envoy/gateway/large/*.yaml envoy/gateway/identity/*.yaml \
+                     istio/*.yaml istio/*/*.yaml)
 
 check:
 	@test -n "$(CONFIG)" || { echo "usage: make check CONFIG=file [ARGS='--explain /path']"; exit 2; }
@@ -203,6 +204,11 @@ check-shipped:
 	  istio/envoyfilter-json-to-metadata.yaml
 	$(AGENTROUTE_CLI) check istio/body-mode/*.yaml istio/gateway.yaml istio/httproutes.yaml
 	$(AGENTROUTE_CLI) check envoy/gateway/*.yaml
+	@# who is calling: the identity wiring, each replacing its platform's plugin file
+	$(AGENTROUTE_CLI) check istio/identity/*.yaml istio/gateway.yaml istio/httproutes.yaml \
+	  istio/envoyfilter-json-to-metadata.yaml
+	$(AGENTROUTE_CLI) check envoy/gateway/identity/*.yaml envoy/gateway/gateway.yaml \
+	  envoy/gateway/httproutes.yaml envoy/gateway/patchpolicy-json-to-metadata.yaml
 	@# the large-deployment wiring: its files instead of the ones they replace
 	$(AGENTROUTE_CLI) check istio/gateway.yaml istio/envoyfilter-*.yaml istio/large/*.yaml
 	$(AGENTROUTE_CLI) check envoy/gateway/gateway.yaml envoy/gateway/clienttrafficpolicy-*.yaml \

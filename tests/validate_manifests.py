@@ -36,7 +36,10 @@ M > 0 (or a file cannot be read or parsed).
 
 --self-test proves the validator rejects a broken object: it validates an
 inline WasmPlugin with `failStrategy: FAIL_SOMETIMES` and one with a
-misspelt field, both must be rejected, and a correct one must pass.
+misspelt field, both must be rejected, and a correct one must pass; the same
+for the project's ClientTrafficPolicy schema and for the RequestAuthentication
+and SecurityPolicy CRDs the identity manifests need (without them those would
+be skipped, not validated).
 """
 
 from __future__ import annotations
@@ -388,6 +391,7 @@ def self_test(crds: Crds) -> int:
             ok = False
             print(f"self-test: FAIL a WasmPlugin with {what} was NOT rejected")
     ok = self_test_vendored(crds) and ok
+    ok = self_test_identity(crds) and ok
     print(f"self-test: {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1
 
@@ -413,6 +417,46 @@ def self_test_vendored(crds: Crds) -> bool:
     print(f"self-test: {'ok  ' if good else 'FAIL'} a valid ClientTrafficPolicy passes")
     print(f"self-test: {'ok  ' if bad == 'fail' else 'FAIL'} a ClientTrafficPolicy with a misspelt field is rejected")
     return good and bad == "fail"
+
+
+SELF_TEST_IDENTITY = {
+    ("security.istio.io", "RequestAuthentication"): ("""
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: selftest, namespace: istio-ingress }
+spec:
+  targetRefs: [ { group: gateway.networking.k8s.io, kind: Gateway, name: agents } ]
+  jwtRules: [ { issuer: https://idp.example.com, jwksUri: https://idp.example.com/jwks.json, forwardOriginalToken: false } ]
+""", "forwardOriginalToken"),
+    ("gateway.envoyproxy.io", "SecurityPolicy"): ("""
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: { name: selftest, namespace: envoy-gateway }
+spec:
+  targetRefs: [ { group: gateway.networking.k8s.io, kind: Gateway, name: agents } ]
+  jwt: { optional: true, providers: [ { name: idp, issuer: https://idp.example.com, remoteJWKS: { uri: https://idp.example.com/jwks.json } } ] }
+""", "remoteJWKS"),
+}
+
+
+def self_test_identity(crds: Crds) -> bool:
+    """The JWT verification the identity manifests wire (istio/identity,
+    envoy/gateway/identity) is validated, not skipped: its upstream CRDs are
+    in tests/crds, a valid object passes and one with a misspelt field does
+    not."""
+    ok = True
+    for (group, kind), (text, field) in SELF_TEST_IDENTITY.items():
+        if (group, kind) not in crds.schemas:
+            print(f"self-test: FAIL no {kind} CRD in {crds.directory} (tests/crds has one)")
+            ok = False
+            continue
+        good = validate_object(crds, yaml.safe_load(text))[0] == "ok"
+        misspelt = text.replace(field, field + "s")
+        bad = validate_object(crds, yaml.safe_load(misspelt))[0]
+        print(f"self-test: {'ok  ' if good else 'FAIL'} a valid {kind} passes")
+        print(f"self-test: {'ok  ' if bad == 'fail' else 'FAIL'} a {kind} with a misspelt field is rejected")
+        ok = ok and good and bad == "fail"
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
