@@ -265,6 +265,10 @@ def cases():
         ("G plain POST, MCP tools/call 1KB", run.bootstrap(PORT, run.TO_UPSTREAM, [], UP), "POST", mcp_path,
          ("body", call)),
         ("G MCP tools/call, no tool rules", c(mcp_config(None)), "POST", mcp_path, ("body", call)),
+        # With a token: a server doing its own OAuth is watched only for
+        # requests without one (its 401 names where to get one).
+        ("G MCP tools/call, no tool rules, with authorization", c(mcp_config(None)), "POST", mcp_path,
+         ("body", call, {"authorization": "Bearer t"})),
         ("G MCP tools/call, tool rules (allowed)", c(mcp_config(MCP_RULES), stop=True), "POST", mcp_path,
          ("body", call)),
         ("G MCP tools/call, tool rules and a tool limit", c(mcp_config(MCP_LIMITED), stop=True), "POST",

@@ -106,6 +106,9 @@ pub struct Flags {
     /// `x-envoy-attempt-count`: a client copy would pick the slot of the
     /// first attempt.
     pub sent_attempt_count: bool,
+    /// `authorization`: an MCP server doing its own OAuth answers a request
+    /// without one 401 with its discovery URL, which is then rewritten.
+    pub sent_authorization: bool,
 }
 
 impl<'h> RequestHead<'h> {
@@ -131,6 +134,7 @@ impl<'h> RequestHead<'h> {
                     head.content_length = text(value).and_then(|v| v.trim().parse().ok())
                 }
                 "accept-encoding" => head.flags.sent_accept_encoding = true,
+                "authorization" => head.flags.sent_authorization = true,
                 "range" | "if-range" => head.flags.sent_range = true,
                 HEADER_ALT_STAT_NAME => head.flags.sent_alt_stat_name = true,
                 "last-event-id" => head.flags.sent_last_event_id = true,
@@ -171,6 +175,30 @@ impl<'h> RequestHead<'h> {
     pub fn with_caller(mut self, caller: &'h dyn Caller) -> Self {
         self.caller = caller;
         self
+    }
+
+    /// The same request for another path (a well-known prefix taken off).
+    pub fn with_path(&self, path: &'h str) -> RequestHead<'h> {
+        RequestHead {
+            method: self.method,
+            path,
+            authority: self.authority,
+            scheme: self.scheme,
+            forwarded_proto: self.forwarded_proto,
+            content_type: self.content_type,
+            content_encoding: self.content_encoding,
+            content_length: self.content_length,
+            flags: self.flags,
+            underscored: self.underscored.clone(),
+            origin: self.origin,
+            cors_method: self.cors_method,
+            cors_headers: self.cors_headers,
+            pairs: self.pairs,
+            client: self.client,
+            health: self.health,
+            slots: self.slots.clone(),
+            caller: self.caller,
+        }
     }
 }
 
@@ -251,6 +279,18 @@ pub struct Forward<'a> {
     /// An entry with `access`: the rules that admitted the caller (what
     /// they grant of its tools).
     pub grant: Option<Grant>,
+    /// An MCP entry whose server does its own OAuth: the address its
+    /// answers' OAuth URLs are rewritten to (a 401's `resource_metadata`;
+    /// with `document`, its protected-resource metadata).
+    pub oauth: Option<Box<OAuthRewrite>>,
+}
+
+/// Where an MCP server's OAuth URLs point once rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthRewrite {
+    pub address: CardAddress,
+    /// The request is for the server's protected-resource metadata.
+    pub document: bool,
 }
 
 /// The backends one request of an entry with failover tries: indices into
@@ -322,7 +362,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
             return Decision::Preflight(reply);
         }
     }
-    if plan.has_oauth {
+    if plan.has_oauth || plan.has_mcp {
         if let Some(decision) = oauth_metadata(plan, head) {
             return decision;
         }
@@ -397,6 +437,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         canary,
         failover,
         grant,
+        oauth: own_oauth(plan, head, &m),
     })
 }
 
@@ -434,13 +475,10 @@ fn oauth_metadata<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Option<Decision
         Some(p) => p,
     };
     let m = plan.route(head.authority, path)?;
-    let oauth = plan
-        .entries
-        .get(m.entry)?
-        .access
-        .as_deref()?
-        .oauth
-        .as_ref()?;
+    let e = plan.entries.get(m.entry)?;
+    let Some(oauth) = e.access.as_deref().and_then(|a| a.oauth.as_ref()) else {
+        return server_metadata(plan, head, rest);
+    };
     let reply = match client_origin(head) {
         Some((scheme, authority)) => {
             let (resource, _) = gate::resource_urls(&scheme, &authority, m.prefix);
@@ -458,6 +496,77 @@ fn oauth_metadata<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Option<Decision
         entry: Some(m.entry),
         reply,
     })
+}
+
+/// The protected-resource metadata of an MCP server that does its own
+/// OAuth (an MCP entry without `mcp.oauth`): the request is routed as the
+/// path below the well-known prefix would be, and sent to the server with
+/// the prefix before the path it would get, so that the server answers for
+/// the resource the client connects to; its `resource` comes back
+/// rewritten. `None` for other entries (routed as usual).
+fn server_metadata<'a>(
+    plan: &'a Plan,
+    head: &RequestHead<'a>,
+    rest: &'a str,
+) -> Option<Decision<'a>> {
+    // The prefix once: a path repeating it is not a document request.
+    if rest.starts_with(identity::WELL_KNOWN_PREFIX) || !rest.starts_with('/') {
+        return None;
+    }
+    let mut inner = head.with_path(rest);
+    // The document is rewritten whoever asks for it.
+    inner.flags.sent_authorization = false;
+    let m = plan.route(inner.authority, inner.path)?;
+    if plan.entries.get(m.entry).map(|e| e.kind) != Some(crate::config::Kind::Mcp) {
+        return None;
+    }
+    let mut decision = decide(plan, &inner);
+    if let Decision::Forward(f) = &mut decision {
+        let upstream = f.ops.iter_mut().find_map(|op| match op {
+            HeaderOp::Set(":path", path) => Some(path),
+            _ => None,
+        });
+        match upstream {
+            Some(path) => {
+                *path = Cow::Owned(format!("{}{}", identity::WELL_KNOWN_PREFIX, path));
+            }
+            None => f.ops.push(HeaderOp::Set(":path", Cow::Borrowed(head.path))),
+        }
+        f.card = None;
+        f.mcp = None;
+        if let Some(oauth) = f.oauth.as_mut() {
+            oauth.document = true;
+        }
+    }
+    Some(decision)
+}
+
+/// For an MCP entry whose server does its own OAuth (no `mcp.oauth`), the
+/// address its OAuth URLs are rewritten to; `None` for other entries and
+/// for a client address that is not a plain `host[:port]`.
+fn own_oauth(plan: &Plan, head: &RequestHead<'_>, m: &Match<'_>) -> Option<Box<OAuthRewrite>> {
+    let e = plan.entries.get(m.entry)?;
+    // Only requests without `authorization` are watched: a client finds
+    // the authorization server from the 401 of a request without a token
+    // (MCP's authorization flow); requests carrying one, the steady state,
+    // cost nothing more. A document request always is.
+    let document = head.path.starts_with(identity::WELL_KNOWN_PREFIX);
+    if e.kind != crate::config::Kind::Mcp
+        || e.access.as_deref().is_some_and(|a| a.oauth.is_some())
+        || (head.flags.sent_authorization && !document)
+    {
+        return None;
+    }
+    let (scheme, authority) = client_origin(head)?;
+    Some(Box::new(OAuthRewrite {
+        address: CardAddress {
+            scheme,
+            authority,
+            prefix: m.prefix.to_string(),
+            root: m.root.to_string(),
+        },
+        document: false,
+    }))
 }
 
 /// The scheme and authority the client used, when the authority is a
@@ -662,6 +771,7 @@ pub fn decide_model<'a>(
         canary,
         failover,
         grant,
+        oauth: None,
     })
 }
 
@@ -797,6 +907,7 @@ fn pass<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         canary: None,
         failover: None,
         grant: None,
+        oauth: None,
     })
 }
 

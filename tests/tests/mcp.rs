@@ -716,3 +716,89 @@ async fn a_tool_limit_per_caller_gives_each_caller_its_own_bucket() {
     assert_eq!([call("b", 3).await, call("b", 4).await], [200, 429]);
     assert_eq!(server.tools_called().await, ["expensive_a", "expensive_a"]);
 }
+
+/// An MCP server that runs its own OAuth, as a stand-in: 401 naming its
+/// internal metadata URL, and the metadata itself naming its internal URL.
+/// Records the request lines it gets.
+async fn own_oauth_server(
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> std::net::SocketAddr {
+    agentroute_tests::spawn_scripted(move |head, mut stream| {
+        let seen = seen.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let line = head.lines().next().unwrap_or_default().to_string();
+            seen.lock().unwrap().push(line.clone());
+            let (status, extra, body) = if line.starts_with("GET /.well-known/oauth-protected-resource/mcp ") {
+                (
+                    "200 OK",
+                    "content-type: application/json\r\n",
+                    r#"{"resource":"http://tools.internal:8000/mcp","authorization_servers":["https://auth.example.com"]}"#,
+                )
+            } else {
+                (
+                    "401 Unauthorized",
+                    "www-authenticate: Bearer resource_metadata=\"http://tools.internal:8000/.well-known/oauth-protected-resource/mcp\"\r\n",
+                    "",
+                )
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_server_doing_its_own_oauth_is_discovered_at_the_gateways_url() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = own_oauth_server(seen.clone()).await;
+    let plugin =
+        r#"{"agents": [{"name": "tools", "namespace": "prod", "kind": "mcp", "backend": "srv"}]}"#;
+    let gw = Gateway::start(GatewayConfig::new(plugin).cluster("srv", server)).await;
+    let host = ("host", "gw.example.com");
+    let r = gw
+        .request("POST", "/prod/mcp/tools/mcp", &[host], "{}")
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(
+            r#"Bearer resource_metadata="http://gw.example.com/.well-known/oauth-protected-resource/prod/mcp/tools/mcp""#
+        )
+    );
+    let r = gw
+        .request(
+            "GET",
+            "/.well-known/oauth-protected-resource/prod/mcp/tools/mcp",
+            &[host, ("x-forwarded-proto", "https")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = r.json();
+    assert_eq!(doc["resource"], "https://gw.example.com/prod/mcp/tools/mcp");
+    assert_eq!(
+        doc["authorization_servers"],
+        json!(["https://auth.example.com"])
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().map(String::as_str),
+        Some("GET /.well-known/oauth-protected-resource/mcp HTTP/1.1"),
+        "the server is asked for its own resource's document"
+    );
+    // A hostile host is never written into a URL: the answer passes as the
+    // server gave it.
+    let r = gw
+        .request("POST", "/prod/mcp/tools/mcp", &[("host", "evil\"x")], "{}")
+        .await;
+    assert!(
+        r.header("www-authenticate")
+            .is_none_or(|v| v.contains("tools.internal")),
+        "{:?}",
+        r.header("www-authenticate")
+    );
+}

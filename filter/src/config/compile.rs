@@ -157,6 +157,7 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         .iter()
         .any(|e| e.access.as_ref().is_some_and(|a| a.access.per_caller()));
     let uses_claims = entries.iter().any(crate::identity::uses_claims);
+    let has_mcp = entries.iter().any(|e| e.kind == Kind::Mcp);
     let has_oauth = entries
         .iter()
         .any(|e| e.access.as_ref().is_some_and(|a| a.oauth.is_some()));
@@ -194,6 +195,7 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         has_access_rules,
         has_oauth,
         uses_claims,
+        has_mcp,
         created: 0,
         models_body: OnceCell::new(),
     })

@@ -301,6 +301,9 @@ pub struct Plan {
     /// Some entry reads the caller's claims (`access`, `mcp.oauth`, a
     /// per-claim limit): only then does a request carry a claims cache.
     pub uses_claims: bool,
+    /// Some entry is an MCP server: protected-resource metadata requests
+    /// are looked at (`/.well-known/oauth-protected-resource/...`).
+    pub has_mcp: bool,
     /// Some entry has `mcp.oauth`: its protected-resource metadata is
     /// served under `/.well-known/oauth-protected-resource/...`.
     pub has_oauth: bool,

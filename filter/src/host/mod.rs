@@ -178,6 +178,8 @@ struct Stream {
     claims: Option<Rc<ClaimsCache>>,
     /// The rules of the entry's `access` that admitted the caller.
     grant: Option<crate::identity::access::Grant>,
+    /// An MCP server doing its own OAuth: its OAuth URLs are rewritten.
+    oauth: Option<OAuthState>,
     /// The token a `tools/call` took from its tool's limit, given back if
     /// one of the entry's own limits refuses the call after it.
     tool_token: Option<mcp::ToolToken>,
@@ -255,6 +257,7 @@ impl Stream {
             tool_token: None,
             claims: None,
             grant: None,
+            oauth: None,
             tool_list: None,
             counting_body: None,
             awaiting_limit: None,
@@ -376,6 +379,13 @@ impl Stream {
             token.give_back();
         }
     }
+}
+
+/// The OAuth URLs of an MCP server's answer, rewritten to the gateway's.
+struct OAuthState {
+    rewrite: Box<crate::request::OAuthRewrite>,
+    /// Its protected-resource metadata is being buffered.
+    buffering: bool,
 }
 
 /// A request's verified claims, read once.

@@ -368,8 +368,13 @@ impl Stream {
             canary,
             failover,
             grant,
+            oauth,
         } = forward;
         self.grant = grant;
+        self.oauth = oauth.map(|o| super::OAuthState {
+            rewrite: o,
+            buffering: false,
+        });
         if let Some(e) = entry.and_then(|i| active.plan.entries.get(i)) {
             if let Some(name) = crate::client_key::repeated_key_header(e, pairs) {
                 if let Some(i) = entry {

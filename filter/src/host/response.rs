@@ -55,7 +55,8 @@ impl Stream {
             || self.upgrade
             || self.card.is_some()
             || self.translation.is_some()
-            || self.tool_list.is_some();
+            || self.tool_list.is_some()
+            || self.oauth.is_some();
         if !watch {
             return Action::Continue;
         }
@@ -73,6 +74,9 @@ impl Stream {
         }
         if let Some(CardState::Asked(address)) = self.card.take() {
             self.card = self.watch_card(status, address);
+        }
+        if self.oauth.is_some() {
+            self.watch_oauth(status);
         }
         if self.translation.is_some() && !end_of_stream {
             return self.translation_headers(status);
@@ -95,6 +99,9 @@ impl Stream {
         }
         if self.card.is_some() {
             return self.card_body(body_size, end_of_stream);
+        }
+        if self.oauth.as_ref().is_some_and(|o| o.buffering) {
+            return self.oauth_document_body(body_size, end_of_stream);
         }
         if self.tool_list.is_some() {
             return self.tool_list_body(body_size, end_of_stream);
@@ -161,6 +168,73 @@ impl Stream {
         let total = self.vm.metering.get().saturating_sub(self.meter_held);
         self.vm.metering.set(total);
         self.meter_held = 0;
+    }
+
+    /// An MCP server's answer that may name its OAuth URLs: a 401's
+    /// `resource_metadata` is pointed at the gateway (a header read on
+    /// 401s only); its protected-resource metadata (200 JSON, small,
+    /// uncompressed) is buffered to rewrite its `resource`.
+    fn watch_oauth(&mut self, status: u32) {
+        let Some(state) = self.oauth.as_mut() else {
+            return;
+        };
+        if status == 401 {
+            let rewritten = header_text("www-authenticate").and_then(|v| {
+                crate::identity::oauth::rewrite_challenge(&v, &state.rewrite.address)
+            });
+            if let Some(value) = rewritten {
+                let _ = abi::replace_header(RESPONSE, "www-authenticate", value.as_bytes());
+            }
+            self.oauth = None;
+            return;
+        }
+        // Only the document's answer is read further (two header reads).
+        if !state.rewrite.document || status != 200 {
+            self.oauth = None;
+            return;
+        }
+        let content_type = header_text("content-type");
+        let encoded = header("content-encoding").is_some_and(|e| !e.is_empty());
+        if !is_json(content_type.as_deref()) || encoded {
+            self.oauth = None;
+            return;
+        }
+        if let Some(state) = self.oauth.as_mut() {
+            state.buffering = true;
+        }
+        let _ = abi::remove_header(RESPONSE, "content-length");
+        let _ = abi::remove_header(RESPONSE, "etag");
+        let _ = abi::add_header(RESPONSE, "vary", b"host, x-forwarded-proto");
+    }
+
+    fn oauth_document_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if body_size > crate::identity::oauth::MAX_DOCUMENT_BYTES {
+            self.oauth = None;
+            log::debug!("protected-resource metadata over the limit passed unchanged");
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Some(state) = self.oauth.take() else {
+            return Action::Continue;
+        };
+        let Ok(body) = abi::get_buffer(BufferType::HttpResponseBody, 0, body_size) else {
+            return Action::Continue;
+        };
+        match crate::identity::oauth::rewrite_document(&body, &state.rewrite.address) {
+            Some(new) => {
+                if let Err(status) =
+                    abi::set_buffer(BufferType::HttpResponseBody, 0, body.len(), &new)
+                {
+                    log::warn!(
+                        "cannot rewrite the protected-resource metadata: host status {status}"
+                    );
+                }
+            }
+            None => log::info!("protected-resource metadata passed unchanged"),
+        }
+        Action::Continue
     }
 
     /// A card request's answer: a 200 JSON card, uncompressed and small

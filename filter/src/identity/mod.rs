@@ -7,6 +7,7 @@
 pub mod access;
 pub mod claims;
 pub mod gate;
+pub mod oauth;
 
 use crate::reply::LocalReply;
 use access::{Access, Grant, Verdict};
