@@ -13,9 +13,18 @@ expensive_b(), delete_all(), whoami() (the replica's name and the calls its
 session made so far). With --page-size N, tools/list answers in pages of N
 (the cursor is the next index).
 
+With --oauth-issuer URL, a server that runs its own OAuth as the SDK does
+it (`AuthSettings` and a token verifier): /mcp needs a bearer token, a
+request without one gets 401 with `resource_metadata` naming its own
+protected-resource metadata at
+http://127.0.0.1:PORT/.well-known/oauth-protected-resource/mcp (its
+`resource` http://127.0.0.1:PORT/mcp, its authorization server the URL
+given); the only token accepted is --oauth-token's (scope tools:read).
+
 Records every JSON-RPC message it gets, before the SDK sees it:
 GET /calls answers [{"method": ..., "tool": ... or null, "session": ...}],
-DELETE /calls forgets them.
+DELETE /calls forgets them. GET /requests answers every HTTP request but
+those two as "METHOD PATH" strings; DELETE /requests forgets them.
 
 Prints exactly one line `listening on 127.0.0.1:PORT` on stdout once it
 accepts connections.
@@ -28,6 +37,8 @@ import socket
 import sys
 
 import uvicorn
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ListToolsResult, PaginatedRequestParams
@@ -35,6 +46,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 CALLS: list[dict] = []
+REQUESTS: list[str] = []
+OWN = ("/calls", "/requests")
+
+
+class OneToken:
+    """The SDK's TokenVerifier: accepts exactly the token given."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if token != self.token:
+            return None
+        return AccessToken(token=token, client_id="test-client", scopes=["tools:read"])
 
 
 class PagedServer(MCPServer):
@@ -51,8 +76,11 @@ class PagedServer(MCPServer):
         return ListToolsResult(tools=tools[start:end], next_cursor=str(end) if end < len(tools) else None)
 
 
-def build(replica: str, page_size: int) -> PagedServer:
-    server = PagedServer(name=f"test-mcp-{replica}")
+def build(replica: str, page_size: int, auth: AuthSettings | None = None, token: str = "") -> PagedServer:
+    if auth is None:
+        server = PagedServer(name=f"test-mcp-{replica}")
+    else:
+        server = PagedServer(name=f"test-mcp-{replica}", auth=auth, token_verifier=OneToken(token))
     server.page_size = page_size
     per_session: dict[str, int] = {}
 
@@ -99,13 +127,23 @@ def build(replica: str, page_size: int) -> PagedServer:
             return Response(status_code=204)
         return JSONResponse(CALLS)
 
+    @server.custom_route("/requests", methods=["GET", "DELETE"])
+    async def requests(request: Request) -> Response:
+        if request.method == "DELETE":
+            REQUESTS.clear()
+            return Response(status_code=204)
+        return JSONResponse(REQUESTS)
+
     return server
 
 
 def recording(app):
-    """ASGI middleware: records each POSTed JSON-RPC message to /mcp (or /messages/)."""
+    """ASGI middleware: records each HTTP request's method and path, and each
+    POSTed JSON-RPC message to /mcp (or /messages/)."""
 
     async def wrapped(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OWN:
+            REQUESTS.append(f"{scope['method']} {scope['path']}")
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(("/mcp", "/messages")):
             return await app(scope, receive, send)
         chunks = []
@@ -155,19 +193,32 @@ async def main() -> int:
     ap.add_argument("--json", action="store_true", help="answer POSTs with JSON, not SSE")
     ap.add_argument("--page-size", type=int, default=0, help="tools/list page size (0 = one page)")
     ap.add_argument("--sse", action="store_true", help="serve the legacy HTTP+SSE transport (GET /sse)")
+    ap.add_argument("--oauth-issuer", help="run its own OAuth: the authorization server's URL")
+    ap.add_argument("--oauth-token", default="", help="with --oauth-issuer: the one bearer token accepted")
     args = ap.parse_args()
+    if args.oauth_issuer and not args.oauth_token:
+        ap.error("--oauth-issuer needs --oauth-token")
 
-    server = build(args.replica, args.page_size)
-    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    if args.sse:
-        app = server.sse_app(transport_security=security)
-    else:
-        app = server.streamable_http_app(json_response=args.json, transport_security=security)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     port = sock.getsockname()[1]
+    auth = None
+    if args.oauth_issuer:
+        # The server's own URL: what its 401 and its metadata name.
+        auth = AuthSettings(
+            issuer_url=args.oauth_issuer,
+            resource_server_url=f"http://127.0.0.1:{port}/mcp",
+            required_scopes=["tools:read"],
+            validate_token_resource=False,
+        )
+    server = build(args.replica, args.page_size, auth, args.oauth_token)
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    if args.sse:
+        app = server.sse_app(transport_security=security)
+    else:
+        app = server.streamable_http_app(json_response=args.json, transport_security=security)
     config = uvicorn.Config(recording(app), log_level="warning", lifespan="on")
     uv = uvicorn.Server(config)
     serve = asyncio.create_task(uv.serve(sockets=[sock]))

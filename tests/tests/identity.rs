@@ -8,7 +8,8 @@
 //! same with the clients users run (tests/python/): the official `openai`
 //! client, the MCP SDK client in both protocol generations, and the MCP
 //! SDK's OAuth client finding a stand-in authorization server through the
-//! gateway's metadata.
+//! gateway's metadata, and through an MCP server's own metadata (a server
+//! built with the SDK that runs its own OAuth) reached at the gateway.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -744,4 +745,163 @@ async fn the_official_mcp_oauth_client_finds_the_authorization_server_through_th
             "{mode}: {called:?}"
         );
     }
+}
+
+/// What an MCP server (tests/python/mcp_server.py) was asked over HTTP:
+/// "METHOD PATH" of every request but its own /calls and /requests.
+async fn server_requests(server: &McpServer) -> Vec<String> {
+    let r = send(server.addr, "GET", "/requests", &[], "").await;
+    serde_json::from_slice(&r.body).expect("requests")
+}
+
+async fn forget_server_requests(server: &McpServer) {
+    send(server.addr, "DELETE", "/requests", &[], "").await;
+}
+
+/// "METHOD PATH" of each request the stand-in authorization server got.
+async fn asked(auth_server: &AuthServer) -> Vec<String> {
+    auth_server
+        .requests()
+        .await
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// An MCP server that runs its own OAuth (the SDK's `AuthSettings` and
+/// token verifier: its 401 and its protected-resource metadata name its own
+/// internal URL) behind an MCP entry without `mcp.oauth`, and the SDK's
+/// OAuth client connecting through the gateway: it is pointed at the
+/// gateway's well-known URL, gets the server's document with `resource`
+/// the URL it connects to, and only then goes to the authorization server.
+/// Behind an entry the filter does not rewrite for (kind `agent`), the same
+/// client follows the server's internal URL and refuses the document.
+#[tokio::test]
+async fn the_official_mcp_oauth_client_finds_a_servers_own_authorization_server_through_the_gateway(
+) {
+    // An opaque token only the server checks: the gateway verifies nothing.
+    let issued = "the-servers-own-token-1";
+    let auth_server = AuthServer::start(issued).await;
+    let issuer = auth_server.issuer();
+    let server =
+        McpServer::start(&["--json", "--oauth-issuer", &issuer, "--oauth-token", issued]).await;
+    let plugin = json!({ "agents": [
+        { "name": "tools", "namespace": "prod", "kind": "mcp", "backend": "mcp" },
+        { "name": "raw", "namespace": "prod", "kind": "agent", "backend": "mcp" } ] });
+    let gw =
+        Gateway::start(GatewayConfig::new(plugin.to_string()).cluster("mcp", server.addr)).await;
+    let url = format!("http://{}/prod/mcp/tools/mcp", gw.addr);
+    let metadata = format!(
+        "http://{}/.well-known/oauth-protected-resource/prod/mcp/tools/mcp",
+        gw.addr
+    );
+    let own_metadata = format!(
+        "http://{}/.well-known/oauth-protected-resource/mcp",
+        server.addr
+    );
+    for mode in ["legacy", "2026-07-28"] {
+        auth_server.forget().await;
+        server.clear_calls().await;
+        forget_server_requests(&server).await;
+        let out = sdk_mcp(
+            &url,
+            mode,
+            "--oauth",
+            &["list", r#"call:search:{"query":"q"}"#],
+        )
+        .await;
+        assert_eq!(out.get("error"), None, "{mode}: {out}");
+        let http = out["http"].as_array().unwrap_or_else(|| panic!("{out}"));
+        // The server's 401 came back pointing at the gateway, and the SDK
+        // fetched the document there.
+        assert_eq!(
+            (&http[0]["url"], &http[0]["status"]),
+            (&json!(url), &json!(401)),
+            "{mode}: {out}"
+        );
+        assert_eq!(
+            (&http[1]["method"], &http[1]["url"], &http[1]["status"]),
+            (&json!("GET"), &json!(metadata), &json!(200)),
+            "{mode}: {out}"
+        );
+        let server_origin = format!("http://{}", server.addr);
+        assert!(
+            http.iter().all(|x| !x["url"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&server_origin)),
+            "{mode}: the client never learnt the server's own address: {out}"
+        );
+        // The document request reached the server at its own well-known
+        // path (the SDK serves it nowhere else), after the first 401.
+        let requests = server_requests(&server).await;
+        assert_eq!(
+            requests.get(..2),
+            Some(
+                &[
+                    "POST /mcp".to_string(),
+                    "GET /.well-known/oauth-protected-resource/mcp".to_string()
+                ][..]
+            ),
+            "{mode}: {requests:?}"
+        );
+        // The SDK asks the authorization server named in the document only
+        // once `resource` passed its check against the URL it connects to.
+        assert_eq!(
+            asked(&auth_server).await,
+            [
+                "GET /.well-known/oauth-authorization-server",
+                "POST /register",
+                "GET /authorize",
+                "POST /token"
+            ],
+            "{mode}: {out}"
+        );
+        let seen = auth_server.requests().await;
+        assert_eq!(
+            seen[2]["query"]["resource"],
+            json!(url),
+            "{mode}: {}",
+            seen[2]
+        );
+        assert_eq!(seen[2]["query"]["scope"], json!("tools:read"), "{mode}");
+        assert_eq!(
+            seen[3]["form"]["resource"],
+            json!(url),
+            "{mode}: {}",
+            seen[3]
+        );
+        // With the server's token, through the gateway, the calls succeed.
+        assert_eq!(sorted_tools(&out).len(), 7, "{mode}: {out}");
+        assert_eq!(
+            out["results"],
+            json!([{ "tool": "search", "ok": true, "text": "results for q" }]),
+            "{mode}: {out}"
+        );
+        assert_eq!(server.tools_called().await, ["search"], "{mode}");
+    }
+    // The same server behind an entry the filter does not rewrite for: the
+    // 401 names the server's own URL, the SDK fetches the document there
+    // and refuses its `resource`; the authorization server is never asked.
+    auth_server.forget().await;
+    server.clear_calls().await;
+    forget_server_requests(&server).await;
+    let raw = format!("http://{}/prod/agent/raw/mcp", gw.addr);
+    let out = sdk_mcp(&raw, "legacy", "--oauth", &["list"]).await;
+    let error = out["error"].as_str().unwrap_or_else(|| panic!("{out}"));
+    assert!(error.contains("does not match"), "{out}");
+    let http = out["http"].as_array().unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        (&http[1]["url"], &http[1]["status"]),
+        (&json!(own_metadata), &json!(200)),
+        "{out}"
+    );
+    assert_eq!(asked(&auth_server).await, Vec::<String>::new(), "{out}");
+    assert_eq!(server.tools_called().await, Vec::<String>::new());
 }
