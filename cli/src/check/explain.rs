@@ -393,8 +393,14 @@ fn judge_tool_call(
                     .and_then(|(i, _)| rules.limits.get(i).map(|l| (i, l)))
                 {
                     let (index, limit) = limit;
+                    let whose = match &limit.per {
+                        agentroute::config::Per::Entry => "shared by every caller".to_string(),
+                        agentroute::config::Per::ClientIp => "per client address".to_string(),
+                        agentroute::config::Per::Header(h) => format!("per {h} value"),
+                        agentroute::config::Per::Claim(c) => format!("per {c} claim"),
+                    };
                     notes.push(format!(
-                        "tool_limits[{index}] applies: {} request(s)/s, burst {}, a bucket for this tool alone shared by every worker (over it: 429, not simulated here)",
+                        "tool_limits[{index}] applies: {} request(s)/s, burst {}, a bucket for this tool {whose}, in every worker (over it: 429, not simulated here)",
                         limit.rate.requests_per_second, limit.rate.burst
                     ));
                 }
