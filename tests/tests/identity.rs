@@ -682,52 +682,8 @@ async fn the_official_mcp_oauth_client_finds_the_authorization_server_through_th
         auth_server.forget().await;
         server.clear_calls().await;
         let out = sdk_mcp(&url, mode, "--oauth", &["list"]).await;
-        assert_eq!(out.get("error"), None, "{mode}: {out}");
-        // The first request got 401, then the SDK fetched the metadata from
-        // the gateway (the URL in WWW-Authenticate).
-        let http = out["http"].as_array().unwrap_or_else(|| panic!("{out}"));
-        assert_eq!(
-            (&http[0]["url"], &http[0]["status"]),
-            (&json!(url), &json!(401)),
-            "{mode}: {out}"
-        );
-        assert_eq!(
-            (&http[1]["method"], &http[1]["url"], &http[1]["status"]),
-            (&json!("GET"), &json!(metadata), &json!(200)),
-            "{mode}: {out}"
-        );
-        // Only after the client checked that `resource` is the URL it
-        // connects to does it ask the authorization server named there.
-        let seen = auth_server.requests().await;
-        let asked: Vec<String> = seen
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} {}",
-                    r["method"].as_str().unwrap(),
-                    r["path"].as_str().unwrap()
-                )
-            })
-            .collect();
-        assert_eq!(
-            asked,
-            [
-                "GET /.well-known/oauth-authorization-server",
-                "POST /register",
-                "GET /authorize",
-                "POST /token"
-            ],
-            "{mode}: {out}"
-        );
-        let authorize = &seen[2]["query"];
-        assert_eq!(
-            authorize["resource"],
-            json!(resource),
-            "{mode}: {authorize}"
-        );
-        assert_eq!(authorize["scope"], json!("tools:read"), "{mode}");
-        assert_eq!(authorize["code_challenge_method"], json!("S256"), "{mode}");
-        assert_eq!(seen[3]["form"]["resource"], json!(resource), "{mode}");
+        assert_discovered_through_the_gateway(&out, mode, &url, &metadata, &auth_server, &resource)
+            .await;
         // With the token it got, the client is served.
         assert_eq!(
             sorted_tools(&out).len(),
@@ -756,6 +712,59 @@ async fn server_requests(server: &McpServer) -> Vec<String> {
 
 async fn forget_server_requests(server: &McpServer) {
     send(server.addr, "DELETE", "/requests", &[], "").await;
+}
+
+/// What the SDK's OAuth client did, in both OAuth modes: its first request
+/// got 401, its second fetched the protected-resource metadata at the
+/// gateway (`metadata`); then — only once the document's `resource`
+/// passed the SDK's check against the URL it connects to — it asked the
+/// authorization server for its metadata, registered, authorized and got
+/// a token, naming `resource` in both.
+async fn assert_discovered_through_the_gateway(
+    out: &Value,
+    mode: &str,
+    url: &str,
+    metadata: &str,
+    auth_server: &AuthServer,
+    resource: &str,
+) {
+    assert_eq!(out.get("error"), None, "{mode}: {out}");
+    let http = out["http"].as_array().unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        (&http[0]["url"], &http[0]["status"]),
+        (&json!(url), &json!(401)),
+        "{mode}: {out}"
+    );
+    assert_eq!(
+        (&http[1]["method"], &http[1]["url"], &http[1]["status"]),
+        (&json!("GET"), &json!(metadata), &json!(200)),
+        "{mode}: {out}"
+    );
+    assert_eq!(
+        asked(auth_server).await,
+        [
+            "GET /.well-known/oauth-authorization-server",
+            "POST /register",
+            "GET /authorize",
+            "POST /token"
+        ],
+        "{mode}: {out}"
+    );
+    let seen = auth_server.requests().await;
+    let authorize = &seen[2]["query"];
+    assert_eq!(
+        authorize["resource"],
+        json!(resource),
+        "{mode}: {authorize}"
+    );
+    assert_eq!(authorize["scope"], json!("tools:read"), "{mode}");
+    assert_eq!(authorize["code_challenge_method"], json!("S256"), "{mode}");
+    assert_eq!(
+        seen[3]["form"]["resource"],
+        json!(resource),
+        "{mode}: {}",
+        seen[3]
+    );
 }
 
 /// "METHOD PATH" of each request the stand-in authorization server got.
@@ -816,20 +825,9 @@ async fn the_official_mcp_oauth_client_finds_a_servers_own_authorization_server_
             &["list", r#"call:search:{"query":"q"}"#],
         )
         .await;
-        assert_eq!(out.get("error"), None, "{mode}: {out}");
+        assert_discovered_through_the_gateway(&out, mode, &url, &metadata, &auth_server, &url)
+            .await;
         let http = out["http"].as_array().unwrap_or_else(|| panic!("{out}"));
-        // The server's 401 came back pointing at the gateway, and the SDK
-        // fetched the document there.
-        assert_eq!(
-            (&http[0]["url"], &http[0]["status"]),
-            (&json!(url), &json!(401)),
-            "{mode}: {out}"
-        );
-        assert_eq!(
-            (&http[1]["method"], &http[1]["url"], &http[1]["status"]),
-            (&json!("GET"), &json!(metadata), &json!(200)),
-            "{mode}: {out}"
-        );
         let server_origin = format!("http://{}", server.addr);
         assert!(
             http.iter().all(|x| !x["url"]
@@ -850,32 +848,6 @@ async fn the_official_mcp_oauth_client_finds_a_servers_own_authorization_server_
                 ][..]
             ),
             "{mode}: {requests:?}"
-        );
-        // The SDK asks the authorization server named in the document only
-        // once `resource` passed its check against the URL it connects to.
-        assert_eq!(
-            asked(&auth_server).await,
-            [
-                "GET /.well-known/oauth-authorization-server",
-                "POST /register",
-                "GET /authorize",
-                "POST /token"
-            ],
-            "{mode}: {out}"
-        );
-        let seen = auth_server.requests().await;
-        assert_eq!(
-            seen[2]["query"]["resource"],
-            json!(url),
-            "{mode}: {}",
-            seen[2]
-        );
-        assert_eq!(seen[2]["query"]["scope"], json!("tools:read"), "{mode}");
-        assert_eq!(
-            seen[3]["form"]["resource"],
-            json!(url),
-            "{mode}: {}",
-            seen[3]
         );
         // With the server's token, through the gateway, the calls succeed.
         assert_eq!(sorted_tools(&out).len(), 7, "{mode}: {out}");
