@@ -130,13 +130,20 @@ async fn access_per_agent_401_without_identity_403_without_a_rule() {
     assert_eq!(gw.get("/open/x").await.status, 200);
 }
 
-fn model_ids(r: &Response) -> Vec<String> {
-    r.json()["data"]
-        .as_array()
+/// The `field` of every element of the array at JSON pointer `list` of an
+/// answer (model ids of `/v1/models`, tool names of `tools/list`).
+fn listed(r: &Response, list: &str, field: &str) -> Vec<String> {
+    r.json()
+        .pointer(list)
+        .and_then(Value::as_array)
         .unwrap_or_else(|| panic!("{}", r.text()))
         .iter()
-        .map(|m| m["id"].as_str().unwrap_or_default().to_string())
+        .map(|m| m[field].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+fn model_ids(r: &Response) -> Vec<String> {
+    listed(r, "/data", "id")
 }
 
 #[tokio::test]
@@ -216,12 +223,7 @@ async fn mcp(gw: &Gateway, who: &str, method: &str, tool: Option<&str>, body: St
 }
 
 fn tool_names(r: &Response) -> Vec<String> {
-    r.json()["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{}", r.text()))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap_or_default().to_string())
-        .collect()
+    listed(r, "/result/tools", "name")
 }
 
 #[tokio::test]
