@@ -137,22 +137,6 @@ impl Access {
     pub fn per_caller(&self) -> bool {
         !self.rules.is_empty()
     }
-
-    /// Whether a rule names the claim (for `agentroute check --explain`).
-    pub fn rule_text(&self, i: usize) -> Option<String> {
-        let rule = self.rules.get(i)?;
-        let claims: Vec<String> = rule
-            .claims
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect();
-        Some(format!("access[{i}] ({})", claims.join(", ")))
-    }
-
-    /// The first rule a grant holds (for `--explain`).
-    pub fn first_rule(grant: Grant) -> usize {
-        grant.0.trailing_zeros() as usize
-    }
 }
 
 /// Whether a claim holds the value a rule wants.

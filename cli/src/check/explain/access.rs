@@ -240,7 +240,12 @@ fn rule_name(access: &Access, i: usize) -> Option<String> {
     if rule.claims.is_empty() {
         return Some(format!("access[{i}] (no claims: anyone)"));
     }
-    access.rule_text(i)
+    let claims: Vec<String> = rule
+        .claims
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    Some(format!("access[{i}] ({})", claims.join(", ")))
 }
 
 /// The ids `/v1/models` lists for this caller, when access rules make the
