@@ -20,6 +20,7 @@ pub mod failover;
 pub mod fasthash;
 pub mod identity;
 pub mod json_scan;
+pub mod llm;
 pub mod mcp;
 pub mod observe;
 pub mod openai;
