@@ -11,6 +11,10 @@
 //!   Omnia) as a plugin configuration, Istio or Envoy Gateway manifests, or
 //!   an Envoy bootstrap.
 
+//! - [`reference`]: the configuration reference as Markdown, from the JSON
+//!   Schema (`agentroute schema --markdown`).
+
 pub mod check;
 pub mod generate;
+pub mod reference;
 pub mod rules;

@@ -6,7 +6,7 @@
 //!                  [--claims JSON]]
 //! agentroute generate [--target config|istio|envoy-gateway|envoy] [--base FILE]
 //!                     [--tls-secret NAME] [--dispatch cluster-header] [FILE|-]...
-//! agentroute schema
+//! agentroute schema [--markdown]
 //! ```
 //!
 //! The work is in `agentroute_cli::check`, which hands every configuration
@@ -28,12 +28,13 @@ usage: agentroute check [FILE|DIR|-]... [--explain PATH [--host HOST] [--method 
                            [--tls-secret NAME] [--dispatch cluster-header]
                            [--allow-hosts PATTERN]... [--trust-namespace NS]...
                            [--allow-empty] [--image REF] [--wasm PATH] [FILE|-]...
-       agentroute schema
+       agentroute schema [--markdown]
        agentroute COMMAND --help
 
 check     checks agentroute configurations (agentroute check --help)
 generate  writes the configuration from agentic-layer, KAOS and Omnia resources
-schema    prints the JSON Schema of the configuration (draft 2020-12)
+schema    prints the JSON Schema of the configuration (draft 2020-12), or
+          with --markdown the configuration reference
 ";
 
 const GENERATE_USAGE: &str = "\
@@ -147,10 +148,14 @@ Exit status: 0 all valid (warnings allowed), 1 an error, 2 a usage error.
 ";
 
 const SCHEMA_USAGE: &str = "\
-usage: agentroute schema
+usage: agentroute schema [--markdown]
 
 Prints the JSON Schema (draft 2020-12) of the plugin configuration, generated
 from the contract types: what schema/agentroute.schema.json holds.
+
+  --markdown  prints the configuration reference instead: every field of the
+              schema with its path, type, default, constraints and
+              description, as Markdown (the book's docs/src/reference/index.md)
 ";
 
 /// A command line the tool cannot act on (exit status 2).
@@ -633,7 +638,13 @@ fn main() -> ExitCode {
             print!("{}", schema::schema_text());
             ExitCode::SUCCESS
         }
-        Some("schema") => usage("schema takes no arguments", SCHEMA_USAGE),
+        Some("schema")
+            if rest.len() == 1 && rest.first().map(String::as_str) == Some("--markdown") =>
+        {
+            print!("{}", agentroute_cli::reference::markdown(&schema::schema()));
+            ExitCode::SUCCESS
+        }
+        Some("schema") => usage("schema takes no arguments but --markdown", SCHEMA_USAGE),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
