@@ -89,7 +89,7 @@ run-global: setup build rls-server
 	ENVOY=$(ENVOY) RLS_SERVER=$(RLS_SERVER) scripts/run-global.sh
 
 ## test: formatting, lints, unit tests, integration tests against real Envoy
-test: setup build lint unit unit-wasm validate schema-check check-shipped oci-test integration
+test: setup build lint unit unit-wasm validate schema-check check-shipped docs-test oci-test integration
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -213,6 +213,30 @@ check-shipped:
 	$(AGENTROUTE_CLI) check istio/gateway.yaml istio/envoyfilter-*.yaml istio/large/*.yaml
 	$(AGENTROUTE_CLI) check envoy/gateway/gateway.yaml envoy/gateway/clienttrafficpolicy-*.yaml \
 	  envoy/gateway/patchpolicy-json-to-metadata.yaml envoy/gateway/large/*.yaml
+
+## docs: the book (docs/) into target/book, with its configuration reference
+## (docs/src/reference/) regenerated from the JSON Schema
+## docs-test: every console example of the book and README run and compared,
+## the reference current and complete, the book built and its links resolved
+# mdBook from crates.io, pinned, into .tools/ (once; HTML and search only).
+MDBOOK_VERSION := 0.4.52
+MDBOOK         := .tools/bin/mdbook
+MDBOOK_STAMP   := .tools/.mdbook-$(MDBOOK_VERSION)
+.PHONY: docs docs-test
+$(MDBOOK_STAMP):
+	@echo "installing mdbook $(MDBOOK_VERSION) (cargo install, crates.io) into .tools: it builds the book"
+	$(CARGO) install mdbook --version $(MDBOOK_VERSION) --locked --no-default-features --features search \
+	  --root .tools --quiet
+	@touch $@
+
+docs: $(MDBOOK_STAMP)
+	$(CARGO) build -q -p agentroute-cli
+	target/debug/agentroute schema --markdown > docs/src/reference/index.md
+	$(MDBOOK) build docs
+
+docs-test: $(MDBOOK_STAMP)
+	$(CARGO) build -q -p agentroute-cli
+	python3 tests/docs_test.py --agentroute target/debug/agentroute --mdbook $(MDBOOK)
 
 integration: setup build build-test-filters rls-server
 	$(CARGO) test -p agentroute-rls-server -p rocksdb
