@@ -1,5 +1,5 @@
 //! Observability through a real Envoy: an access log configured from the
-//! README's table prints what the filter set (entry, kind, backend, model,
+//! book's table (docs/src/observability.md) prints what the filter set (entry, kind, backend, model,
 //! tokens, the refusing limit); token counters per model and the upstream
 //! stats per agent appear in `/stats/prometheus` with their labels.
 
@@ -10,9 +10,11 @@ use agentroute::observe::Field;
 use agentroute_tests::serde_json::{json, Map, Value};
 use agentroute_tests::{spawn_agent, workspace_root, Gateway, GatewayConfig};
 
-/// The `%FILTER_STATE(...)%` commands of the README's table, by JSON key.
+/// The `%FILTER_STATE(...)%` commands of the book's table
+/// (docs/src/observability.md, "Access-log fields"), by JSON key.
 fn readme_fields() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let page = "docs/src/observability.md";
+    let readme = std::fs::read_to_string(workspace_root().join(page)).expect(page);
     const START: &str = "%FILTER_STATE(wasm.";
     let mut fields: Vec<(String, String)> = Vec::new();
     let mut rest = readme.as_str();
@@ -42,11 +44,15 @@ fn the_readme_names_every_property_as_envoy_spells_it() {
             fields
                 .iter()
                 .any(|(k, c)| k == field.json_key() && *c == field.access_log_command()),
-            "README lacks {}",
+            "docs/src/observability.md lacks {}",
             field.access_log_command()
         );
     }
-    assert_eq!(fields.len(), Field::ALL.len(), "README: {fields:?}");
+    assert_eq!(
+        fields.len(),
+        Field::ALL.len(),
+        "docs/src/observability.md: {fields:?}"
+    );
 }
 
 fn yaml(path: &str) -> Value {
@@ -90,7 +96,7 @@ fn the_shipped_access_logs_print_every_field_and_stats_carry_labels() {
     }
 }
 
-/// An HCM access log to `path`, one JSON object per request: the README's
+/// An HCM access log to `path`, one JSON object per request: the book's
 /// fields plus Envoy's own status, path and upstream cluster.
 fn with_access_log(cfg: GatewayConfig, path: PathBuf) -> GatewayConfig {
     let mut format = Map::new();
