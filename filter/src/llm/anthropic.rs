@@ -269,7 +269,7 @@ fn conversation(messages: Option<&Value>) -> Result<(String, Vec<Value>), LocalR
                 let text = plain_text(content, &format!("{at}.content"))?;
                 let mut result = json!({ "type": "tool_result", "tool_use_id": id });
                 if !text.is_empty() {
-                    result["content"] = json!(text);
+                    set(&mut result, "content", json!(text));
                 }
                 ("user", vec![result])
             }
@@ -558,7 +558,7 @@ fn tool_choice(choice: Option<&Value>, parallel: bool) -> Result<Option<Value>, 
         Some(_) => return Err(wrong()),
     };
     if !parallel {
-        choice["disable_parallel_tool_use"] = json!(true);
+        set(&mut choice, "disable_parallel_tool_use", json!(true));
     }
     Ok(Some(choice))
 }
@@ -782,7 +782,7 @@ pub fn translate_answer(status: u32, body: &[u8], id: &Identity) -> Answer {
         } ],
     });
     if let Some(usage) = &reading.usage {
-        completion["usage"] = usage_json(usage);
+        set(&mut completion, "usage", usage_json(usage));
     }
     Answer {
         status: 200,
@@ -963,8 +963,8 @@ impl ChatStream {
 /// A whole message as the events a stream of it would be.
 fn message_as_events(message: &Value) -> Vec<Value> {
     let mut start = message.clone();
-    start["content"] = json!([]);
-    start["stop_reason"] = Value::Null;
+    set(&mut start, "content", json!([]));
+    set(&mut start, "stop_reason", Value::Null);
     let mut events = vec![json!({ "type": "message_start", "message": start })];
     let blocks = message
         .get("content")
@@ -980,7 +980,7 @@ fn message_as_events(message: &Value) -> Vec<Value> {
             ),
             Some("tool_use") => {
                 let mut opening = block.clone();
-                opening["input"] = json!({});
+                set(&mut opening, "input", json!({}));
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 (
                     opening,
@@ -1304,6 +1304,14 @@ fn emit(out: &mut Vec<u8>, event: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(event.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+/// Sets a member of a JSON object (a no-op on anything else, which the
+/// callers never pass: indexing would panic there).
+fn set(object: &mut Value, key: &str, value: Value) {
+    if let Some(members) = object.as_object_mut() {
+        members.insert(key.to_string(), value);
+    }
 }
 
 #[cfg(test)]
