@@ -600,10 +600,9 @@ fn generation_config(
         Some(Value::String(s)) => {
             config.insert("stopSequences".into(), json!([s]));
         }
+        Some(Value::Array(stops)) if stops.is_empty() => {}
         Some(Value::Array(stops)) if stops.iter().all(Value::is_string) => {
-            if !stops.is_empty() {
-                config.insert("stopSequences".into(), Value::Array(stops.clone()));
-            }
+            config.insert("stopSequences".into(), Value::Array(stops.clone()));
         }
         Some(_) => {
             return Err(invalid(
@@ -789,18 +788,23 @@ impl TokenCounts {
     }
 
     fn json(self) -> Value {
-        let mut usage = json!({
-            "prompt_tokens": self.prompt,
-            "completion_tokens": self.completion(),
-            "total_tokens": self.total(),
-        });
+        let mut usage = Map::new();
+        usage.insert("prompt_tokens".into(), json!(self.prompt));
+        usage.insert("completion_tokens".into(), json!(self.completion()));
+        usage.insert("total_tokens".into(), json!(self.total()));
         if let Some(cached) = self.cached {
-            usage["prompt_tokens_details"] = json!({ "cached_tokens": cached });
+            usage.insert(
+                "prompt_tokens_details".into(),
+                json!({ "cached_tokens": cached }),
+            );
         }
         if self.thoughts > 0 {
-            usage["completion_tokens_details"] = json!({ "reasoning_tokens": self.thoughts });
+            usage.insert(
+                "completion_tokens_details".into(),
+                json!({ "reasoning_tokens": self.thoughts }),
+            );
         }
-        usage
+        Value::Object(usage)
     }
 }
 
@@ -1040,23 +1044,31 @@ pub fn translate_answer(status: u32, body: &[u8], id: &Identity) -> Answer {
         Some(Finish::PromptBlocked) => "content_filter",
         None => finish_reason("STOP", !calls.is_empty()),
     };
-    let mut message = json!({ "role": "assistant", "content": text });
+    let mut message = Map::new();
+    message.insert("role".into(), json!("assistant"));
+    // OpenAI's content is null beside tool calls when nothing was said.
+    let content = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    };
+    message.insert("content".into(), content);
     if !calls.is_empty() {
-        if text.is_empty() {
-            message["content"] = Value::Null;
-        }
-        message["tool_calls"] = Value::Array(calls);
+        message.insert("tool_calls".into(), Value::Array(calls));
     }
-    let mut completion = json!({
-        "id": id.id,
-        "object": "chat.completion",
-        "created": id.created,
-        "model": id.model,
-        "choices": [ { "index": 0, "message": message, "finish_reason": reason } ],
-    });
+    let mut completion = Map::new();
+    completion.insert("id".into(), json!(id.id));
+    completion.insert("object".into(), json!("chat.completion"));
+    completion.insert("created".into(), json!(id.created));
+    completion.insert("model".into(), json!(id.model));
+    completion.insert(
+        "choices".into(),
+        json!([ { "index": 0, "message": message, "finish_reason": reason } ]),
+    );
     if let Some(counts) = counts {
-        completion["usage"] = counts.json();
+        completion.insert("usage".into(), counts.json());
     }
+    let completion = Value::Object(completion);
     Answer {
         status: 200,
         content_type: "application/json",
