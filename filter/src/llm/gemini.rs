@@ -53,8 +53,6 @@ pub const DROPPED_FIELDS: &[&str] = &[
     "safety_identifier",
     "prompt_cache_key",
     "verbosity",
-    "function_call",
-    "functions",
 ];
 
 /// What a `functionCall` part of a replayed assistant turn carries when the
@@ -169,6 +167,15 @@ pub fn translate_request(body: &[u8], opts: &ProviderOptions) -> Result<Upstream
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    // Silently dropping them would answer without the tools asked for.
+    for legacy in ["functions", "function_call"] {
+        if present(request, legacy).is_some() {
+            return Err(invalid(
+                Some(legacy),
+                &format!("{legacy} (deprecated) is not supported for a Gemini backend: use tools and tool_choice"),
+            ));
+        }
+    }
     let messages = request
         .get("messages")
         .and_then(Value::as_array)
@@ -1700,6 +1707,8 @@ mod tests {
             ("tools", json!([{"type": "web_search"}])),
             ("response_format", json!({"type": "yaml"})),
             ("stream", json!("yes")),
+            ("functions", json!([{"name": "f"}])),
+            ("function_call", json!("auto")),
         ] {
             let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
             body[key] = value;
