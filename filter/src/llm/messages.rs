@@ -1156,8 +1156,8 @@ impl Translator {
                 name: open_name,
                 ..
             } => {
-                id.is_none_or(|id| id == open_id)
-                    && name.is_none_or(|name| name == open_name)
+                !matches!(id, Some(id) if id != open_id)
+                    && !matches!(name, Some(name) if name != open_name)
                     && (index.is_none() || index == *call_index)
             }
             _ => false,
