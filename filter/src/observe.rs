@@ -48,10 +48,13 @@ pub enum Field {
     /// Who called: the `identity.subject` claim of the verified identity,
     /// for entries whose `access` (or per-claim limits) read it.
     Subject,
+    /// The API a translated request was sent in (`anthropic`, `gemini`,
+    /// `openai` for the Anthropic surface to an OpenAI backend).
+    Provider,
 }
 
 impl Field {
-    pub const ALL: [Field; 12] = [
+    pub const ALL: [Field; 13] = [
         Field::Entry,
         Field::Kind,
         Field::Backend,
@@ -64,6 +67,7 @@ impl Field {
         Field::FailoverRetries,
         Field::BackendsTried,
         Field::Subject,
+        Field::Provider,
     ];
 
     /// The property path the filter writes (one segment).
@@ -81,6 +85,7 @@ impl Field {
             Field::FailoverRetries => "agentroute.failover_retries",
             Field::BackendsTried => "agentroute.backends_tried",
             Field::Subject => "agentroute.subject",
+            Field::Provider => "agentroute.provider",
         }
     }
 

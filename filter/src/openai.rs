@@ -23,14 +23,31 @@ pub enum Endpoint<'a> {
     Dispatch(Api),
 }
 
-/// The OpenAI endpoints that dispatch by model.
+/// The endpoints that dispatch by model: OpenAI's, and the Anthropic
+/// surface's (`/v1/messages`, `/v1/messages/count_tokens`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     Chat,
     Completions,
     Embeddings,
     Responses,
+    Messages,
+    CountTokens,
 }
+
+impl Api {
+    /// Anthropic's surface: its errors are Anthropic-shaped.
+    pub fn is_anthropic(self) -> bool {
+        matches!(self, Api::Messages | Api::CountTokens)
+    }
+}
+
+/// The Anthropic surface's paths: always under `/v1`, as Anthropic's SDKs
+/// add it to their base URL.
+const ANTHROPIC_PATHS: [(&str, Api); 2] = [
+    ("/v1/messages", Api::Messages),
+    ("/v1/messages/count_tokens", Api::CountTokens),
+];
 
 const DISPATCH_PATHS: [(&str, Api); 4] = [
     ("/chat/completions", Api::Chat),
@@ -57,6 +74,7 @@ pub fn endpoint<'a>(method: &str, path: &'a str, unversioned: bool) -> Option<En
         "POST" => DISPATCH_PATHS
             .iter()
             .find(|(p, _)| *p == tail)
+            .or_else(|| ANTHROPIC_PATHS.iter().find(|(p, _)| *p == path))
             .map(|&(_, api)| Endpoint::Dispatch(api)),
         _ => None,
     }

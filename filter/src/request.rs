@@ -18,6 +18,7 @@ use crate::config::models::ModelId;
 use crate::cors;
 use crate::identity::access::Grant;
 use crate::identity::{self, gate, Anonymous, Caller, Surface};
+use crate::llm::{BackendApi, Provider, ProviderOptions};
 use crate::openai::{self, Api, Endpoint, ModelError};
 use crate::reply::LocalReply;
 use crate::router::{Match, PathAction};
@@ -265,8 +266,9 @@ pub struct Forward<'a> {
     pub ops: Vec<HeaderOp<'a>>,
     /// A `GET` of an agent card: its answer is rewritten to point here.
     pub card: Option<CardAddress>,
-    /// A chat completion for an A2A agent: the body is translated.
-    pub translate: Option<A2aVersion>,
+    /// The body and the answer are translated: a chat for an A2A agent,
+    /// or a request for a backend that speaks another provider's API.
+    pub translate: Option<Translate<'a>>,
     /// The configured model id or pattern an OpenAI request was dispatched
     /// by: the model label of its token counters.
     pub model: Option<ModelId<'a>>,
@@ -426,7 +428,7 @@ pub fn decide<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
         ops.push(HeaderOp::Remove("range"));
         ops.push(HeaderOp::Remove("if-range"));
     }
-    let (canary, failover) = dispatch_ops(plan, m.entry, head, rewritten, false, &mut ops);
+    let (canary, failover, _) = dispatch_ops(plan, m.entry, head, rewritten, false, &mut ops);
     Decision::Forward(Forward {
         entry: Some(m.entry),
         ops,
@@ -674,6 +676,9 @@ fn decide_openai<'a>(
         }
         Endpoint::ListModels => LocalReply::json(200, openai::models_body(plan).to_string()),
         Endpoint::GetModel(id) => openai::model_reply(plan, &id),
+        Endpoint::Dispatch(api) if api.is_anthropic() && !plan.openai.anthropic => {
+            return unmatched(plan, head)
+        }
         Endpoint::Dispatch(_) => match openai::check_body_headers(
             head.content_type,
             head.content_encoding,
@@ -719,10 +724,13 @@ pub fn decide_model<'a>(
         }
     }
     let mut ops = Vec::with_capacity(12);
+    let api = match openai::endpoint(head.method, head.path, plan.openai.unversioned_paths) {
+        Some(Endpoint::Dispatch(api)) => api,
+        _ => Api::Chat,
+    };
     let mut translate = None;
     if let Some(Protocol::A2a { version, path }) = plan.entries.get(entry).map(|e| &e.protocol) {
-        let endpoint = openai::endpoint(head.method, head.path, plan.openai.unversioned_paths);
-        if endpoint != Some(Endpoint::Dispatch(Api::Chat)) {
+        if api != Api::Chat {
             return Decision::Reply {
                 entry: Some(entry),
                 reply: LocalReply::error(
@@ -734,7 +742,7 @@ pub fn decide_model<'a>(
                 ),
             };
         }
-        translate = Some(*version);
+        translate = Some(Translate::A2a(*version));
         ops.push(HeaderOp::Set(":path", Cow::Borrowed(path)));
         // The body is replaced: its length and encoding are the filter's.
         ops.push(HeaderOp::Remove("content-length"));
@@ -760,7 +768,19 @@ pub fn decide_model<'a>(
     if head.flags.sent_forwarded_prefix {
         ops.push(HeaderOp::Remove(HEADER_FORWARDED_PREFIX));
     }
-    let (canary, failover) = dispatch_ops(plan, entry, head, true, true, &mut ops);
+    let (canary, failover, backend) = dispatch_ops(plan, entry, head, true, true, &mut ops);
+    if translate.is_none() {
+        let client_model = model.ok().unwrap_or_default();
+        match provider_translation(plan, entry, backend, api, client_model, head, &mut ops) {
+            Ok(t) => translate = t,
+            Err(reply) => {
+                return Decision::Reply {
+                    entry: Some(entry),
+                    reply,
+                }
+            }
+        }
+    }
     Decision::Forward(Forward {
         entry: Some(entry),
         ops,
@@ -775,6 +795,139 @@ pub fn decide_model<'a>(
     })
 }
 
+/// How a dispatched request's body and answer are translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translate<'a> {
+    /// A chat completion for an A2A agent.
+    A2a(A2aVersion),
+    /// An OpenAI chat completion for a backend of another provider.
+    Chat(&'a BackendApi),
+    /// An Anthropic Messages request for a backend that speaks OpenAI.
+    Messages(&'a BackendApi),
+    /// `count_tokens` for a backend that speaks OpenAI (which has no such
+    /// endpoint): the filter answers it with an estimate.
+    CountTokens,
+}
+
+/// Credentials a client may send to a provider: removed before a
+/// translated call, whose credential Envoy injects on the provider's
+/// cluster (never the filter's configuration).
+const CLIENT_CREDENTIALS: [&str; 4] = ["authorization", "x-api-key", "x-goog-api-key", "api-key"];
+
+/// What a model-dispatched request to `backend` needs for the API that
+/// backend speaks: nothing (OpenAI to OpenAI, Anthropic to Anthropic), a
+/// translation with its header changes, or a refusal for what cannot be
+/// translated.
+fn provider_translation<'a>(
+    plan: &'a Plan,
+    entry: usize,
+    backend: &str,
+    api: Api,
+    client_model: &str,
+    head: &RequestHead<'a>,
+    ops: &mut Vec<HeaderOp<'a>>,
+) -> Result<Option<Translate<'a>>, LocalReply> {
+    let Some(e) = plan.entries.get(entry) else {
+        return Ok(None);
+    };
+    let backups: &[String] = e.failover.as_ref().map_or(&[], |f| f.backends.as_slice());
+    let target = e.providers().map(|p| {
+        p.of(
+            backend,
+            e.canary.as_ref().map(|c| c.backend.as_str()),
+            backups,
+        )
+    });
+    let provider = target.map_or(Provider::OpenAi, |t| t.provider);
+    let unsupported = |what: &str| {
+        LocalReply::error(
+            400,
+            "invalid_request_error",
+            Some("unsupported_endpoint"),
+            None,
+            &format!("this model's backend speaks {}: {what}", provider.as_str()),
+        )
+    };
+    let translate = match (api, provider, target) {
+        (Api::Chat, Provider::Anthropic | Provider::Gemini, Some(t)) => Translate::Chat(t),
+        (Api::Completions | Api::Embeddings | Api::Responses, Provider::Anthropic | Provider::Gemini, _) => {
+            return Err(unsupported("only chat completions are translated for it"))
+        }
+        (Api::Messages, Provider::OpenAi, t) => Translate::Messages(t.unwrap_or(&OPENAI_DEFAULTS)),
+        (Api::CountTokens, Provider::OpenAi, _) => Translate::CountTokens,
+        (Api::Messages | Api::CountTokens, Provider::Gemini, _) => {
+            return Err(unsupported("the Anthropic surface is translated to OpenAI backends only"))
+        }
+        (Api::Messages | Api::CountTokens, Provider::Anthropic, _) => {
+            // Anthropic to Anthropic: forwarded as is, with the provider's
+            // credential in place of the client's.
+            remove_credentials(head, ops);
+            return Ok(None);
+        }
+        _ => return Ok(None),
+    };
+    if translate == Translate::CountTokens {
+        return Ok(Some(translate));
+    }
+    // The body is replaced: its length and encoding are the filter's, and
+    // the answer must come back readable.
+    ops.push(HeaderOp::Remove("content-length"));
+    if head.flags.sent_accept_encoding {
+        ops.push(HeaderOp::Remove("accept-encoding"));
+    }
+    remove_credentials(head, ops);
+    ops.push(HeaderOp::Set("content-type", Cow::Borrowed("application/json")));
+    match translate {
+        Translate::Chat(t) if t.provider == Provider::Anthropic => {
+            ops.push(HeaderOp::Set(":path", Cow::Borrowed("/v1/messages")));
+            ops.push(HeaderOp::Set(
+                "anthropic-version",
+                Cow::Borrowed(crate::llm::anthropic::version(&t.options)),
+            ));
+        }
+        Translate::Chat(t) => {
+            // Gemini names the model in the path, and whether it streams:
+            // with the body at hand (model from the body) the host sets
+            // the path the translation asks for; with the model from
+            // metadata this one stays, and a stream the client asked for
+            // is made of the whole answer.
+            let model = crate::llm::gemini::upstream_model(&t.options, client_model)?;
+            ops.push(HeaderOp::Set(
+                ":path",
+                Cow::Owned(crate::llm::gemini::path(&t.options, &model, false)),
+            ));
+        }
+        Translate::Messages(_) => {
+            ops.push(HeaderOp::Set(":path", Cow::Borrowed("/v1/chat/completions")));
+            for name in ["anthropic-version", "anthropic-beta"] {
+                if head.pairs.iter().any(|(k, _)| *k == name) {
+                    ops.push(HeaderOp::Remove(name));
+                }
+            }
+        }
+        Translate::A2a(_) | Translate::CountTokens => {}
+    }
+    Ok(Some(translate))
+}
+
+/// The API of an OpenAI backend with no options.
+static OPENAI_DEFAULTS: BackendApi = BackendApi {
+    provider: Provider::OpenAi,
+    options: ProviderOptions {
+        max_tokens: None,
+        version: None,
+        model: None,
+    },
+};
+
+fn remove_credentials<'a>(head: &RequestHead<'a>, ops: &mut Vec<HeaderOp<'a>>) {
+    for name in CLIENT_CREDENTIALS {
+        if head.pairs.iter().any(|(k, _)| *k == name) {
+            ops.push(HeaderOp::Remove(name));
+        }
+    }
+}
+
 /// The headers every dispatched request gets, by path, host or model:
 /// both sides of a canary split get the same ones but the dispatch header.
 /// `prefix_handled` says the caller already dealt with `x-forwarded-prefix`;
@@ -786,9 +939,9 @@ fn dispatch_ops<'a>(
     prefix_handled: bool,
     by_model: bool,
     ops: &mut Vec<HeaderOp<'a>>,
-) -> (Option<Choice>, Option<Tries>) {
+) -> (Option<Choice>, Option<Tries>, &'a str) {
     let Some(e) = plan.entries.get(entry) else {
-        return (None, None);
+        return (None, None, "");
     };
     let choice = e
         .canary
@@ -823,11 +976,29 @@ fn dispatch_ops<'a>(
         }
         let mut slots = 0;
         if f.retry {
+            // Envoy resends the same body on a retry: a backend that
+            // speaks another API than the first cannot take it, so the
+            // retries stop at the first such one (new requests still go
+            // there, translated for it).
+            let api = |b: &str| {
+                e.providers().map(|p| {
+                    p.of(
+                        b,
+                        e.canary.as_ref().map(|c| c.backend.as_str()),
+                        &f.backends,
+                    )
+                })
+            };
+            let first_api = api(backend);
             for (slot, &i) in plan.slot_headers.iter().zip(order.iter().skip(1)) {
-                if let Some(b) = candidates.get(usize::from(i)) {
-                    ops.push(HeaderOp::Set(slot, Cow::Borrowed(b)));
-                    slots += 1;
+                let Some(b) = candidates.get(usize::from(i)) else {
+                    continue;
+                };
+                if api(b) != first_api {
+                    break;
                 }
+                ops.push(HeaderOp::Set(slot, Cow::Borrowed(b)));
+                slots += 1;
             }
         }
         tries = Some(Tries {
@@ -873,7 +1044,7 @@ fn dispatch_ops<'a>(
     if let (Some(ms), false) = (e.timeout_ms, head.flags.upgrade) {
         ops.push(HeaderOp::Set(HEADER_TIMEOUT, Cow::Owned(ms.to_string())));
     }
-    (choice.map(|(_, choice)| choice), tries)
+    (choice.map(|(_, choice)| choice), tries, backend)
 }
 
 fn unmatched<'a>(plan: &'a Plan, head: &RequestHead<'a>) -> Decision<'a> {
@@ -1211,7 +1382,7 @@ mod tests {
         let Decision::Forward(f) = decide_model(&p, &hd, Ok("prod/echo")) else {
             panic!("expected a dispatch");
         };
-        assert_eq!(f.translate, Some(A2aVersion::V0_3));
+        assert_eq!(f.translate, Some(Translate::A2a(A2aVersion::V0_3)));
         assert_eq!(set(&f.ops, ":path"), Some("/rpc"));
         assert_eq!(set(&f.ops, "a2a-version"), Some("0.3"));
         assert!(removes(&f.ops, "content-length"));
@@ -1564,7 +1735,7 @@ mod tests {
         let Decision::Forward(f) = decide_model(&p, &hd, Ok("echo-model")) else {
             panic!("dispatch");
         };
-        assert_eq!(f.translate, Some(A2aVersion::V1_0));
+        assert_eq!(f.translate, Some(Translate::A2a(A2aVersion::V1_0)));
         assert_eq!(set(&f.ops, "x-agent-backend"), Some("e2"), "weight 100");
         // Sticky: the same user, the same side, whichever way it comes.
         let sides: Vec<_> = ways

@@ -13,8 +13,10 @@ use agentroute::config::{CanaryBy, Plan};
 use agentroute::cors::Answer;
 use agentroute::mcp::judge::{judge, unknown_tool, McpHeaders, Verdict};
 use agentroute::mcp::rpc::{Message, Name, TOOLS_CALL};
+use agentroute::llm::Provider;
 use agentroute::request::{
     cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
+    Translate,
 };
 
 /// A request to explain: what a client would send.
@@ -76,8 +78,9 @@ pub enum Outcome {
         /// Header changes in the order the filter makes them (`:path` left
         /// out: see `path`); `None` is a removal.
         headers: Vec<(String, Option<String>)>,
-        /// An A2A generation when a chat completion is translated.
-        translate: Option<&'static str>,
+        /// The translation, when the body is translated (`A2A 1.0`,
+        /// `OpenAI chat -> Anthropic Messages`, ...).
+        translate: Option<String>,
         /// An agent card whose URLs the answer gets rewritten to.
         card: Option<String>,
     },
@@ -324,10 +327,11 @@ fn forward_outcome(
             HeaderOp::Remove(name) => headers.push((name.to_string(), None)),
         }
     }
-    let translate = f.translate.map(|v| v.as_str());
-    if translate.is_some() {
-        notes.push("the chat completion body is translated to an A2A message".into());
-    }
+    let translate = f.translate.map(|t| {
+        let (what, note) = translation_names(t);
+        notes.push(note.into());
+        what
+    });
     let card = f
         .card
         .map(|c| format!("{}://{}{}", c.scheme, c.authority, c.prefix));
@@ -339,6 +343,32 @@ fn forward_outcome(
         card,
     };
     (f.entry, outcome)
+}
+
+/// What a translation is called on the `forward` line, and its note.
+fn translation_names(t: Translate<'_>) -> (String, &'static str) {
+    match t {
+        Translate::A2a(version) => (
+            format!("A2A {}", version.as_str()),
+            "the chat completion body is translated to an A2A message",
+        ),
+        Translate::Chat(api) if api.provider == Provider::Gemini => (
+            "OpenAI chat -> Gemini generateContent".to_string(),
+            "the chat completion is translated to Gemini's generateContent (the model in the path), and the answer (JSON or SSE) back to OpenAI's; the client's credential headers are removed (Envoy injects the provider's)",
+        ),
+        Translate::Chat(_) => (
+            "OpenAI chat -> Anthropic Messages".to_string(),
+            "the chat completion is translated to Anthropic's Messages API, and the answer (JSON or SSE) back to OpenAI's; the client's credential headers are removed (Envoy injects the provider's)",
+        ),
+        Translate::Messages(_) => (
+            "Anthropic Messages -> OpenAI chat".to_string(),
+            "the Messages request is translated to an OpenAI chat completion, and the answer (JSON or SSE) back to Anthropic's events; the client's credential headers are removed",
+        ),
+        Translate::CountTokens => (
+            "count_tokens answered by the gateway".to_string(),
+            "the backend speaks OpenAI, which has no count_tokens: the gateway answers with an estimate (about 4 bytes a token)",
+        ),
+    }
 }
 
 /// A POST to an MCP entry with tool rules: what the rules do with a
@@ -553,7 +583,7 @@ impl fmt::Display for Explanation {
                 card,
             } => {
                 let how = match (rewritten, translate) {
-                    (_, Some(version)) => format!("rewritten; A2A {version}"),
+                    (_, Some(translation)) => format!("rewritten; {translation}"),
                     (true, None) => "rewritten".to_string(),
                     (false, None) => "unchanged".to_string(),
                 };
@@ -875,7 +905,7 @@ mod tests {
         else {
             panic!("{e:?}");
         };
-        assert_eq!((path.as_str(), *translate), ("/rpc", Some("1.0")));
+        assert_eq!((path.as_str(), translate.as_deref()), ("/rpc", Some("A2A 1.0")));
         r.model = Some("nope".into());
         assert!(matches!(
             explain(&p, &r).outcome,

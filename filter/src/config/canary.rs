@@ -1,7 +1,7 @@
 //! `agents[].canary` compiled: the weight as a cohort threshold, the `by`
 //! value and the forcing header checked, every refusal named by its path.
 
-use super::compile::{header_name, is_header_value};
+use super::checks::{header_name, is_header_value};
 use super::contract::RawCanary;
 use super::ConfigError;
 use crate::canary::{By, Canary, COHORTS};

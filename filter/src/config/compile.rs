@@ -11,6 +11,7 @@ use crate::fasthash::{hash_str, FastMap};
 use std::cell::OnceCell;
 
 use super::canary::compile_canary;
+use super::checks::{conflict, header_name, is_header_value};
 use super::concurrency::{client_per, compile_concurrency};
 use super::contract::{
     Obj, ProtocolName, RawA2a, RawAgent, RawConfig, RawDefaults, RawOpenAi, RawPrefix,
@@ -21,8 +22,7 @@ use super::models::OWN_ID;
 use super::{
     read_agent, A2aVersion, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout,
     ModelSource, ModelTable, OpenAi, Plan, Protocol, RateLimit, RateLimitService, RequestRate,
-    Scope, ShorthandLoss, TokenBudget, Unmatched, HEADER_AGENT_KIND, HEADER_AGENT_NAME,
-    HEADER_AGENT_NAMESPACE, HEADER_FORWARDED_PREFIX, HEADER_TIMEOUT,
+    Scope, ShorthandLoss, TokenBudget, Unmatched
 };
 use crate::router::{write_layout_path, Router, RouterBuilder};
 
@@ -73,6 +73,7 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
         unmatched,
         defaults,
         openai,
+        anthropic,
         rate_limit_service,
         gateway_hosts,
         observability,
@@ -96,7 +97,8 @@ pub(super) fn compile(raw: RawConfig<&RawValue>) -> Result<Plan> {
     let client_ip = compile_client_ip(client_ip.map(|c| c.0).unwrap_or_default())?;
     let identity = super::access::compile_identity(identity.map(|i| i.0))?;
     let usage_metrics = openai.as_ref().and_then(|o| o.usage_metrics);
-    let openai = compile_openai(openai.map(|o| o.0).unwrap_or_default(), &dispatch_header)?;
+    let mut openai = compile_openai(openai.map(|o| o.0).unwrap_or_default(), &dispatch_header)?;
+    openai.anthropic = super::provider::anthropic_enabled(anthropic.map(|a| a.0));
     let rate_limit_service = rate_limit_service
         .map(|s| compile_service(s.0))
         .transpose()?;
@@ -288,6 +290,7 @@ fn compile_openai(raw: RawOpenAi, dispatch_header: &str) -> Result<OpenAi> {
         conversation_header,
         unversioned_paths: raw.unversioned_paths.unwrap_or(true),
         agent_models: raw.agent_models.unwrap_or(true),
+        anthropic: true,
     })
 }
 
@@ -388,7 +391,7 @@ fn compile_entry(
         .rate_limit
         .map(|r| compile_rate_limit(r.0, &path("rate_limit"), has_service))
         .transpose()?;
-    let (protocol, rewrite_signed_cards) =
+    let (mut protocol, rewrite_signed_cards) =
         compile_protocol(raw.protocol, raw.a2a.map(|a| a.0), at)?;
     let mut raw_mcp = raw.mcp.map(|m| m.0);
     let oauth = raw_mcp.as_mut().and_then(|m| m.oauth.take()).map(|o| o.0);
@@ -406,20 +409,37 @@ fn compile_entry(
             Vec::new(),
         )));
     }
-    let canary = raw
-        .canary
-        .map(|c| compile_canary(c.0, &path("canary"), &raw.backend))
+    let mut raw_canary = raw.canary.map(|c| c.0);
+    let canary_api = raw_canary
+        .as_mut()
+        .map(|c| (c.provider.take(), c.provider_options.take().map(|o| o.0)));
+    let mut raw_failover = raw.failover.map(|f| f.0);
+    let providers = super::provider::compile_providers(
+        raw.provider,
+        raw.provider_options.map(|o| o.0),
+        canary_api,
+        raw_failover
+            .as_mut()
+            .map_or(&mut [][..], |f| f.backends.as_mut_slice()),
+        kind,
+        &protocol,
+        at,
+    )?;
+    if let Some(providers) = providers {
+        protocol = Protocol::Providers(providers);
+    }
+    let canary = raw_canary
+        .map(|c| compile_canary(c, &path("canary"), &raw.backend))
         .transpose()?;
     let cors = cors.for_entry(raw.cors, kind, at)?;
     let concurrency = raw
         .concurrency
         .map(|c| compile_concurrency(c.0, &path("concurrency")))
         .transpose()?;
-    let failover = raw
-        .failover
+    let failover = raw_failover
         .map(|f| {
             super::failover::compile_failover(
-                f.0,
+                f,
                 &path("failover"),
                 &raw.backend,
                 canary.as_ref().map(|c| c.backend.as_str()),
@@ -819,17 +839,6 @@ fn build_models(entries: &[Entry], agent_models: bool) -> Result<ModelTable> {
     Ok(table)
 }
 
-pub(super) fn conflict(path: &str, what: &str, first: usize, entries: &[Entry]) -> ConfigError {
-    let first_id = entries
-        .get(first)
-        .map(|e| e.id.as_str())
-        .unwrap_or_default();
-    ConfigError::new(
-        path,
-        format!("{what} is already claimed by agents[{first}] ({first_id})"),
-    )
-}
-
 /// DNS-1123 label: lowercase alphanumerics and '-', 1–63 chars, alphanumeric at
 /// both ends. It keeps names safe as path segments, header values and stat
 /// name parts. `path` is formatted only for an error.
@@ -848,46 +857,6 @@ fn dns_label(s: &str, path: impl FnOnce() -> String) -> Result<()> {
             format!("{s:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit)"),
         ))
     }
-}
-
-pub(super) fn header_name(s: &str, path: &str) -> Result<String> {
-    let lower = s.to_ascii_lowercase();
-    let token = !lower.is_empty()
-        && lower
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
-        return Err(ConfigError::new(
-            path,
-            format!("{s:?} is not a valid header name"),
-        ));
-    }
-    let reserved = [
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "upgrade",
-        HEADER_AGENT_NAME,
-        HEADER_AGENT_NAMESPACE,
-        HEADER_AGENT_KIND,
-        HEADER_FORWARDED_PREFIX,
-        HEADER_TIMEOUT,
-    ];
-    // `x_agent_name` reaches CGI-style backends as the same variable as
-    // `x-agent-name`: the underscore spelling is just as reserved.
-    let dashed = lower.replace('_', "-");
-    if reserved.contains(&dashed.as_str()) {
-        return Err(ConfigError::new(
-            path,
-            format!("{s:?} is a header the gateway or the filter already uses"),
-        ));
-    }
-    Ok(lower)
-}
-
-pub(super) fn is_header_value(s: &str) -> bool {
-    s.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
 /// A host as written in `hosts`: lowercased, exact or `*.suffix`.

@@ -1,7 +1,7 @@
 //! `agents[].concurrency` compiled, and the `per` form it shares with
 //! `rate_limit.per`.
 
-use super::compile::header_name;
+use super::checks::header_name;
 use super::contract::RawConcurrency;
 use super::{Concurrency, ConfigError, Per};
 

@@ -2,8 +2,8 @@
 //! and the entry's own, `on` read into what counts as a failure, `eject`
 //! bounded; every refusal named by its path.
 
-use super::compile::is_header_value;
-use super::contract::RawFailover;
+use super::checks::is_header_value;
+use super::contract::{RawFailover, RawFailoverBackend};
 use super::ConfigError;
 use crate::failover::{Failover, On, DEFAULT_EJECT_MS, DEFAULT_WINDOW_MS, MAX_EJECT_MS};
 
@@ -30,7 +30,15 @@ pub(super) fn compile_failover(
             format!("at most {MAX_BACKUPS} backends"),
         ));
     }
-    for (j, b) in raw.backends.iter().enumerate() {
+    let backends: Vec<String> = raw
+        .backends
+        .into_iter()
+        .map(|b| match b {
+            RawFailoverBackend::Name(name) => name,
+            RawFailoverBackend::Spec(spec) => spec.0.backend,
+        })
+        .collect();
+    for (j, b) in backends.iter().enumerate() {
         let at_j = format!("{at}.backends[{j}]");
         if b.is_empty() || !is_header_value(b) {
             return Err(ConfigError::new(
@@ -50,7 +58,7 @@ pub(super) fn compile_failover(
                 format!("{b:?} is the entry's canary backend"),
             ));
         }
-        if let Some(first) = raw.backends.iter().position(|o| o == b).filter(|&i| i < j) {
+        if let Some(first) = backends.iter().position(|o| o == b).filter(|&i| i < j) {
             return Err(ConfigError::new(
                 at_j,
                 format!("{b:?} is listed twice (also backends[{first}])"),
@@ -93,7 +101,7 @@ pub(super) fn compile_failover(
         ));
     }
     Ok(Failover {
-        backends: raw.backends,
+        backends,
         on,
         eject_ms,
         retry: raw.retry.unwrap_or(true),

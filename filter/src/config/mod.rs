@@ -6,6 +6,7 @@
 
 mod access;
 mod canary;
+mod checks;
 mod compile;
 mod concurrency;
 pub mod contract;
@@ -14,6 +15,7 @@ mod failover;
 mod mcp;
 pub mod models;
 mod observe;
+mod provider;
 /// The JSON Schema of the contract: native only, the filter never links it.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod schema;
@@ -84,6 +86,8 @@ pub struct OpenAi {
     pub unversioned_paths: bool,
     /// Entries of kind `agent` are also model `namespace/name`.
     pub agent_models: bool,
+    /// The Anthropic surface (`/v1/messages`) is served (`anthropic.enabled`).
+    pub anthropic: bool,
 }
 
 /// The rate limit service global limits ask.
@@ -148,6 +152,10 @@ pub enum Protocol {
     OpenAi,
     /// Chat completions translated to A2A JSON-RPC at `path`.
     A2a { version: A2aVersion, path: String },
+    /// The backends speak the APIs of `provider` and `provider_options`
+    /// (one or more of them not plain OpenAI): requests are translated for
+    /// the backend each goes to.
+    Providers(Box<crate::llm::Providers>),
 }
 
 /// One agent, model API or MCP server, with everything a request needs
@@ -214,6 +222,14 @@ impl crate::router::LayoutNames for [Entry] {
 }
 
 impl Entry {
+    /// What the entry's backends speak, when any is not plain OpenAI.
+    pub fn providers(&self) -> Option<&crate::llm::Providers> {
+        match &self.protocol {
+            Protocol::Providers(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// `id` is `namespace/name`.
     fn new_id(namespace: &str, name: &str) -> (String, u32) {
         // Exactly as long as it needs: kept once per agent in every VM.

@@ -217,7 +217,7 @@ impl Claimed {
     pub(super) fn into_error(self, path: &str, id: &str, entries: &[super::Entry]) -> ConfigError {
         match self {
             Claimed::By(first) => {
-                super::compile::conflict(path, &format!("model {id:?}"), first, entries)
+                super::checks::conflict(path, &format!("model {id:?}"), first, entries)
             }
             Claimed::Invalid(why) => ConfigError::new(path, why),
             Claimed::TooMany => ConfigError::new("agents", "too many agents"),

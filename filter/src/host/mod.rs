@@ -24,9 +24,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 
 use crate::a2a::card::CardAddress;
-use crate::a2a::chat::ChunkStream;
 use crate::canary::{self, Rng};
-use crate::config::A2aVersion;
 use crate::cors;
 use crate::reply::{self, LimitStatus, LocalReply};
 use crate::stats::Stat;
@@ -201,8 +199,12 @@ struct Stream {
     model_label: Option<String>,
     /// An agent card on its way back: rewritten to point at the gateway.
     card: Option<CardState>,
-    /// A chat completion translated to A2A.
-    translation: Option<Translation>,
+    /// A request translated for its backend (a chat for an A2A agent, a
+    /// request for another provider's API), and its answer back.
+    translation: Option<crate::llm::session::Session>,
+    /// The request is on the Anthropic surface: the filter's refusals are
+    /// Anthropic-shaped.
+    anthropic_surface: bool,
     /// Bytes the translated stream held at the last count (for the
     /// VM-wide bound).
     translation_held: usize,
@@ -219,28 +221,6 @@ enum CardState {
     Asked(CardAddress),
     /// A 200 JSON card is being buffered.
     Buffering(CardAddress),
-}
-
-struct Translation {
-    version: A2aVersion,
-    /// Model from metadata: the chat request still has to pass.
-    awaiting_body: bool,
-    /// `openai.conversation_header`'s value: the A2A `contextId`.
-    conversation: Option<String>,
-    /// Unique per request: JSON-RPC, message and completion ids.
-    id: String,
-    created: u64,
-    /// Model the client named (echoed in the answer).
-    model: String,
-    stream: bool,
-    /// Streamed answers become chunks as they pass.
-    chunks: Option<ChunkStream>,
-    /// The answer is buffered whole (non-streamed, or an error before the
-    /// stream began), with the agent's HTTP status.
-    whole: Option<u32>,
-    /// The response headers were paused until the answer is known, so its
-    /// status can still change.
-    headers_paused: bool,
 }
 
 impl Stream {
@@ -280,6 +260,7 @@ impl Stream {
             model_label: None,
             card: None,
             translation: None,
+            anthropic_surface: false,
             translation_held: 0,
             failover: None,
             failover_open: None,
@@ -330,6 +311,7 @@ impl HttpContext for Stream {
         self.vm.waiting.borrow_mut().remove(&self.id);
         // An answer cut short: Envoy's access log has already run.
         self.finish_meter(false);
+        self.finish_translation_usage(false);
         self.release_meter();
         self.release_translation();
         self.settle_budget();
@@ -346,6 +328,11 @@ impl Stream {
     fn reply(&mut self, r: &LocalReply) -> Action {
         // No backend answers this request: nothing to judge.
         self.failover = None;
+        if self.anthropic_surface {
+            let shaped = crate::llm::session::anthropic_reply(r.clone());
+            self.anthropic_surface = false;
+            return self.reply(&shaped);
+        }
         // The reply is answered here: the response phase, should Envoy run
         // it for the reply, leaves it alone.
         match self.cors.take() {

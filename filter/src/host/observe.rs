@@ -82,7 +82,13 @@ impl Stream {
             return;
         };
         self.release_meter();
-        let metered = UsageMeter::finish(meter);
+        self.record_metered(UsageMeter::finish(meter), logged_after);
+    }
+
+    /// What an answer told of its tokens: kept for the token budget
+    /// (`settle_budget`), counted per model and, while the access log is
+    /// still to come, set as its token properties.
+    pub(super) fn record_metered(&mut self, metered: Metered, logged_after: bool) {
         self.metered = Some(metered);
         let Metered::Reported(usage) = metered else {
             return;

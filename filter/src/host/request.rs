@@ -5,8 +5,8 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::active::Active;
 use super::failover::HostHealth;
-use super::{abi, fail, inflight, now, reply, HostClient, Stream, Translation, Vm, Waiting};
-use crate::a2a::chat::{self, ChunkStream};
+use super::{abi, fail, inflight, now, reply, HostClient, Stream, Vm, Waiting};
+use crate::llm::session::{Kind, Session};
 use crate::config::{ModelSource, Plan};
 use crate::mcp::judge as mcp_judge;
 use crate::mcp::rpc::{self, Invalid, Message};
@@ -15,6 +15,7 @@ use crate::openai::{self, BodyFacts, ModelError};
 use crate::reply::{self as replies, LocalReply};
 use crate::request::{
     apply_to, cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
+    Translate,
 };
 use crate::stats::Stat;
 use crate::wire;
@@ -76,6 +77,12 @@ impl Stream {
             // Only a request with an Origin costs any CORS work.
             if let (Some(origin), false) = (head.origin, plan.cors.is_empty()) {
                 self.cors = cors_policy(plan, &head, &decision).map(|p| p.answer(origin));
+            }
+            if matches!(decision, Decision::ReadModel) {
+                self.anthropic_surface = matches!(
+                    openai::endpoint(head.method, head.path, false),
+                    Some(openai::Endpoint::Dispatch(api)) if api.is_anthropic()
+                );
             }
             match decision {
                 Decision::ReadModel => match plan.openai.model_from {
@@ -360,7 +367,7 @@ impl Stream {
         };
         let Forward {
             entry,
-            ops,
+            mut ops,
             card,
             translate,
             model: claim,
@@ -407,17 +414,39 @@ impl Stream {
                 return answered;
             }
         }
-        if let Some(version) = translate {
-            let translation = match self.start_translation(&active.plan, version, pairs, body) {
-                Ok(t) => t,
-                Err(r) => {
-                    if let Some(entry) = entry {
-                        active.bump(entry, Stat::Refused, 1);
-                    }
-                    return self.reply(&r);
-                }
+        if let Some(translate) = translate {
+            let kind = match translate {
+                Translate::A2a(version) => Kind::A2a {
+                    version,
+                    conversation: header_text(pairs, &active.plan.openai.conversation_header)
+                        .map(str::to_string),
+                },
+                Translate::Chat(api) => Kind::Chat(api.clone()),
+                Translate::Messages(api) => Kind::Messages(api.clone()),
+                Translate::CountTokens => Kind::CountTokens,
             };
-            self.translation = Some(translation);
+            let mut session = Session::new(kind, active.plan.created);
+            if let Some(body) = body {
+                match self.translate_now(&mut session, body.bytes) {
+                    Ok(path) => {
+                        if let Some(path) = path {
+                            set_path(&mut ops, path);
+                        }
+                    }
+                    Err(r) => {
+                        if let (Some(entry), false) = (entry, r.status == 200) {
+                            active.bump(entry, Stat::Refused, 1);
+                        }
+                        return self.reply(&r);
+                    }
+                }
+            }
+            if let (Some(_), Some(provider), true) =
+                (entry, session.provider(), self.logs_fields())
+            {
+                self.set_fields(&[(crate::observe::Field::Provider, provider.as_str())]);
+            }
+            self.translation = Some(session);
         }
         let prompt = body.map_or(0, |b| prompt_estimate(b.bytes.len()));
         if let Some(entry) = entry {
@@ -480,48 +509,39 @@ impl Stream {
         Action::Continue
     }
 
-    /// Begins translating a chat completion for an A2A agent: with the body
-    /// at hand (model from the body) it is replaced now; else (model from
-    /// metadata) once it has passed.
-    fn start_translation(
+    /// Translates the request whose body is at hand (model from the body)
+    /// and replaces the body; `Ok` names the path the backend is asked on
+    /// when the translation decides it. `Err` is the reply instead (a
+    /// refusal, or `count_tokens` answered).
+    fn translate_now(
         &mut self,
-        plan: &Plan,
-        version: crate::config::A2aVersion,
-        pairs: &[(&str, &[u8])],
-        body: Option<&Body<'_>>,
-    ) -> Result<Translation, LocalReply> {
-        let conversation = header_text(pairs, &plan.openai.conversation_header).map(str::to_string);
-        let mut translation = Translation {
-            version,
-            id: String::new(),
-            model: String::new(),
-            stream: false,
-            chunks: None,
-            whole: None,
-            headers_paused: false,
-            awaiting_body: true,
-            conversation,
-            created: plan.created,
-        };
-        if let Some(body) = body {
-            let a2a_body = translation.translate_request(body.bytes, self.id)?;
-            abi::set_buffer(BufferType::HttpRequestBody, 0, body.bytes.len(), &a2a_body).map_err(
-                |status| {
-                    log::error!("cannot replace the request body: host status {status}");
-                    replies::routing_failed()
-                },
-            )?;
-        }
-        Ok(translation)
+        session: &mut Session,
+        body: &[u8],
+    ) -> Result<Option<String>, LocalReply> {
+        let request = session.translate_request(body, &self.unique_id(), now_seconds())?;
+        abi::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &request.body).map_err(
+            |status| {
+                log::error!("cannot replace the request body: host status {status}");
+                replies::routing_failed()
+            },
+        )?;
+        Ok(request.path)
     }
 
-    /// Model from metadata: the whole chat request is buffered now.
+    /// Unique per request: ids of the translated request and its answer.
+    fn unique_id(&self) -> String {
+        let nanos = super::now_nanos().unwrap_or(0);
+        format!("{nanos:x}-{:x}", self.id)
+    }
+
+    /// Model from metadata: the whole request is buffered now.
     fn translate_buffered_body(&mut self, size: usize) -> Action {
         self.translate_held_body(size).unwrap_or(Action::Continue)
     }
 
-    /// Replaces the buffered chat request (up to `size` bytes) with its A2A
-    /// translation; `Some` is the local reply sent instead.
+    /// Replaces the buffered request (up to `size` bytes) with its
+    /// translation; `Some` is the local reply sent instead. The headers
+    /// are gone already: the path stays the one set at the headers.
     fn translate_held_body(&mut self, size: usize) -> Option<Action> {
         let body = match abi::get_buffer(BufferType::HttpRequestBody, 0, size) {
             Ok(body) => body,
@@ -529,12 +549,12 @@ impl Stream {
                 return Some(self.fail(&format!("cannot read request body: host status {status}")))
             }
         };
-        let id = self.id;
+        let unique = self.unique_id();
         let translation = self.translation.as_mut()?;
-        match translation.translate_request(&body, id) {
-            Ok(a2a_body) => {
+        match translation.translate_request(&body, &unique, now_seconds()) {
+            Ok(request) => {
                 let replaced =
-                    abi::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &a2a_body);
+                    abi::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &request.body);
                 replaced.err().map(|status| {
                     self.fail(&format!(
                         "cannot replace the request body: host status {status}"
@@ -546,38 +566,17 @@ impl Stream {
     }
 }
 
-impl Translation {
-    /// The A2A request for the client's chat request.
-    fn translate_request(&mut self, body: &[u8], stream_id: u32) -> Result<Vec<u8>, LocalReply> {
-        let chat = chat::parse_chat(body)?;
-        self.awaiting_body = false;
-        self.model = chat.model.clone();
-        self.stream = chat.stream;
-        let nanos = super::now_nanos().unwrap_or(0);
-        let id = format!("{nanos:x}-{stream_id:x}");
-        if nanos > 0 {
-            // `created` of a completion is when it was made.
-            self.created = nanos / 1_000_000_000;
-        }
-        if chat.stream {
-            self.chunks = Some(ChunkStream::new(self.completion(&id)));
-        }
-        self.id = id.clone();
-        Ok(chat::a2a_request(
-            self.version,
-            &chat,
-            self.conversation.as_deref(),
-            &id,
-        ))
-    }
+/// The time in seconds, if the host tells it.
+fn now_seconds() -> Option<u64> {
+    super::now_nanos()
+        .filter(|&n| n > 0)
+        .map(|n| n / 1_000_000_000)
+}
 
-    pub(super) fn completion(&self, id: &str) -> chat::Completion {
-        chat::Completion {
-            id: format!("chatcmpl-{id}"),
-            model: self.model.clone(),
-            created: self.created,
-        }
-    }
+/// Replaces the path a decision set (the translation knows better).
+fn set_path(ops: &mut Vec<HeaderOp<'_>>, path: String) {
+    ops.retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
+    ops.push(HeaderOp::Set(":path", std::borrow::Cow::Owned(path)));
 }
 
 /// Tokens to hold at admission for a request whose body was read: the

@@ -6,7 +6,6 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::{abi, CardState, Stream, MAX_METERING_BYTES, MAX_TRANSLATION_BYTES};
 use crate::a2a::card::{self, CardOutcome, Unchanged, MAX_CARD_BYTES};
-use crate::a2a::chat;
 use crate::cors;
 use crate::stats::Stat;
 use crate::usage::UsageMeter;
@@ -345,8 +344,8 @@ impl Stream {
         let _ = abi::replace_header(RESPONSE, "content-type", content_type);
         if !self.vm.warned_metadata_status.replace(true) {
             log::warn!(
-                "an A2A agent's failure reaches OpenAI clients with the agent's HTTP status: \
-                 set allow_on_headers_stop_iteration: true (model_from: body) for OpenAI error statuses"
+                "a translated backend's failure reaches clients with the backend's HTTP status: \
+                 set allow_on_headers_stop_iteration: true (model_from: body) for translated error statuses"
             );
         }
         Action::Continue
@@ -362,37 +361,45 @@ impl Stream {
             }
             let body =
                 abi::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
-            let reply = chat::completion_from_a2a(status, &body, &t.completion(&t.id));
-            let (content_type, answer): (&[u8], Vec<u8>) = match t.chunks.as_mut() {
-                // A streamed request answered as a stream: always when the
-                // status is already out, and for an answer the agent gave
-                // whole; an error with the headers paused goes as OpenAI
-                // does before a stream begins, a JSON error with its status.
-                Some(chunks) if !t.headers_paused || reply.status == 200 => {
-                    (b"text/event-stream", chunks.whole(status, &body))
-                }
-                _ => (b"application/json", reply.body.into_bytes()),
+            // A streamed request is answered as a stream: always when the
+            // status is already out, and for an answer the backend gave
+            // whole; an error with the headers paused goes as OpenAI (and
+            // Anthropic) do before a stream begins, a JSON error with its
+            // status.
+            let json = t.whole_answer(status, &body, false);
+            let answer = if t.streams() && (!t.headers_paused || json.status == 200) {
+                t.whole_answer(status, &body, true)
+            } else {
+                json
             };
             if t.headers_paused {
                 let _ =
-                    abi::replace_header(RESPONSE, ":status", reply.status.to_string().as_bytes());
-                let _ = abi::replace_header(RESPONSE, "content-type", content_type);
+                    abi::replace_header(RESPONSE, ":status", answer.status.to_string().as_bytes());
+                let _ = abi::replace_header(
+                    RESPONSE,
+                    "content-type",
+                    answer.content_type.as_bytes(),
+                );
                 let _ = abi::replace_header(
                     RESPONSE,
                     "content-length",
-                    answer.len().to_string().as_bytes(),
+                    answer.body.len().to_string().as_bytes(),
                 );
+                if let (Some(after), None) = (&answer.retry_after, header("retry-after")) {
+                    let _ = abi::replace_header(RESPONSE, "retry-after", after.as_bytes());
+                }
             }
             if let Err(status) =
-                abi::set_buffer(BufferType::HttpResponseBody, 0, body.len(), &answer)
+                abi::set_buffer(BufferType::HttpResponseBody, 0, body.len(), &answer.body)
             {
-                log::warn!("cannot replace the agent's answer: host status {status}");
+                log::warn!("cannot replace the backend's answer: host status {status}");
             }
+            self.finish_translation_usage(true);
             return Action::Continue;
         }
-        let Some(chunks) = t.chunks.as_mut() else {
+        if !t.streams() {
             return Action::Continue;
-        };
+        }
         let chunk = abi::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
         // This stream may hold what the VM's budget leaves beside the others.
         let others = self
@@ -401,22 +408,41 @@ impl Stream {
             .get()
             .saturating_sub(self.translation_held);
         let room = MAX_TRANSLATION_BYTES.saturating_sub(others);
-        let was_cut = chunks.cut_short();
-        let mut out = chunks.feed_within(&chunk, room);
+        let was_cut = t.cut_short();
+        let mut out = t.feed_within(&chunk, room);
         if end_of_stream {
-            out.extend(chunks.finish());
+            out.extend(t.finish());
         }
-        let held = chunks.held();
-        let cut_now = !was_cut && chunks.cut_short();
+        let held = t.held();
+        let cut_now = !was_cut && t.cut_short();
         self.vm.translating.set(others + held);
         self.translation_held = held;
         if cut_now {
             self.count_cut_stream();
         }
         if let Err(status) = abi::set_buffer(BufferType::HttpResponseBody, 0, chunk.len(), &out) {
-            log::warn!("cannot translate the agent's stream: host status {status}");
+            log::warn!("cannot translate the backend's stream: host status {status}");
+        }
+        if end_of_stream {
+            self.finish_translation_usage(true);
         }
         Action::Continue
+    }
+
+    /// What a translated answer reported of its tokens, for the token
+    /// budget, the token counters and the access log (once).
+    pub(super) fn finish_translation_usage(&mut self, logged_after: bool) {
+        if self.metered.is_some() || !self.meters_answer() {
+            return;
+        }
+        let Some(t) = self.translation.as_ref() else {
+            return;
+        };
+        let metered = match t.usage() {
+            Some(usage) => crate::usage::Metered::Reported(usage),
+            None => crate::usage::Metered::Unknown,
+        };
+        self.record_metered(metered, logged_after);
     }
 
     fn count_cut_stream(&self) {
@@ -425,7 +451,7 @@ impl Stream {
         }
         if !self.vm.warned_translation_memory.replace(true) {
             log::warn!(
-                "a translated A2A stream was cut short: this worker's translated streams hold \
+                "a translated stream was cut short: this worker's translated streams hold \
                  {MAX_TRANSLATION_BYTES} bytes (see agentroute_translations_cut_total)"
             );
         }

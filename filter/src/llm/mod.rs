@@ -19,6 +19,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod messages;
+pub mod session;
 
 /// What the upstream is asked, once translated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,3 +76,63 @@ pub struct ProviderOptions {
 /// Longest event kept from an upstream stream; a longer one ends the
 /// answer with an error.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The API a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+        }
+    }
+}
+
+/// What one backend speaks, and how it is spoken to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendApi {
+    pub provider: Provider,
+    pub options: ProviderOptions,
+}
+
+/// The APIs of an entry's backends, for an entry that names a provider or
+/// provider options anywhere (none for the rest: they speak OpenAI, as
+/// they always did, and pay nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Providers {
+    /// The entry's `backend`.
+    pub main: BackendApi,
+    /// The canary's backend (`None`: as `main`).
+    pub canary: Option<BackendApi>,
+    /// Each failover backend, in `failover.backends` order (`None`: as
+    /// `main`).
+    pub failover: Vec<Option<BackendApi>>,
+}
+
+impl Providers {
+    /// The API of one of the entry's backends (`main`'s for a name that is
+    /// none of them).
+    pub fn of<'p>(
+        &'p self,
+        backend: &str,
+        canary_backend: Option<&str>,
+        failover_backends: &[String],
+    ) -> &'p BackendApi {
+        if canary_backend == Some(backend) {
+            return self.canary.as_ref().unwrap_or(&self.main);
+        }
+        failover_backends
+            .iter()
+            .position(|b| b == backend)
+            .and_then(|j| self.failover.get(j))
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.main)
+    }
+}

@@ -61,6 +61,8 @@ pub struct RawConfig<A = Obj<RawAgent>> {
     pub defaults: Option<Obj<RawDefaults>>,
     /// The OpenAI surface (`/v1/models`, `/v1/chat/completions`, ...).
     pub openai: Option<Obj<RawOpenAi>>,
+    /// The Anthropic surface (`/v1/messages`, `/v1/messages/count_tokens`).
+    pub anthropic: Option<Obj<RawAnthropic>>,
     /// The rate limit service (Envoy's `ShouldRateLimit` protocol) that
     /// decides for entries with `rate_limit.scope: "global"`.
     pub rate_limit_service: Option<Obj<RawRateLimitService>>,
@@ -105,6 +107,7 @@ impl<A> Default for RawConfig<A> {
             unmatched: None,
             defaults: None,
             openai: None,
+            anthropic: None,
             rate_limit_service: None,
             gateway_hosts: None,
             observability: None,
@@ -325,6 +328,16 @@ pub struct RawAgent {
     /// identity (`identity`); each rule may narrow the models and tools the
     /// caller may use. Default: everyone.
     pub access: Option<Box<Vec<Obj<RawAccessRule>>>>,
+    /// The API the backend speaks: `openai` (forwarded as is), `anthropic`
+    /// (Messages API) or `gemini` (`generateContent`). OpenAI-surface
+    /// requests to another provider are translated, and their answers (JSON
+    /// and SSE) translated back. Default `openai`.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = "openai")))]
+    pub provider: Option<ProviderName>,
+    /// Per provider: `max_tokens` (Anthropic requires one: used when the
+    /// request has none), `version` (the API version), `model` (the id the
+    /// backend is asked for).
+    pub provider_options: Option<Box<Obj<RawProviderOptions>>>,
 }
 
 /// Backends that take over when an entry's backend fails.
@@ -337,9 +350,9 @@ pub struct RawFailover {
     /// chosen); each differs from `backend`, the canary's and the others.
     #[cfg_attr(
         not(target_arch = "wasm32"),
-        schemars(length(min = 1), inner(pattern(r"^[!-~]+$")))
+        schemars(length(min = 1))
     )]
-    pub backends: Vec<String>,
+    pub backends: Vec<RawFailoverBackend>,
     /// What counts as a failure of a backend: `5xx`, `429`, single
     /// statuses (`503`), `connect-failure`, `reset`, `timeout`. Default
     /// `5xx`, `429`, `connect-failure`, `reset`.
@@ -409,7 +422,12 @@ pub struct RawCanary {
     /// side. Default: a key fixed in the filter (cohorts are the same on
     /// every deployment).
     #[cfg_attr(not(target_arch = "wasm32"), schemars(length(min = 16)))]
-    pub key: Option<String>,
+    pub key: Option<String>,    /// The API the canary's backend speaks (default: the entry's
+    /// `provider`): a split across providers translates each side for its
+    /// own.
+    pub provider: Option<ProviderName>,
+    /// The canary's provider options (default: the entry's).
+    pub provider_options: Option<Obj<RawProviderOptions>>,
 }
 
 /// Which browser origins may call, and what they may send and read.
@@ -850,13 +868,22 @@ mod compact {
     /// keeps): the rarely set parts are boxed so that an entry without
     /// them stays small (672 and 472 bytes each before; 240 for the entry
     /// once boxed, 176 since it reads name and namespace from its id; 184
-    /// with the box of `access` rules).
+    /// with the box of `access` rules). Agents are read one at a time now
+    /// (one contract form alive at once), so `RawAgent` may grow a little:
+    /// 248 with `provider` and its boxed options.
     /// (Sizes on a 64-bit build: wasm32's are about half.)
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn agent_records_stay_compact() {
-        assert!(std::mem::size_of::<super::RawAgent>() <= 240);
+        let raw = std::mem::size_of::<super::RawAgent>();
+        assert!(raw <= 248, "RawAgent is {raw} bytes");
         let entry = std::mem::size_of::<crate::config::Entry>();
         assert!(entry <= 184, "Entry is {entry} bytes");
     }
 }
+
+mod provider;
+
+pub use provider::{
+    ProviderName, RawAnthropic, RawBackendSpec, RawFailoverBackend, RawProviderOptions,
+};
