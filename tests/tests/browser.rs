@@ -9,28 +9,84 @@
 //! subdomain (`*.localhost`, which Chromium resolves to loopback).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use agentroute_tests::{send, spawn_agent, spawn_scripted, Gateway, GatewayConfig};
+use agentroute_tests::{send, spawn_agent, spawn_scripted, workspace_root, Gateway, GatewayConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// The page: any path answers a blank document, from which the tests'
-/// scripts call the gateway.
+/// The official OpenAI JavaScript SDK as npm installs it (`make
+/// setup-test`: `npm ci --prefix tests/js`, the version tests/js/package.json
+/// pins). It has no dependencies: its ES modules load as they are.
+fn openai_sdk() -> PathBuf {
+    workspace_root().join("tests/js/node_modules/openai")
+}
+
+/// `/sdk`: a page whose module script imports the SDK (an import map names
+/// `openai`) and defines `sdkChat(baseURL)`, which makes the calls a
+/// browser app makes and returns what it read, as JSON.
+const SDK_PAGE: &str = r#"<!doctype html><html><head><title>sdk</title>
+<script type="importmap">{ "imports": { "openai": "/openai/index.mjs" } }</script>
+<script type="module">
+import OpenAI from "openai";
+window.sdkChat = async (baseURL) => {
+  const seen = [];
+  try {
+    const client = new OpenAI({ baseURL, apiKey: "sk-browser", organization: "org-demo",
+      project: "proj-demo", dangerouslyAllowBrowser: true, maxRetries: 0, timeout: 10000 });
+    seen.push("models");
+    const models = [];
+    for await (const m of client.models.list()) models.push(m.id);
+    seen.push("stream");
+    const { data: stream, response } = await client.chat.completions.create({ model: "gpt-demo",
+      stream: true, messages: [{ role: "user", content: "hi from a page" }] }).withResponse();
+    let text = "", chunks = 0;
+    for await (const chunk of stream) { chunks++; text += chunk.choices[0]?.delta?.content ?? ""; }
+    seen.push("helper");
+    const runner = client.chat.completions.stream({ model: "gpt-demo",
+      messages: [{ role: "user", content: "again" }] });
+    const final = await runner.finalChatCompletion();
+    return JSON.stringify({ ok: true, models, chunks, text, helper: final.choices[0].message.content,
+      model: final.model, contentType: response.headers.get("content-type") });
+  } catch (e) {
+    return JSON.stringify({ ok: false, at: seen.at(-1), error: String(e) });
+  }
+};
+window.sdkReady = true;
+</script></head><body>sdk</body></html>"#;
+
+/// The page: `/sdk` ([`SDK_PAGE`]), `/openai/...` the SDK's files, any
+/// other path a blank document, from which the tests' scripts call the
+/// gateway.
 async fn page_server() -> SocketAddr {
-    spawn_scripted(|_head, mut stream| async move {
-        let body = "<!doctype html><html><head><title>cors</title></head><body>page</body></html>";
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    spawn_scripted(|head, mut stream| async move {
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let (status, kind, body) = if path == "/sdk" {
+            ("200 OK", "text/html", SDK_PAGE.as_bytes().to_vec())
+        } else if let Some(file) = path.strip_prefix("/openai/") {
+            let file = (!file.split('/').any(|p| p == ".." || p.is_empty()))
+                .then(|| std::fs::read(openai_sdk().join(file)).ok())
+                .flatten();
+            match file {
+                Some(js) => ("200 OK", "text/javascript", js),
+                None => ("404 Not Found", "text/plain", b"no such file".to_vec()),
+            }
+        } else {
+            let page = "<!doctype html><html><head><title>cors</title></head><body>page</body></html>";
+            ("200 OK", "text/html", page.as_bytes().to_vec())
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         );
-        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&body).await;
     })
     .await
 }
@@ -341,4 +397,112 @@ async fn a_browser_calls_the_gateway_from_another_origin() {
         (Some(true), Some(200)),
         "{sub}: {r}"
     );
+}
+
+/// The official OpenAI JavaScript SDK in a page at another origin, with
+/// nothing but `allow_origins` configured: the headers it sends on every
+/// request (`x-stainless-*`, `openai-organization`, `openai-project`; its
+/// `.stream()` helper adds `x-stainless-helper-method`) pass the default
+/// preflight of the OpenAI surface, and it reads the model list the filter
+/// answers, a streamed chat completion and the helper's whole answer.
+#[tokio::test]
+async fn the_openai_sdk_streams_from_a_page() {
+    assert!(
+        openai_sdk().join("index.mjs").exists(),
+        "{} is missing: `make setup-test` installs it (npm ci --prefix tests/js)",
+        openai_sdk().display()
+    );
+    let page = page_server().await;
+    let origin = format!("http://127.0.0.1:{}", page.port());
+    let plugin = json!({
+        "cors": { "allow_origins": [origin] },
+        "agents": [{ "name": "llm", "namespace": "models", "kind": "modelapi",
+                     "backend": "llm", "models": ["gpt-demo"] }]
+    });
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut cfg =
+        GatewayConfig::new(plugin.to_string()).cluster("llm", openai_stand_in(heads.clone()).await);
+    cfg.allow_stop_iteration = true;
+    let gw = Gateway::start(cfg).await;
+    let browser = Browser::start().await;
+    let mut tab = browser.open(&format!("{origin}/sdk")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tab.eval("String(window.sdkReady === true)").await != "true" {
+        assert!(Instant::now() < deadline, "the SDK never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let api = format!("http://127.0.0.1:{}/v1", gw.addr.port());
+    let text = tab.eval(&format!("window.sdkChat({api:?})")).await;
+    let r: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(r["ok"].as_bool(), Some(true), "{r}");
+    assert_eq!(r["models"], json!(["gpt-demo"]), "{r}");
+    assert!(r["chunks"].as_u64() > Some(1), "streamed in chunks: {r}");
+    assert!(!r["text"].as_str().unwrap_or_default().is_empty(), "{r}");
+    assert!(!r["helper"].as_str().unwrap_or_default().is_empty(), "{r}");
+    assert_eq!(r["model"].as_str(), Some("gpt-demo"), "{r}");
+    assert_eq!(r["text"], "Hello from the stand-in", "{r}");
+    assert_eq!(
+        r["contentType"], "text/event-stream",
+        "an answer from the backend: {r}"
+    );
+    // The SDK's own headers reached the backend, the helper's too.
+    let heads = heads.lock().map(|h| h.join("\n")).unwrap_or_default();
+    for sent in [
+        "x-stainless-lang: js",
+        "x-stainless-helper-method: stream",
+        "openai-organization: org-demo",
+    ] {
+        assert!(heads.to_ascii_lowercase().contains(sent), "{sent}: {heads}");
+    }
+}
+
+/// A stand-in OpenAI backend: every request (its head kept in `heads`)
+/// gets a chat completion stream as OpenAI sends one, a chunk at a time.
+async fn openai_stand_in(heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> SocketAddr {
+    spawn_scripted(move |head, mut stream| {
+        let heads = heads.clone();
+        async move {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            let _ = stream.read_exact(&mut body).await;
+            if let Ok(mut h) = heads.lock() {
+                h.push(head);
+            }
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                      x-request-id: req-stand-in\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            let chunk = |delta: Value, finish: Value| {
+                let c = json!({ "id": "chatcmpl-stand-in", "object": "chat.completion.chunk",
+                    "created": 1_700_000_000, "model": "gpt-demo",
+                    "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] });
+                format!("data: {c}\n\n")
+            };
+            let events = [
+                chunk(
+                    json!({ "role": "assistant", "content": "Hello" }),
+                    Value::Null,
+                ),
+                chunk(json!({ "content": " from" }), Value::Null),
+                chunk(json!({ "content": " the stand-in" }), Value::Null),
+                chunk(json!({}), json!("stop")),
+                "data: [DONE]\n\n".to_string(),
+            ];
+            for event in events {
+                let _ = stream.write_all(event.as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+    .await
 }

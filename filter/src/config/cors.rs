@@ -18,6 +18,36 @@ const MCP_HEADERS: [&str; 5] = [
 ];
 /// What an A2A client sends besides (A2A 1.0 `A2A-Version`).
 const A2A_HEADERS: [&str; 1] = ["a2a-version"];
+/// What the official OpenAI and Anthropic JavaScript SDKs send besides, in
+/// a browser (`dangerouslyAllowBrowser: true`): their platform headers on
+/// every request (`x-stainless-*`; the retry count and timeout too), the
+/// helper ones (`.stream()`, polling), OpenAI's organization, project and
+/// beta headers, Anthropic's version, beta, browser opt-in and API key, and
+/// the `user-agent` the Anthropic SDK sets (Firefox sends it, so asks).
+/// Model APIs only: a preflight asking for one of these elsewhere is
+/// refused as before.
+const MODEL_API_HEADERS: [&str; 20] = [
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-retry-count",
+    "x-stainless-timeout",
+    "x-stainless-helper-method",
+    "x-stainless-helper",
+    "x-stainless-poll-helper",
+    "x-stainless-custom-poll-interval",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+    "x-api-key",
+    "user-agent",
+];
 const DEFAULT_EXPOSE: [&str; 4] = [
     "retry-after",
     "x-ratelimit-limit",
@@ -106,7 +136,7 @@ impl Source {
         let (extra_headers, extra_expose): (&[&str], &[&str]) = match kind {
             Kind::Mcp => (&MCP_HEADERS, &MCP_EXPOSE),
             Kind::Agent => (&A2A_HEADERS, &[]),
-            Kind::ModelApi => (&[], &[]),
+            Kind::ModelApi => (&MODEL_API_HEADERS, &[]),
         };
         Policy {
             any_origin: self.any_origin,
@@ -277,10 +307,23 @@ mod tests {
             mcp.expose.last().map(String::as_str),
             Some("mcp-session-id")
         );
-        assert_eq!(
-            p.entry_cors(2).unwrap().headers,
-            list(&["authorization", "content-type"])
-        );
+        let llm = p.entry_cors(2).unwrap();
+        let Allowed::List(headers) = &llm.headers else {
+            panic!("a list");
+        };
+        assert_eq!(headers[..2], ["authorization", "content-type"]);
+        for sdk in [
+            "x-stainless-os",
+            "x-stainless-retry-count",
+            "x-stainless-helper-method",
+            "openai-organization",
+            "openai-project",
+            "anthropic-version",
+            "anthropic-dangerous-direct-browser-access",
+            "x-api-key",
+        ] {
+            assert!(headers.iter().any(|h| h == sdk), "{sdk}");
+        }
         assert_eq!(
             p.surface_cors(),
             p.entry_cors(2),
@@ -289,6 +332,33 @@ mod tests {
         // One policy per kind, shared by the entries of that kind.
         assert_eq!(p.entries[0].cors, p.entries[3].cors);
         assert_eq!(p.cors.len(), 3);
+    }
+
+    #[test]
+    fn the_sdks_preflights_pass_on_the_openai_surface() {
+        let p = plan(
+            r#"{"cors":{"allow_origins":["http://localhost:5173"]},"agents":[
+                {"name":"a","backend":"a"}]}"#,
+        )
+        .unwrap();
+        // What Chromium asks for the OpenAI SDK's `.stream()` helper (with
+        // organization and project set), and for the Anthropic SDK's call.
+        let openai = "authorization,content-type,openai-organization,openai-project,\
+            x-stainless-arch,x-stainless-helper-method,x-stainless-lang,x-stainless-os,\
+            x-stainless-package-version,x-stainless-retry-count,x-stainless-runtime,\
+            x-stainless-runtime-version,x-stainless-timeout";
+        let anthropic = "anthropic-dangerous-direct-browser-access,anthropic-version,\
+            content-type,user-agent,x-api-key,x-stainless-arch,x-stainless-lang,\
+            x-stainless-os,x-stainless-package-version,x-stainless-retry-count,\
+            x-stainless-runtime,x-stainless-runtime-version,x-stainless-timeout";
+        let origin = "http://localhost:5173";
+        for asked in [openai, anthropic] {
+            let surface = p.surface_cors().unwrap();
+            assert_eq!(surface.preflight(origin, "POST", Some(asked)).status, 204);
+            // An agent's default list is not widened.
+            let agent = p.entry_cors(0).unwrap();
+            assert_eq!(agent.preflight(origin, "POST", Some(asked)).status, 403);
+        }
     }
 
     #[test]
