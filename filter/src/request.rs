@@ -1397,6 +1397,160 @@ mod tests {
         assert_eq!(reply.status, 400);
     }
 
+    const PROVIDERS: &str = r#"{
+        "agents": [
+            {"name": "claude", "kind": "modelapi", "backend": "anthropic", "models": ["claude"],
+             "provider": "anthropic",
+             "failover": {"backends": ["anthropic-b", {"backend": "gemini", "provider": "gemini",
+                                                      "provider_options": {"model": "gemini-2.5-flash"}},
+                                      "anthropic-c"]}},
+            {"name": "flash", "kind": "modelapi", "backend": "gemini", "models": ["flash", "bad/../x"],
+             "provider": "gemini"},
+            {"name": "local", "kind": "modelapi", "backend": "local", "models": ["local"]}
+        ]
+    }"#;
+
+    fn model_decision<'p>(
+        p: &'p Plan,
+        pairs: &[(&'p str, &'p str)],
+        model: &str,
+    ) -> Decision<'p> {
+        let h: &'p [(&'p str, &'p [u8])] = Box::leak(headers(pairs).into_boxed_slice());
+        decide_model(p, &head(p, h), Ok(model))
+    }
+
+    #[test]
+    fn chats_for_providers_are_translated_without_the_clients_credentials() {
+        let p = plan(PROVIDERS);
+        let chat = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("authorization", "Bearer client"),
+            ("x-api-key", "client"),
+            ("accept-encoding", "gzip"),
+        ];
+        let Decision::Forward(f) = model_decision(&p, &chat, "claude") else {
+            panic!("expected a dispatch");
+        };
+        assert!(matches!(f.translate, Some(Translate::Chat(api)) if api.provider == Provider::Anthropic));
+        assert_eq!(set(&f.ops, ":path"), Some("/v1/messages"));
+        assert_eq!(set(&f.ops, "anthropic-version"), Some("2023-06-01"));
+        for gone in ["authorization", "x-api-key", "content-length", "accept-encoding"] {
+            assert!(removes(&f.ops, gone), "{gone}");
+        }
+        // Retries stop where the API changes: anthropic-b only (Gemini,
+        // then anthropic-c after it, are not retried to).
+        assert_eq!(set(&f.ops, "x-agent-backend-2"), Some("anthropic-b"));
+        assert_eq!(set(&f.ops, "x-agent-backend-3"), None);
+        let Decision::Forward(f) = model_decision(&p, &chat, "flash") else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(
+            set(&f.ops, ":path"),
+            Some("/v1beta/models/flash:generateContent")
+        );
+        // A model id that would change Gemini's path is refused.
+        let Decision::Reply { reply, .. } = model_decision(&p, &chat, "bad/../x") else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(reply.status, 400);
+        // Only chat completions are translated for another provider.
+        let embeddings = [(":method", "POST"), (":path", "/v1/embeddings")];
+        let Decision::Reply { reply, .. } = model_decision(&p, &embeddings, "claude") else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(reply.status, 400);
+        assert!(reply.body.contains("unsupported_endpoint"));
+        // An OpenAI backend: nothing translated, credentials kept.
+        let Decision::Forward(f) = model_decision(&p, &chat, "local") else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(f.translate, None);
+        assert!(!removes(&f.ops, "authorization"));
+    }
+
+    #[test]
+    fn the_anthropic_surface_is_translated_for_openai_backends_only() {
+        let p = plan(PROVIDERS);
+        let messages = [
+            (":method", "POST"),
+            (":path", "/v1/messages"),
+            ("x-api-key", "client"),
+            ("anthropic-version", "2023-06-01"),
+        ];
+        let Decision::Forward(f) = model_decision(&p, &messages, "local") else {
+            panic!("expected a dispatch");
+        };
+        assert!(matches!(f.translate, Some(Translate::Messages(_))));
+        assert_eq!(set(&f.ops, ":path"), Some("/v1/chat/completions"));
+        assert!(removes(&f.ops, "x-api-key"));
+        assert!(removes(&f.ops, "anthropic-version"));
+        // To Anthropic: as is, with the client's key removed.
+        let Decision::Forward(f) = model_decision(&p, &messages, "claude") else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(f.translate, None);
+        assert_eq!(set(&f.ops, ":path"), None);
+        assert!(removes(&f.ops, "x-api-key"));
+        // count_tokens: answered for an OpenAI backend, passed to Anthropic.
+        let count = [(":method", "POST"), (":path", "/v1/messages/count_tokens")];
+        let Decision::Forward(f) = model_decision(&p, &count, "local") else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(f.translate, Some(Translate::CountTokens));
+        let Decision::Forward(f) = model_decision(&p, &count, "claude") else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(f.translate, None);
+        // Gemini is not reached from the Anthropic surface.
+        let Decision::Reply { reply, .. } = model_decision(&p, &messages, "flash") else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(reply.status, 400);
+        // `anthropic.enabled: false`: the path is not the filter's.
+        let off = plan(&PROVIDERS.replacen("{\n", "{\"anthropic\": {\"enabled\": false},\n", 1));
+        assert!(!off.openai.anthropic);
+        let h = headers(&[(":method", "POST"), (":path", "/v1/messages")]);
+        assert!(matches!(decide(&off, &head(&off, &h)), Decision::Forward(_)));
+        let on = plan(PROVIDERS);
+        assert!(matches!(decide(&on, &head(&on, &h)), Decision::ReadModel));
+    }
+
+    #[test]
+    fn provider_configuration_errors_name_the_field() {
+        for (json, error) in [
+            (r#"{"agents":[{"name":"a","backend":"b","provider":"bedrock"}]}"#, "agents[0].provider"),
+            (r#"{"agents":[{"name":"a","kind":"mcp","backend":"b","provider":"anthropic"}]}"#,
+             "agents[0].provider: an MCP server"),
+            (r#"{"agents":[{"name":"a","backend":"b","protocol":"a2a","provider":"gemini"}]}"#,
+             "agents[0].provider: an A2A agent"),
+            (r#"{"agents":[{"name":"a","backend":"b","provider":"gemini","provider_options":{"version":"v1/../x"}}]}"#,
+             "agents[0].provider_options.version"),
+            (r#"{"agents":[{"name":"a","backend":"b","provider":"anthropic","provider_options":{"max_tokens":0}}]}"#,
+             "agents[0].provider_options.max_tokens"),
+            (r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"c","provider":"x"}]}}]}"#,
+             "agents[0].failover.backends[0].provider"),
+            (r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"c","bakend":"x"}]}}]}"#,
+             "agents[0].failover.backends[0].bakend"),
+            (r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"b"}]}}]}"#,
+             "agents[0].failover.backends[0]: \"b\" is the entry's own backend"),
+            (r#"{"anthropic":{"enabled":"yes"},"agents":[]}"#, "anthropic.enabled"),
+        ] {
+            let e = Plan::from_json(json.as_bytes()).unwrap_err().to_string();
+            assert!(e.starts_with(error), "{json}: {e}");
+        }
+        // A canary of another provider.
+        let p = plan(r#"{"agents":[{"name":"a","backend":"b","provider":"anthropic",
+            "canary":{"backend":"g","weight":10,"provider":"gemini"}}]}"#);
+        let providers = p.entries[0].providers().unwrap();
+        assert_eq!(providers.of("g", Some("g"), &[]).provider, Provider::Gemini);
+        assert_eq!(providers.of("b", Some("g"), &[]).provider, Provider::Anthropic);
+        // Plain OpenAI everywhere keeps no record.
+        let p = plan(r#"{"agents":[{"name":"a","backend":"b","provider":"openai",
+            "failover":{"backends":[{"backend":"c"}]}}]}"#);
+        assert!(p.entries[0].providers().is_none());
+    }
+
     #[test]
     fn card_requests_carry_the_address_the_client_used() {
         let p = plan(CONFIG);
