@@ -189,6 +189,7 @@ pub fn agent(
             version: "0.3",
             path: path.unwrap_or_else(|| "/".to_string()),
         }),
+        provider: None,
         source: source(r),
         document: r.document.clone(),
         created: r.created.clone(),

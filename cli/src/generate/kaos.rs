@@ -57,6 +57,7 @@ fn entry(
         models,
         hosts: Vec::new(),
         a2a: None,
+        provider: None,
         source: source(r),
         document: r.document.clone(),
         created: r.created.clone(),

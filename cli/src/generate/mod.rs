@@ -9,6 +9,7 @@
 //! | agentic-layer (`runtime.agentic-layer.ai`) | `Agent`, `AgentGateway` | [`agentic_layer`] |
 //! | KAOS (`kaos.tools`, formerly `ethical.institute`) | `Agent`, `ModelAPI`, `MCPServer` | [`kaos`] |
 //! | Omnia (`omnia.altairalabs.ai`) | `AgentRuntime` | [`omnia`] |
+//! | Omnia (`omnia.altairalabs.ai`) | `Provider` | [`omnia_provider`] |
 //!
 //! Output is sorted (entries by namespace and name, Services by name), so
 //! the same resources give byte-identical output whatever their order.
@@ -22,6 +23,7 @@ pub mod agentic_layer;
 pub mod emit;
 pub mod kaos;
 pub mod omnia;
+pub mod omnia_provider;
 mod read;
 pub mod trust;
 
@@ -127,6 +129,9 @@ pub struct Agent {
     /// Host names (and `*.` patterns) the resource claims.
     pub hosts: Vec<Claim>,
     pub a2a: Option<A2a>,
+    /// An LLM provider's API the entry leads to instead of a Service port
+    /// (then `backend` is unused: nothing routes to it).
+    pub provider: Option<ProviderRoute>,
     /// The resource it came from (`KAOS Agent prod/coordinator`) and
     /// where (`FILE: document 2`), for messages.
     pub source: String,
@@ -148,6 +153,48 @@ impl Agent {
 
     pub fn host_names(&self) -> Vec<String> {
         self.hosts.iter().map(|c| c.value.clone()).collect()
+    }
+}
+
+/// An LLM provider's API (`provider` of the entry) and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProviderRoute {
+    /// The API the filter translates for: `openai`, `anthropic`, `gemini`.
+    pub api: &'static str,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// The provider's public API (`api.anthropic.com:443`), not a base URL.
+    pub public: bool,
+    /// `provider_options.max_tokens`.
+    pub max_tokens: Option<u64>,
+}
+
+impl ProviderRoute {
+    /// The backend's name outside Istio: the API's name for its public host
+    /// (`anthropic`, as the Envoy Gateway provider routes match and
+    /// envoy/demo.yaml names its cluster), `{host}:{port}` for a base URL.
+    pub fn name(&self) -> String {
+        if self.public {
+            self.api.to_string()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// What the dispatch header carries on `target`: on Istio the cluster
+    /// of the host's ServiceEntry (`outbound|443||api.anthropic.com`), on
+    /// the others [`ProviderRoute::name`].
+    pub fn backend(&self, target: emit::Target) -> String {
+        match target {
+            emit::Target::Istio => format!("outbound|{}||{}", self.port, self.host),
+            _ => self.name(),
+        }
+    }
+
+    /// The stat-safe name of its `envoy` cluster (no dot, no colon).
+    pub fn stat_name(&self) -> String {
+        self.name().replace(['.', ':'], "_")
     }
 }
 
@@ -181,12 +228,13 @@ pub const OMNIA_GROUP: &str = "omnia.altairalabs.ai";
 
 /// Kinds of the platforms' groups, for a near miss (`kind: Agents`) said
 /// as a warning rather than passed over as another kind.
-const MAPPED_KINDS: [&str; 5] = [
+const MAPPED_KINDS: [&str; 6] = [
     "Agent",
     "AgentGateway",
     "ModelAPI",
     "MCPServer",
     "AgentRuntime",
+    "Provider",
 ];
 const MAPPED_GROUPS: [&str; 4] = [
     AGENTIC_LAYER_GROUP,
@@ -215,6 +263,7 @@ pub fn map_resources(resources: &[Resource], trust: &Trust) -> Mapped {
             (g, "ModelAPI") if KAOS_GROUPS.contains(&g) => kaos::model_api(r, &mut mapped),
             (g, "MCPServer") if KAOS_GROUPS.contains(&g) => kaos::mcp_server(r, &mut mapped),
             (OMNIA_GROUP, "AgentRuntime") => omnia::agent_runtime(r, &mut mapped),
+            (OMNIA_GROUP, "Provider") => omnia_provider::provider(r, &mut mapped),
             _ => {
                 near_miss_kind(r, &mut mapped.warnings);
                 let api = if r.group.is_empty() {

@@ -129,6 +129,7 @@ pub fn agent_runtime(r: &Resource, mapped: &mut Mapped) -> Result<Vec<Agent>, Ge
                 version: A2A_VERSION,
                 path: A2A_PATH.to_string(),
             }),
+            provider: None,
             source: source(r),
             document: r.document.clone(),
             created: r.created.clone(),

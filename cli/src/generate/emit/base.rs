@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{entry_json, Options};
+use super::{entry_json, Options, Target};
 use crate::generate::{Agent, Backend};
 
 /// What a layering base entry is checked with before the merge brings the
@@ -48,15 +48,21 @@ pub(super) fn merge(
     mut entries: Vec<Value>,
     agents: &[Agent],
     names: &BTreeMap<Backend, String>,
+    target: Target,
     notes: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Vec<Value> {
     let from_base = entries.len();
     let mut layered = vec![false; from_base];
     for a in agents {
-        let token = a.backend.token();
-        let backend = names.get(&a.backend).unwrap_or(&token);
-        let generated = entry_json(a, backend);
+        let backend = match &a.provider {
+            Some(p) => p.backend(target),
+            None => names
+                .get(&a.backend)
+                .cloned()
+                .unwrap_or_else(|| a.backend.token()),
+        };
+        let generated = entry_json(a, &backend);
         let at = entries
             .iter()
             .take(from_base)

@@ -12,7 +12,12 @@ use agentroute::config::Plan;
 use agentroute::observe::Field;
 
 use super::{Options, TLS_MOUNT};
-use crate::generate::Backend;
+use crate::generate::{Backend, ProviderRoute};
+
+/// Where the `envoy` target reads a provider's key: an SDS generic secret
+/// in a file, `{PROVIDER_SECRETS}/{name}.yaml` (in Kubernetes, a mounted
+/// Secret), as envoy/demo.yaml does.
+pub const PROVIDER_SECRETS: &str = "/etc/agentroute/providers";
 
 /// Where the bootstrap loads the plugin from unless `--wasm` says.
 pub const DEFAULT_WASM: &str = "dist/agentroute.wasm";
@@ -34,11 +39,13 @@ pub(super) fn envoy(
     config: &Map<String, Value>,
     plan: &Plan,
     backends: &BTreeSet<Backend>,
+    providers: &BTreeSet<ProviderRoute>,
     options: &Options,
     warnings: &mut Vec<String>,
 ) -> Result<Value, String> {
     let configuration = serde_json::to_string_pretty(config).map_err(|e| e.to_string())? + "\n";
-    let clusters = clusters_of(plan, backends, warnings);
+    let provider_names: BTreeSet<String> = providers.iter().map(ProviderRoute::name).collect();
+    let clusters = clusters_of(plan, backends, &provider_names, warnings);
     let names: Vec<String> = clusters.iter().map(Backend::token).collect();
     let header = plan.dispatch_header.as_str();
 
@@ -47,6 +54,13 @@ pub(super) fn envoy(
     // count of backups has its route, the longest first.
     for backups in (1..=plan.slot_headers.len()).rev() {
         routes.push(failover_route(plan, backups, &names));
+    }
+    // A provider's API wants its own Host: one route per provider cluster.
+    for p in providers {
+        routes.push(json!({
+            "match": { "prefix": "/", "headers": [ { "name": header, "string_match": { "exact": p.name() } } ] },
+            "route": { "cluster": p.name(), "host_rewrite_literal": p.host, "timeout": "0s" }
+        }));
     }
     routes.push(json!({
         "match": { "prefix": "/", "headers": [ { "name": header, "present_match": true } ] },
@@ -146,7 +160,8 @@ pub(super) fn envoy(
             } ]
         }));
     }
-    let clusters: Vec<Value> = clusters.iter().map(cluster).collect();
+    let mut clusters: Vec<Value> = clusters.iter().map(cluster).collect();
+    clusters.extend(providers.iter().map(provider_cluster));
     let stats_tags: Vec<Value> = agentroute::observe::stats_tags()
         .iter()
         .map(|(name, regex)| json!({ "tag_name": name, "regex": regex }))
@@ -163,6 +178,7 @@ pub(super) fn envoy(
 fn clusters_of(
     plan: &Plan,
     backends: &BTreeSet<Backend>,
+    providers: &BTreeSet<String>,
     warnings: &mut Vec<String>,
 ) -> BTreeSet<Backend> {
     let mut clusters = backends.clone();
@@ -180,6 +196,9 @@ fn clusters_of(
             );
         }
         for (field, token) in tokens {
+            if providers.contains(token) {
+                continue;
+            }
             match Backend::from_token(token) {
                 Some(backend) => {
                     clusters.insert(backend);
@@ -214,6 +233,83 @@ fn cluster(b: &Backend) -> Value {
                 "socket_address": { "address": b.host(), "port_value": b.port } } } } ] } ]
         }
     })
+}
+
+/// A provider's API: its host resolved by DNS, TLS with its name (unless
+/// a base URL says `http://`), and the key set by Envoy's credential
+/// injector from an SDS secret file, replacing whatever the request
+/// carried: Anthropic's `x-api-key`, Gemini's `x-goog-api-key`, OpenAI's
+/// `Authorization: Bearer`.
+fn provider_cluster(p: &ProviderRoute) -> Value {
+    let name = p.name();
+    let (header, prefix) = match p.api {
+        "anthropic" => ("x-api-key", ""),
+        "gemini" => ("x-goog-api-key", ""),
+        _ => ("authorization", "Bearer "),
+    };
+    let mut generic = Map::new();
+    generic.insert(
+        "@type".into(),
+        json!("type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic"),
+    );
+    generic.insert("header".into(), json!(header));
+    if !prefix.is_empty() {
+        generic.insert("header_value_prefix".into(), json!(prefix));
+    }
+    generic.insert(
+        "credential".into(),
+        json!({
+            "name": format!("{}-key", p.stat_name()),
+            "sds_config": { "path_config_source": { "path": format!("{PROVIDER_SECRETS}/{}.yaml", p.stat_name()) } }
+        }),
+    );
+    let mut cluster = Map::new();
+    cluster.insert("name".into(), json!(name));
+    cluster.insert("alt_stat_name".into(), json!(p.stat_name()));
+    cluster.insert("type".into(), json!("LOGICAL_DNS"));
+    cluster.insert("connect_timeout".into(), json!("5s"));
+    cluster.insert("dns_lookup_family".into(), json!("V4_PREFERRED"));
+    cluster.insert(
+        "load_assignment".into(),
+        json!({
+            "cluster_name": name,
+            "endpoints": [ { "lb_endpoints": [ { "endpoint": { "address": {
+                "socket_address": { "address": p.host, "port_value": p.port } } } } ] } ]
+        }),
+    );
+    if p.tls {
+        cluster.insert(
+            "transport_socket".into(),
+            json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": p.host
+                }
+            }),
+        );
+    }
+    cluster.insert(
+        "typed_extension_protocol_options".into(),
+        json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http_protocol_options": {} },
+                "http_filters": [ {
+                    "name": "envoy.filters.http.credential_injector",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+                        "overwrite": true,
+                        "credential": { "name": "envoy.http.injected_credentials.generic", "typed_config": generic }
+                    }
+                }, {
+                    "name": "envoy.filters.http.upstream_codec",
+                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec" }
+                } ]
+            }
+        }),
+    );
+    Value::Object(cluster)
 }
 
 fn wasm_filter(configuration: String, options: &Options) -> Value {

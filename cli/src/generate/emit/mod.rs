@@ -15,7 +15,7 @@ mod kubernetes;
 
 use agentroute::config::Plan;
 
-use super::{Agent, Backend, Trust};
+use super::{Agent, Backend, ProviderRoute, Trust};
 pub use base::LAYER_BACKEND;
 pub use envoy::DEFAULT_WASM;
 pub use kubernetes::{backend_names, route_layout, RouteGroup, BACKENDS_HOST};
@@ -131,6 +131,8 @@ struct Assembled {
     config: Map<String, Value>,
     plan: Plan,
     backends: BTreeSet<Backend>,
+    /// The provider APIs generated entries lead to (no Service port).
+    providers: BTreeSet<ProviderRoute>,
     layout: Vec<RouteGroup>,
     names: BTreeMap<Backend, String>,
     notes: Vec<String>,
@@ -181,6 +183,7 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
         config,
         plan,
         backends,
+        providers,
         layout,
         names,
         mut notes,
@@ -223,6 +226,7 @@ pub fn emit(agents: &[Agent], options: &Options) -> Result<Output, String> {
                 &config,
                 &plan,
                 &backends,
+                &providers,
                 options,
                 &mut warnings,
             )?],
@@ -252,7 +256,16 @@ fn assemble(
         .iter()
         .filter(|a| !base::base_owns(options, a))
         .collect();
-    let backends: BTreeSet<Backend> = generated.iter().map(|a| a.backend.clone()).collect();
+    let backends: BTreeSet<Backend> = generated
+        .iter()
+        .filter(|a| a.provider.is_none())
+        .map(|a| a.backend.clone())
+        .collect();
+    let providers: BTreeSet<ProviderRoute> = generated
+        .iter()
+        .filter_map(|a| a.provider.clone())
+        .collect();
+    provider_notes(&generated, options.target, &mut notes);
     let layout = route_layout(&backends);
     let names = backend_names(&layout, options);
     let config = plugin_config(agents, options, &mut notes, &mut warnings, &names)?;
@@ -262,6 +275,7 @@ fn assemble(
             config,
             plan,
             backends,
+            providers,
             layout,
             names,
             notes,
@@ -327,7 +341,41 @@ pub(super) fn entry_json(a: &Agent, backend: &str) -> Value {
             json!({ "version": a2a.version, "path": a2a.path }),
         );
     }
+    if let Some(p) = &a.provider {
+        e.insert("provider".into(), json!(p.api));
+        if let Some(max_tokens) = p.max_tokens {
+            e.insert(
+                "provider_options".into(),
+                json!({ "max_tokens": max_tokens }),
+            );
+        }
+    }
     Value::Object(e)
+}
+
+/// One note per provider API the entries lead to: what routes it on the
+/// target, and that its key is never in the output.
+fn provider_notes(agents: &[&Agent], target: Target, notes: &mut Vec<String>) {
+    let mut seen = BTreeSet::new();
+    for a in agents {
+        let Some(p) = &a.provider else { continue };
+        let backend = p.backend(target);
+        if !seen.insert(backend.clone()) {
+            continue;
+        }
+        let routed = match target {
+            Target::Config => "the gateway's route or cluster of that name",
+            Target::Istio => "a ServiceEntry for the host (istio/providers/)",
+            Target::EnvoyGateway => {
+                "a Backend and HTTPRoute rule matching it (envoy/gateway/providers/)"
+            }
+            Target::Envoy => "the generated cluster, its key from an SDS secret file",
+        };
+        notes.push(format!(
+            "backend {backend} ({}:{}, {} API, from {}): routed by {routed}; the API key is injected              there from a Secret, never read by generate nor written to the configuration",
+            p.host, p.port, p.api, a.source
+        ));
+    }
 }
 
 /// The plugin configuration: the base's settings and entries, then the
@@ -361,7 +409,7 @@ fn plugin_config(
         Some(Value::Array(items)) => items,
         Some(_) => return Err("--base: agents must be an array".to_string()),
     };
-    let entries = base::merge(entries, agents, names, notes, warnings);
+    let entries = base::merge(entries, agents, names, options.target, notes, warnings);
     config.insert("agents".into(), Value::Array(entries));
     Ok(config)
 }
