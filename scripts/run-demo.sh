@@ -127,8 +127,13 @@ Try:
                                                                # llm ejected for 10s: llm-backup answers directly
   curl -s -o /dev/null -w '%{http_code} %header{x-served-by}\n' 'localhost:10000/models/llm/x?fail=llm,llm-backup&fail_status=429&retry_after=30'
                                                                # both fail: the last backend's 429 reaches the client as it was
-  curl -s localhost:9901/stats/prometheus | grep agentroute_failover   # ejections and retries per backend, ejected backends
-  curl -s localhost:9901/stats/prometheus | grep agentroute    # per-agent stats: canary sides, in-flight, per tool, tokens per model, upstream
+  sleep 1.5; curl -s localhost:9901/stats/prometheus | grep agentroute_failover
+                                                               # ejections and retries per backend, ejected backends
+                                                               # (the filter flushes its counters once a second: read after)
+  sleep 1.5; curl -s localhost:9901/stats/prometheus | grep '^agentroute_'   # per-agent stats: requests, canary sides,
+                                                               # in-flight, refusals, per tool, tokens per model
+  curl -s localhost:9901/stats/prometheus | grep '^envoy_cluster_agentroute_upstream_rq_time_count'
+                                                               # Envoy's upstream stats per agent and backend
 
 Access log: one JSON line per request in .run/access.log (entry, kind, backend,
 model, tokens, the limit that refused it), printed below as requests come in.

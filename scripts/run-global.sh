@@ -110,7 +110,8 @@ Try:
                                                                # ~105 tokens spent through replica 1 ...
   curl -s localhost:10001/v1/chat/completions -H 'x-api-key: alice' -H 'content-type: application/json' \
        -d '{"model":"gpt-demo"}'                               # ... so replica 2 refuses alice: 429 "tokens"
-  curl -s localhost:9901/stats/prometheus | grep -E 'agentroute_ratelimit_(admitted|limited|service_failures)'
+  sleep 1.5; curl -s localhost:9901/stats/prometheus | grep -E 'agentroute_ratelimit_(admitted|limited|service_failures)'
+                                                               # after the filter's once-a-second flush of its counters
 
 Stop the rate limit service to see failure_mode "allow" (requests pass, counted in
 agentroute_ratelimit_service_failures_total):
