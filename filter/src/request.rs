@@ -850,13 +850,17 @@ fn provider_translation<'a>(
     };
     let translate = match (api, provider, target) {
         (Api::Chat, Provider::Anthropic | Provider::Gemini, Some(t)) => Translate::Chat(t),
-        (Api::Completions | Api::Embeddings | Api::Responses, Provider::Anthropic | Provider::Gemini, _) => {
-            return Err(unsupported("only chat completions are translated for it"))
-        }
+        (
+            Api::Completions | Api::Embeddings | Api::Responses,
+            Provider::Anthropic | Provider::Gemini,
+            _,
+        ) => return Err(unsupported("only chat completions are translated for it")),
         (Api::Messages, Provider::OpenAi, t) => Translate::Messages(t.unwrap_or(&OPENAI_DEFAULTS)),
         (Api::CountTokens, Provider::OpenAi, _) => Translate::CountTokens,
         (Api::Messages | Api::CountTokens, Provider::Gemini, _) => {
-            return Err(unsupported("the Anthropic surface is translated to OpenAI backends only"))
+            return Err(unsupported(
+                "the Anthropic surface is translated to OpenAI backends only",
+            ))
         }
         (Api::Messages | Api::CountTokens, Provider::Anthropic, _) => {
             // Anthropic to Anthropic: forwarded as is, with the provider's
@@ -876,7 +880,10 @@ fn provider_translation<'a>(
         ops.push(HeaderOp::Remove("accept-encoding"));
     }
     remove_credentials(head, ops);
-    ops.push(HeaderOp::Set("content-type", Cow::Borrowed("application/json")));
+    ops.push(HeaderOp::Set(
+        "content-type",
+        Cow::Borrowed("application/json"),
+    ));
     match translate {
         Translate::Chat(t) if t.provider == Provider::Anthropic => {
             ops.push(HeaderOp::Set(":path", Cow::Borrowed("/v1/messages")));
@@ -898,7 +905,10 @@ fn provider_translation<'a>(
             ));
         }
         Translate::Messages(_) => {
-            ops.push(HeaderOp::Set(":path", Cow::Borrowed("/v1/chat/completions")));
+            ops.push(HeaderOp::Set(
+                ":path",
+                Cow::Borrowed("/v1/chat/completions"),
+            ));
             for name in ["anthropic-version", "anthropic-beta"] {
                 if head.pairs.iter().any(|(k, _)| *k == name) {
                     ops.push(HeaderOp::Remove(name));
@@ -1410,11 +1420,7 @@ mod tests {
         ]
     }"#;
 
-    fn model_decision<'p>(
-        p: &'p Plan,
-        pairs: &[(&'p str, &'p str)],
-        model: &str,
-    ) -> Decision<'p> {
+    fn model_decision<'p>(p: &'p Plan, pairs: &[(&'p str, &'p str)], model: &str) -> Decision<'p> {
         let h: &'p [(&'p str, &'p [u8])] = Box::leak(headers(pairs).into_boxed_slice());
         decide_model(p, &head(p, h), Ok(model))
     }
@@ -1432,10 +1438,17 @@ mod tests {
         let Decision::Forward(f) = model_decision(&p, &chat, "claude") else {
             panic!("expected a dispatch");
         };
-        assert!(matches!(f.translate, Some(Translate::Chat(api)) if api.provider == Provider::Anthropic));
+        assert!(
+            matches!(f.translate, Some(Translate::Chat(api)) if api.provider == Provider::Anthropic)
+        );
         assert_eq!(set(&f.ops, ":path"), Some("/v1/messages"));
         assert_eq!(set(&f.ops, "anthropic-version"), Some("2023-06-01"));
-        for gone in ["authorization", "x-api-key", "content-length", "accept-encoding"] {
+        for gone in [
+            "authorization",
+            "x-api-key",
+            "content-length",
+            "accept-encoding",
+        ] {
             assert!(removes(&f.ops, gone), "{gone}");
         }
         // Retries stop where the API changes: anthropic-b only (Gemini,
@@ -1511,7 +1524,10 @@ mod tests {
         let off = plan(&PROVIDERS.replacen("{\n", "{\"anthropic\": {\"enabled\": false},\n", 1));
         assert!(!off.openai.anthropic);
         let h = headers(&[(":method", "POST"), (":path", "/v1/messages")]);
-        assert!(matches!(decide(&off, &head(&off, &h)), Decision::Forward(_)));
+        assert!(matches!(
+            decide(&off, &head(&off, &h)),
+            Decision::Forward(_)
+        ));
         let on = plan(PROVIDERS);
         assert!(matches!(decide(&on, &head(&on, &h)), Decision::ReadModel));
     }
@@ -1519,35 +1535,62 @@ mod tests {
     #[test]
     fn provider_configuration_errors_name_the_field() {
         for (json, error) in [
-            (r#"{"agents":[{"name":"a","backend":"b","provider":"bedrock"}]}"#, "agents[0].provider"),
-            (r#"{"agents":[{"name":"a","kind":"mcp","backend":"b","provider":"anthropic"}]}"#,
-             "agents[0].provider: an MCP server"),
-            (r#"{"agents":[{"name":"a","backend":"b","protocol":"a2a","provider":"gemini"}]}"#,
-             "agents[0].provider: an A2A agent"),
-            (r#"{"agents":[{"name":"a","backend":"b","provider":"gemini","provider_options":{"version":"v1/../x"}}]}"#,
-             "agents[0].provider_options.version"),
-            (r#"{"agents":[{"name":"a","backend":"b","provider":"anthropic","provider_options":{"max_tokens":0}}]}"#,
-             "agents[0].provider_options.max_tokens"),
-            (r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"c","provider":"x"}]}}]}"#,
-             "agents[0].failover.backends[0].provider"),
-            (r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"c","bakend":"x"}]}}]}"#,
-             "agents[0].failover.backends[0].bakend"),
-            (r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"b"}]}}]}"#,
-             "agents[0].failover.backends[0]: \"b\" is the entry's own backend"),
-            (r#"{"anthropic":{"enabled":"yes"},"agents":[]}"#, "anthropic.enabled"),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","provider":"bedrock"}]}"#,
+                "agents[0].provider",
+            ),
+            (
+                r#"{"agents":[{"name":"a","kind":"mcp","backend":"b","provider":"anthropic"}]}"#,
+                "agents[0].provider: an MCP server",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","protocol":"a2a","provider":"gemini"}]}"#,
+                "agents[0].provider: an A2A agent",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","provider":"gemini","provider_options":{"version":"v1/../x"}}]}"#,
+                "agents[0].provider_options.version",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","provider":"anthropic","provider_options":{"max_tokens":0}}]}"#,
+                "agents[0].provider_options.max_tokens",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"c","provider":"x"}]}}]}"#,
+                "agents[0].failover.backends[0].provider",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"c","bakend":"x"}]}}]}"#,
+                "agents[0].failover.backends[0].bakend",
+            ),
+            (
+                r#"{"agents":[{"name":"a","backend":"b","failover":{"backends":[{"backend":"b"}]}}]}"#,
+                "agents[0].failover.backends[0]: \"b\" is the entry's own backend",
+            ),
+            (
+                r#"{"anthropic":{"enabled":"yes"},"agents":[]}"#,
+                "anthropic.enabled",
+            ),
         ] {
             let e = Plan::from_json(json.as_bytes()).unwrap_err().to_string();
             assert!(e.starts_with(error), "{json}: {e}");
         }
         // A canary of another provider.
-        let p = plan(r#"{"agents":[{"name":"a","backend":"b","provider":"anthropic",
-            "canary":{"backend":"g","weight":10,"provider":"gemini"}}]}"#);
+        let p = plan(
+            r#"{"agents":[{"name":"a","backend":"b","provider":"anthropic",
+            "canary":{"backend":"g","weight":10,"provider":"gemini"}}]}"#,
+        );
         let providers = p.entries[0].providers().unwrap();
         assert_eq!(providers.of("g", Some("g"), &[]).provider, Provider::Gemini);
-        assert_eq!(providers.of("b", Some("g"), &[]).provider, Provider::Anthropic);
+        assert_eq!(
+            providers.of("b", Some("g"), &[]).provider,
+            Provider::Anthropic
+        );
         // Plain OpenAI everywhere keeps no record.
-        let p = plan(r#"{"agents":[{"name":"a","backend":"b","provider":"openai",
-            "failover":{"backends":[{"backend":"c"}]}}]}"#);
+        let p = plan(
+            r#"{"agents":[{"name":"a","backend":"b","provider":"openai",
+            "failover":{"backends":[{"backend":"c"}]}}]}"#,
+        );
         assert!(p.entries[0].providers().is_none());
     }
 

@@ -11,12 +11,11 @@ use access::{Asked, ExplainCaller};
 use agentroute::canary::{self, How, Side, COHORTS};
 use agentroute::config::{CanaryBy, Plan};
 use agentroute::cors::Answer;
+use agentroute::llm::Provider;
 use agentroute::mcp::judge::{judge, unknown_tool, McpHeaders, Verdict};
 use agentroute::mcp::rpc::{Message, Name, TOOLS_CALL};
-use agentroute::llm::Provider;
 use agentroute::request::{
-    cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead,
-    Translate,
+    cors_policy, decide, decide_model, Decision, Forward, HeaderOp, McpStep, RequestHead, Translate,
 };
 
 /// A request to explain: what a client would send.
@@ -170,10 +169,7 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
     let mut decision = decide(plan, &head);
     let cors = head.origin.map(|origin| {
         match cors_policy(plan, &head, &decision).map(|p| p.answer(origin)) {
-            _ if matches!(decision, Decision::Preflight(_)) => {
-                "a preflight: answered by the filter with the policy's headers (below), never forwarded"
-                    .to_string()
-            }
+            _ if matches!(decision, Decision::Preflight(_)) => preflight_policy(plan, &head),
             Some(Answer::Allowed(headers)) => {
                 let list: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 format!("origin allowed: the answer gets {}", list.join(", "))
@@ -225,6 +221,9 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             .as_deref()
             .is_some_and(|m| m.starts_with("model "))
     });
+    // The entry whose policy answered a preflight (shown, but no entry's
+    // access or limits apply to a preflight).
+    let mut preflight_entry = None;
     let (entry, outcome) = match decision {
         Decision::Forward(f) if f.mcp == Some(McpStep::ReadMessage) => {
             match judge_tool_call(plan, &f, request, &lowered, &mut notes) {
@@ -250,6 +249,7 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
             (entry, reply_outcome(&reply))
         }
         Decision::Preflight(reply) => {
+            preflight_entry = plan.route(head.authority, head.path).map(|m| m.entry);
             let headers: Vec<String> = reply
                 .headers
                 .iter()
@@ -292,7 +292,7 @@ pub fn explain(plan: &Plan, request: &ExplainRequest) -> Explanation {
         access.is_some(),
         &caller,
     ));
-    let entry = entry.and_then(entry_ref);
+    let entry = entry.or(preflight_entry).and_then(entry_ref);
     if entry.is_none() {
         matched_by = None;
     }
@@ -481,6 +481,21 @@ fn reply_outcome(reply: &agentroute::reply::LocalReply) -> Outcome {
         code,
         message: field("message"),
     }
+}
+
+/// Whose CORS policy answers a preflight, as the filter picks it: the entry
+/// the path or host leads to (its own `cors`, or the top-level one it
+/// inherits), else the top-level one (the OpenAI surface's, and that of the
+/// filter's own answers on the gateway's hosts).
+fn preflight_policy(plan: &Plan, head: &RequestHead<'_>) -> String {
+    let whose = match plan
+        .route(head.authority, head.path)
+        .and_then(|m| Some((m.entry, plan.entries.get(m.entry)?)))
+    {
+        Some((i, e)) => format!("the CORS policy of agents[{i}] {}", e.id),
+        None => "the top-level CORS policy (the OpenAI surface's: no entry matched)".to_string(),
+    };
+    format!("a preflight: answered by the filter, never forwarded, with {whose}; its headers below")
 }
 
 /// Which side of a split the request lands on, and why: the forcing
@@ -879,6 +894,24 @@ mod tests {
             "{:?}",
             e.notes
         );
+        assert_eq!(
+            e.cors.as_deref(),
+            Some("a preflight: answered by the filter, never forwarded, with the CORS policy of agents[0] default/a; its headers below")
+        );
+        assert_eq!(
+            e.entry.map(|e| e.index),
+            Some(0),
+            "the entry whose policy answered"
+        );
+        r.path = "/v1/chat/completions".into();
+        let e = explain(&p, &r);
+        assert!(
+            e.cors
+                .as_deref()
+                .is_some_and(|c| c.contains("the top-level CORS policy (the OpenAI surface's")),
+            "{:?}",
+            e.cors
+        );
     }
 
     #[test]
@@ -905,7 +938,10 @@ mod tests {
         else {
             panic!("{e:?}");
         };
-        assert_eq!((path.as_str(), translate.as_deref()), ("/rpc", Some("A2A 1.0")));
+        assert_eq!(
+            (path.as_str(), translate.as_deref()),
+            ("/rpc", Some("A2A 1.0"))
+        );
         r.model = Some("nope".into());
         assert!(matches!(
             explain(&p, &r).outcome,

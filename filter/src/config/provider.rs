@@ -26,8 +26,7 @@ fn options(raw: RawProviderOptions, at: &str) -> Result<ProviderOptions> {
     if let Some(v) = &raw.version {
         let ok = !v.is_empty()
             && v.len() <= 32
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
         if !ok {
             return Err(ConfigError::new(
@@ -39,8 +38,7 @@ fn options(raw: RawProviderOptions, at: &str) -> Result<ProviderOptions> {
     if let Some(m) = &raw.model {
         let ok = !m.is_empty()
             && m.len() <= 256
-            && m
-                .bytes()
+            && m.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._:/@".contains(&b));
         if !ok {
             return Err(ConfigError::new(

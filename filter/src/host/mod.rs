@@ -328,7 +328,9 @@ impl Stream {
     fn reply(&mut self, r: &LocalReply) -> Action {
         // No backend answers this request: nothing to judge.
         self.failover = None;
-        if self.anthropic_surface {
+        // The filter's refusals, in Anthropic's shape on its surface (an
+        // answer of its own, `count_tokens`, is already that).
+        if self.anthropic_surface && r.status >= 400 {
             let shaped = crate::llm::session::anthropic_reply(r.clone());
             self.anthropic_surface = false;
             return self.reply(&shaped);

@@ -6,8 +6,8 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::active::Active;
 use super::failover::HostHealth;
 use super::{abi, fail, inflight, now, reply, HostClient, Stream, Vm, Waiting};
-use crate::llm::session::{Kind, Session};
 use crate::config::{ModelSource, Plan};
+use crate::llm::session::{Kind, Session};
 use crate::mcp::judge as mcp_judge;
 use crate::mcp::rpc::{self, Invalid, Message};
 use crate::observe::Refusal;
@@ -441,8 +441,7 @@ impl Stream {
                     }
                 }
             }
-            if let (Some(_), Some(provider), true) =
-                (entry, session.provider(), self.logs_fields())
+            if let (Some(_), Some(provider), true) = (entry, session.provider(), self.logs_fields())
             {
                 self.set_fields(&[(crate::observe::Field::Provider, provider.as_str())]);
             }

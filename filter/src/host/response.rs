@@ -375,11 +375,8 @@ impl Stream {
             if t.headers_paused {
                 let _ =
                     abi::replace_header(RESPONSE, ":status", answer.status.to_string().as_bytes());
-                let _ = abi::replace_header(
-                    RESPONSE,
-                    "content-type",
-                    answer.content_type.as_bytes(),
-                );
+                let _ =
+                    abi::replace_header(RESPONSE, "content-type", answer.content_type.as_bytes());
                 let _ = abi::replace_header(
                     RESPONSE,
                     "content-length",

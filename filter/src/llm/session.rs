@@ -137,10 +137,9 @@ impl Session {
                 self.stream = upstream.stream;
                 let identity = self.identity.clone();
                 let chunks = upstream.stream.then(|| match api.provider {
-                    Provider::Gemini => Chunks::Gemini(gemini::ChatStream::new(
-                        identity,
-                        upstream.include_usage,
-                    )),
+                    Provider::Gemini => {
+                        Chunks::Gemini(gemini::ChatStream::new(identity, upstream.include_usage))
+                    }
                     _ => Chunks::Anthropic(anthropic::ChatStream::new(
                         identity,
                         upstream.include_usage,

@@ -29,12 +29,18 @@ pub struct RawProviderOptions {
     pub max_tokens: Option<u64>,
     /// The API version: Anthropic's `anthropic-version` header (default
     /// `2023-06-01`), Gemini's path version (default `v1beta`).
-    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^[-._0-9A-Za-z]{1,32}$")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^[-._0-9A-Za-z]{1,32}$"))
+    )]
     pub version: Option<String>,
     /// The model id the backend is asked for, when it differs from the one
     /// clients name (a failover backend of another provider, say). Default:
     /// the client's. Only translated requests carry it.
-    #[cfg_attr(not(target_arch = "wasm32"), schemars(pattern(r"^[-._:/0-9A-Za-z@]{1,256}$")))]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(pattern(r"^[-._:/0-9A-Za-z@]{1,256}$"))
+    )]
     pub model: Option<String>,
 }
 
