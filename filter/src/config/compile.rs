@@ -22,7 +22,7 @@ use super::models::OWN_ID;
 use super::{
     read_agent, A2aVersion, ConfigError, DroppedShorthand, Entry, FailureMode, Kind, Layout,
     ModelSource, ModelTable, OpenAi, Plan, Protocol, RateLimit, RateLimitService, RequestRate,
-    Scope, ShorthandLoss, TokenBudget, Unmatched
+    Scope, ShorthandLoss, TokenBudget, Unmatched,
 };
 use crate::router::{write_layout_path, Router, RouterBuilder};
 

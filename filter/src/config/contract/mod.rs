@@ -348,10 +348,7 @@ pub struct RawAgent {
 pub struct RawFailover {
     /// Tried in this order after `backend` (or after the canary side
     /// chosen); each differs from `backend`, the canary's and the others.
-    #[cfg_attr(
-        not(target_arch = "wasm32"),
-        schemars(length(min = 1))
-    )]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(length(min = 1)))]
     pub backends: Vec<RawFailoverBackend>,
     /// What counts as a failure of a backend: `5xx`, `429`, single
     /// statuses (`503`), `connect-failure`, `reset`, `timeout`. Default
@@ -422,7 +419,8 @@ pub struct RawCanary {
     /// side. Default: a key fixed in the filter (cohorts are the same on
     /// every deployment).
     #[cfg_attr(not(target_arch = "wasm32"), schemars(length(min = 16)))]
-    pub key: Option<String>,    /// The API the canary's backend speaks (default: the entry's
+    pub key: Option<String>,
+    /// The API the canary's backend speaks (default: the entry's
     /// `provider`): a split across providers translates each side for its
     /// own.
     pub provider: Option<ProviderName>,
