@@ -318,9 +318,10 @@ fn wasm_filter(configuration: String, options: &Options) -> Value {
         "name": "agentroute",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            // No `name` nor `root_id` (agentroute answers to any root id):
+            // Envoy prefixes the filter's log lines with name, root id and
+            // VM id, and one `agentroute` says it (`wasm log agentroute: ...`).
             "config": {
-                "name": "agentroute",
-                "root_id": "agentroute",
                 "failure_policy": "FAIL_CLOSED",
                 "allow_on_headers_stop_iteration": true,
                 "vm_config": {
