@@ -485,15 +485,16 @@ fn reply_outcome(reply: &agentroute::reply::LocalReply) -> Outcome {
 
 /// Whose CORS policy answers a preflight, as the filter picks it: the entry
 /// the path or host leads to (its own `cors`, or the top-level one it
-/// inherits), else the top-level one (the OpenAI surface's, and that of the
-/// filter's own answers on the gateway's hosts).
+/// inherits), else the top-level one (the OpenAI and Anthropic surfaces',
+/// and that of the filter's own answers on the gateway's hosts).
 fn preflight_policy(plan: &Plan, head: &RequestHead<'_>) -> String {
     let whose = match plan
         .route(head.authority, head.path)
         .and_then(|m| Some((m.entry, plan.entries.get(m.entry)?)))
     {
         Some((i, e)) => format!("the CORS policy of agents[{i}] {}", e.id),
-        None => "the top-level CORS policy (the OpenAI surface's: no entry matched)".to_string(),
+        None => "the top-level CORS policy (the OpenAI and Anthropic surfaces': no entry matched)"
+            .to_string(),
     };
     format!("a preflight: answered by the filter, never forwarded, with {whose}; its headers below")
 }
@@ -906,9 +907,9 @@ mod tests {
         r.path = "/v1/chat/completions".into();
         let e = explain(&p, &r);
         assert!(
-            e.cors
-                .as_deref()
-                .is_some_and(|c| c.contains("the top-level CORS policy (the OpenAI surface's")),
+            e.cors.as_deref().is_some_and(
+                |c| c.contains("the top-level CORS policy (the OpenAI and Anthropic surfaces'")
+            ),
             "{:?}",
             e.cors
         );
