@@ -9,8 +9,10 @@ Usage: tests/test_dist.py dist/agentroute-VERSION.tar.gz --envoy ENVOY
 """
 
 import argparse
+import gzip
 import hashlib
 import http.server
+import io
 import json
 import os
 import platform
@@ -113,6 +115,10 @@ def main() -> None:
             names = oci.getnames()
             manifest = oci.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}").read()
             layer = json.loads(manifest)["layers"][0]["digest"]
+            blob = oci.extractfile(f"blobs/sha256/{layer.split(':', 1)[1]}").read()
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as files:
+            plugin = files.extractfile("plugin.wasm").read()
+        check(hashlib.sha256(plugin).hexdigest() == wasm_hex, "the image's plugin.wasm is agentroute.wasm")
         check("oci-layout" in names, "the OCI tar is an image layout")
         check(index["manifests"][0]["digest"] == digest, f"oci/image.digest is the image's ({digest})")
         check(
