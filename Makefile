@@ -92,7 +92,7 @@ rls-server: redis-deps
 	@touch $@
 
 $(VENV_STAMP):
-	@echo "installing into $(VENV) (a Python virtualenv here; pip):"
+	@echo "installing with pip into $(VENV), this checkout's Python virtualenv (nothing outside it):"
 	@$(foreach p,$(PY_PACKAGES),echo "  $(p)";)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
