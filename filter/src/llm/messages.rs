@@ -161,14 +161,31 @@ pub fn translate_request(body: &[u8], opts: &ProviderOptions) -> Result<Upstream
         .ok_or_else(|| invalid("messages: an array of messages is required"))?;
 
     let mut chat_messages = Vec::with_capacity(messages.len() + 1);
-    if let Some(system) = member(&request, "system") {
-        let text = system_text(system)?;
-        if !text.is_empty() {
-            chat_messages.push(json!({ "role": "system", "content": text }));
-        }
-    }
+    let mut system = match member(&request, "system") {
+        Some(system) => system_text(system)?,
+        None => String::new(),
+    };
     for (position, message) in messages.iter().enumerate() {
+        if message.get("role").and_then(Value::as_str) == Some("system") {
+            // A system message in the conversation (Claude Code sends one,
+            // the `mid-conversation-system` beta): folded into the one
+            // system message at the start, which every backend's chat
+            // template takes (many refuse one anywhere else).
+            let at = format!("messages[{position}].content");
+            let text = system_text(message.get("content").unwrap_or(&Value::Null))
+                .map_err(|_| invalid(&format!("{at}: must be a string or text blocks")))?;
+            if !text.is_empty() {
+                if !system.is_empty() {
+                    system.push_str("\n\n");
+                }
+                system.push_str(&text);
+            }
+            continue;
+        }
         translate_message(message, position, &mut chat_messages)?;
+    }
+    if !system.is_empty() {
+        chat_messages.insert(0, json!({ "role": "system", "content": system }));
     }
 
     let mut out = Map::new();
@@ -1482,13 +1499,33 @@ mod tests {
     }
 
     #[test]
+    fn system_messages_in_the_conversation_join_the_leading_one() {
+        let body = json!({"model": "m", "max_tokens": 5, "system": "be brief", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "agents: a, b"}]},
+            {"role": "assistant", "content": "hello"}]});
+        let up =
+            translate_request(body.to_string().as_bytes(), &ProviderOptions::default()).unwrap();
+        let v: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(
+            v["messages"],
+            json!([
+                {"role": "system", "content": "be brief\n\nagents: a, b"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"}
+            ])
+        );
+    }
+
+    #[test]
     fn refusals_are_anthropic_errors() {
         let cases = [
             json!({"model": "m", "messages": []}),
             json!({"model": "m", "max_tokens": 0, "messages": []}),
             json!({"model": "m", "max_tokens": 1}),
             json!({"max_tokens": 1, "messages": []}),
-            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}),
+            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": 1}]}),
+            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]}),
             json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [
                 {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]}),
             json!({"model": "m", "max_tokens": 1, "messages": [],
