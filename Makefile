@@ -149,11 +149,18 @@ dist: oci
 	    args+=(--cli "$$arch=target/$$target/release/agentroute"); \
 	  fi; \
 	done; \
+	for arch in x86_64 aarch64; do case " $(DIST_ARCHES) " in *" $$arch "*) ;; \
+	  *) args+=(--missing "$$arch=not built by this make dist (DIST_ARCHES=$(DIST_ARCHES))");; esac; done; \
 	python3 scripts/dist.py dist --version $(VERSION) --wasm $(WASM) --oci dist/oci --image $(IMAGE) "$${args[@]}"
 
-## dist-test: make dist, then the quick start from the unpacked bundle on a
-## clean path (tests/test_dist.py: its CLI checks, its Envoy routes)
-dist-test: dist setup
+## dist-test: a bundle (with the CLI for this machine's architecture only,
+## DIST_TEST_ARCHES: a second, cross-linked release build costs CI minutes
+## and checks nothing more than its ELF header), then the quick start from
+## the unpacked bundle on a clean path (tests/test_dist.py: its CLI checks,
+## its Envoy routes)
+DIST_TEST_ARCHES ?= $(DIST_HOST)
+dist-test: setup
+	$(MAKE) dist DIST_ARCHES="$(DIST_TEST_ARCHES)"
 	$(VENV)/bin/python tests/test_dist.py dist/agentroute-$(VERSION).tar.gz --envoy $(ENVOY)
 
 ## run: build, start demo agents and Envoy on localhost, print curl lines
@@ -195,7 +202,7 @@ unit-wasm: .wasm-target
 ## Crashing inputs land in fuzz/artifacts/TARGET/.
 FUZZ_SECONDS      ?= 60
 FUZZ_JOBS         ?= 1
-FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request cors mcp_message mcp_list batch_watch client_key
+FUZZ_TARGETS      ?= config route host model_body usage sse_lines card a2a_stream a2a_chat request cors mcp_message mcp_list batch_watch client_key anthropic_stream gemini_stream messages_stream
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_HOST         := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # What cargo-fuzz instruments with (libFuzzer's coverage, --cfg fuzzing).
