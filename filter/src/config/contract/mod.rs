@@ -77,7 +77,7 @@ pub struct RawConfig<A = Obj<RawAgent>> {
     )]
     pub gateway_hosts: Option<Vec<String>>,
     /// What the filter tells access logs and Envoy's upstream stats about
-    /// each request (README: Observability).
+    /// each request (the book: Observability).
     pub observability: Option<Obj<RawObservability>>,
     /// CORS for browser clients: applies to every entry and to the OpenAI
     /// surface; an entry's own `cors` replaces it for that entry.
@@ -366,12 +366,12 @@ pub struct RawFailover {
     pub eject: Option<DurationMs>,
     /// Send the failed request itself to the next backend while nothing of
     /// the answer has reached the client (Envoy >= 1.39 with the route of
-    /// the shipped bootstrap; README: Failover). Default `true`.
+    /// the shipped bootstrap; the book: Failover). Default `true`.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = true)))]
     pub retry: Option<bool>,
     /// Failures of a backend within `window` before it is ejected (default
     /// 1). More than one keeps a single client that provokes its own errors
-    /// from ejecting a backend for everyone at once (README: Failover).
+    /// from ejecting a backend for everyone at once (the book: Failover).
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("default" = 1), range(min = 1, max = 1000)))]
     pub min_failures: Option<u32>,
     /// The window `min_failures` are counted in (default `10s`, at most
@@ -444,8 +444,13 @@ pub struct RawCors {
     /// `PATCH`, `DELETE`); `"*"` allows any.
     pub allow_methods: Option<Vec<String>>,
     /// Request headers a preflight may ask for (default `authorization`,
-    /// `content-type`, plus the MCP headers for `kind: mcp` and
-    /// `a2a-version` for `kind: agent`); `"*"` allows any requested header
+    /// `content-type`, plus the MCP headers for `kind: mcp`, `a2a-version`
+    /// for `kind: agent`, and for `kind: modelapi` and the OpenAI and
+    /// Anthropic surfaces the official SDKs' headers: `x-stainless-*`,
+    /// `openai-organization`, `openai-project`, `openai-beta`,
+    /// `anthropic-version`, `anthropic-beta`,
+    /// `anthropic-dangerous-direct-browser-access`, `x-api-key`,
+    /// `user-agent`); `"*"` allows any requested header
     /// (echoed back).
     pub allow_headers: Option<Vec<String>>,
     /// Response headers a browser may read (default `retry-after` and the
