@@ -21,7 +21,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for port in 9101 9102 9103 9104 9105 9106 9107 9108 9109 9110 10000 9901; do
+for port in 9101 9102 9103 9104 9105 9106 9107 9108 9109 9110 9111 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop what holds it (another 'make run'?) and retry" >&2
     exit 1
@@ -43,6 +43,11 @@ for replica in 1 2; do
     >"$LOGS/mcp-$replica.log" 2>&1 &
   pids+=($!)
 done
+# A stand-in Anthropic API (model claude-demo): OpenAI chats are translated
+# to it; it answers only with the key Envoy injects (envoy/demo-secrets/).
+"$PYTHON" tests/python/provider_server.py --port 9111 --kind anthropic --name claude \
+  --key demo-anthropic-key >"$LOGS/anthropic.log" 2>&1 &
+pids+=($!)
 # Envoy's log goes to stderr, the access log (envoy/demo.yaml: JSON, one
 # line per request) to stdout.
 : >"$LOGS/access.log"
@@ -120,6 +125,13 @@ Try:
   curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"gpt-demo","stream":true,"stream_options":{"include_usage":true},"messages":[]}'
                                                                # a stream: its usage lands in the access log and stats
+  # Providers: an OpenAI chat for claude-demo, translated to Anthropic's
+  # Messages API (the key is Envoy's, the client's is removed), then the
+  # Anthropic surface: a Messages request for gpt-demo, translated to OpenAI.
+  curl -s localhost:10000/v1/chat/completions -H 'content-type: application/json' -H 'authorization: Bearer mine' \
+       -d '{"model":"claude-demo","messages":[{"role":"user","content":"hello"}]}'
+  curl -s localhost:10000/v1/messages -H 'content-type: application/json' \
+       -d '{"model":"gpt-demo","max_tokens":64,"messages":[{"role":"user","content":"hello"}]}'
   # Failover (models/llm -> llm-backup; ?fail=NAME makes that demo agent fail):
   curl -s -o /dev/null -w '%{http_code} %header{x-served-by}\n' 'localhost:10000/models/llm/x?fail=llm'
                                                                # llm answers 503: retried on llm-backup, 200 (Envoy >= 1.39)
