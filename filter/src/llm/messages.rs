@@ -679,6 +679,51 @@ fn usage_of(v: &Value) -> Option<Usage> {
 
 /// The first choice of an answer or chunk (the one with index 0; the
 /// request never asks for more).
+/// A chunk that only adds content (one choice, no tool calls, refusal,
+/// finish, usage or error): its content. `None` for anything else.
+fn content_delta(data: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    use serde::de::IgnoredAny;
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow)]
+        choices: Vec<Choice<'a>>,
+        usage: Option<IgnoredAny>,
+        error: Option<IgnoredAny>,
+        #[serde(borrow)]
+        object: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow)]
+        delta: Option<Delta<'a>>,
+        finish_reason: Option<IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow)]
+        content: Option<Cow<'a, str>>,
+        refusal: Option<IgnoredAny>,
+        tool_calls: Option<IgnoredAny>,
+    }
+
+    let chunk: Chunk<'_> = serde_json::from_slice(data).ok()?;
+    if chunk.usage.is_some() || chunk.error.is_some() || chunk.object.as_deref() == Some("error")
+    {
+        return None;
+    }
+    let [choice] = <[Choice<'_>; 1]>::try_from(chunk.choices).ok()?;
+    if choice.finish_reason.is_some() {
+        return None;
+    }
+    let delta = choice.delta?;
+    if delta.refusal.is_some() || delta.tool_calls.is_some() {
+        return None;
+    }
+    delta.content
+}
+
 fn first_choice(v: &Value) -> Option<&Value> {
     let choices = v.get("choices")?.as_array()?;
     choices
@@ -1027,6 +1072,18 @@ impl Translator {
         };
         if data.trim_ascii() == b"[DONE]" {
             return self.end_of_stream(out);
+        }
+        // Most of a stream is content deltas: read those without building
+        // a JSON value; anything more (tool calls, a finish, usage, an
+        // error), or anything the narrow reading refuses, the general way.
+        if let Some(content) = content_delta(data) {
+            if !self.started {
+                self.start(out);
+            }
+            if self.stop.is_none() && !content.is_empty() {
+                self.text(out, &content);
+            }
+            return;
         }
         let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
             return;
