@@ -709,8 +709,7 @@ fn content_delta(data: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     }
 
     let chunk: Chunk<'_> = serde_json::from_slice(data).ok()?;
-    if chunk.usage.is_some() || chunk.error.is_some() || chunk.object.as_deref() == Some("error")
-    {
+    if chunk.usage.is_some() || chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
         return None;
     }
     let [choice] = <[Choice<'_>; 1]>::try_from(chunk.choices).ok()?;
