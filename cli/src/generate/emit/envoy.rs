@@ -166,11 +166,16 @@ pub(super) fn envoy(
         .iter()
         .map(|(name, regex)| json!({ "tag_name": name, "regex": regex }))
         .collect();
-    Ok(json!({
+    let mut bootstrap = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 9901 } } },
         "stats_config": { "stats_tags": stats_tags },
         "static_resources": { "listeners": listeners, "clusters": clusters }
-    }))
+    });
+    if !providers.is_empty() {
+        // SDS (the providers' keys, read from files) needs a node identity.
+        bootstrap["node"] = json!({ "id": "agentroute", "cluster": "agentroute" });
+    }
+    Ok(bootstrap)
 }
 
 /// The generated backends and every other dispatch token of the
