@@ -1198,15 +1198,16 @@ impl Translator {
                 block
             }
         };
-        emit(
-            out,
-            "content_block_delta",
-            &json!({
-                "type": "content_block_delta",
-                "index": block,
-                "delta": { "type": "text_delta", "text": text }
-            }),
+        // Written straight out (the bulk of a stream): the same JSON as
+        // `emit` with `{"type","index","delta":{"type","text"}}` would give.
+        out.extend_from_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
         );
+        out.extend_from_slice(block.to_string().as_bytes());
+        out.extend_from_slice(b",\"delta\":{\"type\":\"text_delta\",\"text\":");
+        // Writing a string to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+        out.extend_from_slice(b"}}\n\n");
     }
 
     /// A piece of a tool call: it continues the open call (no id, or the
