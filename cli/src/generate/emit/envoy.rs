@@ -173,7 +173,12 @@ pub(super) fn envoy(
     });
     if !providers.is_empty() {
         // SDS (the providers' keys, read from files) needs a node identity.
-        bootstrap["node"] = json!({ "id": "agentroute", "cluster": "agentroute" });
+        if let Some(fields) = bootstrap.as_object_mut() {
+            fields.insert(
+                "node".into(),
+                json!({ "id": "agentroute", "cluster": "agentroute" }),
+            );
+        }
     }
     Ok(bootstrap)
 }
