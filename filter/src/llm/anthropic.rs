@@ -34,9 +34,10 @@
 
 use serde_json::{json, Map, Value};
 
+use super::stream::{Events, Stream};
 use super::{Answer, Identity, ProviderOptions, Upstream, MAX_EVENT_BYTES};
 use crate::reply::LocalReply;
-use crate::sse::{EventReader, SseEvent};
+use crate::sse::SseEvent;
 use crate::usage::Usage;
 
 /// The `anthropic-version` header when `provider_options.version` is unset.
@@ -800,12 +801,7 @@ pub fn translate_answer(status: u32, body: &[u8], id: &Identity) -> Answer {
 /// events as it arrives, chunk by chunk: each event's text goes out at
 /// once; what is held is the unfinished event and which content blocks are
 /// open.
-pub struct ChatStream {
-    events: EventReader,
-    translator: Translator,
-    /// Ended because the stream was to hold more than its room.
-    cut_short: bool,
-}
+pub type ChatStream = Stream<Translator>;
 
 /// An open `tool_use` block: its tool call's index, and whether any
 /// argument text went out (a call with none gets `{}`). Other blocks keep
@@ -818,7 +814,7 @@ struct ToolBlock {
 
 /// Everything of a [`ChatStream`] but its event reader (which calls it
 /// back).
-struct Translator {
+pub struct Translator {
     id: Identity,
     include_usage: bool,
     role_sent: bool,
@@ -836,77 +832,19 @@ struct Translator {
 
 impl ChatStream {
     pub fn new(id: Identity, include_usage: bool) -> Self {
-        ChatStream {
-            events: EventReader::new(MAX_EVENT_BYTES),
-            translator: Translator {
-                id,
-                include_usage,
-                role_sent: false,
-                finish_sent: false,
-                blocks: Vec::new(),
-                tool_calls: 0,
-                input_tokens: None,
-                cache_creation: None,
-                cache_read: None,
-                output_tokens: None,
-                done: false,
-            },
-            cut_short: false,
-        }
-    }
-
-    /// The OpenAI events for one chunk of the upstream's stream, holding at
-    /// most `room` bytes once the chunk is read: a stream that would hold
-    /// more ends with an error event (`gateway_memory_exhausted`) and
-    /// holds nothing.
-    pub fn feed_within(&mut self, chunk: &[u8], room: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.translator.done {
-            return out;
-        }
-        let translator = &mut self.translator;
-        self.events
-            .feed(chunk, |event| translator.on_event(event, &mut out));
-        if !self.translator.done && self.held() > room {
-            self.cut_short = true;
-            let error = LocalReply::error(
-                503,
-                "server_error",
-                Some("gateway_memory_exhausted"),
-                None,
-                "the gateway's memory for translated streams is spent: the answer was cut short",
-            );
-            self.translator.fail(&mut out, &error.body);
-        }
-        if self.translator.done {
-            self.events = EventReader::new(0);
-        }
-        out
-    }
-
-    /// The rest, once the upstream's stream ended: always an end and
-    /// `data: [DONE]`, so the client sees one even when the upstream broke
-    /// off (then after an error event, `provider_stream_incomplete`).
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.translator.done {
-            return out;
-        }
-        let translator = &mut self.translator;
-        self.events
-            .finish(|event| translator.on_event(event, &mut out));
-        if !self.translator.done {
-            let error = LocalReply::error(
-                502,
-                "server_error",
-                Some("provider_stream_incomplete"),
-                None,
-                "the anthropic provider's stream ended before its message_stop",
-            );
-            self.translator.fail(&mut out, &error.body);
-        }
-        self.events = EventReader::new(0);
-        out
+        Stream::with(Translator {
+            id,
+            include_usage,
+            role_sent: false,
+            finish_sent: false,
+            blocks: Vec::new(),
+            tool_calls: 0,
+            input_tokens: None,
+            cache_creation: None,
+            cache_read: None,
+            output_tokens: None,
+            done: false,
+        })
     }
 
     /// An upstream that answered a stream request whole: an error becomes
@@ -914,7 +852,7 @@ impl ChatStream {
     /// both end in `data: [DONE]`.
     pub fn whole(&mut self, status: u32, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.translator.done {
+        if self.inner.done {
             return out;
         }
         let message = serde_json::from_slice::<Value>(body).ok().filter(|v| {
@@ -923,40 +861,27 @@ impl ChatStream {
         match message.as_ref().filter(|m| read_message(m).is_some()) {
             Some(message) => {
                 for event in message_as_events(message) {
-                    self.translator.on_value(&event, &mut out);
+                    self.inner.on_value(&event, &mut out);
                 }
-                if !self.translator.done {
-                    self.translator
+                if !self.inner.done {
+                    self.inner
                         .on_value(&json!({ "type": "message_stop" }), &mut out);
                 }
             }
             None => {
-                let answer = translate_answer(status, body, &self.translator.id);
+                let answer = translate_answer(status, body, &self.inner.id);
                 let body = String::from_utf8_lossy(&answer.body).into_owned();
-                self.translator.fail(&mut out, &body);
+                self.inner.fail(&mut out, &body);
             }
         }
-        self.events = EventReader::new(0);
+        self.let_go();
         out
-    }
-
-    /// Bytes this stream holds between chunks: the unfinished event and
-    /// the open blocks.
-    pub fn held(&self) -> usize {
-        self.events.held()
-            + self.translator.blocks.capacity() * std::mem::size_of::<(u64, ToolBlock)>()
-    }
-
-    /// Whether the stream ended for want of room (see
-    /// [`ChatStream::feed_within`]).
-    pub fn cut_short(&self) -> bool {
-        self.cut_short
     }
 
     /// The tokens the upstream reported (input with cached tokens, output),
     /// whether or not the client asked for a usage chunk.
     pub fn usage(&self) -> Option<Usage> {
-        self.translator.usage()
+        self.inner.usage()
     }
 }
 
@@ -1007,6 +932,43 @@ fn message_as_events(message: &Value) -> Vec<Value> {
         "usage": usage,
     }));
     events
+}
+
+impl Events for Translator {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) {
+        Translator::on_event(self, event, out);
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn out_of_room(&mut self, out: &mut Vec<u8>) {
+        let error = LocalReply::error(
+            503,
+            "server_error",
+            Some("gateway_memory_exhausted"),
+            None,
+            "the gateway's memory for translated streams is spent: the answer was cut short",
+        );
+        self.fail(out, &error.body);
+    }
+
+    fn upstream_ended(&mut self, out: &mut Vec<u8>) {
+        let error = LocalReply::error(
+            502,
+            "server_error",
+            Some("provider_stream_incomplete"),
+            None,
+            "the anthropic provider's stream ended before its message_stop",
+        );
+        self.fail(out, &error.body);
+    }
+
+    /// The open blocks.
+    fn held(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<(u64, ToolBlock)>()
+    }
 }
 
 impl Translator {

@@ -22,9 +22,10 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
+use super::stream::{Events, Stream};
 use super::{Answer, Identity, ProviderOptions, Upstream, MAX_EVENT_BYTES};
 use crate::reply::LocalReply;
-use crate::sse::{EventReader, SseEvent};
+use crate::sse::SseEvent;
 use crate::usage::Usage;
 
 /// The path version when `provider_options.version` is unset.
@@ -1091,16 +1092,11 @@ pub fn translate_answer(status: u32, body: &[u8], id: &Identity) -> Answer {
 /// Turns Gemini's SSE stream (each `data:` a whole
 /// `GenerateContentResponse`) into `chat.completion.chunk` events as it
 /// arrives.
-pub struct ChatStream {
-    events: EventReader,
-    state: StreamState,
-    /// Ended because the stream was to hold more than its room.
-    cut_short: bool,
-}
+pub type ChatStream = Stream<StreamState>;
 
 /// Everything of a [`ChatStream`] but its event reader (which calls it
 /// back): a few counters, whatever the answer's length.
-struct StreamState {
+pub struct StreamState {
     id: Identity,
     include_usage: bool,
     role_sent: bool,
@@ -1114,63 +1110,15 @@ struct StreamState {
 
 impl ChatStream {
     pub fn new(id: Identity, include_usage: bool) -> Self {
-        ChatStream {
-            events: EventReader::new(MAX_EVENT_BYTES),
-            state: StreamState {
-                id,
-                include_usage,
-                role_sent: false,
-                calls: 0,
-                finished: false,
-                counts: None,
-                done: false,
-            },
-            cut_short: false,
-        }
-    }
-
-    /// The client's events for one chunk of the upstream stream, holding at
-    /// most `room` bytes once the chunk is read: a stream that would hold
-    /// more ends with an error event (`gateway_memory_exhausted`) and
-    /// `[DONE]`, and holds nothing after.
-    pub fn feed_within(&mut self, chunk: &[u8], room: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.state.done {
-            return out;
-        }
-        let state = &mut self.state;
-        self.events
-            .feed(chunk, |event| state.on_event(event, &mut out));
-        if !self.state.done && self.held() > room {
-            self.cut_short = true;
-            let error = LocalReply::error(
-                503,
-                "server_error",
-                Some("gateway_memory_exhausted"),
-                None,
-                "the gateway's memory for translated streams is spent: the answer was cut short",
-            );
-            self.state.fail(&mut out, &error);
-        }
-        if self.state.done {
-            self.events = EventReader::new(0);
-        }
-        out
-    }
-
-    /// The rest, once the upstream stream ended: always ends the client's
-    /// stream with one `data: [DONE]`; a stream that ended without a finish
-    /// reason ends in an error (`provider_stream_incomplete`).
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.state.done {
-            return out;
-        }
-        let state = &mut self.state;
-        self.events.finish(|event| state.on_event(event, &mut out));
-        self.state.conclude(&mut out, false);
-        self.events = EventReader::new(0);
-        out
+        Stream::with(StreamState {
+            id,
+            include_usage,
+            role_sent: false,
+            calls: 0,
+            finished: false,
+            counts: None,
+            done: false,
+        })
     }
 
     /// The upstream answered a stream request whole: an error, one JSON
@@ -1179,14 +1127,14 @@ impl ChatStream {
     /// error event) and `[DONE]`.
     pub fn whole(&mut self, status: u32, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.state.done {
+        if self.inner.done {
             return out;
         }
-        self.events = EventReader::new(0);
+        self.let_go();
         let parsed = serde_json::from_slice::<Value>(body).ok();
         if !(200..300).contains(&status) {
             let (reply, _) = provider_error(status, parsed.as_ref().and_then(error_in));
-            self.state.fail(&mut out, &reply);
+            self.inner.fail(&mut out, &reply);
             return out;
         }
         let responses: Vec<&Value> = match &parsed {
@@ -1200,35 +1148,54 @@ impl ChatStream {
                 .iter()
                 .any(|v| matches!(read_response(v), Ok(None)))
         {
-            self.state.fail(&mut out, &not_a_response());
+            self.inner.fail(&mut out, &not_a_response());
             return out;
         }
         for v in responses {
-            if self.state.done {
+            if self.inner.done {
                 break;
             }
-            self.state.on_response(v, &mut out);
+            self.inner.on_response(v, &mut out);
         }
         // A whole answer is complete: no finish reason means `stop`.
-        self.state.conclude(&mut out, true);
+        self.inner.conclude(&mut out, true);
         out
-    }
-
-    /// Bytes this stream holds between chunks: the unfinished event (the
-    /// rest of its state is a few counters).
-    pub fn held(&self) -> usize {
-        self.events.held()
-    }
-
-    /// Whether the stream ended for want of room.
-    pub fn cut_short(&self) -> bool {
-        self.cut_short
     }
 
     /// The tokens `usageMetadata` reported, if any came, whether or not the
     /// client asked for a usage chunk.
     pub fn usage(&self) -> Option<Usage> {
-        self.state.counts.map(TokenCounts::usage)
+        self.inner.counts.map(TokenCounts::usage)
+    }
+}
+
+impl Events for StreamState {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) {
+        StreamState::on_event(self, event, out);
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn out_of_room(&mut self, out: &mut Vec<u8>) {
+        let error = LocalReply::error(
+            503,
+            "server_error",
+            Some("gateway_memory_exhausted"),
+            None,
+            "the gateway's memory for translated streams is spent: the answer was cut short",
+        );
+        self.fail(out, &error);
+    }
+
+    fn upstream_ended(&mut self, out: &mut Vec<u8>) {
+        self.conclude(out, false);
+    }
+
+    /// A few counters, whatever the answer's length.
+    fn held(&self) -> usize {
+        0
     }
 }
 

@@ -28,9 +28,10 @@
 
 use serde_json::{json, Map, Value};
 
+use super::stream::{Events, Stream};
 use super::{Answer, Identity, ProviderOptions, Upstream, MAX_EVENT_BYTES};
 use crate::reply::LocalReply;
-use crate::sse::{EventReader, SseEvent};
+use crate::sse::SseEvent;
 use crate::usage::Usage;
 
 /// Where translated requests go on the backend.
@@ -897,15 +898,11 @@ pub fn translate_answer(status: u32, body: &[u8], id: &Identity) -> Answer {
 /// Every stream ends in `message_stop` or in an `error` event (the backend's
 /// error, a stream that ended before its `finish_reason`, an event over
 /// [`MAX_EVENT_BYTES`], or the gateway out of room).
-pub struct MessageStream {
-    events: EventReader,
-    translator: Translator,
-    cut_short: bool,
-}
+pub type MessageStream = Stream<Translator>;
 
 /// Everything of a [`MessageStream`] but its event reader (which calls it
 /// back).
-struct Translator {
+pub struct Translator {
     identity: Identity,
     /// `message_start` is out.
     started: bool,
@@ -941,75 +938,27 @@ enum Open {
 
 impl MessageStream {
     pub fn new(id: Identity) -> Self {
-        MessageStream {
-            events: EventReader::new(MAX_EVENT_BYTES),
-            translator: Translator {
-                identity: id,
-                started: false,
-                next_block: 0,
-                open: Open::None,
-                saw_tool: false,
-                stop: None,
-                usage: None,
-                done: false,
-            },
-            cut_short: false,
-        }
-    }
-
-    /// The Anthropic events for one chunk of the backend's stream, holding
-    /// at most `room` bytes once the chunk is read: a stream that would
-    /// hold more ends with an `error` event (`overloaded_error`, the
-    /// message naming `gateway_memory_exhausted`) and holds nothing.
-    pub fn feed_within(&mut self, chunk: &[u8], room: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.translator.done {
-            return out;
-        }
-        let translator = &mut self.translator;
-        self.events
-            .feed(chunk, |event| translator.on_event(event, &mut out));
-        if !self.translator.done && self.held() > room {
-            self.cut_short = true;
-            self.translator.fail(
-                &mut out,
-                "overloaded_error",
-                "gateway_memory_exhausted: the gateway's memory for translated streams is spent: the answer was cut short",
-            );
-        }
-        if self.translator.done {
-            self.let_go();
-        }
-        out
-    }
-
-    /// The rest, once the backend's stream ended: `message_delta` and
-    /// `message_stop` if the answer finished, else an `error` event; never
-    /// nothing, unless the stream had ended already.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.translator.done {
-            return out;
-        }
-        let translator = &mut self.translator;
-        self.events
-            .finish(|event| translator.on_event(event, &mut out));
-        if !self.translator.done {
-            self.translator.end_of_stream(&mut out);
-        }
-        self.let_go();
-        out
+        Stream::with(Translator {
+            identity: id,
+            started: false,
+            next_block: 0,
+            open: Open::None,
+            saw_tool: false,
+            stop: None,
+            usage: None,
+            done: false,
+        })
     }
 
     /// A backend that answered a stream request whole: its error as an
     /// `error` event, or its completion as the full event sequence.
     pub fn whole(&mut self, status: u32, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.translator.done {
+        if self.inner.done {
             return out;
         }
-        match read_completion(status, body, &self.translator.identity) {
-            Ok(reply) => self.translator.replay(&mut out, reply),
+        match read_completion(status, body, &self.inner.identity) {
+            Ok(reply) => self.inner.replay(&mut out, reply),
             Err(error) => {
                 let v: Value = serde_json::from_str(&error.body).unwrap_or_default();
                 let kind = v
@@ -1020,37 +969,50 @@ impl MessageStream {
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("the backend failed");
-                self.translator.fail(&mut out, kind, message);
+                self.inner.fail(&mut out, kind, message);
             }
         }
         self.let_go();
         out
     }
 
-    /// Bytes this stream holds between chunks: the unfinished upstream
-    /// event and the open tool call's id.
-    pub fn held(&self) -> usize {
-        let id = match &self.translator.open {
-            Open::Tool { id, name, .. } => id.capacity() + name.capacity(),
-            _ => 0,
-        };
-        self.events.held() + id
-    }
-
-    /// Whether the stream ended for want of room (see
-    /// [`MessageStream::feed_within`]).
-    pub fn cut_short(&self) -> bool {
-        self.cut_short
-    }
-
     /// The usage the backend reported (the last report), if any.
     pub fn usage(&self) -> Option<Usage> {
-        self.translator.usage
+        self.inner.usage
+    }
+}
+
+impl Events for Translator {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) {
+        Translator::on_event(self, event, out);
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn out_of_room(&mut self, out: &mut Vec<u8>) {
+        self.fail(
+            out,
+            "overloaded_error",
+            "gateway_memory_exhausted: the gateway's memory for translated streams is spent: the answer was cut short",
+        );
+    }
+
+    fn upstream_ended(&mut self, out: &mut Vec<u8>) {
+        self.end_of_stream(out);
+    }
+
+    /// The open tool call's id and name.
+    fn held(&self) -> usize {
+        match &self.open {
+            Open::Tool { id, name, .. } => id.capacity() + name.capacity(),
+            _ => 0,
+        }
     }
 
     fn let_go(&mut self) {
-        self.events = EventReader::new(0);
-        self.translator.open = Open::None;
+        self.open = Open::None;
     }
 }
 

@@ -20,6 +20,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod messages;
 pub mod session;
+pub mod stream;
 
 /// What the upstream is asked, once translated.
 #[derive(Debug, Clone, PartialEq, Eq)]
