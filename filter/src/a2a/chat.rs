@@ -11,8 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::answer::{self, Answer, Event, Outcome};
 use crate::config::A2aVersion;
+use crate::llm::stream::{Events, Stream};
 use crate::reply::LocalReply;
-use crate::sse::{EventReader, SseEvent};
+use crate::sse::SseEvent;
 
 /// A chat completion request, as much of it as A2A can carry.
 #[derive(Debug, PartialEq, Eq)]
@@ -256,17 +257,13 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 pub const MAX_HELD_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Turns an agent's event stream into `chat.completion.chunk` events as it
-/// arrives, chunk by chunk.
-pub struct ChunkStream {
-    events: EventReader,
-    translator: Translator,
-    /// Ended because the stream was to hold more than its room.
-    cut_short: bool,
-}
+/// arrives, chunk by chunk (the shell every translated stream shares:
+/// [`crate::llm::stream`]).
+pub type ChunkStream = Stream<Translator>;
 
 /// Everything of a [`ChunkStream`] but its event reader (which calls it
 /// back).
-struct Translator {
+pub struct Translator {
     completion: Completion,
     answer: Answer,
     role_sent: bool,
@@ -275,16 +272,12 @@ struct Translator {
 
 impl ChunkStream {
     pub fn new(completion: Completion) -> Self {
-        ChunkStream {
-            events: EventReader::new(MAX_EVENT_BYTES),
-            translator: Translator {
-                completion,
-                answer: Answer::new(MAX_HELD_ANSWER_BYTES),
-                role_sent: false,
-                done: false,
-            },
-            cut_short: false,
-        }
+        Stream::with(Translator {
+            completion,
+            answer: Answer::new(MAX_HELD_ANSWER_BYTES),
+            role_sent: false,
+            done: false,
+        })
     }
 
     /// The OpenAI events for one chunk of the agent's stream.
@@ -292,58 +285,10 @@ impl ChunkStream {
         self.feed_within(chunk, usize::MAX)
     }
 
-    /// [`ChunkStream::feed`], holding at most `room` bytes once the chunk is
-    /// read (its share of a budget several streams draw on): a stream that
-    /// would hold more ends with an error event (`gateway_memory_exhausted`)
-    /// and holds nothing.
-    pub fn feed_within(&mut self, chunk: &[u8], room: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.translator.done {
-            return out;
-        }
-        let translator = &mut self.translator;
-        self.events
-            .feed(chunk, |event| translator.on_event(event, &mut out));
-        if !self.translator.done && self.held() > room {
-            self.cut_short = true;
-            let error = LocalReply::error(
-                503,
-                "server_error",
-                Some("gateway_memory_exhausted"),
-                None,
-                "the gateway's memory for translated streams is spent: the answer was cut short",
-            );
-            self.translator.end(&mut out, Some(&error));
-        }
-        if self.translator.done {
-            self.events = EventReader::new(0);
-        }
-        out
-    }
-
-    /// The rest, once the agent's stream ended: always an end and
-    /// `data: [DONE]`, so the client sees one even when the agent broke off
-    /// (an incomplete answer ends in `agent_task_incomplete`).
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.translator.done {
-            return out;
-        }
-        let translator = &mut self.translator;
-        self.events
-            .finish(|event| translator.on_event(event, &mut out));
-        if !self.translator.done {
-            let outcome = self.translator.answer.close();
-            self.translator.conclude(&mut out, outcome);
-        }
-        self.events = EventReader::new(0);
-        out
-    }
-
     /// An agent answer that is not a stream (an error before it started).
     pub fn whole(&mut self, http_status: u32, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let reply = completion_from_a2a(http_status, body, &self.translator.completion);
+        let reply = completion_from_a2a(http_status, body, &self.inner.completion);
         if reply.status == 200 {
             let text = serde_json::from_str::<Value>(&reply.body)
                 .ok()
@@ -353,24 +298,44 @@ impl ChunkStream {
                         .map(str::to_string)
                 })
                 .unwrap_or_default();
-            self.translator.delta(&mut out, &text);
-            self.translator.end(&mut out, None);
+            self.inner.delta(&mut out, &text);
+            self.inner.end(&mut out, None);
         } else {
-            self.translator.end(&mut out, Some(&reply));
+            self.inner.end(&mut out, Some(&reply));
         }
         out
     }
+}
 
-    /// Bytes this stream holds between chunks: the unfinished event and
-    /// the answer text that cannot go out yet.
-    pub fn held(&self) -> usize {
-        self.events.held() + self.translator.answer.held()
+impl Events for Translator {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) {
+        Translator::on_event(self, event, out);
     }
 
-    /// Whether the stream ended for want of room (see
-    /// [`ChunkStream::feed_within`]).
-    pub fn cut_short(&self) -> bool {
-        self.cut_short
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn out_of_room(&mut self, out: &mut Vec<u8>) {
+        let error = LocalReply::error(
+            503,
+            "server_error",
+            Some("gateway_memory_exhausted"),
+            None,
+            "the gateway's memory for translated streams is spent: the answer was cut short",
+        );
+        self.end(out, Some(&error));
+    }
+
+    /// An incomplete answer ends in `agent_task_incomplete`.
+    fn upstream_ended(&mut self, out: &mut Vec<u8>) {
+        let outcome = self.answer.close();
+        self.conclude(out, outcome);
+    }
+
+    /// The answer text that cannot go out yet.
+    fn held(&self) -> usize {
+        self.answer.held()
     }
 }
 
@@ -846,7 +811,7 @@ mod tests {
             model: "prod/é".into(),
             created: 42,
         })
-        .translator;
+        .inner;
         for (text, role) in [("first \"line\"\n🙂", true), ("", false)] {
             let mut out = Vec::new();
             t.delta(&mut out, text);

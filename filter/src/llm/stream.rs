@@ -1,6 +1,6 @@
-//! The shell every translated stream shares: the upstream's events read
-//! in bounded memory ([`EventReader`]), the room a stream may hold, and an
-//! end that always comes. What the events become is each translator's
+//! The shell every translated stream shares (the providers' and the A2A
+//! chat's): the upstream's events read in bounded memory ([`EventReader`]),
+//! the room a stream may hold, and an end that always comes. What the events become is each translator's
 //! ([`Events`]); the shell only drives them.
 
 use super::MAX_EVENT_BYTES;
@@ -29,13 +29,13 @@ pub trait Events {
 /// chunks of any size, turned into the client's by `T`.
 pub struct Stream<T> {
     events: EventReader,
-    pub(super) inner: T,
+    pub(crate) inner: T,
     /// Ended because the stream was to hold more than its room.
     cut_short: bool,
 }
 
 impl<T: Events> Stream<T> {
-    pub(super) fn with(inner: T) -> Self {
+    pub(crate) fn with(inner: T) -> Self {
         Stream {
             events: EventReader::new(MAX_EVENT_BYTES),
             inner,
@@ -95,7 +95,7 @@ impl<T: Events> Stream<T> {
     }
 
     /// Lets go of the event reader's buffer and the translator's state.
-    pub(super) fn let_go(&mut self) {
+    pub(crate) fn let_go(&mut self) {
         self.events = EventReader::new(0);
         self.inner.let_go();
     }
