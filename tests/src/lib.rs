@@ -1199,6 +1199,49 @@ pub async fn run_python(script: &str, args: Vec<String>) -> std::process::Output
         })
 }
 
+/// A Python test server (tests/python/`script`) on an ephemeral loopback
+/// port: started with `--port 0` and `args`, returned once it printed
+/// `listening on ADDR` (30 s at most), with its stderr log. `what` names it
+/// in a failure (and what installs it).
+pub async fn start_python_server(
+    script: &str,
+    args: &[&str],
+    what: &str,
+) -> (tokio::process::Child, tempfile::NamedTempFile, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let log = tempfile::NamedTempFile::new().expect("server log");
+    let mut child = tokio::process::Command::new(venv_python())
+        .arg(workspace_root().join("tests/python").join(script))
+        .args(["--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().expect("server log handle"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stdout = child.stdout.take().expect("server stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                return addr.trim().parse::<SocketAddr>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| {
+        panic!(
+            "{what} {args:?} did not start:\n{}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        )
+    });
+    (child, log, addr)
+}
+
 /// The A2A test agent (tests/python/a2a_agent.py, on the official a2a-sdk)
 /// on an ephemeral loopback port. Dropping it kills the process.
 pub struct A2aAgent {
@@ -1211,33 +1254,12 @@ impl A2aAgent {
     /// Starts the agent with extra `args` (`--version 0.3`, `--signed`,
     /// `--rpc-path /rpc`, ...) and waits for its `listening on` line.
     pub async fn start(args: &[&str]) -> A2aAgent {
-        use tokio::io::AsyncBufReadExt;
-        let log = tempfile::NamedTempFile::new().expect("agent log");
-        let mut child = tokio::process::Command::new(venv_python())
-            .arg(workspace_root().join("tests/python/a2a_agent.py"))
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().expect("agent log handle"))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn the A2A agent (make setup installs a2a-sdk): {e}"));
-        let stdout = child.stdout.take().expect("agent stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-        let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
-        let line = match first {
-            Ok(Ok(Some(line))) => line,
-            other => panic!(
-                "A2A agent {args:?} did not start ({other:?}):\n{}",
-                log_text()
-            ),
-        };
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("A2A agent said {line:?}:\n{}", log_text()));
+        let (child, log, addr) = start_python_server(
+            "a2a_agent.py",
+            args,
+            "the A2A agent (make setup installs a2a-sdk)",
+        )
+        .await;
         A2aAgent { child, log, addr }
     }
 
@@ -1266,33 +1288,12 @@ impl McpServer {
     /// Starts the server with extra `args` (`--replica b`, `--json`,
     /// `--page-size 3`) and waits for its `listening on` line.
     pub async fn start(args: &[&str]) -> McpServer {
-        use tokio::io::AsyncBufReadExt;
-        let log = tempfile::NamedTempFile::new().expect("server log");
-        let mut child = tokio::process::Command::new(venv_python())
-            .arg(workspace_root().join("tests/python/mcp_server.py"))
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().expect("server log handle"))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn the MCP server (make setup installs mcp): {e}"));
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return addr.trim().parse::<SocketAddr>().ok();
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("MCP server {args:?} did not start:\n{}", log_text()));
+        let (child, log, addr) = start_python_server(
+            "mcp_server.py",
+            args,
+            "the MCP server (make setup installs mcp)",
+        )
+        .await;
         McpServer { child, log, addr }
     }
 

@@ -7,12 +7,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
-use agentroute_tests::{
-    json_to_metadata, send, venv_python, workspace_root, Gateway, GatewayConfig,
-};
+use agentroute_tests::{json_to_metadata, send, start_python_server, Gateway, GatewayConfig};
 use serde_json::{json, Value};
 
 /// What a client sends as its own key: it must never reach a provider.
@@ -28,37 +24,14 @@ pub struct Provider {
 
 impl Provider {
     pub async fn start(kind: &str, name: &str, key: &str, extra: &[&str]) -> Provider {
-        use tokio::io::AsyncBufReadExt;
-        let log = tempfile::NamedTempFile::new().expect("server log");
-        let mut child = tokio::process::Command::new(venv_python())
-            .arg(workspace_root().join("tests/python/provider_server.py"))
-            .args(["--port", "0", "--kind", kind, "--name", name, "--key", key])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().expect("server log handle"))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn provider_server.py (make setup): {e}"));
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return addr.trim().parse::<SocketAddr>().ok();
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            panic!(
-                "provider {kind} did not start:\n{}",
-                std::fs::read_to_string(log.path()).unwrap_or_default()
-            )
-        });
+        let mut args = vec!["--kind", kind, "--name", name, "--key", key];
+        args.extend_from_slice(extra);
+        let (child, log, addr) = start_python_server(
+            "provider_server.py",
+            &args,
+            "the provider stand-in (make setup installs anthropic, google-genai)",
+        )
+        .await;
         Provider { child, log, addr }
     }
 
