@@ -14,7 +14,7 @@ trap 'rm -rf "$logs"' EXIT
 
 dict_of() {
   case $1 in
-    usage|sse_lines|a2a_stream) echo dict/sse.dict ;;
+    usage|sse_lines|a2a_stream|anthropic_stream|gemini_stream|messages_stream) echo dict/sse.dict ;;
     model_body|a2a_chat) echo dict/model_body.dict ;;
     route|host) echo dict/route.dict ;;
     mcp_message|mcp_list) echo dict/mcp.dict ;;
