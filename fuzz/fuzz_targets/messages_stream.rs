@@ -11,7 +11,7 @@
 
 use agentroute::llm::messages::{translate_answer, MessageStream};
 use agentroute::llm::{Identity, MAX_EVENT_BYTES};
-use agentroute_fuzz::chunkings;
+use agentroute_fuzz::{alike_however_cut, chunkings, translate_stream, Room};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -23,51 +23,24 @@ fn identity() -> Identity {
     }
 }
 
-fn translate(chunks: &[&[u8]]) -> Vec<u8> {
-    let mut stream = MessageStream::new(identity());
-    let mut out = Vec::new();
-    for chunk in chunks {
-        out.extend(stream.feed_within(chunk, usize::MAX));
-        assert!(stream.held() <= MAX_EVENT_BYTES + 4096);
-    }
-    out.extend(stream.finish());
-    assert_eq!(stream.held(), 0, "an ended stream holds nothing");
-    out
-}
-
-/// The stream with little room: it may end early (with an error event),
-/// but never holds more than its room, and is still well-formed.
-fn translate_within(chunks: &[&[u8]], room: usize) -> Vec<u8> {
-    let mut stream = MessageStream::new(identity());
-    let mut out = Vec::new();
-    for chunk in chunks {
-        out.extend(stream.feed_within(chunk, room));
-        assert!(
-            stream.held() <= room,
-            "held {} > room {room}",
-            stream.held()
-        );
-    }
-    out.extend(stream.finish());
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
-    let whole = translate(&[data]);
+    let whole = alike_however_cut(data, |chunks| {
+        translate_stream(
+            MessageStream::new(identity()),
+            chunks,
+            Room::Unbounded {
+                bound: MAX_EVENT_BYTES + 4096,
+            },
+        )
+    });
     check_events(&whole);
-    for chunks in chunkings(data) {
-        let out = translate(&chunks);
-        assert!(
-            out == whole,
-            "{} chunks:\n{}\nvs one chunk:\n{}",
-            chunks.len(),
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&whole)
-        );
-    }
 
     for chunks in chunkings(data).iter().take(1) {
-        check_events(&translate_within(chunks, data.len() % 512));
+        check_events(&translate_stream(
+            MessageStream::new(identity()),
+            chunks,
+            Room::Within(data.len() % 512),
+        ));
     }
 
     // The same bytes as a whole answer: a non-streamed message, and the

@@ -4,6 +4,8 @@
 //! result however the body is cut into chunks. The cuts are derived from the
 //! input itself, so that a crash reproduces from the saved input alone.
 
+use agentroute::llm::stream::{Events, Stream};
+
 /// The ways a target cuts `data`: one byte at a time, and pieces of
 /// pseudo-random sizes (empty pieces among them, as Envoy may deliver an
 /// empty chunk) drawn from a generator seeded by a hash of the input.
@@ -35,6 +37,52 @@ pub fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// How much a translated stream may hold while a target drives it.
+pub enum Room {
+    /// All it asks for: it holds at most `bound` between chunks, and
+    /// nothing once ended.
+    Unbounded { bound: usize },
+    /// Little room (its share of the VM's budget): it may end early, with
+    /// an error event, but never holds more than this.
+    Within(usize),
+}
+
+/// Feeds `chunks` through a translated stream (A2A, provider), then
+/// finishes it, checking what it holds against `room`: all it wrote.
+pub fn translate_stream<T: Events>(mut stream: Stream<T>, chunks: &[&[u8]], room: Room) -> Vec<u8> {
+    let (give, bound) = match room {
+        Room::Unbounded { bound } => (usize::MAX, bound),
+        Room::Within(room) => (room, room),
+    };
+    let mut out = Vec::new();
+    for chunk in chunks {
+        out.extend(stream.feed_within(chunk, give));
+        assert!(stream.held() <= bound, "held {} > {bound}", stream.held());
+    }
+    out.extend(stream.finish());
+    if let Room::Unbounded { .. } = room {
+        assert_eq!(stream.held(), 0, "an ended stream holds nothing");
+    }
+    out
+}
+
+/// Every way [`chunkings`] cuts `data` translates as the whole of it in
+/// one chunk does: that output.
+pub fn alike_however_cut(data: &[u8], translate: impl Fn(&[&[u8]]) -> Vec<u8>) -> Vec<u8> {
+    let whole = translate(&[data]);
+    for chunks in chunkings(data) {
+        let out = translate(&chunks);
+        assert!(
+            out == whole,
+            "{} chunks:\n{}\nvs one chunk:\n{}",
+            chunks.len(),
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&whole)
+        );
+    }
+    whole
 }
 
 /// SplitMix64: small, fast, and good enough to pick chunk sizes.
